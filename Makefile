@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine (see README): `make bench` (the main job) and `make test`.
+# Both create .venv on first use, install PyTorch and the project into it, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CI pins the exact PyTorch; the package itself only asks for torch>=2.4.
+TORCH_SPEC ?= torch==2.14.1
+MAX_JOBS ?= 2
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export CUDA_HOME MAX_JOBS
+
+.PHONY: setup bench test lm clean
+
+$(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install "$(TORCH_SPEC)" numpy pytest ninja pybind11 "setuptools>=64" wheel matplotlib
+	# No build isolation: the extension must be built against the torch installed above, not a fresh download.
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+bench: setup
+	$(PY) -m bench.bench_kernels $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+lm: setup
+	$(PY) -m bench.lm.train $(ARGS)
+
+clean:
+	rm -rf build lstmkern/_C*.so *.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks of lstmkern (run ``python -m bench.bench_kernels --help``)."""

@@ -1,0 +1,1080 @@
+"""Kernel microbenchmark: lstmkern's backends against cuDNN, plain PyTorch loops, torch.compile and FlashRNN.
+
+Run ``python -m bench.bench_kernels`` (or ``python bench/bench_kernels.py``) from the repository root; ``--help`` lists
+the options. Every implementation of a case runs in the same process, on the same random inputs and in the same dtype.
+
+Shape legend (as everywhere in lstmkern):
+    T  time steps            B  batch size
+    I  input features        H  hidden units
+    G  groups (G-LSTM)       R  rank of the factorization (F-LSTM)
+    Ig = I / G, Hg = H / G   per-group input and hidden sizes
+
+What one case measures (one config x one implementation x one mode):
+    ms, ms_p20, ms_p80   median and 20th/80th percentiles of the wall time of one call. On a GPU:
+                         triton.testing.do_bench (CUDA events, L2 flushed between calls) after warm-up calls that absorb compilation and
+                         autotuning; on CPU: time.perf_counter around each call. Every call takes the next of several
+                         pre-generated random input sets (x, h0, c0 and the upstream gradient), so no call re-reads the
+                         inputs the previous one left in cache.
+    tflops               the model's FLOPs / median time. FLOPs count the GEMMs of the model the implementation runs
+                         (input projection + recurrence; pointwise work is not counted), x3 for fwdbwd.
+    floor_ms             max(FLOPs / matmul rate, compulsory bytes / copy bandwidth), both ceilings measured in this run
+                         (a large matmul and a large device copy). It ignores the sequential dependency through time, so
+                         it is a lower bound no recurrent kernel can reach at small batch; ``frac_of_floor`` = floor/ms.
+    peak_mb              extra memory one call allocates (CUDA caching allocator peak minus what was allocated before
+                         the call) plus the bytes of the one input set and weights it uses; null on CPU.
+    max_rel_err/correct  lstmkern implementations only: normwise relative error max|a - ref| / max|ref|, maximised over
+                         output, h_n, c_n (and for fwdbwd dx, dh0, dc0 and every weight gradient), against the float64
+                         reference of lstmkern.reference on the same inputs cut to the first ``--check-t`` steps.
+
+Modes: ``fwd`` runs the forward under torch.no_grad(); ``fwdbwd`` runs forward + backward with a random upstream
+gradient on the output (x requires grad, as it would inside a stacked model).
+
+Without CUDA this runs a tiny CPU smoke set (reference, interpreted Triton, nn.LSTM, the naive loop) and writes its json
+to a temporary directory unless ``--out`` is given, so CI never dirties the tree.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROCESS_START = time.monotonic()  # --time-budget counts from here (CUDA start-up and the ceilings included)
+
+IMPL_NAMES = (
+    "lstmkern-cuda", "lstmkern-triton", "lstmkern-reference",
+    "cudnn", "cudnn-sameparams", "torch-naive", "torch-compile", "flashrnn",
+)
+LSTMKERN_IMPLS = ("lstmkern-cuda", "lstmkern-triton", "lstmkern-reference")
+IMPL_TIERS = (("lstmkern-cuda", "lstmkern-triton", "cudnn", "cudnn-sameparams", "flashrnn"),
+              ("lstmkern-reference", "torch-naive"), ("torch-compile",))
+MODES = ("fwd", "fwdbwd")
+SWEEP_PARAMS = ("H", "G", "R", "B", "T")
+
+# Where glstm-flashrnn comes from: FlashRNN's speed experiments (the head-dimension figure of the README and of the
+# paper, arXiv:2412.07752) run B=16, T=1024, bfloat16, hidden size 768 split into (head dim, heads) pairs; (64, 12) is
+# the pair their batch-size and sequence-length experiments also use. Heads map to G-LSTM groups.
+FLASHRNN_SOURCE = ("FlashRNN speed experiments, NX-AI/flashrnn flashrnn/speed_experiments/kernel_speed_benchmark.py "
+                   "(head-dimension benchmark: B=16, T=1024, bfloat16, hidden 768 as head_dim x heads; (64, 12) also "
+                   "used by its batch-size and sequence-length benchmarks), README speed figure and arXiv:2412.07752")
+
+# Correctness tolerance of the normwise relative error against float64, per dtype. bf16 keeps 8 mantissa bits and h is
+# rounded to it every step, so a few ulps of drift over --check-t steps is expected; fp32 allows for TF32 GEMMs.
+REL_TOL = {"bfloat16": 3e-2, "float16": 1e-2, "float32": 5e-3, "float64": 1e-9}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line. Parsed before torch/triton are imported: on CPU, TRITON_INTERPRET=1 must be set before triton loads.
+# ----------------------------------------------------------------------------------------------------------------------
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_kernels",
+        description="Time lstmkern's backends against cuDNN, PyTorch loops, torch.compile and FlashRNN.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m bench.bench_kernels                          # default configs (GPU) or CPU smoke set\n"
+               "  python -m bench.bench_kernels --configs glstm-infer,flstm-infer\n"
+               "  python -m bench.bench_kernels --sweep H --values 256,512,1024 --base glstm-infer\n"
+               "  python -m bench.bench_kernels --sweep G --impls lstmkern-cuda,cudnn\n"
+               "  python -m bench.bench_kernels --list")
+    p.add_argument("--configs", default=None,
+                   help="comma-separated config names (see --list); default: all default configs of the device")
+    p.add_argument("--sweep", choices=SWEEP_PARAMS, default=None,
+                   help="also run a sweep over one parameter of --base (H sweeps I=H together)")
+    p.add_argument("--values", default=None, help="comma-separated values for --sweep (default: a built-in list)")
+    p.add_argument("--base", default=None,
+                   help="config the sweep starts from (default: glstm-infer, flstm-infer for R; cpu-* on CPU)")
+    p.add_argument("--impls", default=None, help=f"comma-separated subset of {', '.join(IMPL_NAMES)}")
+    p.add_argument("--modes", default=None, help="comma-separated subset of fwd,fwdbwd (default: each config's modes)")
+    p.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32", "float64"),
+                   help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                   help="cpu forces the CPU smoke set even where CUDA exists (the test suite uses this)")
+    p.add_argument("--out", default=None,
+                   help="json path; default bench/results/<timestamp>-<gpu>.json on GPU, a temp dir on CPU")
+    p.add_argument("--input-sets", type=int, default=None, help="random input sets rotated per call (GPU 4, CPU 2)")
+    p.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up time per case (GPU)")
+    p.add_argument("--rep-ms", type=float, default=100.0, help="do_bench measuring time per case (GPU)")
+    p.add_argument("--cpu-reps", type=int, default=7, help="timed calls per case on CPU")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds after start-up after which no new case starts (the rest is recorded as skipped)")
+    p.add_argument("--check-t", type=int, default=32, help="time steps of the float64 correctness check")
+    p.add_argument("--no-check", action="store_true", help="skip the float64 correctness check")
+    p.add_argument("--no-plot", action="store_true", help="do not write the sweep plot")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list", action="store_true", help="list the configs and exit")
+    return p
+
+
+ARGS = build_arg_parser().parse_args() if __name__ == "__main__" else None
+
+import torch  # noqa: E402  (after argument parsing on purpose, see above)
+
+if __name__ == "__main__":
+    _FORCE_CPU = ARGS.device == "cpu"
+    if ARGS.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda was asked for but torch.cuda.is_available() is False")
+    if _FORCE_CPU or not torch.cuda.is_available():
+        # The Triton backend can only run on CPU tensors through the interpreter, which reads this at import time.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if str(REPO_ROOT) not in sys.path:  # `python bench/bench_kernels.py` without an installed lstmkern
+    sys.path.insert(0, str(REPO_ROOT))
+
+from torch import Tensor, nn  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark shape. ``op`` is "glstm" (uses G) or "flstm" (uses R)."""
+    name: str
+    op: str
+    modes: tuple[str, ...]
+    B: int
+    T: int
+    I: int
+    H: int
+    G: int | None = None
+    R: int | None = None
+    source: str | None = None
+    sweep: str | None = None
+    sweep_value: int | None = None
+
+    def describe(self) -> str:
+        extra = f"G{self.G}" if self.op == "glstm" else f"R{self.R}"
+        return f"{self.name}: {self.op} {'+'.join(self.modes)} B{self.B} T{self.T} I{self.I} H{self.H} {extra}"
+
+
+GPU_CONFIGS = {c.name: c for c in (
+    BenchConfig("glstm-infer", "glstm", ("fwd",), B=16, T=512, I=1024, H=1024, G=4),
+    BenchConfig("glstm-train", "glstm", ("fwdbwd",), B=64, T=256, I=2048, H=2048, G=8),
+    BenchConfig("flstm-infer", "flstm", ("fwd",), B=16, T=512, I=1024, H=1024, R=256),
+    BenchConfig("flstm-train", "flstm", ("fwdbwd",), B=64, T=256, I=2048, H=2048, R=512),
+    BenchConfig("glstm-flashrnn", "glstm", ("fwd", "fwdbwd"), B=16, T=1024, I=768, H=768, G=12,
+                source=FLASHRNN_SOURCE),
+)}
+
+# Tiny shapes so the CPU set (Triton interpreted) finishes in well under two minutes on two cores.
+CPU_CONFIGS = {c.name: c for c in (
+    BenchConfig("cpu-glstm", "glstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, G=4),
+    BenchConfig("cpu-flstm", "flstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, R=8),
+)}
+
+DEFAULT_SWEEP_VALUES = {
+    "gpu": {"H": [256, 512, 1024, 2048], "G": [1, 2, 4, 8, 16], "R": [64, 128, 256, 512],
+            "B": [1, 8, 16, 64, 128], "T": [64, 256, 1024]},
+    "cpu": {"H": [16, 32], "G": [1, 2, 4], "R": [4, 8], "B": [1, 3], "T": [4, 8]},
+}
+
+
+def sweep_configs(base: BenchConfig, param: str, values: list[int]) -> list[BenchConfig]:
+    """Copies of ``base`` with ``param`` set to each value (an H sweep keeps I = H, as the default configs do)."""
+    if param == "G" and base.op != "glstm":
+        raise ValueError(f"--sweep G needs a glstm base config, got {base.name!r} ({base.op})")
+    if param == "R" and base.op != "flstm":
+        raise ValueError(f"--sweep R needs an flstm base config, got {base.name!r} ({base.op})")
+    out = []
+    for v in values:
+        if v < 1:
+            raise ValueError(f"--values must be positive integers, got {v}")
+        changes: dict = {param: v}
+        if param == "H":
+            changes["I"] = v
+        cfg = replace(base, name=f"{base.name}:{param}={v}", sweep=param, sweep_value=v, source=None, **changes)
+        if cfg.op == "glstm" and (cfg.H % cfg.G or cfg.I % cfg.G):
+            raise ValueError(f"--sweep {param}: value {v} gives H={cfg.H}, I={cfg.I} not divisible by G={cfg.G}")
+        out.append(cfg)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model arithmetic: parameters, FLOPs, compulsory bytes
+# ----------------------------------------------------------------------------------------------------------------------
+
+def param_count(model: str, I: int, H: int, G: int | None = None, R: int | None = None) -> int:
+    """Parameters of one layer: "glstm" (with its one bias), "flstm", or "dense" (nn.LSTM with b_ih and b_hh)."""
+    if model == "glstm":
+        return 4 * H * (I + H) // G + 4 * H
+    if model == "flstm":
+        return R * (I + H) + 4 * H * R + 4 * H
+    if model == "dense":
+        return 4 * H * (I + H) + 8 * H
+    raise ValueError(f"model must be 'glstm', 'flstm' or 'dense', got {model!r}")
+
+
+def same_params_hidden(I: int, target_params: int) -> int:
+    """Hidden size h of an nn.LSTM(I, h) whose parameter count 4h^2 + (4I + 8)h is closest to ``target_params``.
+
+    Solves 4h^2 + (4I + 8)h - P = 0 for its positive root, then picks the better of the two neighbouring integers.
+    """
+    a, b, c = 4.0, 4.0 * I + 8.0, -float(target_params)
+    root = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    candidates = {max(1, math.floor(root)), max(1, math.ceil(root))}
+    return min(candidates, key=lambda h: (abs(param_count("dense", I, h) - target_params), h))
+
+
+def model_flops(model: str, mode: str, T: int, B: int, I: int, H: int, G: int | None = None,
+                R: int | None = None) -> float:
+    """GEMM FLOPs of one layer over the sequence (2 per multiply-add); fwdbwd counts 3x the forward."""
+    if model == "glstm":
+        fwd = 2.0 * T * B * 4 * H * (I // G + H // G)
+    elif model == "flstm":
+        fwd = 2.0 * T * B * R * (I + H) + 2.0 * T * B * 4 * H * R
+    elif model == "dense":
+        fwd = 2.0 * T * B * 4 * H * (I + H)
+    else:
+        raise ValueError(f"model must be 'glstm', 'flstm' or 'dense', got {model!r}")
+    return fwd * (3.0 if mode == "fwdbwd" else 1.0)
+
+
+def compulsory_bytes(mode: str, T: int, B: int, I: int, H: int, params: int, elem: int) -> float:
+    """Bytes a fully fused implementation cannot avoid moving through DRAM.
+
+    fwd: read x and the weights once, write the output. fwdbwd adds: write the float32 cell states the backward needs,
+    then read the upstream gradient, h, the cell states, x and the weights again, and write dx and the weight gradients.
+    """
+    fwd = elem * (T * B * I + T * B * H + params)
+    if mode == "fwd":
+        return float(fwd)
+    cell_fp32 = 4 * T * B * H
+    bwd = elem * (2 * T * B * H + 2 * T * B * I + 2 * params) + cell_fp32
+    return float(fwd + cell_fp32 + bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The straightforward PyTorch loops (torch-naive, and torch-compile compiles their step)
+# ----------------------------------------------------------------------------------------------------------------------
+
+def glstm_naive_step(proj_t: Tensor, h: Tensor, c: Tensor, weight_hh_t: Tensor) -> tuple[Tensor, Tensor]:
+    """One G-LSTM step, group-major. proj_t (G, B, 4, Hg) input projection + bias; h, c (G, B, Hg);
+    weight_hh_t (G, Hg, 4Hg) = weight_hh transposed. Returns (h, c) of the step."""
+    G, B, _, hg = proj_t.shape
+    gates = proj_t + torch.bmm(h, weight_hh_t).view(G, B, 4, hg)
+    i, f, g, o = gates.unbind(2)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+
+def glstm_naive(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None,
+                step: Callable = glstm_naive_step) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """The G-LSTM loop a user would write: one batched GEMM for all inputs, then per step one bmm over the groups and
+    the pointwise cell, everything in x's dtype. Shapes as :func:`lstmkern.glstm_forward` (time-major).
+
+    Example::
+        >>> out, (h_n, c_n) = glstm_naive(torch.randn(5, 2, 6), torch.zeros(2, 9), torch.zeros(2, 9),
+        ...                               torch.randn(3, 12, 2), torch.randn(3, 12, 3), None)   # out: (5, 2, 9)
+    """
+    T, B, I = x.shape
+    G, four_hg, ig = weight_ih.shape
+    hg = four_hg // 4
+    xg = x.reshape(T * B, G, ig).transpose(0, 1)  # (G, T*B, Ig)
+    proj = torch.bmm(xg, weight_ih.transpose(1, 2))  # (G, T*B, 4Hg)
+    if bias is not None:
+        proj = proj + bias.unsqueeze(1)
+    proj = proj.view(G, T, B, 4, hg)
+    weight_hh_t = weight_hh.transpose(1, 2)
+    h = h0.view(B, G, hg).transpose(0, 1)
+    c = c0.view(B, G, hg).transpose(0, 1)
+    outputs = []
+    for t in range(T):
+        h, c = step(proj[:, t], h, c, weight_hh_t)
+        outputs.append(h)
+    output = torch.stack(outputs).permute(0, 2, 1, 3).reshape(T, B, G * hg)  # (T, G, B, Hg) -> (T, B, H)
+    return output, (h.transpose(0, 1).reshape(B, -1), c.transpose(0, 1).reshape(B, -1))
+
+
+def flstm_naive_step(proj_t: Tensor, h: Tensor, c: Tensor, weight_1h_t: Tensor, weight_2_t: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """One F-LSTM step: proj_t (B, 4, H); h, c (B, H); weight_1h_t (H, R); weight_2_t (R, 4H). Returns (h, c)."""
+    B, _, H = proj_t.shape
+    gates = proj_t + ((h @ weight_1h_t) @ weight_2_t).view(B, 4, H)
+    i, f, g, o = gates.unbind(1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+
+def flstm_naive(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Tensor | None,
+                step: Callable = flstm_naive_step) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """The F-LSTM loop a user would write: W2 (W1_x x) for all steps as two GEMMs, then per step two mm
+    (h W1_h^T, then W2) and the pointwise cell. Shapes as :func:`lstmkern.flstm_forward` (time-major).
+
+    Example::
+        >>> out, _ = flstm_naive(torch.randn(5, 2, 6), torch.zeros(2, 9), torch.zeros(2, 9),
+        ...                      torch.randn(4, 15), torch.randn(36, 4), None)   # out: (5, 2, 9)
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    proj = (x.reshape(T * B, I) @ weight_1[:, :I].t()) @ weight_2.t()
+    if bias is not None:
+        proj = proj + bias
+    proj = proj.view(T, B, 4, H)
+    weight_1h_t, weight_2_t = weight_1[:, I:].t(), weight_2.t()
+    h, c = h0, c0
+    outputs = []
+    for t in range(T):
+        h, c = step(proj[t], h, c, weight_1h_t, weight_2_t)
+        outputs.append(h)
+    return torch.stack(outputs), (h, c)
+
+
+_COMPILED_STEPS: dict[str, Callable] = {}
+
+
+def compiled_step(op: str) -> Callable:
+    """torch.compile of the naive step (compiling the whole T-step loop would unroll it into T copies)."""
+    if op not in _COMPILED_STEPS:
+        import torch._dynamo  # noqa: F401  (a sweep compiles one graph per shape: raise the recompile limits)
+        for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                     "accumulated_recompile_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, max(256, getattr(torch._dynamo.config, knob)))
+        step = glstm_naive_step if op == "glstm" else flstm_naive_step
+        _COMPILED_STEPS[op] = torch.compile(step, fullgraph=True, dynamic=False)
+    return _COMPILED_STEPS[op]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inputs and weights
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class InputSet:
+    x: Tensor        # (T, B, I)
+    h0: Tensor       # (B, H)
+    c0: Tensor       # (B, H)
+    grad: Tensor     # (T, B, H) upstream gradient of the output
+
+
+def make_input_sets(n: int, T: int, B: int, I: int, H: int, dtype: torch.dtype, device: torch.device, seed: int,
+                    requires_grad: bool) -> list[InputSet]:
+    """``n`` independent random input sets; the same seed gives the same tensors to every implementation with this H."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
+
+    sets = []
+    for _ in range(n):
+        x = randn(T, B, I).requires_grad_(requires_grad)
+        sets.append(InputSet(x=x, h0=0.5 * randn(B, H), c0=randn(B, H), grad=randn(T, B, H)))
+    return sets
+
+
+def _uniform(gen: torch.Generator, shape: tuple[int, ...], bound: float, dtype, device) -> Tensor:
+    return ((torch.rand(shape, generator=gen, device=device, dtype=torch.float32) * 2 - 1) * bound).to(dtype)
+
+
+def make_weights(cfg: BenchConfig, dtype: torch.dtype, device: torch.device, seed: int,
+                 requires_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(weight_ih, weight_hh, bias) for glstm or (weight_1, weight_2, bias) for flstm, scaled like nn.LSTM's init
+    (uniform in +-1/sqrt(fan-in of the recurrent block)) so the gates stay in the non-saturated range."""
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    if cfg.op == "glstm":
+        G, hg, ig = cfg.G, cfg.H // cfg.G, cfg.I // cfg.G
+        k = 1.0 / math.sqrt(hg)
+        ws = (_uniform(gen, (G, 4 * hg, ig), k, dtype, device), _uniform(gen, (G, 4 * hg, hg), k, dtype, device),
+              _uniform(gen, (G, 4 * hg), k, dtype, device))
+    else:
+        R, I, H = cfg.R, cfg.I, cfg.H
+        ws = (_uniform(gen, (R, I + H), 1.0 / math.sqrt(I + H), dtype, device),
+              _uniform(gen, (4 * H, R), 1.0 / math.sqrt(R), dtype, device),
+              _uniform(gen, (4 * H,), 1.0 / math.sqrt(H), dtype, device))
+    return tuple(w.requires_grad_(requires_grad) for w in ws)
+
+
+def _nbytes(*tensors: Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Implementations: each builder returns a Prepared case or raises Skip(reason)
+# ----------------------------------------------------------------------------------------------------------------------
+
+class Skip(Exception):
+    """An implementation that cannot run this case here; the message says why."""
+
+
+@dataclass
+class Prepared:
+    """One implementation ready to time: ``call()`` runs one forward (or forward + backward) on the next input set."""
+    call: Callable[[], None]
+    grad_to_none: list[Tensor]
+    model: str                 # "glstm" | "flstm" | "dense": whose FLOPs and parameters this runs
+    H: int
+    G: int | None
+    R: int | None
+    params: int
+    io_bytes: int              # one input set + the weights
+    check: Callable[[], float] | None = None   # normwise relative error vs float64 (lstmkern impls)
+    detail: str = ""
+
+
+class _Rotation:
+    """Hands out the input sets in turn."""
+
+    def __init__(self, sets: list[InputSet]):
+        self.sets, self.index = sets, 0
+
+    def next(self) -> InputSet:
+        s = self.sets[self.index]
+        self.index = (self.index + 1) % len(self.sets)
+        return s
+
+
+def _make_call(forward: Callable[[InputSet], Tensor], sets: list[InputSet], mode: str) -> Callable[[], None]:
+    rotation = _Rotation(sets)
+    if mode == "fwd":
+        def call() -> None:
+            with torch.no_grad():
+                forward(rotation.next())
+    else:
+        def call() -> None:
+            s = rotation.next()
+            torch.autograd.backward(forward(s), s.grad)
+    return call
+
+
+def _lstmkern_api():
+    try:
+        import lstmkern
+        from lstmkern.backends import resolve_backend
+    except Exception as err:  # the package (or functional.py) is not there yet, or failed to import
+        raise Skip(f"lstmkern not importable: {type(err).__name__}: {err}") from None
+    for name in ("glstm_forward", "flstm_forward"):
+        if not hasattr(lstmkern, name):
+            raise Skip(f"lstmkern has no {name} yet")
+    return lstmkern, resolve_backend
+
+
+def rel_err(actual: Tensor, expected: Tensor) -> float:
+    """Normwise relative error max|actual - expected| / max|expected| (in float64)."""
+    a, e = actual.detach().to(torch.float64), expected.detach().to(torch.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shape mismatch in the correctness check: {tuple(a.shape)} vs {tuple(e.shape)}")
+    if not torch.isfinite(a).all():
+        return math.inf
+    scale = e.abs().max().item()
+    return (a - e).abs().max().item() / max(scale, 1e-30)
+
+
+def _lstmkern_check(lstmkern, backend: str, cfg: BenchConfig, mode: str, s: InputSet, weights: tuple[Tensor, ...],
+                    check_t: int) -> float:
+    """Run the implementation and the float64 reference on the first ``check_t`` steps of ``s``; worst rel. error."""
+    from lstmkern import reference
+
+    forward = lstmkern.glstm_forward if cfg.op == "glstm" else lstmkern.flstm_forward
+    ref_fwd = reference.glstm_reference if cfg.op == "glstm" else reference.flstm_reference
+    ref_bwd = reference.glstm_reference_backward if cfg.op == "glstm" else reference.flstm_reference_backward
+    tc = min(check_t, cfg.T)
+    train = mode == "fwdbwd"
+    leaves = [t.detach()[:tc].clone() if i == 0 else t.detach().clone()
+              for i, t in enumerate((s.x, s.h0, s.c0, *weights))]
+    for t in leaves:
+        t.requires_grad_(train)
+    x, h0, c0, *w = leaves
+    with torch.set_grad_enabled(train):
+        out, (h_n, c_n) = forward(x, (h0, c0), *w, backend=backend)
+    grad = s.grad[:tc]
+    got = [out, h_n, c_n]
+    if train:
+        torch.autograd.backward(out, grad)
+        got += [t.grad for t in leaves]
+    f64 = [t.detach().to(torch.float64) for t in (x, h0, c0, *w)]
+    with torch.no_grad():
+        ref_out, ref_cell = ref_fwd(*f64)
+        want = [ref_out, ref_out[-1], ref_cell[-1]]
+        if train:
+            want += list(ref_bwd(grad.to(torch.float64), None, *f64, ref_out, ref_cell))
+    return max(rel_err(a, e) for a, e in zip(got, want))
+
+
+def build_lstmkern(backend: str, cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
+    lstmkern, resolve_backend = _lstmkern_api()
+    train = mode == "fwdbwd"
+    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
+    weights = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, train)
+    # The backend contract (lstmkern.backends): sizes = (T, B, I, H, G, R) with G = 1 for F-LSTM, R = 0 for G-LSTM.
+    sizes = (cfg.T, cfg.B, cfg.I, cfg.H, cfg.G if cfg.op == "glstm" else 1, cfg.R if cfg.op == "flstm" else 0)
+    try:
+        resolve_backend(backend, cfg.op, ctx.device, ctx.dtype, sizes)
+    except ValueError as err:
+        raise Skip(str(err)) from None
+    forward = lstmkern.glstm_forward if cfg.op == "glstm" else lstmkern.flstm_forward
+
+    def run(s: InputSet) -> Tensor:
+        return forward(s.x, (s.h0, s.c0), *weights, backend=backend)[0]
+
+    check = None
+    if not ctx.no_check:
+        def check() -> float:
+            return _lstmkern_check(lstmkern, backend, cfg, mode, sets[0], weights, ctx.check_t)
+    return Prepared(call=_make_call(run, sets, mode), grad_to_none=[*weights, *(s.x for s in sets)] if train else [],
+                    model=cfg.op, H=cfg.H, G=cfg.G if cfg.op == "glstm" else None,
+                    R=cfg.R if cfg.op == "flstm" else None,
+                    params=param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R),
+                    io_bytes=_nbytes(sets[0].x, sets[0].h0, sets[0].c0, *weights) + (_nbytes(sets[0].grad) if train
+                                                                                      else 0),
+                    check=check, detail=f"backend={backend!r}")
+
+
+def _build_dense(cfg: BenchConfig, mode: str, ctx: "RunContext", H: int, detail: str) -> Prepared:
+    train = mode == "fwdbwd"
+    torch.manual_seed(ctx.seed + 2)
+    lstm = nn.LSTM(cfg.I, H, device=ctx.device, dtype=ctx.dtype)
+    lstm.requires_grad_(train)
+    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, H, ctx.dtype, ctx.device, ctx.seed, train)
+
+    def run(s: InputSet) -> Tensor:
+        return lstm(s.x, (s.h0.unsqueeze(0), s.c0.unsqueeze(0)))[0]
+
+    params = list(lstm.parameters())
+    return Prepared(call=_make_call(run, sets, mode), grad_to_none=[*params, *(s.x for s in sets)] if train else [],
+                    model="dense", H=H, G=None, R=None, params=param_count("dense", cfg.I, H),
+                    io_bytes=_nbytes(sets[0].x, sets[0].h0, sets[0].c0, *params) + (_nbytes(sets[0].grad) if train
+                                                                                     else 0),
+                    detail=detail)
+
+
+def build_cudnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
+    backend = "cuDNN" if ctx.device.type == "cuda" and torch.backends.cudnn.is_available() else "native (no cuDNN)"
+    return _build_dense(cfg, mode, ctx, cfg.H, f"nn.LSTM({cfg.I}, {cfg.H}) via {backend}")
+
+
+def build_cudnn_sameparams(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
+    target = param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R)
+    h = same_params_hidden(cfg.I, target)
+    return _build_dense(cfg, mode, ctx, h, f"nn.LSTM({cfg.I}, {h}): {param_count('dense', cfg.I, h)} params vs "
+                                           f"{target} of the compact model")
+
+
+def _build_loop(cfg: BenchConfig, mode: str, ctx: "RunContext", compiled: bool) -> Prepared:
+    train = mode == "fwdbwd"
+    if compiled and ctx.device.type != "cuda" and not ctx.compile_on_cpu:
+        raise Skip("not in the CPU smoke set (compiling takes longer than its whole budget); "
+                   "ask for it with --impls torch-compile")
+    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
+    weights = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, train)
+    loop = glstm_naive if cfg.op == "glstm" else flstm_naive
+    step = compiled_step(cfg.op) if compiled else (glstm_naive_step if cfg.op == "glstm" else flstm_naive_step)
+
+    def run(s: InputSet) -> Tensor:
+        return loop(s.x, s.h0, s.c0, *weights, step=step)[0]
+
+    return Prepared(call=_make_call(run, sets, mode), grad_to_none=[*weights, *(s.x for s in sets)] if train else [],
+                    model=cfg.op, H=cfg.H, G=cfg.G if cfg.op == "glstm" else None,
+                    R=cfg.R if cfg.op == "flstm" else None,
+                    params=param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R),
+                    io_bytes=_nbytes(sets[0].x, sets[0].h0, sets[0].c0, *weights) + (_nbytes(sets[0].grad) if train
+                                                                                      else 0),
+                    detail="torch.compile(step, fullgraph=True) in a Python loop" if compiled else "eager loop")
+
+
+def build_flashrnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
+    """FlashRNN's head-wise LSTM (block-diagonal recurrence, heads = groups) plus the grouped input projection that
+    FlashRNN leaves to the caller, so it computes the same G-LSTM layer as the lstmkern cases."""
+    if cfg.op != "glstm":
+        raise Skip("FlashRNN has no factorized (F-LSTM) recurrence")
+    if ctx.device.type != "cuda":
+        raise Skip("FlashRNN's kernels need CUDA")
+    if ctx.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise Skip(f"FlashRNN supports bfloat16/float16/float32, not {ctx.dtype}")
+    try:
+        from flashrnn import flashrnn as flashrnn_fn
+    except Exception as err:
+        raise Skip(f"flashrnn not importable: {type(err).__name__}: {err} (pip install flashrnn)") from None
+    train = mode == "fwdbwd"
+    B, T, G, hg, ig = cfg.B, cfg.T, cfg.G, cfg.H // cfg.G, cfg.I // cfg.G
+    sets = make_input_sets(ctx.n_sets, T, B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
+    weight_ih, weight_hh, bias = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, False)
+    # FlashRNN's layouts: recurrent matrix R (gates, heads, Hg, Hg), bias (gates, heads, Hg), pre-activations
+    # Wx (B, T, gates, heads, Hg) batch-first. Converted once here, outside the timed call.
+    R = weight_hh.view(G, 4, hg, hg).permute(1, 0, 3, 2).contiguous().requires_grad_(train)
+    b = bias.view(G, 4, hg).permute(1, 0, 2).contiguous().requires_grad_(train)
+    w_in = weight_ih.clone().requires_grad_(train)
+    dtype_name = str(ctx.dtype).removeprefix("torch.")
+    # FlashRNN takes (S, B, 1, heads, Hg) initial states; ours are (B, H) -> (2, B, 1, G, Hg).
+    states = [torch.stack((s.h0, s.c0)).view(2, B, 1, G, hg) for s in sets]
+    state_of = {id(s): st for s, st in zip(sets, states)}
+
+    def run_backend(backend: str, s: InputSet) -> Tensor:
+        xg = s.x.view(T, B, G, ig)
+        wx = torch.einsum("tbgi,gki->btkg", xg, w_in.view(G, 4 * hg, ig))  # (B, T, 4Hg, G)
+        wx = wx.reshape(B, T, 4, hg, G).permute(0, 1, 2, 4, 3)  # (B, T, gates, heads, Hg)
+        out, _ = flashrnn_fn(wx, R, b, states=state_of[id(s)], function="lstm", backend=backend, dtype=dtype_name)
+        return out[0]  # h for every step, (B, T, heads, Hg)
+
+    chosen, errors = None, []
+    for backend in ("cuda_fused", "cuda"):  # the fused kernel is FlashRNN's headline; "cuda" has no head-size limits
+        try:
+            with torch.set_grad_enabled(train):
+                probe = run_backend(backend, sets[0])
+                if train:
+                    torch.autograd.backward(probe, torch.randn_like(probe))
+            torch.cuda.synchronize()
+            chosen = backend
+            break
+        except Exception as err:  # compilation or launch failure for this shape: try the next backend
+            errors.append(f"{backend}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    if chosen is None:
+        raise Skip("flashrnn failed: " + "; ".join(errors))
+    grad_shape = probe.shape
+    grads = [torch.randn(grad_shape, device=ctx.device, dtype=ctx.dtype) for _ in sets]
+    for s, g in zip(sets, grads):
+        s.grad = g  # FlashRNN's output layout (B, T, heads, Hg)
+
+    def run(s: InputSet) -> Tensor:
+        return run_backend(chosen, s)
+
+    return Prepared(call=_make_call(run, sets, mode), grad_to_none=[w_in, R, b, *(s.x for s in sets)] if train else [],
+                    model="glstm", H=cfg.H, G=G, R=None, params=param_count("glstm", cfg.I, cfg.H, G),
+                    io_bytes=_nbytes(sets[0].x, states[0], w_in, R, b) + (_nbytes(sets[0].grad) if train else 0),
+                    detail=f"flashrnn backend={chosen!r}" + (f" (after: {'; '.join(errors)})" if errors else ""))
+
+
+BUILDERS: dict[str, Callable[[BenchConfig, str, "RunContext"], Prepared]] = {
+    "lstmkern-cuda": lambda cfg, mode, ctx: build_lstmkern("cuda", cfg, mode, ctx),
+    "lstmkern-triton": lambda cfg, mode, ctx: build_lstmkern("triton", cfg, mode, ctx),
+    "lstmkern-reference": lambda cfg, mode, ctx: build_lstmkern("reference", cfg, mode, ctx),
+    "cudnn": build_cudnn,
+    "cudnn-sameparams": build_cudnn_sameparams,
+    "torch-naive": lambda cfg, mode, ctx: _build_loop(cfg, mode, ctx, compiled=False),
+    "torch-compile": lambda cfg, mode, ctx: _build_loop(cfg, mode, ctx, compiled=True),
+    "flashrnn": build_flashrnn,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Timing and hardware ceilings
+# ----------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RunContext:
+    device: torch.device
+    dtype: torch.dtype
+    n_sets: int
+    seed: int
+    check_t: int
+    no_check: bool
+    warmup_ms: float
+    rep_ms: float
+    cpu_reps: int
+    compile_on_cpu: bool = False
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an ascending list."""
+    pos = q * (len(sorted_values) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def time_call(call: Callable[[], None], grad_to_none: list[Tensor], ctx: RunContext) -> tuple[float, float, float]:
+    """(median, p20, p80) in ms of one call, after warm-up calls (which also absorb compilation and autotuning)."""
+    for _ in range(2):
+        call()
+        for t in grad_to_none:
+            t.grad = None
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+        import triton.testing
+        q50, q20, q80 = triton.testing.do_bench(call, warmup=ctx.warmup_ms, rep=ctx.rep_ms, grad_to_none=grad_to_none,
+                                                quantiles=[0.5, 0.2, 0.8])
+        return float(q50), float(q20), float(q80)
+    times = []
+    for _ in range(max(3, ctx.cpu_reps)):
+        for t in grad_to_none:
+            t.grad = None
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return _quantile(times, 0.5), _quantile(times, 0.2), _quantile(times, 0.8)
+
+
+def measure_peak_mb(call: Callable[[], None], grad_to_none: list[Tensor], io_bytes: int,
+                    device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    for t in grad_to_none:
+        t.grad = None
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    call()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before + io_bytes) / 2**20
+
+
+def measure_ceilings(ctx: RunContext) -> dict:
+    """Matmul rate (TFLOP/s, in the benchmark dtype) and copy bandwidth (GB/s, read + write) of this device."""
+    dev, dt = ctx.device, ctx.dtype
+    if dev.type == "cuda":
+        import triton.testing
+        n = 8192
+        a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
+        mm_ms = triton.testing.do_bench(lambda: torch.mm(a, b), warmup=50, rep=300, return_mode="median")
+        del a, b
+        nbytes = 1 << 30
+        src = torch.empty(nbytes, device=dev, dtype=torch.uint8).random_(0, 255)
+        dst = torch.empty_like(src)
+        cp_ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=50, rep=300, return_mode="median")
+        del src, dst
+        torch.cuda.empty_cache()
+        desc_mm, desc_cp = f"torch.mm {n}x{n}x{n} {dt}", "1 GiB device-to-device copy_"
+    else:
+        n = 512
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        nbytes = 32 << 20
+        src = torch.ones(nbytes, dtype=torch.uint8)
+        dst = torch.empty_like(src)
+
+        def best_ms(fn: Callable[[], object], reps: int = 5) -> float:
+            fn()
+            out = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t0) * 1e3)
+            return sorted(out)[len(out) // 2]
+        mm_ms, cp_ms = best_ms(lambda: torch.mm(a, b)), best_ms(lambda: dst.copy_(src))
+        desc_mm, desc_cp = f"torch.mm {n}x{n}x{n} {dt}", "32 MiB copy_"
+    return {"matmul_tflops": 2.0 * n ** 3 / (mm_ms * 1e-3) / 1e12, "matmul": desc_mm,
+            "copy_gbps": 2.0 * nbytes / (cp_ms * 1e-3) / 1e9, "copy": desc_cp}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running, reporting
+# ----------------------------------------------------------------------------------------------------------------------
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).removeprefix("torch.")
+
+
+def run_case(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceilings: dict) -> dict:
+    """Build, check, time one case. Returns the json record; raises Skip when it cannot run."""
+    prepared = BUILDERS[impl](cfg, mode, ctx)
+    max_rel_err = prepared.check() if prepared.check is not None else None
+    ms, p20, p80 = time_call(prepared.call, prepared.grad_to_none, ctx)
+    peak_mb = measure_peak_mb(prepared.call, prepared.grad_to_none, prepared.io_bytes, ctx.device)
+    elem = torch.empty((), dtype=ctx.dtype).element_size()
+    flops = model_flops(prepared.model, mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.G, prepared.R)
+    nbytes = compulsory_bytes(mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.params, elem)
+    floor_ms = max(flops / (ceilings["matmul_tflops"] * 1e9), nbytes / (ceilings["copy_gbps"] * 1e6))
+    tol = REL_TOL[_dtype_name(ctx.dtype)]
+    nonfinite = max_rel_err is not None and not math.isfinite(max_rel_err)
+    if nonfinite:  # NaN/inf in the implementation's results: not representable in strict json, and never correct
+        max_rel_err = None
+    return {
+        "config": cfg.name, "impl": impl_label(impl, ctx.device), "mode": mode, "dtype": _dtype_name(ctx.dtype),
+        "B": cfg.B, "T": cfg.T, "I": cfg.I, "H": prepared.H, "G": prepared.G, "R": prepared.R,
+        "ms": ms, "ms_p20": p20, "ms_p80": p80, "tflops": flops / (ms * 1e-3) / 1e12, "floor_ms": floor_ms,
+        "peak_mb": peak_mb, "max_rel_err": max_rel_err,
+        "correct": (max_rel_err is not None and max_rel_err <= tol) if prepared.check is not None else None,
+        # extra fields
+        "op": cfg.op, "model": prepared.model, "params": prepared.params, "flops": flops, "bytes": nbytes,
+        "frac_of_floor": floor_ms / ms, "rel_tol": tol if impl in LSTMKERN_IMPLS else None,
+        "check_T": min(ctx.check_t, cfg.T) if max_rel_err is not None else None,
+        "sweep": cfg.sweep, "sweep_value": cfg.sweep_value, "detail": prepared.detail, "nonfinite": nonfinite,
+    }
+
+
+def impl_label(impl: str, device: torch.device) -> str:
+    """Name recorded for ``impl``: the nn.LSTM baselines are only "cudnn" on a GPU; on CPU they are "nn-lstm"."""
+    if device.type != "cuda" and impl.startswith("cudnn"):
+        return impl.replace("cudnn", "nn-lstm", 1)
+    return impl
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown_table(cases: list[dict], dense_impl: str) -> str:
+    """One row per case; speed-ups (baseline ms / lstmkern ms) only on lstmkern rows."""
+    by_key = {(c["config"], c["mode"], c["impl"]): c for c in cases}
+    header = ["config", "mode", "impl", "H", "ms (p20–p80)", "TFLOP/s", "% of floor", "peak MB", "max rel err", "ok",
+              f"× {dense_impl}", "× torch-naive", "× flashrnn"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in cases:
+        speedups = []
+        for base in (dense_impl, "torch-naive", "flashrnn"):
+            b = by_key.get((c["config"], c["mode"], base))
+            speedups.append(f"{b['ms'] / c['ms']:.3g}×" if b is not None and c["impl"] in LSTMKERN_IMPLS else "—")
+        ok = "—" if c["correct"] is None else ("yes" if c["correct"] else "**NO**")
+        row = [c["config"], c["mode"], c["impl"], str(c["H"]),
+               f"{c['ms']:.3f} ({c['ms_p20']:.3f}–{c['ms_p80']:.3f})", f"{c['tflops']:.3g}",
+               f"{100 * c['frac_of_floor']:.1f}%", _fmt(c["peak_mb"], ".0f"), _fmt(c["max_rel_err"], ".1e"), ok,
+               *speedups]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_sweeps(cases: list[dict], dense_impl: str, out_stem: Path) -> list[str]:
+    """Speed-up of each lstmkern implementation over ``dense_impl`` against the swept parameter, one PNG per sweep."""
+    swept = sorted({c["sweep"] for c in cases if c["sweep"]})
+    if not swept:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("plot: matplotlib is not installed, skipping the sweep plot (pip install matplotlib)")
+        return []
+    written = []
+    by_key = {(c["config"], c["mode"], c["impl"]): c for c in cases}
+    for param in swept:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for impl in LSTMKERN_IMPLS:
+            for mode in MODES:
+                pts = sorted((c["sweep_value"], by_key[(c["config"], mode, dense_impl)]["ms"] / c["ms"])
+                             for c in cases if c["sweep"] == param and c["impl"] == impl and c["mode"] == mode
+                             and (c["config"], mode, dense_impl) in by_key)
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=f"{impl} {mode}")
+        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"speed-up over {dense_impl}")
+        ax.set_title(f"speed-up vs {param}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_stem.parent / f"{out_stem.name}-sweep-{param}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def read_commit() -> str:
+    """HEAD's commit read from .git directly (no git process), or "unknown"."""
+    git = REPO_ROOT / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(None, 1)[1]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def select(args: argparse.Namespace, on_gpu: bool) -> tuple[list[BenchConfig], list[str], list[str]]:
+    """Configs, implementations and notes from the command line."""
+    registry = GPU_CONFIGS if on_gpu else CPU_CONFIGS
+    known = {**GPU_CONFIGS, **CPU_CONFIGS}
+    notes = []
+    configs: list[BenchConfig] = []
+    if args.configs or not args.sweep:
+        names = args.configs.split(",") if args.configs else list(registry)
+        for name in names:
+            if name not in known:
+                raise SystemExit(f"--configs: unknown config {name!r}; known: {', '.join(known)}")
+            configs.append(known[name])
+    if args.sweep:
+        base_name = args.base or ({"R": "flstm-infer"}.get(args.sweep, "glstm-infer") if on_gpu
+                                  else {"R": "cpu-flstm"}.get(args.sweep, "cpu-glstm"))
+        if base_name not in known:
+            raise SystemExit(f"--base: unknown config {base_name!r}; known: {', '.join(known)}")
+        if args.values:
+            try:
+                values = [int(v) for v in args.values.split(",")]
+            except ValueError:
+                raise SystemExit(f"--values must be comma-separated integers, got {args.values!r}") from None
+        else:
+            values = DEFAULT_SWEEP_VALUES["gpu" if on_gpu else "cpu"][args.sweep]
+        try:
+            configs += sweep_configs(known[base_name], args.sweep, values)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+    if args.modes:
+        modes = args.modes.split(",")
+        bad = [m for m in modes if m not in MODES]
+        if bad:
+            raise SystemExit(f"--modes: unknown mode(s) {bad}; expected a subset of {MODES}")
+        configs = [replace(c, modes=tuple(m for m in MODES if m in modes)) for c in configs]
+    impls = list(IMPL_NAMES)
+    if args.impls:
+        impls = args.impls.split(",")
+        bad = [i for i in impls if i not in IMPL_NAMES]
+        if bad:
+            raise SystemExit(f"--impls: unknown implementation(s) {bad}; expected a subset of {IMPL_NAMES}")
+    if not on_gpu:
+        notes.append("No CUDA device" + (" (--device cpu)" if args.device == "cpu" else "") +
+                     ": ran the CPU smoke set; GPU configs skipped: " +
+                     ", ".join(GPU_CONFIGS[n].describe() for n in GPU_CONFIGS) +
+                     ". Timings on CPU (Triton interpreted) say nothing about GPU speed.")
+    return configs, impls, notes
+
+
+def output_path(out: str | None, on_gpu: bool, device_name: str, stamp: _dt.datetime) -> Path:
+    """--out as given (a directory, existing or ending in "/", gets the generated file name); otherwise
+    bench/results/<timestamp>-<gpu>.json on a GPU and <tmp>/lstmkern-bench/<timestamp>-cpu.json on CPU."""
+    name = f"{stamp.strftime('%Y%m%dT%H%M%SZ')}-{_slug(device_name) if on_gpu else 'cpu'}.json"
+    if out:
+        path = Path(out)
+        if out.endswith(("/", os.sep)) or path.is_dir():
+            path = path / name
+    elif on_gpu:
+        path = REPO_ROOT / "bench" / "results" / name
+    else:
+        path = Path(tempfile.gettempdir()) / "lstmkern-bench" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    if args.list:
+        for reg_name, reg in (("GPU", GPU_CONFIGS), ("CPU", CPU_CONFIGS)):
+            print(f"{reg_name} configs:")
+            for c in reg.values():
+                print(f"  {c.describe()}" + (f"  [source: {c.source}]" if c.source else ""))
+        return 0
+    configs, impls, notes = select(args, on_gpu)
+    device = torch.device("cuda" if on_gpu else "cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if on_gpu else "float32"))
+    ctx = RunContext(device=device, dtype=dtype, n_sets=args.input_sets or (4 if on_gpu else 2), seed=args.seed,
+                     check_t=args.check_t, no_check=args.no_check, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
+                     cpu_reps=args.cpu_reps, compile_on_cpu=bool(args.impls) and "torch-compile" in impls)
+    device_name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
+    dense_impl = impl_label("cudnn", device)
+    for note in notes:
+        log("NOTE: " + note)
+    log(f"device: {device_name}, dtype {_dtype_name(dtype)}, torch {torch.__version__}"
+        + (f", TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}" if not on_gpu else ""))
+    ceilings = measure_ceilings(ctx)
+    log(f"ceilings: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s ({ceilings['matmul']}), "
+        f"copy {ceilings['copy_gbps']:.1f} GB/s ({ceilings['copy']})")
+
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    out_path = output_path(args.out, on_gpu, device_name, stamp)
+    log(f"json (rewritten after every case): {out_path}")
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = None
+    result = {
+        "device": device_name, "torch": torch.__version__, "triton": triton_version, "commit": read_commit(),
+        "timestamp": stamp.isoformat(timespec="seconds"), "cases": [],
+        # extra fields
+        "complete": False, "dtype": _dtype_name(dtype), "ceilings": ceilings, "skipped": [], "notes": notes,
+        "configs": [{**vars(c), "modes": list(c.modes)} for c in configs],
+        "flashrnn_config_source": FLASHRNN_SOURCE, "input_sets": ctx.n_sets,
+        "timing": ("triton.testing.do_bench (CUDA events, L2 flushed), quantiles 0.5/0.2/0.8, warmup_ms=%g rep_ms=%g"
+                   % (ctx.warmup_ms, ctx.rep_ms) if on_gpu
+                   else f"time.perf_counter, {max(3, ctx.cpu_reps)} calls after 2 warm-up calls"),
+        "check": None if ctx.no_check else f"float64 lstmkern.reference on the first min(T, {ctx.check_t}) steps",
+        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+    }
+    cases, skipped = result["cases"], result["skipped"]
+
+    def save() -> None:
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+
+    # Most telling implementations first, so a --time-budget (or a killed run) loses the least: lstmkern's kernels
+    # and their direct competitors, then the slow loops, then torch.compile (whose compile time dominates).
+    tiers = [[i for i in impls if i in tier] for tier in IMPL_TIERS]
+    jobs = [(cfg, mode, impl) for tier in tiers for cfg in configs for mode in cfg.modes for impl in tier]
+    failed = False
+    for n, (cfg, mode, impl) in enumerate(jobs, 1):
+        tag = f"[{n}/{len(jobs)}] {cfg.name} {mode} {impl_label(impl, device)}"
+        if args.time_budget is not None and time.monotonic() - PROCESS_START > args.time_budget:
+            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode,
+                            "reason": f"--time-budget {args.time_budget:g} s used up"})
+            log(f"{tag} skipped: time budget used up")
+            continue
+        log(f"{tag} ...")
+        try:
+            rec = run_case(cfg, impl, mode, ctx, ceilings)
+        except Skip as why:
+            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode, "reason": str(why)})
+            log(f"{tag} skipped: {why}")
+        except Exception as err:  # a crash in one implementation must not lose the others' results
+            reason = f"error: {type(err).__name__}: {err}"
+            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode, "reason": reason})
+            failed |= impl in LSTMKERN_IMPLS
+            log(f"{tag} FAILED: {reason}\n{traceback.format_exc()}")
+        else:
+            cases.append(rec)
+            if rec["correct"] is False:
+                failed = True
+            err_txt = "" if rec["max_rel_err"] is None else f", max_rel_err {rec['max_rel_err']:.1e}" + (
+                "" if rec["correct"] else " NOT CORRECT")
+            if rec["nonfinite"]:
+                err_txt = ", NON-FINITE results: NOT CORRECT"
+            log(f"{tag} {rec['ms']:.3f} ms ({rec['ms_p20']:.3f}-{rec['ms_p80']:.3f}), {rec['tflops']:.3g} TFLOP/s, "
+                f"{100 * rec['frac_of_floor']:.1f}% of floor{err_txt}")
+        finally:
+            gc.collect()
+            if on_gpu:
+                torch.cuda.empty_cache()
+        save()
+    # Report in config order, then mode, then implementation order.
+    config_rank = {c.name: k for k, c in enumerate(configs)}
+    impl_rank = {impl_label(i, device): k for k, i in enumerate(IMPL_NAMES)}
+    cases.sort(key=lambda c: (config_rank[c["config"]], MODES.index(c["mode"]), impl_rank[c["impl"]]))
+    result["complete"] = True
+    save()
+
+    print()
+    print(f"## lstmkern kernel benchmark — {device_name}, {_dtype_name(dtype)}, torch {torch.__version__}, "
+          f"triton {triton_version}, commit {result['commit'][:12]}")
+    print()
+    print(f"Ceilings measured in this run: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s, "
+          f"copy {ceilings['copy_gbps']:.1f} GB/s. Speed-up columns: baseline ms / lstmkern ms.")
+    print()
+    print(markdown_table(cases, dense_impl) if cases else "(no case ran)")
+    if skipped:
+        print()
+        print("Skipped:")
+        for s in skipped:
+            print(f"- {s['config']} {s['mode']} {s['impl']}: {s['reason']}")
+    for note in notes:
+        print()
+        print("Note: " + note)
+    if not args.no_plot:
+        for path in plot_sweeps(cases, dense_impl, out_path.with_suffix("")):
+            print(f"plot: {path}")
+    print()
+    print(f"json: {out_path}")
+    if failed:
+        log("FAILED: an lstmkern implementation crashed or was not correct (see above)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))

@@ -1,0 +1,1 @@
+"""Word-level language-model benchmark (python -m bench.lm.train --help)."""

@@ -1,0 +1,68 @@
+"""Exercise every persistent kernel (G-LSTM and F-LSTM, forward and backward, fp32/fp16/bf16, with and without bias
+and grad_cell) at small awkward sizes, for NVIDIA compute-sanitizer on a GPU:
+
+    for tool in memcheck racecheck initcheck synccheck; do
+        compute-sanitizer --tool $tool --error-exitcode 1 python bench/sanitize_small.py || echo "$tool FAILED"
+    done
+
+Sizes cross the batch tiles (8 rows FMA, 16 rows WMMA) and leave partial WMMA tiles (Hg not a multiple of 16).
+Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+"""
+from __future__ import annotations
+
+import torch
+
+import lstmkern._C  # noqa: F401  (registers torch.ops.lstmkern_cuda)
+from lstmkern.backends import cuda as cuda_backend
+from lstmkern.reference import flstm_reference, glstm_reference
+
+GLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 17, 3, 5, 2), (4, 9, 2, 16, 3)]  # (T, B, G, Hg, Ig)
+FLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 9, 4, 7, 3)]  # (T, B, I, H, R)
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 2e-1}
+
+
+def _rand(*shape, dtype):
+    return (torch.randn(*shape, device="cuda", dtype=torch.float64) * 0.5).to(dtype)
+
+
+def run(kind: str, sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool, with_grad_cell: bool) -> None:
+    if kind == "glstm":
+        T, B, G, Hg, Ig = sizes
+        H, I = G * Hg, G * Ig
+        w_a, w_b = _rand(G, 4 * Hg, Ig, dtype=dtype), _rand(G, 4 * Hg, Hg, dtype=dtype)
+        bias = _rand(G, 4 * Hg, dtype=dtype) if with_bias else None
+        fwd, bwd, ref = cuda_backend.glstm_fwd, cuda_backend.glstm_bwd, glstm_reference
+    else:
+        T, B, I, H, R = sizes
+        w_a, w_b = _rand(R, I + H, dtype=dtype), _rand(4 * H, R, dtype=dtype)
+        bias = _rand(4 * H, dtype=dtype) if with_bias else None
+        fwd, bwd, ref = cuda_backend.flstm_fwd, cuda_backend.flstm_bwd, flstm_reference
+    x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
+    output, cell = fwd(x, h0, c0, w_a, w_b, bias)
+    grad_cell = torch.randn(T, B, H, device="cuda") if with_grad_cell else None
+    grads = bwd(torch.randn(T, B, H, device="cuda").to(dtype), grad_cell, x, h0, c0, w_a, w_b, bias, output, cell)
+    torch.cuda.synchronize()
+    expected, _ = ref(*(None if t is None else t.double() for t in (x, h0, c0, w_a, w_b, bias)))
+    error = (output.double() - expected).abs().max().item()
+    assert error <= TOLERANCE[dtype], f"{kind} {sizes} {dtype}: output error {error:.3e}"
+    assert all(torch.isfinite(g).all() for g in grads), f"{kind} {sizes} {dtype}: non-finite gradient"
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    count = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for with_bias, with_grad_cell in ((True, True), (False, False)):
+            for sizes in GLSTM_SIZES:
+                run("glstm", sizes, dtype, with_bias, with_grad_cell)
+                count += 1
+            for sizes in FLSTM_SIZES:
+                run("flstm", sizes, dtype, with_bias, with_grad_cell)
+                count += 1
+    print(f"sanitize_small: {count} forward+backward runs OK")
+
+
+if __name__ == "__main__":
+    main()

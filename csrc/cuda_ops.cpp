@@ -1,0 +1,372 @@
+// CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
+// (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
+// kernels of csrc/glstm_persistent.cu and csrc/flstm_persistent.cu on the current stream.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+// Numerics mirror lstmkern/reference.py: GEMMs with weights run in x's dtype and their results are converted to
+// float32 before the bias is added; the recurrence, the cell state and all gradients before the final conversion
+// are float32.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <optional>
+#include <tuple>
+
+#include "persistent_kernels.h"
+
+namespace lstmkern {
+namespace {
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+ElementKind element_kind_of(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return ElementKind::kFloat32;
+    case at::kHalf: return ElementKind::kFloat16;
+    case at::kBFloat16: return ElementKind::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, "x must be float32, float16 or bfloat16 for the persistent CUDA kernels, got ",
+                       x.scalar_type());
+  }
+}
+
+// `tensor` (named `name`) must be a contiguous CUDA tensor on x's device with the given dtype and shape.
+void check_tensor(const at::Tensor& tensor, const char* name, const at::Tensor& x, at::ScalarType dtype,
+                  at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(tensor.is_cuda(), name, " must be a CUDA tensor, got device ", tensor.device());
+  TORCH_CHECK_VALUE(tensor.device() == x.device(), name, " must be on x's device ", x.device(), ", got ",
+                    tensor.device());
+  TORCH_CHECK_TYPE(tensor.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", tensor.scalar_type());
+  TORCH_CHECK_VALUE(tensor.sizes() == shape, name, " must have shape ", shape, ", got ", tensor.sizes());
+  TORCH_CHECK_VALUE(tensor.is_contiguous(), name, " must be contiguous");
+}
+
+void check_x(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.is_cuda(), "x must be a CUDA tensor, got device ", x.device());
+  TORCH_CHECK_VALUE(x.dim() == 3, "x must be (T, B, I), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.is_contiguous(), "x must be contiguous");
+  element_kind_of(x);
+}
+
+void check_fits_int32(int64_t value, const char* what) {
+  TORCH_CHECK_VALUE(value <= std::numeric_limits<int>::max(), what, " = ", value, " exceeds the kernels' int32 range");
+}
+
+// The persistent kernels need compute capability >= 8.0 and `smem_bytes` of opt-in dynamic shared memory per block.
+void check_device_fits(int device, int64_t smem_bytes, const char* what) {
+  int major = 0;
+  int smem_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TORCH_CHECK_VALUE(major >= 8, "the persistent kernels need compute capability >= 8.0, device ", device, " has ",
+                    major, ".x");
+  TORCH_CHECK_VALUE(smem_bytes <= smem_optin, what, " needs ", smem_bytes, " bytes of shared memory per block, device ",
+                    device, " allows ", smem_optin, " (see lstmkern.backends.cuda.persistent_rule)");
+}
+
+int64_t device_smem_optin(int64_t device) {
+  int smem_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        static_cast<int>(device)));
+  return smem_optin;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// G-LSTM
+
+struct GlstmDims {
+  int64_t T, B, I, G, Hg, Ig, H;
+};
+
+GlstmDims check_glstm(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
+                      const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias) {
+  check_x(x);
+  TORCH_CHECK_VALUE(weight_hh.dim() == 3 && weight_hh.size(1) == 4 * weight_hh.size(2) && weight_hh.size(2) >= 1,
+                    "weight_hh must be (G, 4Hg, Hg) with Hg >= 1, got shape ", weight_hh.sizes());
+  GlstmDims d{};
+  d.T = x.size(0);
+  d.B = x.size(1);
+  d.I = x.size(2);
+  d.G = weight_hh.size(0);
+  d.Hg = weight_hh.size(2);
+  d.H = d.G * d.Hg;
+  TORCH_CHECK_VALUE(d.G >= 1 && d.I % d.G == 0, "x's feature size I = ", d.I, " must be divisible by G = ", d.G);
+  d.Ig = d.I / d.G;
+  TORCH_CHECK_VALUE(d.G <= 65535, "G = ", d.G, " exceeds the grid's y limit 65535");
+  check_fits_int32(d.T * d.B * d.H, "T * B * H");
+  check_fits_int32(d.B * d.G * 4 * d.Hg, "B * G * 4Hg");
+  const at::ScalarType dtype = x.scalar_type();
+  check_tensor(weight_hh, "weight_hh", x, dtype, {d.G, 4 * d.Hg, d.Hg});
+  check_tensor(weight_ih, "weight_ih", x, dtype, {d.G, 4 * d.Hg, d.Ig});
+  check_tensor(h0, "h0", x, dtype, {d.B, d.H});
+  check_tensor(c0, "c0", x, dtype, {d.B, d.H});
+  if (bias.has_value()) check_tensor(*bias, "bias", x, dtype, {d.G, 4 * d.Hg});
+  return d;
+}
+
+// P[t, b, g, :] = x_t[g-slice] W_ih[g]^T (in x's dtype, one batched GEMM over all T and groups), converted to float32,
+// plus bias: (T, B, G, 4Hg) float32, contiguous.
+at::Tensor glstm_input_projection(const at::Tensor& x, const at::Tensor& weight_ih,
+                                  const std::optional<at::Tensor>& bias, const GlstmDims& d) {
+  const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1);  // (G, T*B, Ig)
+  const at::Tensor product = at::bmm(x_grouped, weight_ih.transpose(1, 2));      // (G, T*B, 4Hg)
+  at::Tensor proj = at::empty({d.T, d.B, d.G, 4 * d.Hg}, x.options().dtype(at::kFloat));
+  proj.view({d.T * d.B, d.G, 4 * d.Hg}).copy_(product.transpose(0, 1));
+  if (bias.has_value()) proj.add_(bias->to(at::kFloat).view({1, 1, d.G, 4 * d.Hg}));
+  return proj;
+}
+
+std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
+                                                        const at::Tensor& c0, const at::Tensor& weight_ih,
+                                                        const at::Tensor& weight_hh,
+                                                        const std::optional<at::Tensor>& bias) {
+  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
+  at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
+  if (d.T == 0 || d.B == 0) return {output, cell};
+
+  const ElementKind kind = element_kind_of(x);
+  check_device_fits(x.get_device(), glstm_fwd_layout(d.Hg, kind).total_bytes, "the G-LSTM forward kernel");
+  const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  GlstmFwdArgs args{};
+  args.proj = proj.const_data_ptr<float>();
+  args.h0 = h0.const_data_ptr();
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.weight_hh = weight_hh.const_data_ptr();
+  args.output = output.mutable_data_ptr();
+  args.cell = cell.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.G = static_cast<int>(d.G);
+  args.Hg = static_cast<int>(d.Hg);
+  C10_CUDA_CHECK(launch_glstm_persistent_fwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {output, cell};
+}
+
+// h_{t-1} for every step: [h0, output[0], ..., output[T-2]], (T, B, H) in x's dtype.
+at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& output) {
+  return at::cat({h0.unsqueeze(0), output.narrow(0, 0, output.size(0) - 1)}, 0);
+}
+
+at::Tensor state_grad_or_null(const std::optional<at::Tensor>& grad_cell, const at::Tensor& x, int64_t T, int64_t B,
+                              int64_t H) {
+  if (!grad_cell.has_value()) return at::Tensor();
+  TORCH_CHECK_VALUE(grad_cell->is_cuda() && grad_cell->device() == x.device(), "grad_cell must be on x's device ",
+                    x.device(), ", got ", grad_cell->device());
+  TORCH_CHECK_VALUE(grad_cell->sizes() == at::IntArrayRef({T, B, H}), "grad_cell must have shape (T, B, H) = (", T,
+                    ", ", B, ", ", H, "), got ", grad_cell->sizes());
+  return grad_cell->to(at::kFloat).contiguous();
+}
+
+Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
+                           const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                           const std::optional<at::Tensor>& bias, const at::Tensor& output, const at::Tensor& cell) {
+  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
+                    at::IntArrayRef({d.T, d.B, d.H}), ", got ", grad_output_in.sizes());
+  // Autograd may hand over expanded or strided gradients.
+  const at::Tensor grad_output = grad_output_in.to(dtype).contiguous();
+  check_tensor(grad_output, "grad_output", x, dtype, {d.T, d.B, d.H});
+  check_tensor(output, "output", x, dtype, {d.T, d.B, d.H});
+  check_tensor(cell, "cell", x, at::kFloat, {d.T, d.B, d.H});
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const at::Tensor grad_cell = state_grad_or_null(grad_cell_in, x, d.T, d.B, d.H);
+  if (d.T == 0 || d.B == 0) {
+    return {at::zeros_like(x), at::zeros_like(h0), at::zeros_like(c0), at::zeros_like(weight_ih),
+            at::zeros_like(weight_hh), at::zeros({d.G, 4 * d.Hg}, x.options())};
+  }
+  const ElementKind kind = element_kind_of(x);
+  check_device_fits(x.get_device(), glstm_bwd_layout(d.Hg, kind).total_bytes, "the G-LSTM backward kernel");
+
+  // Time-parallel recompute of every step's pre-activation gates: P + h_{t-1} W_hh^T (the product in x's dtype).
+  const at::Tensor h_prev = previous_hidden(h0, output);
+  at::Tensor pre_gates = glstm_input_projection(x, weight_ih, bias, d);
+  const at::Tensor recurrent =
+      at::bmm(h_prev.view({d.T * d.B, d.G, d.Hg}).transpose(0, 1), weight_hh.transpose(1, 2));  // (G, T*B, 4Hg)
+  pre_gates.view({d.T * d.B, d.G, 4 * d.Hg}).add_(recurrent.transpose(0, 1));
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  at::Tensor dgates = at::empty({d.T, d.B, d.G, 4 * d.Hg}, x.options().dtype(at::kFloat));
+  at::Tensor dh0 = at::empty({d.B, d.H}, x.options().dtype(at::kFloat));
+  at::Tensor dc0 = at::empty({d.B, d.H}, x.options().dtype(at::kFloat));
+  GlstmBwdArgs args{};
+  args.pre_gates = pre_gates.const_data_ptr<float>();
+  args.grad_output = grad_output.const_data_ptr();
+  args.grad_cell = grad_cell.defined() ? grad_cell.const_data_ptr<float>() : nullptr;
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.cell = cell.const_data_ptr<float>();
+  args.weight_hh = weight_hh.const_data_ptr();
+  args.dgates = dgates.mutable_data_ptr<float>();
+  args.dh0 = dh0.mutable_data_ptr<float>();
+  args.dc0 = dc0.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.G = static_cast<int>(d.G);
+  args.Hg = static_cast<int>(d.Hg);
+  C10_CUDA_CHECK(launch_glstm_persistent_bwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // Weight gradients and dx: float32 time-parallel GEMMs over all T * B rows at once.
+  const at::Tensor dg = dgates.view({d.T * d.B, d.G, 4 * d.Hg}).transpose(0, 1);  // (G, T*B, 4Hg)
+  const at::Tensor dg_t = dg.transpose(1, 2);                                     // (G, 4Hg, T*B)
+  const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1).to(at::kFloat);
+  const at::Tensor h_grouped = h_prev.view({d.T * d.B, d.G, d.Hg}).transpose(0, 1).to(at::kFloat);
+  const at::Tensor dweight_ih = at::bmm(dg_t, x_grouped);
+  const at::Tensor dweight_hh = at::bmm(dg_t, h_grouped);
+  const at::Tensor dx = at::bmm(dg, weight_ih.to(at::kFloat)).transpose(0, 1).reshape({d.T, d.B, d.I});
+  const at::Tensor dbias = dg.sum(1);
+  return {dx.to(dtype).contiguous(),         dh0.to(dtype),         dc0.to(dtype),
+          dweight_ih.to(dtype).contiguous(), dweight_hh.to(dtype).contiguous(), dbias.to(dtype).contiguous()};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// F-LSTM
+
+struct FlstmDims {
+  int64_t T, B, I, H, R;
+};
+
+FlstmDims check_flstm(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_1,
+                      const at::Tensor& weight_2, const std::optional<at::Tensor>& bias) {
+  check_x(x);
+  TORCH_CHECK_VALUE(weight_2.dim() == 2 && weight_2.size(0) % 4 == 0 && weight_2.size(0) >= 4 && weight_2.size(1) >= 1,
+                    "weight_2 must be (4H, R) with H, R >= 1, got shape ", weight_2.sizes());
+  FlstmDims d{};
+  d.T = x.size(0);
+  d.B = x.size(1);
+  d.I = x.size(2);
+  d.H = weight_2.size(0) / 4;
+  d.R = weight_2.size(1);
+  check_fits_int32(d.T * d.B * 4 * d.H, "T * B * 4H");
+  const at::ScalarType dtype = x.scalar_type();
+  check_tensor(weight_2, "weight_2", x, dtype, {4 * d.H, d.R});
+  check_tensor(weight_1, "weight_1", x, dtype, {d.R, d.I + d.H});
+  check_tensor(h0, "h0", x, dtype, {d.B, d.H});
+  check_tensor(c0, "c0", x, dtype, {d.B, d.H});
+  if (bias.has_value()) check_tensor(*bias, "bias", x, dtype, {4 * d.H});
+  return d;
+}
+
+std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
+                                                        const at::Tensor& c0, const at::Tensor& weight_1,
+                                                        const at::Tensor& weight_2,
+                                                        const std::optional<at::Tensor>& bias) {
+  const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
+  at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
+  if (d.T == 0 || d.B == 0) return {output, cell};
+
+  const ElementKind kind = element_kind_of(x);
+  check_device_fits(x.get_device(), flstm_fwd_layout(d.H, d.R, kind).total_bytes, "the F-LSTM forward kernel");
+  // P = (x W1_x^T) W2^T in x's dtype, then float32 + bias: (T, B, 4H).
+  const at::Tensor z_input = at::mm(x.view({d.T * d.B, d.I}), weight_1.narrow(1, 0, d.I).t());
+  at::Tensor proj = at::mm(z_input, weight_2.t()).to(at::kFloat).view({d.T, d.B, 4 * d.H});
+  if (bias.has_value()) proj = proj + bias->to(at::kFloat);
+  proj = proj.contiguous();
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  FlstmFwdArgs args{};
+  args.proj = proj.const_data_ptr<float>();
+  args.h0 = h0.const_data_ptr();
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.weight_1 = weight_1.const_data_ptr();
+  args.weight_2 = weight_2.const_data_ptr();
+  args.output = output.mutable_data_ptr();
+  args.cell = cell.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.I = static_cast<int>(d.I);
+  args.H = static_cast<int>(d.H);
+  args.R = static_cast<int>(d.R);
+  C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {output, cell};
+}
+
+Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
+                           const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_1,
+                           const at::Tensor& weight_2, const std::optional<at::Tensor>& bias,
+                           const at::Tensor& output, const at::Tensor& cell) {
+  const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
+                    at::IntArrayRef({d.T, d.B, d.H}), ", got ", grad_output_in.sizes());
+  const at::Tensor grad_output = grad_output_in.to(dtype).contiguous();
+  check_tensor(grad_output, "grad_output", x, dtype, {d.T, d.B, d.H});
+  check_tensor(output, "output", x, dtype, {d.T, d.B, d.H});
+  check_tensor(cell, "cell", x, at::kFloat, {d.T, d.B, d.H});
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const at::Tensor grad_cell = state_grad_or_null(grad_cell_in, x, d.T, d.B, d.H);
+  if (d.T == 0 || d.B == 0) {
+    return {at::zeros_like(x), at::zeros_like(h0), at::zeros_like(c0), at::zeros_like(weight_1),
+            at::zeros_like(weight_2), at::zeros({4 * d.H}, x.options())};
+  }
+  const ElementKind kind = element_kind_of(x);
+  check_device_fits(x.get_device(), flstm_bwd_layout(d.H, d.R, kind).total_bytes, "the F-LSTM backward kernel");
+
+  // Time-parallel recompute: z = [x_t; h_{t-1}] W1^T, pre = z W2^T (x's dtype) -> float32 + bias.
+  const at::Tensor h_prev = previous_hidden(h0, output);
+  const at::Tensor xh = at::cat({x, h_prev}, 2).view({d.T * d.B, d.I + d.H});
+  const at::Tensor z = at::mm(xh, weight_1.t());  // (T*B, R)
+  at::Tensor pre_gates = at::mm(z, weight_2.t()).to(at::kFloat);
+  if (bias.has_value()) pre_gates = pre_gates + bias->to(at::kFloat);
+  pre_gates = pre_gates.contiguous();
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  at::Tensor dgates = at::empty({d.T, d.B, 4 * d.H}, x.options().dtype(at::kFloat));
+  at::Tensor dh0 = at::empty({d.B, d.H}, x.options().dtype(at::kFloat));
+  at::Tensor dc0 = at::empty({d.B, d.H}, x.options().dtype(at::kFloat));
+  FlstmBwdArgs args{};
+  args.pre_gates = pre_gates.const_data_ptr<float>();
+  args.grad_output = grad_output.const_data_ptr();
+  args.grad_cell = grad_cell.defined() ? grad_cell.const_data_ptr<float>() : nullptr;
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.cell = cell.const_data_ptr<float>();
+  args.weight_1 = weight_1.const_data_ptr();
+  args.weight_2 = weight_2.const_data_ptr();
+  args.dgates = dgates.mutable_data_ptr<float>();
+  args.dh0 = dh0.mutable_data_ptr<float>();
+  args.dc0 = dc0.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.I = static_cast<int>(d.I);
+  args.H = static_cast<int>(d.H);
+  args.R = static_cast<int>(d.R);
+  C10_CUDA_CHECK(launch_flstm_persistent_bwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  const at::Tensor dg = dgates.view({d.T * d.B, 4 * d.H});
+  const at::Tensor dz = at::mm(dg, weight_2.to(at::kFloat));  // (T*B, R)
+  const at::Tensor dweight_2 = at::mm(dg.t(), z.to(at::kFloat));
+  const at::Tensor dweight_1 = at::mm(dz.t(), xh.to(at::kFloat));
+  const at::Tensor dx = at::mm(dz, weight_1.narrow(1, 0, d.I).to(at::kFloat)).view({d.T, d.B, d.I});
+  const at::Tensor dbias = dg.sum(0);
+  return {dx.to(dtype).contiguous(),        dh0.to(dtype),        dc0.to(dtype),
+          dweight_1.to(dtype).contiguous(), dweight_2.to(dtype).contiguous(), dbias.to(dtype).contiguous()};
+}
+
+}  // namespace
+}  // namespace lstmkern
+
+TORCH_LIBRARY_FRAGMENT(lstmkern_cuda, m) {
+  // Opt-in dynamic shared memory per block of CUDA device `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin).
+  m.def("device_smem_optin(int device) -> int", &lstmkern::device_smem_optin);
+}
+
+TORCH_LIBRARY_IMPL(lstmkern_cuda, CUDA, m) {
+  m.impl("glstm_persistent_fwd", &lstmkern::glstm_persistent_fwd);
+  m.impl("glstm_persistent_bwd", &lstmkern::glstm_persistent_bwd);
+  m.impl("flstm_persistent_fwd", &lstmkern::flstm_persistent_fwd);
+  m.impl("flstm_persistent_bwd", &lstmkern::flstm_persistent_bwd);
+}

@@ -1,0 +1,240 @@
+// Persistent F-LSTM kernels, "whole layer fits one CTA" variant: one launch walks the whole sequence.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, R rank, BT batch tile.
+//
+// gates_t = P_t + W2 (W1_h h_{t-1}), P_t = W2 W1_x x_t + b precomputed by the launcher (two time-parallel GEMMs).
+// Forward: each CTA owns a batch tile and keeps all of W1_h (R x H) and W2 (4H x R) in shared memory for the whole
+// sequence; per step z = W1_h h_{t-1} (R per row), then gates = W2 z, then the cell (c in float32 shared memory).
+// Batch tiles are independent, so block barriers are the only synchronisation. Layers whose weights do not fit one
+// CTA's opt-in shared memory are not handled here (lstmkern.backends.cuda reports them unsupported and "auto"
+// falls back to Triton); a multi-CTA variant with a cluster/grid-wide reduction of z is future work.
+// Backward: reverse time with the same residency; dgates from the cell backward, dz = dgates W2, dh = dz W1_h (all
+// float32 FMA); weight gradients and dx are time-parallel GEMMs in the launcher.
+//
+// All matrix products here are float32 FMA loops: one thread per output column with one register accumulator per
+// batch row, the weight operand stored so that a warp's threads read consecutive addresses and the activation
+// operand read as a shared-memory broadcast.
+#include "persistent_common.cuh"
+#include "persistent_kernels.h"
+
+namespace lstmkern {
+namespace {
+
+constexpr int kBatchTile = kFlstmBatchTile;
+
+// out[b][n] = sum_k in[b][k] * weight[k * n_cols + n] for all kBatchTile rows of `in` (K columns) and n < n_cols.
+template <typename Weight>
+__device__ __forceinline__ void tile_matmul(const float* __restrict__ in, int K, const Weight* __restrict__ weight,
+                                            int n_cols, float* __restrict__ out) {
+  for (int n = threadIdx.x; n < n_cols; n += blockDim.x) {
+    float acc[kBatchTile];
+#pragma unroll
+    for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
+    for (int k = 0; k < K; ++k) {
+      const float w = to_float(weight[static_cast<int64_t>(k) * n_cols + n]);
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(in[b * K + k], w, acc[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatchTile; ++b) out[b * n_cols + n] = acc[b];
+  }
+}
+
+template <ElementKind kKind>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<kKind>::type* __restrict__ h0,
+                            const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
+                            const typename ElementOf<kKind>::type* __restrict__ weight_2,
+                            typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T,
+                            int B, int I, int H, int R) {
+  using Element = typename ElementOf<kKind>::type;
+  const FlstmFwdLayout layout = flstm_fwd_layout(H, R, kKind);
+  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  Element* w1h_t = reinterpret_cast<Element*>(smem + layout.w1h_offset);  // (H x R)
+  Element* w2_t = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R x 4H)
+  float* h_tile = reinterpret_cast<float*>(smem + layout.h_offset);       // (BT x H)
+  float* z_tile = reinterpret_cast<float*>(smem + layout.z_offset);       // (BT x R)
+  float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);    // (BT x 4H)
+  float* c_tile = reinterpret_cast<float*>(smem + layout.c_offset);       // (BT x H)
+
+  const int batch_start = blockIdx.x * kBatchTile;
+  const int batch_rows = min(kBatchTile, B - batch_start);
+  const int four_h = 4 * H;
+  const int64_t w1_ld = static_cast<int64_t>(I) + H;
+
+  zero_shared(smem, layout.total_bytes);
+  __syncthreads();
+  // Global-order loops (coalesced reads), transposed shared-memory writes.
+  for (int idx = threadIdx.x; idx < R * H; idx += blockDim.x) {
+    const int q = idx / H;
+    const int k = idx - q * H;
+    w1h_t[static_cast<int64_t>(k) * R + q] = weight_1[q * w1_ld + I + k];
+  }
+  for (int idx = threadIdx.x; idx < four_h * R; idx += blockDim.x) {
+    const int r = idx / R;
+    const int q = idx - r * R;
+    w2_t[static_cast<int64_t>(q) * four_h + r] = weight_2[idx];
+  }
+  for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
+    const int b = idx / H;
+    const int j = idx - b * H;
+    const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + j;
+    h_tile[b * H + j] = to_float(h0[state_idx]);
+    c_tile[b * H + j] = c0[state_idx];
+  }
+  __syncthreads();
+
+  for (int t = 0; t < T; ++t) {
+    tile_matmul(h_tile, H, w1h_t, R, z_tile);  // z = h_{t-1} W1_h^T
+    __syncthreads();
+    tile_matmul(z_tile, R, w2_t, four_h, gates);  // gates = z W2^T
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
+      const int b = idx / H;
+      const int j = idx - b * H;
+      const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
+      const float* proj_row = proj + row * four_h;
+      const float* gates_row = gates + b * four_h;
+      float c = c_tile[b * H + j];
+      const float h = lstm_cell_forward(proj_row[j] + gates_row[j], proj_row[H + j] + gates_row[H + j],
+                                        proj_row[2 * H + j] + gates_row[2 * H + j],
+                                        proj_row[3 * H + j] + gates_row[3 * H + j], c);
+      const Element h_rounded = from_float<Element>(h);
+      const int64_t state_idx = row * H + j;
+      c_tile[b * H + j] = c;
+      cell[state_idx] = c;
+      output[state_idx] = h_rounded;
+      h_tile[b * H + j] = to_float(h_rounded);  // the next step multiplies the rounded h, like the reference
+    }
+    __syncthreads();
+  }
+}
+
+template <ElementKind kKind>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
+                            const typename ElementOf<kKind>::type* __restrict__ grad_output,
+                            const float* __restrict__ grad_cell, const float* __restrict__ c0,
+                            const float* __restrict__ cell, const typename ElementOf<kKind>::type* __restrict__ weight_1,
+                            const typename ElementOf<kKind>::type* __restrict__ weight_2, float* __restrict__ dgates,
+                            float* __restrict__ dh0, float* __restrict__ dc0, int T, int B, int I, int H, int R) {
+  using Element = typename ElementOf<kKind>::type;
+  const FlstmBwdLayout layout = flstm_bwd_layout(H, R, kKind);
+  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);               // (4H x R)
+  Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);             // (R x H)
+  float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);      // (BT x 4H)
+  float* dz_tile = reinterpret_cast<float*>(smem + layout.dz_offset);              // (BT x R)
+  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);              // (BT x H)
+  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);              // (BT x H)
+
+  const int batch_start = blockIdx.x * kBatchTile;
+  const int batch_rows = min(kBatchTile, B - batch_start);
+  const int four_h = 4 * H;
+  const int64_t w1_ld = static_cast<int64_t>(I) + H;
+  const int64_t state_stride = static_cast<int64_t>(B) * H;  // one time step of (T, B, H)
+
+  zero_shared(smem, layout.total_bytes);  // dh, dc start at 0; rows >= batch_rows stay 0
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < four_h * R; idx += blockDim.x) w2[idx] = weight_2[idx];
+  for (int idx = threadIdx.x; idx < R * H; idx += blockDim.x) {
+    const int q = idx / H;
+    const int k = idx - q * H;
+    w1h[idx] = weight_1[q * w1_ld + I + k];
+  }
+  __syncthreads();
+
+  for (int t = T - 1; t >= 0; --t) {
+    for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
+      const int b = idx / H;
+      const int j = idx - b * H;
+      const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
+      const int64_t state_idx = row * H + j;
+      const float dh = dh_tile[b * H + j] + to_float(grad_output[state_idx]);
+      const float dc = dc_tile[b * H + j] + (grad_cell != nullptr ? grad_cell[state_idx] : 0.0f);
+      const float c_prev =
+          t > 0 ? cell[state_idx - state_stride] : c0[static_cast<int64_t>(batch_start + b) * H + j];
+      const float* pre = pre_gates + row * four_h;
+      const CellGrad grad =
+          lstm_cell_backward(pre[j], pre[H + j], pre[2 * H + j], pre[3 * H + j], c_prev, cell[state_idx], dh, dc);
+      float* dgates_out = dgates + row * four_h;
+      dgates_out[j] = grad.d_i;
+      dgates_out[H + j] = grad.d_f;
+      dgates_out[2 * H + j] = grad.d_g;
+      dgates_out[3 * H + j] = grad.d_o;
+      float* dgates_row = dgates_tile + b * four_h;
+      dgates_row[j] = grad.d_i;
+      dgates_row[H + j] = grad.d_f;
+      dgates_row[2 * H + j] = grad.d_g;
+      dgates_row[3 * H + j] = grad.d_o;
+      dc_tile[b * H + j] = grad.dc_prev;
+    }
+    __syncthreads();
+    tile_matmul(dgates_tile, four_h, w2, R, dz_tile);  // dz = dgates W2
+    __syncthreads();
+    tile_matmul(dz_tile, R, w1h, H, dh_tile);  // dh_{t-1} = dz W1_h
+    __syncthreads();
+  }
+
+  for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
+    const int b = idx / H;
+    const int j = idx - b * H;
+    const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + j;
+    dh0[state_idx] = dh_tile[b * H + j];
+    dc0[state_idx] = dc_tile[b * H + j];
+  }
+}
+
+template <ElementKind kKind>
+cudaError_t launch_fwd(const FlstmFwdArgs& args, cudaStream_t stream) {
+  using Element = typename ElementOf<kKind>::type;
+  const int64_t smem_bytes = flstm_fwd_layout(args.H, args.R, kKind).total_bytes;
+  const cudaError_t err = cudaFuncSetAttribute(flstm_persistent_fwd_kernel<kKind>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
+  flstm_persistent_fwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+      args.proj, static_cast<const Element*>(args.h0), args.c0, static_cast<const Element*>(args.weight_1),
+      static_cast<const Element*>(args.weight_2), static_cast<Element*>(args.output), args.cell, args.T, args.B,
+      args.I, args.H, args.R);
+  return cudaSuccess;
+}
+
+template <ElementKind kKind>
+cudaError_t launch_bwd(const FlstmBwdArgs& args, cudaStream_t stream) {
+  using Element = typename ElementOf<kKind>::type;
+  const int64_t smem_bytes = flstm_bwd_layout(args.H, args.R, kKind).total_bytes;
+  const cudaError_t err = cudaFuncSetAttribute(flstm_persistent_bwd_kernel<kKind>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
+  flstm_persistent_bwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+      args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
+      static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2), args.dgates, args.dh0,
+      args.dc0, args.T, args.B, args.I, args.H, args.R);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream) {
+  switch (kind) {
+    case ElementKind::kFloat32: return launch_fwd<ElementKind::kFloat32>(args, stream);
+    case ElementKind::kFloat16: return launch_fwd<ElementKind::kFloat16>(args, stream);
+    case ElementKind::kBFloat16: return launch_fwd<ElementKind::kBFloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream) {
+  switch (kind) {
+    case ElementKind::kFloat32: return launch_bwd<ElementKind::kFloat32>(args, stream);
+    case ElementKind::kFloat16: return launch_bwd<ElementKind::kFloat16>(args, stream);
+    case ElementKind::kBFloat16: return launch_bwd<ElementKind::kBFloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace lstmkern

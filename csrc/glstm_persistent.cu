@@ -1,0 +1,276 @@
+// Persistent G-LSTM kernels: one launch walks the whole sequence.
+//
+// Shape legend: T time steps, B batch, G groups, Hg hidden units per group, H = G * Hg, BT batch tile.
+//
+// Forward: CTA (batch tile, g) loads W_hh[g] into shared memory once and keeps it for all T steps. Each step it
+// multiplies its tile of h_{t-1}[g] (BT x Hg, in shared memory) by W_hh[g]^T (WMMA m16n16k16 with float32
+// accumulators for fp16/bf16; float32 FMA for fp32), adds the precomputed input projection P_t (float32, from one
+// batched GEMM in the launcher) and runs the cell with c in float32 shared memory. h_t is rounded to the element
+// type before it is stored and before the next step multiplies it, exactly like the reference. Groups and batch
+// tiles are independent, so two __syncthreads per step are the only synchronisation (no grid sync).
+//
+// Backward: same CTA decomposition, reverse time. The launcher recomputes every step's pre-activation gates in one
+// time-parallel GEMM; per step the kernel forms dgates (cell backward, float32) and dh_{t-1} = dgates W_hh[g]
+// (float32 FMA with W_hh[g] resident in shared memory). Weight gradients and dx are time-parallel GEMMs in the
+// launcher.
+#include <mma.h>
+
+#include <type_traits>
+
+#include "persistent_common.cuh"
+#include "persistent_kernels.h"
+
+namespace lstmkern {
+namespace {
+
+template <ElementKind kKind>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+glstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<kKind>::type* __restrict__ h0,
+                            const float* __restrict__ c0,
+                            const typename ElementOf<kKind>::type* __restrict__ weight_hh,
+                            typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T,
+                            int B, int G, int Hg) {
+  using Element = typename ElementOf<kKind>::type;
+  constexpr bool kWmma = uses_wmma(kKind);
+  constexpr int kBatchTile = glstm_fwd_batch_tile(kKind);
+  // h tile: the WMMA A operand in the element type, or float32 for the FMA loop.
+  using HTile = std::conditional_t<kWmma, Element, float>;
+
+  const GlstmFwdLayout layout = glstm_fwd_layout(Hg, kKind);
+  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  Element* w_t = reinterpret_cast<Element*>(smem + layout.w_offset);
+  HTile* h_tile = reinterpret_cast<HTile*>(smem + layout.h_offset);
+  float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);
+  float* c_tile = reinterpret_cast<float*>(smem + layout.c_offset);
+
+  const int group = blockIdx.y;
+  const int batch_start = blockIdx.x * kBatchTile;
+  const int batch_rows = min(kBatchTile, B - batch_start);
+  const int64_t H = static_cast<int64_t>(G) * Hg;
+  const int four_hg = 4 * Hg;
+
+  zero_shared(smem, layout.total_bytes);
+  __syncthreads();
+
+  // W_hh[g] (4Hg x Hg, row-major) -> w_t[k][r], read in global order so the loads coalesce.
+  const Element* weight = weight_hh + static_cast<int64_t>(group) * four_hg * Hg;
+  for (int idx = threadIdx.x; idx < four_hg * Hg; idx += blockDim.x) {
+    const int row = idx / Hg;
+    const int col = idx - row * Hg;
+    w_t[static_cast<int64_t>(col) * layout.w_ld + row] = weight[idx];
+  }
+  for (int idx = threadIdx.x; idx < batch_rows * Hg; idx += blockDim.x) {
+    const int b = idx / Hg;
+    const int j = idx - b * Hg;
+    const int64_t state_idx = (batch_start + b) * H + static_cast<int64_t>(group) * Hg + j;
+    if constexpr (kWmma) {
+      h_tile[b * layout.h_ld + j] = h0[state_idx];
+    } else {
+      h_tile[b * layout.h_ld + j] = to_float(h0[state_idx]);
+    }
+    c_tile[b * Hg + j] = c0[state_idx];
+  }
+  __syncthreads();
+
+  for (int t = 0; t < T; ++t) {
+    // gates = h_{t-1} W_hh[g]^T for the tile (rows >= batch_rows are zero and ignored).
+    if constexpr (kWmma) {
+      namespace wmma = nvcuda::wmma;
+      const int warp = threadIdx.x / 32;
+      const int num_warps = blockDim.x / 32;
+      const int n_tiles = static_cast<int>(round_up(four_hg, kWmmaTile)) / kWmmaTile;
+      const int k_tiles = static_cast<int>(layout.w_rows) / kWmmaTile;
+      for (int n_tile = warp; n_tile < n_tiles; n_tile += num_warps) {
+        wmma::fragment<wmma::accumulator, kWmmaTile, kWmmaTile, kWmmaTile, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
+          wmma::fragment<wmma::matrix_a, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> a_frag;
+          wmma::fragment<wmma::matrix_b, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> b_frag;
+          wmma::load_matrix_sync(a_frag, h_tile + k_tile * kWmmaTile, static_cast<unsigned>(layout.h_ld));
+          wmma::load_matrix_sync(b_frag, w_t + static_cast<int64_t>(k_tile) * kWmmaTile * layout.w_ld +
+                                             n_tile * kWmmaTile,
+                                 static_cast<unsigned>(layout.w_ld));
+          wmma::mma_sync(acc, a_frag, b_frag, acc);
+        }
+        wmma::store_matrix_sync(gates + n_tile * kWmmaTile, acc, static_cast<unsigned>(layout.gates_ld),
+                                wmma::mem_row_major);
+      }
+    } else {
+      // One thread per gate row r, one register accumulator per batch row; w_t[k][r] is contiguous across the
+      // warp and h_tile[b][k] is a broadcast.
+      for (int r = threadIdx.x; r < four_hg; r += blockDim.x) {
+        float acc[kBatchTile];
+#pragma unroll
+        for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
+        for (int k = 0; k < Hg; ++k) {
+          const float w = to_float(w_t[static_cast<int64_t>(k) * layout.w_ld + r]);
+#pragma unroll
+          for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(h_tile[b * layout.h_ld + k], w, acc[b]);
+        }
+#pragma unroll
+        for (int b = 0; b < kBatchTile; ++b) gates[b * layout.gates_ld + r] = acc[b];
+      }
+    }
+    __syncthreads();
+
+    // Cell: one thread per (batch row, hidden unit) of the tile.
+    for (int idx = threadIdx.x; idx < batch_rows * Hg; idx += blockDim.x) {
+      const int b = idx / Hg;
+      const int j = idx - b * Hg;
+      const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
+      const float* proj_row = proj + (row * G + group) * four_hg;
+      const float* gates_row = gates + b * layout.gates_ld;
+      float c = c_tile[b * Hg + j];
+      const float h = lstm_cell_forward(proj_row[j] + gates_row[j], proj_row[Hg + j] + gates_row[Hg + j],
+                                        proj_row[2 * Hg + j] + gates_row[2 * Hg + j],
+                                        proj_row[3 * Hg + j] + gates_row[3 * Hg + j], c);
+      const Element h_rounded = from_float<Element>(h);
+      const int64_t state_idx = row * H + static_cast<int64_t>(group) * Hg + j;
+      c_tile[b * Hg + j] = c;
+      cell[state_idx] = c;
+      output[state_idx] = h_rounded;
+      if constexpr (kWmma) {
+        h_tile[b * layout.h_ld + j] = h_rounded;
+      } else {
+        h_tile[b * layout.h_ld + j] = to_float(h_rounded);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+template <ElementKind kKind>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
+                            const typename ElementOf<kKind>::type* __restrict__ grad_output,
+                            const float* __restrict__ grad_cell, const float* __restrict__ c0,
+                            const float* __restrict__ cell,
+                            const typename ElementOf<kKind>::type* __restrict__ weight_hh,
+                            float* __restrict__ dgates, float* __restrict__ dh0, float* __restrict__ dc0, int T,
+                            int B, int G, int Hg) {
+  using Element = typename ElementOf<kKind>::type;
+  constexpr int kBatchTile = kGlstmBwdBatchTile;
+
+  const GlstmBwdLayout layout = glstm_bwd_layout(Hg, kKind);
+  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);
+  float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);
+  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);
+  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);
+
+  const int group = blockIdx.y;
+  const int batch_start = blockIdx.x * kBatchTile;
+  const int batch_rows = min(kBatchTile, B - batch_start);
+  const int64_t H = static_cast<int64_t>(G) * Hg;
+  const int four_hg = 4 * Hg;
+
+  zero_shared(smem, layout.total_bytes);  // dh, dc start at 0; dgates rows >= batch_rows stay 0
+  __syncthreads();
+  const Element* weight = weight_hh + static_cast<int64_t>(group) * four_hg * Hg;
+  for (int idx = threadIdx.x; idx < four_hg * Hg; idx += blockDim.x) w[idx] = weight[idx];
+  __syncthreads();
+
+  for (int t = T - 1; t >= 0; --t) {
+    // Cell backward: one thread per (batch row, hidden unit); the same thread owns dc_tile[b][j] every step.
+    for (int idx = threadIdx.x; idx < batch_rows * Hg; idx += blockDim.x) {
+      const int b = idx / Hg;
+      const int j = idx - b * Hg;
+      const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
+      const int64_t state_idx = row * H + static_cast<int64_t>(group) * Hg + j;
+      const float dh = dh_tile[b * Hg + j] + to_float(grad_output[state_idx]);
+      const float dc = dc_tile[b * Hg + j] + (grad_cell != nullptr ? grad_cell[state_idx] : 0.0f);
+      const float c_prev = t > 0 ? cell[state_idx - B * H] : c0[(batch_start + b) * H + group * Hg + j];
+      const int64_t gates_offset = (row * G + group) * four_hg;
+      const float* pre = pre_gates + gates_offset;
+      const CellGrad grad =
+          lstm_cell_backward(pre[j], pre[Hg + j], pre[2 * Hg + j], pre[3 * Hg + j], c_prev, cell[state_idx], dh, dc);
+      float* dgates_out = dgates + gates_offset;
+      dgates_out[j] = grad.d_i;
+      dgates_out[Hg + j] = grad.d_f;
+      dgates_out[2 * Hg + j] = grad.d_g;
+      dgates_out[3 * Hg + j] = grad.d_o;
+      float* dgates_row = dgates_tile + b * four_hg;
+      dgates_row[j] = grad.d_i;
+      dgates_row[Hg + j] = grad.d_f;
+      dgates_row[2 * Hg + j] = grad.d_g;
+      dgates_row[3 * Hg + j] = grad.d_o;
+      dc_tile[b * Hg + j] = grad.dc_prev;
+    }
+    __syncthreads();
+
+    // dh_{t-1}[b][k] = sum_r dgates[b][r] W_hh[g][r][k]: one thread per k, w[r][k] contiguous across the warp.
+    for (int k = threadIdx.x; k < Hg; k += blockDim.x) {
+      float acc[kBatchTile];
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
+      for (int r = 0; r < four_hg; ++r) {
+        const float w_rk = to_float(w[static_cast<int64_t>(r) * Hg + k]);
+#pragma unroll
+        for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(dgates_tile[b * four_hg + r], w_rk, acc[b]);
+      }
+#pragma unroll
+      for (int b = 0; b < kBatchTile; ++b) dh_tile[b * Hg + k] = acc[b];
+    }
+    __syncthreads();
+  }
+
+  for (int idx = threadIdx.x; idx < batch_rows * Hg; idx += blockDim.x) {
+    const int b = idx / Hg;
+    const int j = idx - b * Hg;
+    const int64_t state_idx = (batch_start + b) * H + static_cast<int64_t>(group) * Hg + j;
+    dh0[state_idx] = dh_tile[b * Hg + j];
+    dc0[state_idx] = dc_tile[b * Hg + j];
+  }
+}
+
+template <ElementKind kKind>
+cudaError_t launch_fwd(const GlstmFwdArgs& args, cudaStream_t stream) {
+  using Element = typename ElementOf<kKind>::type;
+  const int64_t smem_bytes = glstm_fwd_layout(args.Hg, kKind).total_bytes;
+  const cudaError_t err = cudaFuncSetAttribute(glstm_persistent_fwd_kernel<kKind>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((args.B + glstm_fwd_batch_tile(kKind) - 1) / glstm_fwd_batch_tile(kKind), args.G);
+  glstm_persistent_fwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+      args.proj, static_cast<const Element*>(args.h0), args.c0, static_cast<const Element*>(args.weight_hh),
+      static_cast<Element*>(args.output), args.cell, args.T, args.B, args.G, args.Hg);
+  return cudaSuccess;
+}
+
+template <ElementKind kKind>
+cudaError_t launch_bwd(const GlstmBwdArgs& args, cudaStream_t stream) {
+  using Element = typename ElementOf<kKind>::type;
+  const int64_t smem_bytes = glstm_bwd_layout(args.Hg, kKind).total_bytes;
+  const cudaError_t err = cudaFuncSetAttribute(glstm_persistent_bwd_kernel<kKind>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((args.B + kGlstmBwdBatchTile - 1) / kGlstmBwdBatchTile, args.G);
+  glstm_persistent_bwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+      args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
+      static_cast<const Element*>(args.weight_hh), args.dgates, args.dh0, args.dc0, args.T, args.B, args.G, args.Hg);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t launch_glstm_persistent_fwd(ElementKind kind, const GlstmFwdArgs& args, cudaStream_t stream) {
+  switch (kind) {
+    case ElementKind::kFloat32: return launch_fwd<ElementKind::kFloat32>(args, stream);
+    case ElementKind::kFloat16: return launch_fwd<ElementKind::kFloat16>(args, stream);
+    case ElementKind::kBFloat16: return launch_fwd<ElementKind::kBFloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_glstm_persistent_bwd(ElementKind kind, const GlstmBwdArgs& args, cudaStream_t stream) {
+  switch (kind) {
+    case ElementKind::kFloat32: return launch_bwd<ElementKind::kFloat32>(args, stream);
+    case ElementKind::kFloat16: return launch_bwd<ElementKind::kFloat16>(args, stream);
+    case ElementKind::kBFloat16: return launch_bwd<ElementKind::kBFloat16>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace lstmkern

@@ -1,0 +1,80 @@
+// Device helpers shared by the persistent kernels: element conversions, activations, the LSTM cell forward and
+// backward, and the block-wide shared-memory fill. Included only by csrc/*.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "persistent_layout.h"
+
+namespace lstmkern {
+
+template <ElementKind kKind> struct ElementOf;
+template <> struct ElementOf<ElementKind::kFloat32> { using type = float; };
+template <> struct ElementOf<ElementKind::kFloat16> { using type = __half; };
+template <> struct ElementOf<ElementKind::kBFloat16> { using type = __nv_bfloat16; };
+
+__device__ __forceinline__ float to_float(float value) { return value; }
+__device__ __forceinline__ float to_float(__half value) { return __half2float(value); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
+
+// Round-to-nearest-even conversion from float32 (what torch's .to(dtype) does).
+template <typename Element> __device__ __forceinline__ Element from_float(float value);
+template <> __device__ __forceinline__ float from_float<float>(float value) { return value; }
+template <> __device__ __forceinline__ __half from_float<__half>(float value) { return __float2half_rn(value); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
+  return __float2bfloat16_rn(value);
+}
+
+// Accurate (non-fast-math) activations: the kernels are held to the float32 reference.
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Forward cell for one hidden unit. Pre-activations (i, f, g, o) in; returns h and updates c in place.
+__device__ __forceinline__ float lstm_cell_forward(float pre_i, float pre_f, float pre_g, float pre_o, float& c) {
+  const float gate_i = sigmoid(pre_i);
+  const float gate_f = sigmoid(pre_f);
+  const float gate_g = tanhf(pre_g);
+  const float gate_o = sigmoid(pre_o);
+  c = gate_f * c + gate_i * gate_g;
+  return gate_o * tanhf(c);
+}
+
+struct CellGrad {
+  float d_i, d_f, d_g, d_o;  // gradients of the pre-activation gates
+  float dc_prev;             // gradient flowing to c_{t-1}
+};
+
+// Backward of the cell for one hidden unit, in the same order of operations as lstmkern.reference._cell_backward.
+// dh, dc: gradients arriving at h_t and c_t (already summed over the step's own output and the later steps).
+__device__ __forceinline__ CellGrad lstm_cell_backward(float pre_i, float pre_f, float pre_g, float pre_o,
+                                                       float c_prev, float c, float dh, float dc) {
+  const float gate_i = sigmoid(pre_i);
+  const float gate_f = sigmoid(pre_f);
+  const float gate_g = tanhf(pre_g);
+  const float gate_o = sigmoid(pre_o);
+  const float tanh_c = tanhf(c);
+  const float d_out = dh * tanh_c;
+  const float dc_total = dc + dh * gate_o * (1.0f - tanh_c * tanh_c);
+  CellGrad grad;
+  grad.d_i = dc_total * gate_g * gate_i * (1.0f - gate_i);
+  grad.d_f = dc_total * c_prev * gate_f * (1.0f - gate_f);
+  grad.d_g = dc_total * gate_i * (1.0f - gate_g * gate_g);
+  grad.d_o = d_out * gate_o * (1.0f - gate_o);
+  grad.dc_prev = dc_total * gate_f;
+  return grad;
+}
+
+// Zeroes `bytes` (a multiple of kSmemAlignment) of shared memory with the whole block. Padding rows and columns of
+// the tiles must read as 0 for the whole sequence, and racecheck/initcheck want no uninitialised reads.
+__device__ __forceinline__ void zero_shared(unsigned char* smem, int64_t bytes) {
+  int4* words = reinterpret_cast<int4*>(smem);
+  const int64_t count = bytes / static_cast<int64_t>(sizeof(int4));
+  for (int64_t idx = threadIdx.x; idx < count; idx += blockDim.x) words[idx] = make_int4(0, 0, 0, 0);
+}
+
+static_assert(kSmemAlignment % sizeof(int4) == 0, "layouts are padded to whole int4 words");
+
+}  // namespace lstmkern

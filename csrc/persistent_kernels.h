@@ -1,0 +1,72 @@
+// Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/flstm_persistent.cu).
+//
+// The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
+// compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
+// tensors, call these functions and check the launch with C10_CUDA_KERNEL_LAUNCH_CHECK.
+//
+// Every function sets the kernel's dynamic shared memory limit (cudaFuncSetAttribute) and launches it on `stream`.
+// It returns the error of cudaFuncSetAttribute (and launches nothing when that failed); launch errors are left for
+// the caller's cudaGetLastError. Element pointers are `void*` of the type named by `kind` (float, __half or
+// __nv_bfloat16; at::Half / at::BFloat16 share those layouts). All tensors are contiguous; shapes as commented.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "persistent_layout.h"
+
+namespace lstmkern {
+
+struct GlstmFwdArgs {
+  const float* proj;       // (T, B, G, 4Hg) float32: x W_ih^T + bias for every step
+  const void* h0;          // (B, H) element
+  const float* c0;         // (B, H) float32
+  const void* weight_hh;   // (G, 4Hg, Hg) element
+  void* output;            // (T, B, H) element, written
+  float* cell;             // (T, B, H) float32, written
+  int T, B, G, Hg;
+};
+
+struct GlstmBwdArgs {
+  const float* pre_gates;    // (T, B, G, 4Hg) float32 pre-activation gates recomputed by the launcher
+  const void* grad_output;   // (T, B, H) element
+  const float* grad_cell;    // (T, B, H) float32 or nullptr
+  const float* c0;           // (B, H) float32
+  const float* cell;         // (T, B, H) float32 (the forward's cell sequence)
+  const void* weight_hh;     // (G, 4Hg, Hg) element
+  float* dgates;             // (T, B, G, 4Hg) float32, written: gradient of the pre-activation gates
+  float* dh0;                // (B, H) float32, written
+  float* dc0;                // (B, H) float32, written
+  int T, B, G, Hg;
+};
+
+struct FlstmFwdArgs {
+  const float* proj;       // (T, B, 4H) float32: W2 W1_x x_t + bias
+  const void* h0;          // (B, H) element
+  const float* c0;         // (B, H) float32
+  const void* weight_1;    // (R, I + H) element; the kernel reads the recurrent columns I..I+H-1
+  const void* weight_2;    // (4H, R) element
+  void* output;            // (T, B, H) element, written
+  float* cell;             // (T, B, H) float32, written
+  int T, B, I, H, R;
+};
+
+struct FlstmBwdArgs {
+  const float* pre_gates;    // (T, B, 4H) float32
+  const void* grad_output;   // (T, B, H) element
+  const float* grad_cell;    // (T, B, H) float32 or nullptr
+  const float* c0;           // (B, H) float32
+  const float* cell;         // (T, B, H) float32
+  const void* weight_1;      // (R, I + H) element
+  const void* weight_2;      // (4H, R) element
+  float* dgates;             // (T, B, 4H) float32, written
+  float* dh0;                // (B, H) float32, written
+  float* dc0;                // (B, H) float32, written
+  int T, B, I, H, R;
+};
+
+cudaError_t launch_glstm_persistent_fwd(ElementKind kind, const GlstmFwdArgs& args, cudaStream_t stream);
+cudaError_t launch_glstm_persistent_bwd(ElementKind kind, const GlstmBwdArgs& args, cudaStream_t stream);
+cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream);
+cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream);
+
+}  // namespace lstmkern

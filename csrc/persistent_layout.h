@@ -1,0 +1,173 @@
+// Shared-memory layouts of the persistent LSTM kernels: the single source of truth for how many bytes of dynamic
+// shared memory each kernel needs and where each buffer lives. Pure C++ (no CUDA or torch headers) so the same
+// constexpr functions size the launch on the host, carve the buffers on the device, and answer the Python-side
+// query ops (extension.cpp) even in CPU-only builds. lstmkern/backends/cuda.py mirrors these formulas; a test
+// checks that the two agree.
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank (F-LSTM),
+// BT the batch tile a CTA owns (rows of h it multiplies per step).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LSTMKERN_HOST_DEVICE __host__ __device__
+#else
+#define LSTMKERN_HOST_DEVICE
+#endif
+
+namespace lstmkern {
+
+// Element type of x, h and the weights. The cell state and every accumulation are float32 for all three.
+enum class ElementKind : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+constexpr int kThreadsPerBlock = 256;
+constexpr int kSmemAlignment = 128;  // every buffer starts 128-byte aligned (WMMA needs 32)
+constexpr int kWmmaTile = 16;        // m16n16k16 fragments for the fp16/bf16 forward
+// Padding of the WMMA operands' leading dimensions (elements): keeps ldm a legal multiple (8 halves / 4 floats) but
+// shifts consecutive rows across banks.
+constexpr int kWmmaHalfRowPad = 8;
+constexpr int kWmmaFloatRowPad = 4;
+
+// Batch tiles. The fp16/bf16 G-LSTM forward uses WMMA, whose M dimension is 16; everything else uses FMA loops with
+// one register accumulator per batch row, so a smaller tile keeps the register count low.
+constexpr int kGlstmFwdBatchTileWmma = 16;
+constexpr int kGlstmFwdBatchTileFma = 8;
+constexpr int kGlstmBwdBatchTile = 8;
+constexpr int kFlstmBatchTile = 8;
+
+LSTMKERN_HOST_DEVICE constexpr int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+LSTMKERN_HOST_DEVICE constexpr int64_t element_bytes(ElementKind kind) {
+  return kind == ElementKind::kFloat32 ? 4 : 2;
+}
+LSTMKERN_HOST_DEVICE constexpr bool uses_wmma(ElementKind kind) { return kind != ElementKind::kFloat32; }
+LSTMKERN_HOST_DEVICE constexpr int glstm_fwd_batch_tile(ElementKind kind) {
+  return uses_wmma(kind) ? kGlstmFwdBatchTileWmma : kGlstmFwdBatchTileFma;
+}
+
+// Appends a buffer of `bytes` at the next aligned offset; returns its offset and advances `end`.
+LSTMKERN_HOST_DEVICE constexpr int64_t carve(int64_t& end, int64_t bytes) {
+  const int64_t offset = round_up(end, kSmemAlignment);
+  end = offset + bytes;
+  return offset;
+}
+
+// G-LSTM forward, one CTA per (group g, batch tile).
+//   w:     W_hh[g]^T, (w_rows x w_ld) in the element type: w[k * w_ld + r] = W_hh[g][r][k]; for WMMA zero-padded to
+//          (Kpad, Npad) with Kpad = roundup(Hg, 16), Npad = roundup(4Hg, 16), so it is the row-major B operand.
+//   h:     h_{t-1} tile (BT x h_ld): element type for WMMA (A operand, zero-padded), float32 for FMA.
+//   gates: recurrent product h W^T, (BT x gates_ld) float32.
+//   c:     cell state (BT x Hg) float32.
+struct GlstmFwdLayout {
+  int64_t w_rows, w_ld, h_ld, gates_ld;
+  int64_t w_offset, h_offset, gates_offset, c_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr GlstmFwdLayout glstm_fwd_layout(int64_t hg, ElementKind kind) {
+  GlstmFwdLayout layout{};
+  const int64_t bt = glstm_fwd_batch_tile(kind);
+  int64_t h_bytes_per_element = 4;
+  if (uses_wmma(kind)) {
+    layout.w_rows = round_up(hg, kWmmaTile);
+    layout.w_ld = round_up(4 * hg, kWmmaTile) + kWmmaHalfRowPad;
+    layout.h_ld = round_up(hg, kWmmaTile) + kWmmaHalfRowPad;
+    layout.gates_ld = round_up(4 * hg, kWmmaTile) + kWmmaFloatRowPad;
+    h_bytes_per_element = 2;
+  } else {
+    layout.w_rows = hg;
+    layout.w_ld = 4 * hg;
+    layout.h_ld = hg;
+    layout.gates_ld = 4 * hg;
+  }
+  int64_t end = 0;
+  layout.w_offset = carve(end, layout.w_rows * layout.w_ld * element_bytes(kind));
+  layout.h_offset = carve(end, bt * layout.h_ld * h_bytes_per_element);
+  layout.gates_offset = carve(end, bt * layout.gates_ld * 4);
+  layout.c_offset = carve(end, bt * hg * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// G-LSTM backward, one CTA per (group g, batch tile of kGlstmBwdBatchTile rows).
+//   w: W_hh[g] as stored, (4Hg x Hg) element type. dgates (BT x 4Hg), dh (BT x Hg), dc (BT x Hg): float32.
+struct GlstmBwdLayout {
+  int64_t w_offset, dgates_offset, dh_offset, dc_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr GlstmBwdLayout glstm_bwd_layout(int64_t hg, ElementKind kind) {
+  GlstmBwdLayout layout{};
+  const int64_t bt = kGlstmBwdBatchTile;
+  int64_t end = 0;
+  layout.w_offset = carve(end, 4 * hg * hg * element_bytes(kind));
+  layout.dgates_offset = carve(end, bt * 4 * hg * 4);
+  layout.dh_offset = carve(end, bt * hg * 4);
+  layout.dc_offset = carve(end, bt * hg * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// F-LSTM forward, one CTA per batch tile holding all of W1_h and W2 (the "fits one CTA" variant).
+//   w1h_t: W1_h^T (H x R), w1h_t[k * R + q] = W1[q][I + k]; w2_t: W2^T (R x 4H), w2_t[q * 4H + r] = W2[r][q]
+//   (transposed so the threads of a warp, which own consecutive output columns, read consecutive addresses).
+//   h (BT x H), z (BT x R), gates (BT x 4H), c (BT x H): float32.
+struct FlstmFwdLayout {
+  int64_t w1h_offset, w2_offset, h_offset, z_offset, gates_offset, c_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr FlstmFwdLayout flstm_fwd_layout(int64_t h, int64_t r, ElementKind kind) {
+  FlstmFwdLayout layout{};
+  const int64_t bt = kFlstmBatchTile;
+  int64_t end = 0;
+  layout.w1h_offset = carve(end, h * r * element_bytes(kind));
+  layout.w2_offset = carve(end, r * 4 * h * element_bytes(kind));
+  layout.h_offset = carve(end, bt * h * 4);
+  layout.z_offset = carve(end, bt * r * 4);
+  layout.gates_offset = carve(end, bt * 4 * h * 4);
+  layout.c_offset = carve(end, bt * h * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// F-LSTM backward: W2 (4H x R) and W1_h (R x H) as stored (row-major, threads own consecutive columns);
+// dgates (BT x 4H), dz (BT x R), dh (BT x H), dc (BT x H) float32.
+struct FlstmBwdLayout {
+  int64_t w2_offset, w1h_offset, dgates_offset, dz_offset, dh_offset, dc_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr FlstmBwdLayout flstm_bwd_layout(int64_t h, int64_t r, ElementKind kind) {
+  FlstmBwdLayout layout{};
+  const int64_t bt = kFlstmBatchTile;
+  int64_t end = 0;
+  layout.w2_offset = carve(end, 4 * h * r * element_bytes(kind));
+  layout.w1h_offset = carve(end, r * h * element_bytes(kind));
+  layout.dgates_offset = carve(end, bt * 4 * h * 4);
+  layout.dz_offset = carve(end, bt * r * 4);
+  layout.dh_offset = carve(end, bt * h * 4);
+  layout.dc_offset = carve(end, bt * h * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// What the persistent path needs for an op, forward and backward: the larger of the two layouts (autograd will run
+// the backward on the same device, so "auto" only picks the kernels when both fit).
+LSTMKERN_HOST_DEVICE constexpr int64_t glstm_persistent_smem_bytes(int64_t hg, ElementKind kind) {
+  const int64_t fwd = glstm_fwd_layout(hg, kind).total_bytes;
+  const int64_t bwd = glstm_bwd_layout(hg, kind).total_bytes;
+  return fwd > bwd ? fwd : bwd;
+}
+LSTMKERN_HOST_DEVICE constexpr int64_t flstm_persistent_smem_bytes(int64_t h, int64_t r, ElementKind kind) {
+  const int64_t fwd = flstm_fwd_layout(h, r, kind).total_bytes;
+  const int64_t bwd = flstm_bwd_layout(h, r, kind).total_bytes;
+  return fwd > bwd ? fwd : bwd;
+}
+
+// Compile-time spot checks of the layout arithmetic (Hg = 3 in fp16: Kpad 16, Npad 16).
+static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_rows == 16);
+static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_ld == 24);
+static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).h_offset == 768);  // 16 * 24 * 2 bytes, already aligned
+static_assert(glstm_fwd_layout(64, ElementKind::kFloat32).total_bytes ==
+              64 * 256 * 4 + 8 * 64 * 4 + 8 * 256 * 4 + 8 * 64 * 4);
+
+}  // namespace lstmkern

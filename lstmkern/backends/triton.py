@@ -1,0 +1,66 @@
+"""The "triton" backend: Triton kernels for G-LSTM and F-LSTM (see :mod:`lstmkern.triton_kernels`).
+
+Shape legend and contract: :mod:`lstmkern.backends` and :mod:`lstmkern.reference` (T, B, I, H, G, R; time-major).
+
+Forward: one launch for the input projection of all steps, then one launch for the whole sequence where the
+recurrent weights fit on chip (small Hg for G-LSTM, small H and R for F-LSTM) or one fused launch per step.
+Backward: time-parallel gate recompute, one fused launch per step in reverse time, time-parallel weight gradients.
+Runs on CUDA tensors, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1; a correctness tool, slow).
+The per-step launch loops allocate nothing and never sync, so they can be captured in a CUDA graph once the
+autotuner has run (call the layer once before capturing).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..triton_kernels import flstm_backward, flstm_forward, glstm_backward, glstm_forward
+
+__all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported"]
+
+_OPS = ("glstm", "flstm")
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str | None:
+    """None when these kernels can run ``op`` on tensors of ``device`` and ``dtype``, else the reason they cannot.
+
+    ``sizes`` (LayerSizes T, B, I, H, G, R) does not matter: every kernel masks arbitrary sizes and picks the
+    per-step path where the sequence-fused one does not fit.
+    """
+    if op not in _OPS:
+        return f"unknown op {op!r} (expected one of {_OPS})"
+    if dtype not in _DTYPES:
+        return f"dtype {dtype} is not supported (expected one of {_DTYPES})"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if dtype == torch.float64 and torch.cuda.get_device_capability(device) < (8, 0):
+            return "float64 needs tl.dot in float64, available on compute capability 8.0 or newer"
+        return None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        if dtype == torch.bfloat16:
+            return "the Triton interpreter on CPU does not compute bfloat16 matrix products correctly"
+        return None
+    return (f"tensors are on {device.type}; Triton kernels need CUDA tensors "
+            "(or CPU tensors with TRITON_INTERPRET=1 set before triton is imported)")
+
+
+def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
+    """-> (output (T, B, H) x dtype, cell (T, B, H) state dtype)."""
+    return glstm_forward(x, h0, c0, weight_ih, weight_hh, bias)
+
+
+def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
+    """-> (dx, dh0, dc0, dweight_ih, dweight_hh, dbias (G, 4Hg))."""
+    return glstm_backward(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+
+
+def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
+    """-> (output (T, B, H) x dtype, cell (T, B, H) state dtype)."""
+    return flstm_forward(x, h0, c0, weight_1, weight_2, bias)
+
+
+def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
+    """-> (dx, dh0, dc0, dweight_1, dweight_2, dbias (4H,))."""
+    return flstm_backward(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)

@@ -1,0 +1,92 @@
+"""The lstmkern custom ops: one forward and one backward op per layer type, each taking the backend that runs it.
+
+    lstmkern::glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias?, backend) -> (output, cell)
+    lstmkern::glstm_bwd(grad_output, grad_cell?, x, h0, c0, weight_ih, weight_hh, bias?, output, cell, backend)
+        -> (dx, dh0, dc0, dweight_ih, dweight_hh, dbias)
+    lstmkern::flstm_fwd / lstmkern::flstm_bwd: the same with (weight_1, weight_2).
+
+Shapes follow :mod:`lstmkern.reference` (T, B, I, H, G, R; time-major). ``cell`` is the cell state after every step, in
+``state_dtype(x.dtype)``; backward recomputes the gates from ``output`` and ``cell`` instead of keeping them.
+Each op has a fake kernel (so torch.compile traces through without running a kernel) and the forward op's autograd
+formula calls the backward op of the same backend. The backend name is resolved by :mod:`lstmkern.functional` before
+the op is called, so an op never sees "auto".
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .backends import get_backend
+from .reference import state_dtype
+
+__all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd"]
+
+
+@torch.library.custom_op("lstmkern::glstm_fwd", mutates_args=())
+def glstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Optional[Tensor],
+              backend: str) -> tuple[Tensor, Tensor]:
+    return get_backend(backend).glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+
+
+@torch.library.custom_op("lstmkern::glstm_bwd", mutates_args=())
+def glstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor,
+              weight_hh: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
+              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return get_backend(backend).glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+
+
+@torch.library.custom_op("lstmkern::flstm_fwd", mutates_args=())
+def flstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Optional[Tensor],
+              backend: str) -> tuple[Tensor, Tensor]:
+    return get_backend(backend).flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
+
+
+@torch.library.custom_op("lstmkern::flstm_bwd", mutates_args=())
+def flstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor,
+              weight_2: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
+              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return get_backend(backend).flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+
+
+def _fake_fwd(x, h0, c0, weight_a, weight_b, bias, backend):
+    T, B, _ = x.shape
+    H = h0.shape[1]
+    return x.new_empty(T, B, H), x.new_empty(T, B, H, dtype=state_dtype(x.dtype))
+
+
+def _fake_bwd(grad_output, grad_cell, x, h0, c0, weight_a, weight_b, bias, output, cell, backend):
+    # dbias has the bias's shape: (G, 4Hg) for G-LSTM (weight_a is weight_ih), (4H,) for F-LSTM (weight_b is weight_2).
+    bias_shape = weight_a.shape[:2] if weight_a.dim() == 3 else weight_b.shape[:1]
+    return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(weight_a),
+            torch.empty_like(weight_b), x.new_empty(bias_shape))
+
+
+for _op, _fake in ((glstm_fwd, _fake_fwd), (flstm_fwd, _fake_fwd), (glstm_bwd, _fake_bwd), (flstm_bwd, _fake_bwd)):
+    _op.register_fake(_fake)
+
+
+def _setup_context(ctx, inputs, output):
+    x, h0, c0, weight_a, weight_b, bias, backend = inputs
+    out, cell = output
+    ctx.save_for_backward(x, h0, c0, weight_a, weight_b, bias, out, cell)
+    ctx.backend = backend
+    # Gradients of outputs nobody used stay None, so backward skips them instead of adding zeros.
+    ctx.set_materialize_grads(False)
+
+
+def _make_backward(bwd_op):
+    def backward(ctx, grad_output, grad_cell):
+        x, h0, c0, weight_a, weight_b, bias, out, cell = ctx.saved_tensors
+        if grad_output is None:
+            grad_output = torch.zeros_like(out)
+        dx, dh0, dc0, dweight_a, dweight_b, dbias = bwd_op(
+            grad_output.contiguous(), None if grad_cell is None else grad_cell.contiguous(),
+            x, h0, c0, weight_a, weight_b, bias, out, cell, ctx.backend)
+        return dx, dh0, dc0, dweight_a, dweight_b, (dbias if bias is not None else None), None
+    return backward
+
+
+glstm_fwd.register_autograd(_make_backward(glstm_bwd), setup_context=_setup_context)
+flstm_fwd.register_autograd(_make_backward(flstm_bwd), setup_context=_setup_context)

@@ -1,0 +1,234 @@
+"""Reference G-LSTM and F-LSTM layers in plain PyTorch: the ground truth for every kernel.
+
+Shape legend (used throughout lstmkern):
+    T  time steps            B  batch size
+    I  input features        H  hidden units
+    G  groups (G-LSTM)       R  rank of the factorization (F-LSTM)
+    Ig = I / G, Hg = H / G   per-group input and hidden sizes
+
+Everything here is time-major: x is (T, B, I). Gates are in PyTorch's order i, f, g, o, within each group for G-LSTM.
+The cell state is carried in ``state_dtype(x.dtype)`` (float64 for float64 inputs, float32 otherwise) and returned for
+every step as ``cell`` (T, B, H); ``output`` (T, B, H) is in x's dtype and is what the next step multiplies by.
+
+The forward functions are differentiable by autograd (the tests check the explicit BPTT below against it); the
+``*_backward`` functions are the explicit reverse-time recurrence that the kernels mirror: recompute the gates for all
+steps in one time-parallel GEMM from the saved h, walk back through time with one recurrent GEMM per step, then form
+the weight gradients and dx as time-parallel GEMMs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "state_dtype",
+    "glstm_reference",
+    "glstm_reference_backward",
+    "flstm_reference",
+    "flstm_reference_backward",
+]
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the cell state and of all accumulation for inputs of ``dtype``."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cell(gates: Tensor, c_prev: Tensor, G: int) -> tuple[Tensor, Tensor, Tensor]:
+    """LSTM pointwise step on pre-activation gates (B, G, 4, Hg) in state dtype. Returns (h, c, activated gates)."""
+    i = torch.sigmoid(gates[:, :, 0])
+    f = torch.sigmoid(gates[:, :, 1])
+    g = torch.tanh(gates[:, :, 2])
+    o = torch.sigmoid(gates[:, :, 3])
+    B = gates.shape[0]
+    c = f * c_prev.view(B, G, -1) + i * g
+    h = o * torch.tanh(c)
+    return h.reshape(B, -1), c.reshape(B, -1), torch.stack((i, f, g, o), dim=2)
+
+
+def _glstm_input_projection(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Tensor:
+    """P = x[g-slice] W_ih[g]^T + bias[g] for all T and groups at once: (T, B, G, 4Hg) in state dtype."""
+    T, B, _ = x.shape
+    G, four_hg, ig = weight_ih.shape
+    xg = x.reshape(T * B, G, ig).transpose(0, 1)  # (G, T*B, Ig)
+    p = torch.bmm(xg, weight_ih.transpose(1, 2)).transpose(0, 1).reshape(T, B, G, four_hg)
+    p = p.to(state_dtype(x.dtype))
+    if bias is not None:
+        p = p + bias.to(p.dtype)
+    return p
+
+
+def _glstm_recurrent(h: Tensor, weight_hh: Tensor) -> Tensor:
+    """Block-diagonal product h[g-slice] W_hh[g]^T for every group: (B, H) -> (B, G, 4Hg)."""
+    B = h.shape[0]
+    G, _, hg = weight_hh.shape
+    return torch.bmm(h.reshape(B, G, hg).transpose(0, 1), weight_hh.transpose(1, 2)).transpose(0, 1)
+
+
+def glstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+                    bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One G-LSTM layer over the sequence.
+
+    Args: x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg); bias (G, 4Hg) or None.
+    Returns: output (T, B, H) in x.dtype, cell (T, B, H) in state dtype.
+
+    Example::
+        >>> x = torch.randn(5, 2, 6); h0 = c0 = torch.zeros(2, 9)
+        >>> w_ih, w_hh = torch.randn(3, 12, 2), torch.randn(3, 12, 3)
+        >>> out, cell = glstm_reference(x, h0, c0, w_ih, w_hh, None)   # out: (5, 2, 9)
+    """
+    T, B, _ = x.shape
+    G = weight_ih.shape[0]
+    sdt = state_dtype(x.dtype)
+    proj = _glstm_input_projection(x, weight_ih, bias)
+    h, c = h0, c0.to(sdt)
+    outputs, cells = [], []
+    for t in range(T):
+        gates = proj[t] + _glstm_recurrent(h, weight_hh).to(sdt)
+        h_s, c, _ = _cell(gates.view(B, G, 4, -1), c, G)
+        h = h_s.to(x.dtype)
+        outputs.append(h)
+        cells.append(c)
+    return torch.stack(outputs), torch.stack(cells)
+
+
+def _cell_backward(acts: Tensor, c_prev: Tensor, c: Tensor, dh: Tensor, dc: Tensor, G: int) -> tuple[Tensor, Tensor]:
+    """Pointwise backward of one step. acts (B, G, 4, Hg) activated gates; returns (dgates_pre (B, G, 4, Hg), dc_prev)."""
+    B = acts.shape[0]
+    i, f, g, o = acts.unbind(2)
+    c = c.view(B, G, -1)
+    c_prev = c_prev.view(B, G, -1)
+    dh = dh.view(B, G, -1)
+    tanh_c = torch.tanh(c)
+    do = dh * tanh_c
+    dc = dc.view(B, G, -1) + dh * o * (1 - tanh_c * tanh_c)
+    di = dc * g
+    df = dc * c_prev
+    dg = dc * i
+    dpre = torch.stack((di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)), dim=2)
+    return dpre, (dc * f).reshape(B, -1)
+
+
+def _shift_prev(seq: Tensor, first: Tensor) -> Tensor:
+    """[first, seq[0], ..., seq[T-2]]: the state each step started from."""
+    return torch.cat((first.unsqueeze(0), seq[:-1]), dim=0)
+
+
+def glstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor,
+                             weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Explicit BPTT for :func:`glstm_reference`.
+
+    Args: grad_output (T, B, H); grad_cell (T, B, H) or None; the forward's inputs; its outputs ``output`` and ``cell``.
+    Returns: dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg; returned even without bias).
+    """
+    T, B, I = x.shape
+    G, four_hg, hg = weight_hh.shape
+    sdt = state_dtype(x.dtype)
+    h_prev = _shift_prev(output, h0)  # (T, B, H)
+    c_prev = _shift_prev(cell, c0.to(sdt))
+    # Time-parallel recompute of every step's gates from the saved h.
+    pre = _glstm_input_projection(x, weight_ih, bias)
+    pre = pre + _glstm_recurrent(h_prev.reshape(T * B, -1), weight_hh).reshape(T, B, G, four_hg).to(sdt)
+    pre = pre.view(T, B, G, 4, hg)
+    acts = torch.cat((torch.sigmoid(pre[:, :, :, :2]), torch.tanh(pre[:, :, :, 2:3]), torch.sigmoid(pre[:, :, :, 3:])),
+                     dim=3)
+    w_hh_s = weight_hh.to(sdt)
+    dgates = torch.empty(T, B, G, 4, hg, dtype=sdt, device=x.device)
+    dh = torch.zeros(B, G * hg, dtype=sdt, device=x.device)
+    dc = torch.zeros_like(dh)
+    for t in range(T - 1, -1, -1):
+        dh = dh + grad_output[t].to(sdt)
+        if grad_cell is not None:
+            dc = dc + grad_cell[t].to(sdt)
+        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dh, dc, G)
+        dgates[t] = dpre
+        # dh_{t-1} = dgates_t W_hh (block-diagonal)
+        dh = torch.bmm(dpre.reshape(B, G, four_hg).transpose(0, 1), w_hh_s).transpose(0, 1).reshape(B, -1)
+    dg = dgates.reshape(T * B, G, four_hg).transpose(0, 1)  # (G, T*B, 4Hg)
+    ig = I // G
+    xg = x.reshape(T * B, G, ig).transpose(0, 1).to(sdt)
+    hpg = h_prev.reshape(T * B, G, hg).transpose(0, 1).to(sdt)
+    dweight_ih = torch.bmm(dg.transpose(1, 2), xg)
+    dweight_hh = torch.bmm(dg.transpose(1, 2), hpg)
+    dx = torch.bmm(dg, weight_ih.to(sdt)).transpose(0, 1).reshape(T, B, I)
+    dbias = dg.sum(dim=1)
+    dt = x.dtype
+    return (dx.to(dt), dh.to(dt), dc.to(dt), dweight_ih.to(dt), dweight_hh.to(dt), dbias.to(dt))
+
+
+def _flstm_input_projection(x: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Tensor | None) -> Tensor:
+    """P = W2 (W1_x x_t) + b for all T: (T, B, 4H) in state dtype."""
+    T, B, I = x.shape
+    z = x.reshape(T * B, I) @ weight_1[:, :I].t()
+    p = (z @ weight_2.t()).reshape(T, B, -1).to(state_dtype(x.dtype))
+    if bias is not None:
+        p = p + bias.to(p.dtype)
+    return p
+
+
+def flstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor,
+                    bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One F-LSTM layer: gates = W2 (W1 [x_t; h_{t-1}]) + b.
+
+    Args: x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None.
+    Returns: output (T, B, H) in x.dtype, cell (T, B, H) in state dtype.
+
+    Example::
+        >>> x = torch.randn(5, 2, 6); h0 = c0 = torch.zeros(2, 9)
+        >>> out, cell = flstm_reference(x, h0, c0, torch.randn(4, 15), torch.randn(36, 4), None)
+    """
+    T, B, I = x.shape
+    sdt = state_dtype(x.dtype)
+    proj = _flstm_input_projection(x, weight_1, weight_2, bias)
+    w1_h = weight_1[:, I:]
+    h, c = h0, c0.to(sdt)
+    outputs, cells = [], []
+    for t in range(T):
+        gates = proj[t] + ((h @ w1_h.t()) @ weight_2.t()).to(sdt)
+        h_s, c, _ = _cell(gates.view(B, 1, 4, -1), c, 1)
+        h = h_s.to(x.dtype)
+        outputs.append(h)
+        cells.append(c)
+    return torch.stack(outputs), torch.stack(cells)
+
+
+def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor,
+                             weight_1: Tensor, weight_2: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Explicit BPTT for :func:`flstm_reference`.
+
+    Returns: dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_1 (R, I+H), dweight_2 (4H, R), dbias (4H,).
+    """
+    T, B, I = x.shape
+    H = h0.shape[1]
+    sdt = state_dtype(x.dtype)
+    h_prev = _shift_prev(output, h0)
+    c_prev = _shift_prev(cell, c0.to(sdt))
+    xh = torch.cat((x, h_prev), dim=2).reshape(T * B, I + H)  # [x_t; h_{t-1}] for all steps
+    z = xh @ weight_1.t()  # (T*B, R)
+    pre = (z @ weight_2.t()).reshape(T, B, 1, 4, H).to(sdt)
+    if bias is not None:
+        pre = pre + bias.to(sdt).view(1, 4, H)
+    acts = torch.cat((torch.sigmoid(pre[:, :, :, :2]), torch.tanh(pre[:, :, :, 2:3]), torch.sigmoid(pre[:, :, :, 3:])),
+                     dim=3)
+    w2_s = weight_2.to(sdt)
+    w1_h_s = weight_1[:, I:].to(sdt)
+    dgates = torch.empty(T, B, 4 * H, dtype=sdt, device=x.device)
+    dh = torch.zeros(B, H, dtype=sdt, device=x.device)
+    dc = torch.zeros_like(dh)
+    for t in range(T - 1, -1, -1):
+        dh = dh + grad_output[t].to(sdt)
+        if grad_cell is not None:
+            dc = dc + grad_cell[t].to(sdt)
+        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dh, dc, 1)
+        dgates[t] = dpre.reshape(B, 4 * H)
+        dh = (dgates[t] @ w2_s) @ w1_h_s
+    dg = dgates.reshape(T * B, 4 * H)
+    dz = dg @ w2_s  # (T*B, R)
+    dweight_2 = dg.t() @ z.to(sdt)
+    dweight_1 = dz.t() @ xh.to(sdt)
+    dx = (dz @ weight_1[:, :I].to(sdt)).reshape(T, B, I)
+    dbias = dg.sum(dim=0)
+    dt = x.dtype
+    return (dx.to(dt), dh.to(dt), dc.to(dt), dweight_1.to(dt), dweight_2.to(dt), dbias.to(dt))

@@ -1,0 +1,41 @@
+"""Independent float64 ground truth for the tests: the LSTM equations written out per group, with no code shared
+with lstmkern (so a bug in the library's reference cannot hide in both)."""
+import torch
+
+
+def lstm_cell_equations(x_t, h, c, w_x, w_h, b):
+    """One dense LSTM step, gates i, f, g, o: the textbook equations."""
+    gates = x_t @ w_x.T + h @ w_h.T + (0 if b is None else b)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def glstm_equations(x, h0, c0, weight_ih, weight_hh, bias):
+    """G-LSTM as G separate dense LSTMs on slices, time-major x (T, B, I)."""
+    G = weight_ih.shape[0]
+    xs, hs, cs = x.chunk(G, dim=2), list(h0.chunk(G, dim=1)), list(c0.chunk(G, dim=1))
+    outs = []
+    for t in range(x.shape[0]):
+        for g in range(G):
+            hs[g], cs[g] = lstm_cell_equations(xs[g][t], hs[g], cs[g], weight_ih[g], weight_hh[g],
+                                               None if bias is None else bias[g])
+        outs.append(torch.cat(hs, dim=1))
+    return torch.stack(outs), torch.cat(hs, dim=1), torch.cat(cs, dim=1)
+
+
+def flstm_equations(x, h0, c0, weight_1, weight_2, bias):
+    """F-LSTM: the full gate matrix W = W2 W1 formed explicitly, then a dense LSTM."""
+    I = x.shape[2]
+    W = weight_2 @ weight_1
+    h, c, outs = h0, c0, []
+    for t in range(x.shape[0]):
+        h, c = lstm_cell_equations(x[t], h, c, W[:, :I], W[:, I:], bias)
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+def rel_err(actual, expected):
+    """max |a - e| / max(max |e|, tiny): one number per comparison, robust to tiny entries."""
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()

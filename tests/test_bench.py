@@ -1,0 +1,168 @@
+"""The kernel benchmark (bench/bench_kernels.py) on CPU: the smoke set end to end, its json and table, and the pieces
+whose mistakes would silently distort every number it prints (the baseline loops, FLOP and parameter counts, the
+same-parameter hidden size)."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.bench_kernels import (  # noqa: E402
+    CPU_CONFIGS, REL_TOL, flstm_naive, glstm_naive, model_flops, param_count, same_params_hidden, sweep_configs,
+)
+from lstmkern.reference import flstm_reference, glstm_reference  # noqa: E402
+
+CASE_KEYS = {"config", "impl", "mode", "dtype", "B", "T", "I", "H", "G", "R", "ms", "ms_p20", "ms_p80", "tflops",
+             "floor_ms", "peak_mb", "max_rel_err", "correct"}
+TOP_KEYS = {"device", "torch", "triton", "commit", "timestamp", "cases"}
+
+
+def _run_bench(*args: str, timeout: float = 85.0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "bench.bench_kernels", "--device", "cpu", *args], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = _run_bench("--out", str(out))
+    return proc, out
+
+
+def test_smoke_run_exits_cleanly_and_writes_json(smoke_run):
+    proc, out = smoke_run
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    result = json.loads(out.read_text())
+    assert TOP_KEYS <= set(result), f"missing top-level keys {TOP_KEYS - set(result)}"
+    assert result["device"] == "cpu"
+    assert result["torch"] == torch.__version__
+    assert result["commit"] == "unknown" or len(result["commit"]) == 40
+    assert result["timestamp"][:4].isdigit() and "T" in result["timestamp"]
+    assert result["complete"] is True
+    assert result["cases"], "no case ran"
+    for case in result["cases"]:
+        assert CASE_KEYS <= set(case), f"case lacks {CASE_KEYS - set(case)}: {case}"
+
+
+def test_smoke_run_timings_are_sane(smoke_run):
+    proc, out = smoke_run
+    for case in json.loads(out.read_text())["cases"]:
+        assert case["ms"] > 0 and case["ms_p20"] > 0, case
+        assert case["ms_p20"] <= case["ms"] <= case["ms_p80"], case
+        assert case["tflops"] > 0 and math.isfinite(case["tflops"]), case
+        assert case["floor_ms"] > 0, case
+        assert case["peak_mb"] is None  # no allocator statistics on CPU
+
+
+def test_smoke_run_lstmkern_impls_are_correct(smoke_run):
+    proc, out = smoke_run
+    result = json.loads(out.read_text())
+    lstmkern_cases = [c for c in result["cases"] if c["impl"].startswith("lstmkern-")]
+    for case in lstmkern_cases:
+        assert case["correct"] is True, case
+        assert 0 <= case["max_rel_err"] <= REL_TOL[case["dtype"]], case
+    for case in result["cases"]:
+        if not case["impl"].startswith("lstmkern-"):
+            assert case["correct"] is None and case["max_rel_err"] is None, case
+    # Every implementation that can run on CPU did, for every smoke config and mode.
+    expected = {"lstmkern-reference", "nn-lstm", "nn-lstm-sameparams", "torch-naive"}
+    if importlib.util.find_spec("lstmkern.backends.triton") is not None:
+        expected.add("lstmkern-triton")  # interpreted
+    ran = {(c["config"], c["mode"], c["impl"]) for c in result["cases"]}
+    for cfg in CPU_CONFIGS.values():
+        for mode in cfg.modes:
+            missing = {i for i in expected if (cfg.name, mode, i) not in ran}
+            assert not missing, f"{cfg.name} {mode}: {missing} did not run; skipped: {result.get('skipped')}"
+
+
+def test_smoke_run_prints_table_and_gpu_skips(smoke_run):
+    proc, out = smoke_run
+    assert "| config | mode | impl |" in proc.stdout
+    assert "| cpu-glstm | fwd | lstmkern-reference |" in proc.stdout
+    assert "× nn-lstm" in proc.stdout and "× torch-naive" in proc.stdout
+    assert "GPU configs skipped" in proc.stdout and "glstm-train" in proc.stdout
+    assert str(out) in proc.stdout
+
+
+def test_bad_command_line_names_the_option():
+    proc = _run_bench("--configs", "no-such-config", timeout=60)
+    assert proc.returncode != 0
+    assert "--configs" in proc.stderr and "no-such-config" in proc.stderr
+
+
+def test_naive_glstm_loop_matches_float64_reference():
+    torch.manual_seed(0)
+    for T, B, I, H, G in ((1, 1, 3, 3, 1), (5, 2, 9, 6, 3), (4, 3, 8, 12, 4)):
+        x = torch.randn(T, B, I, dtype=torch.float64)
+        h0, c0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+        w_ih = torch.randn(G, 4 * H // G, I // G, dtype=torch.float64)
+        w_hh = torch.randn(G, 4 * H // G, H // G, dtype=torch.float64)
+        bias = torch.randn(G, 4 * H // G, dtype=torch.float64)
+        out, (h_n, c_n) = glstm_naive(x, h0, c0, w_ih, w_hh, bias)
+        ref_out, ref_cell = glstm_reference(x, h0, c0, w_ih, w_hh, bias)
+        torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(h_n, ref_out[-1], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c_n, ref_cell[-1], rtol=1e-12, atol=1e-12)
+
+
+def test_naive_flstm_loop_matches_float64_reference():
+    torch.manual_seed(1)
+    for T, B, I, H, R in ((1, 1, 2, 3, 1), (6, 2, 7, 5, 3)):
+        x = torch.randn(T, B, I, dtype=torch.float64)
+        h0, c0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+        w1, w2 = torch.randn(R, I + H, dtype=torch.float64), torch.randn(4 * H, R, dtype=torch.float64)
+        bias = torch.randn(4 * H, dtype=torch.float64)
+        out, (h_n, c_n) = flstm_naive(x, h0, c0, w1, w2, bias)
+        ref_out, ref_cell = flstm_reference(x, h0, c0, w1, w2, bias)
+        torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c_n, ref_cell[-1], rtol=1e-12, atol=1e-12)
+
+
+def test_param_counts_match_the_modules_they_describe():
+    I, H = 12, 20
+    assert param_count("dense", I, H) == sum(p.numel() for p in torch.nn.LSTM(I, H).parameters())
+    # G-LSTM keeps one bias; with G = 1 it is nn.LSTM minus the duplicated bias.
+    assert param_count("glstm", I, H, G=1) == param_count("dense", I, H) - 4 * H
+    assert param_count("glstm", I, H, G=4) == 4 * (4 * 5 * 3 + 4 * 5 * 5 + 4 * 5)
+    assert param_count("flstm", I, H, R=7) == 7 * (I + H) + 4 * H * 7 + 4 * H
+
+
+def test_same_params_hidden_solves_the_quadratic():
+    for I, h in ((1024, 1), (1024, 517), (2048, 1300), (33, 7)):
+        assert same_params_hidden(I, param_count("dense", I, h)) == h
+    for I, H, G in ((1024, 1024, 4), (2048, 2048, 8), (768, 768, 12)):
+        target = param_count("glstm", I, H, G=G)
+        h = same_params_hidden(I, target)
+        best = min(range(1, 4 * H), key=lambda k: abs(param_count("dense", I, k) - target))
+        assert abs(param_count("dense", I, h) - target) == abs(param_count("dense", I, best) - target)
+
+
+def test_flop_counts():
+    T, B, I, H = 3, 2, 8, 12
+    dense = 2 * T * B * 4 * H * (I + H)
+    assert model_flops("dense", "fwd", T, B, I, H) == dense
+    assert model_flops("glstm", "fwd", T, B, I, H, G=1) == dense
+    assert model_flops("glstm", "fwd", T, B, I, H, G=4) == dense / 4
+    assert model_flops("glstm", "fwdbwd", T, B, I, H, G=4) == 3 * dense / 4
+    assert model_flops("flstm", "fwd", T, B, I, H, R=5) == 2 * T * B * 5 * (I + H) + 2 * T * B * 4 * H * 5
+
+
+def test_sweeps_keep_shapes_valid():
+    base = CPU_CONFIGS["cpu-glstm"]
+    h_sweep = sweep_configs(base, "H", [8, 16])
+    assert [(c.I, c.H, c.sweep_value) for c in h_sweep] == [(8, 8, 8), (16, 16, 16)]
+    with pytest.raises(ValueError, match="not divisible"):
+        sweep_configs(base, "G", [3])
+    with pytest.raises(ValueError, match="flstm"):
+        sweep_configs(base, "R", [4])

@@ -1,0 +1,181 @@
+"""Build checks of the native extension (CPU only, run in CI): the extension is built and registers its ops, the
+Python shared-memory rule matches the C++ layouts the kernels carve, the persistent kernels compile without register
+spills or stack frames (ptxas -v resource report), and, with LSTMKERN_TEST_CMAKE=1, the CMake build works.
+
+Shape legend: Hg hidden units per group (G-LSTM), H hidden units and R rank (F-LSTM).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstmkern.backends import cuda as cuda_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+KERNEL_SOURCES = ("glstm_persistent.cu", "flstm_persistent.cu")
+# One kernel template per (op, direction), each instantiated for float32, float16 and bfloat16.
+EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
+                                         "flstm_persistent_fwd_kernel", "flstm_persistent_bwd_kernel")}
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _nvcc() -> str | None:
+    from torch.utils.cpp_extension import CUDA_HOME
+    if CUDA_HOME is not None and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
+        return str(Path(CUDA_HOME) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def _expect_cuda_build() -> bool:
+    """setup.py builds the CUDA extension exactly when nvcc is found, torch has CUDA and LSTMKERN_SKIP_CUDA is unset."""
+    skip = os.environ.get("LSTMKERN_SKIP_CUDA", "").strip().lower() in ("1", "true", "yes", "on")
+    return _nvcc() is not None and torch.version.cuda is not None and not skip
+
+
+def test_extension_is_built_and_registers_ops():
+    import lstmkern._C as ext
+
+    assert ext.built_with_cuda == int(_expect_cuda_build())
+    for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd",
+                 "glstm_persistent_smem_bytes", "flstm_persistent_smem_bytes"):
+        assert hasattr(torch.ops.lstmkern_cuda, name), name
+    for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd"):
+        has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"lstmkern_cuda::{name}", "CUDA")
+        assert has_cuda_kernel == bool(ext.built_with_cuda), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_smem_formulas_match_the_kernel_layouts(dtype):
+    sizes = list(range(1, 40)) + [63, 64, 65, 111, 112, 113, 114, 115, 127, 128, 129, 144, 145, 160, 255, 256, 1000]
+    for hg in sizes:
+        assert cuda_backend.glstm_smem_bytes(hg, dtype) == torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(
+            hg, dtype), hg
+    for h in (1, 3, 5, 16, 37, 64, 128, 255, 256, 512):
+        for r in (1, 2, 7, 16, 33, 64, 70, 71, 128):
+            assert cuda_backend.flstm_smem_bytes(h, r, dtype) == torch.ops.lstmkern_cuda.flstm_persistent_smem_bytes(
+                h, r, dtype), (h, r)
+
+
+def test_smem_query_rejects_float64_and_empty_sizes():
+    with pytest.raises(ValueError, match="dtype"):
+        torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(8, torch.float64)
+    with pytest.raises(ValueError, match="hidden_per_group"):
+        torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(0, torch.float32)
+    with pytest.raises(ValueError, match="rank"):
+        torch.ops.lstmkern_cuda.flstm_persistent_smem_bytes(8, 0, torch.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        cuda_backend.glstm_smem_bytes(8, torch.float64)
+
+
+H100_SMEM_OPTIN = 232448  # bytes (227 KiB), cudaDevAttrMaxSharedMemoryPerBlockOptin on sm_90
+
+
+def test_persistent_rule():
+    rule = cuda_backend.persistent_rule
+    assert rule(64, 1, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is None
+    assert rule(144, 4096, torch.float16, H100_SMEM_OPTIN, (8, 0)) is None  # the largest fp16 group that fits
+    assert "shared memory" in rule(145, 1, torch.float16, H100_SMEM_OPTIN, (9, 0))
+    assert rule(114, 3, torch.float32, H100_SMEM_OPTIN, (9, 0)) is None
+    assert "Hg=115" in rule(115, 3, torch.float32, H100_SMEM_OPTIN, (9, 0))
+    assert "float64" in rule(8, 1, torch.float64, H100_SMEM_OPTIN, (9, 0))
+    assert "int8" in rule(8, 1, torch.int8, H100_SMEM_OPTIN, (9, 0))
+    assert "compute capability" in rule(8, 1, torch.float32, H100_SMEM_OPTIN, (7, 5))
+    assert "shared memory" in rule(64, 1, torch.float32, 48 * 1024, (8, 6))
+    assert "grid" in rule(4, 1, torch.float32, H100_SMEM_OPTIN, (9, 0), groups=65536)
+    assert "32-bit" in rule(64, 2**16, torch.float32, H100_SMEM_OPTIN, (9, 0), groups=8, T=2**10)
+    frule = cuda_backend.flstm_persistent_rule
+    assert frule(256, 70, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is None
+    assert "multi-CTA" in frule(256, 71, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
+    assert "float64" in frule(8, 2, 1, torch.float64, H100_SMEM_OPTIN, (9, 0))
+
+
+def test_unsupported_on_cpu_and_for_float64():
+    sizes = (5, 2, 6, 9, 3, 0)
+    assert cuda_backend.unsupported("glstm", torch.device("cpu"), torch.float32, sizes) == (
+        "backend 'cuda' needs CUDA tensors, got device cpu")
+    assert cuda_backend.unsupported("flstm", torch.device("cpu"), torch.bfloat16, (5, 2, 6, 9, 1, 4)) == (
+        "backend 'cuda' needs CUDA tensors, got device cpu")
+    assert "float64" in cuda_backend.unsupported("glstm", torch.device("cuda"), torch.float64, sizes)
+    with pytest.raises(ValueError, match="op"):
+        cuda_backend.unsupported("gru", torch.device("cpu"), torch.float32, sizes)
+
+
+def _ptxas_report(nvcc: str, source: Path, tmp_path: Path) -> str:
+    """nvcc -cubin of one kernel file with the build's flags and one SASS arch; returns the ptxas -v report."""
+    from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
+    flags = [line.strip() for line in (CSRC / "nvcc_flags.txt").read_text().splitlines()]
+    flags = [f for f in flags if f and not f.startswith("#")]
+    cmd = [nvcc, *COMMON_NVCC_FLAGS, *flags, "-gencode=arch=compute_90a,code=sm_90a", "-cubin", "-I", str(CSRC),
+           "-o", str(tmp_path / (source.stem + ".cubin")), str(source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def _parse_ptxas(report: str) -> dict[str, tuple[int, int, int, int]]:
+    """mangled kernel name -> (stack frame bytes, spill store bytes, spill load bytes, registers)."""
+    resources = {}
+    current = None
+    for line in report.splitlines():
+        if m := re.search(r"Function properties for (\S+)", line):
+            current = m.group(1)
+        elif current and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
+                                         line)):
+            resources[current] = tuple(int(v) for v in m.groups())
+        elif current and current in resources and (m := re.search(r"Used (\d+) registers", line)):
+            resources[current] += (int(m.group(1)),)
+            current = None
+    return resources
+
+
+@pytest.mark.skipif(_nvcc() is None, reason="nvcc not found (set CUDA_HOME): cannot compile the kernels")
+def test_persistent_kernels_have_no_spills_or_stack_frames(tmp_path):
+    found = {name: 0 for name in EXPECTED_KERNELS}
+    for source in KERNEL_SOURCES:
+        resources = _parse_ptxas(_ptxas_report(_nvcc(), CSRC / source, tmp_path))
+        for mangled, (stack, spill_stores, spill_loads, *registers) in resources.items():
+            assert (stack, spill_stores, spill_loads) == (0, 0, 0), f"{mangled}: stack frame {stack} B, spill stores " \
+                f"{spill_stores} B, spill loads {spill_loads} B"
+            assert len(registers) == 1 and registers[0] <= 255, (mangled, registers)
+            for name in found:
+                if name in mangled:
+                    found[name] += 1
+    assert found == EXPECTED_KERNELS  # the report covered every kernel (the parse is not vacuous)
+
+
+def _cmake_prerequisites() -> str | None:
+    if os.environ.get("LSTMKERN_TEST_CMAKE") != "1":
+        return "set LSTMKERN_TEST_CMAKE=1 to configure and build with CMake (takes minutes)"
+    if shutil.which("cmake") is None or _nvcc() is None or torch.version.cuda is None:
+        return "needs cmake, nvcc and a CUDA build of torch"
+    return None
+
+
+@pytest.mark.skipif(_cmake_prerequisites() is not None, reason=str(_cmake_prerequisites()))
+def test_cmake_configures_builds_and_registers_ops(tmp_path):
+    build = tmp_path / "build"
+    env = dict(os.environ, CUDA_HOME=str(Path(_nvcc()).parent.parent))
+    configure = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
+                               capture_output=True, text=True, env=env)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    jobs = os.environ.get("MAX_JOBS", "2")
+    compiled = subprocess.run(["cmake", "--build", str(build), "-j", jobs], capture_output=True, text=True, env=env)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    libraries = list(build.glob("_C*.so"))
+    assert len(libraries) == 1, list(build.iterdir())
+    # Load it in a fresh interpreter (lstmkern._C would register the same op library a second time).
+    probe = ("import sys, torch; torch.ops.load_library(sys.argv[1]); "
+             "assert torch._C._dispatch_has_kernel_for_dispatch_key('lstmkern_cuda::glstm_persistent_fwd', 'CUDA'); "
+             "print(torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(64, torch.float32))")
+    loaded = subprocess.run([sys.executable, "-c", probe, str(libraries[0])], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    assert int(loaded.stdout.strip()) == cuda_backend.glstm_smem_bytes(64, torch.float32)

@@ -1,0 +1,105 @@
+"""Tests of the word-level LM benchmark (bench/lm): data handling, one real training epoch, and DDP == one process."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.lm import train as lm_train
+from bench.lm.data import DEFAULT_DATA, EOS, UNK, Corpus, batchify, bptt_windows, local_columns
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_corpus_is_real_and_split():
+    corpus = Corpus(DEFAULT_DATA)
+    assert len(corpus) == 10001  # 10k words incl. <unk>, plus <eos>
+    assert corpus.train.numel() > 800_000
+    assert 40_000 < corpus.valid.numel() < 60_000 and 40_000 < corpus.test.numel() < 60_000
+    first = " ".join(corpus.words[i] for i in corpus.train[:10].tolist())
+    assert first == "in the beginning god created the heaven and the earth"
+    unk_share = (corpus.valid == corpus.index[UNK]).double().mean().item()
+    assert unk_share < 0.02
+
+
+def test_corpus_from_ptb_style_directory(tmp_path):
+    (tmp_path / "ptb.train.txt").write_text(" the cat sat <unk> \n\n the dog sat \n")
+    (tmp_path / "ptb.valid.txt").write_text(" the bird sat \n")
+    (tmp_path / "ptb.test.txt").write_text(" a cat \n")
+    corpus = Corpus(tmp_path)
+    assert corpus.words == ["the", "cat", "sat", UNK, EOS, "dog"]
+    assert corpus.train.tolist() == [0, 1, 2, 3, 4, 0, 5, 2, 4]
+    assert corpus.valid.tolist() == [0, 3, 2, 4]  # "bird" is not in train: <unk>
+    assert corpus.test.tolist() == [3, 1, 4]
+    with pytest.raises(ValueError, match="data must be a directory"):
+        Corpus(tmp_path / "missing")
+
+
+def test_batching_covers_the_global_batch_exactly():
+    ids = torch.arange(103)
+    batched = batchify(ids, 4)  # (25, 4): column b is ids[25b : 25b + 25]
+    assert batched.shape == (25, 4)
+    assert batched[:, 2].tolist() == list(range(50, 75))
+    halves = [local_columns(batched, rank, 2) for rank in range(2)]
+    assert torch.equal(torch.cat(halves, dim=1), batched)
+    windows = list(bptt_windows(batched, 7))
+    assert [w[0].shape[0] for w in windows] == [7, 7, 7, 3]  # 24 input rows: the last row is only a target
+    for inputs, targets in windows:
+        assert torch.equal(inputs + 1, targets)  # targets are the next token of the same stream
+    with pytest.raises(ValueError, match="divisible"):
+        local_columns(batched, 0, 3)
+
+
+def test_one_epoch_trains_and_perplexity_drops(tmp_path):
+    out = tmp_path / "lm.json"
+    rows = lm_train.main([
+        "--models", "glstm3,flstm-7", "--device", "cpu", "--embedding-size", "15", "--hidden-size", "15",
+        "--max-train-tokens", "6000", "--max-eval-tokens", "2000", "--batch-size", "8", "--bptt", "13",
+        "--epochs", "1", "--lr", "0.01", "--log-interval", "0", "--no-plot", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["model"] for r in saved["rows"]] == ["glstm3", "flstm-7"]
+    for row in rows:
+        losses = row["train_losses"]
+        assert len(losses) == math.ceil((6000 // 8 - 1) / 13)
+        assert all(math.isfinite(v) for v in losses)
+        # Uniform guessing over 10001 words is ln(10001) = 9.21 nats; one epoch must get well below it.
+        assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+        assert math.isfinite(row["val_ppl"]) and row["val_ppl"] < 2000
+        assert math.isfinite(row["test_ppl"]) and row["test_ppl"] < 2000
+        assert row["recurrent_params"] < row["total_params"]
+
+
+def _run_benchmark(launcher: list[str], out: Path) -> dict:
+    """Run bench.lm.train in a fresh process (group) on a tiny float64 GLSTM setup; return the saved JSON."""
+    args = ["-m", "bench.lm.train", "--models", "glstm2", "--device", "cpu", "--dtype", "float64",
+            "--dropout", "0", "--embedding-size", "8", "--hidden-size", "10", "--batch-size", "4",
+            "--eval-batch-size", "4", "--bptt", "9", "--max-train-tokens", "3000", "--max-eval-tokens", "800",
+            "--max-steps", "5", "--epochs", "2", "--log-interval", "0", "--no-plot", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, *launcher, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_two_ddp_processes_match_one_process(tmp_path):
+    single = _run_benchmark([], tmp_path / "one.json")
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    double = _run_benchmark(torchrun, tmp_path / "two.json")
+    assert double["meta"]["world_size"] == 2 and single["meta"]["world_size"] == 1
+    one, two = single["rows"][0], double["rows"][0]
+    assert len(one["train_losses"]) == len(two["train_losses"]) == 10  # 2 epochs x 5 steps
+    # Each process trains on half of the 4 streams; DDP averages the gradients, so every step's weights, and with
+    # them the global-batch losses and the evaluation, must equal the single-process run's.
+    torch.testing.assert_close(torch.tensor(two["train_losses"]), torch.tensor(one["train_losses"]),
+                               rtol=1e-9, atol=1e-9)
+    assert math.isclose(two["val_ppl"], one["val_ppl"], rel_tol=1e-9)
+    assert math.isclose(two["test_ppl"], one["test_ppl"], rel_tol=1e-9)
+    assert one["train_losses"][-1] < one["train_losses"][0]

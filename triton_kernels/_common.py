@@ -1,0 +1,86 @@
+"""Helpers shared by the lstmkern Triton kernels: dtypes, padding, autotune configs, activations, the LSTM cell.
+
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, R rank, Hg = H / G, Ig = I / G.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Under the interpreter (CPU, TRITON_INTERPRET=1) every autotune config would be run and timed: keep one config there.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Tests set this to True: every buffer a launcher allocates is then filled with NaN instead of left uninitialised, so
+# an element a kernel forgets to write shows up as NaN in the result.
+POISON_ALLOCATIONS = False
+
+TORCH_TO_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
+               torch.float64: tl.float64}
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Cell state / accumulation dtype for inputs of ``dtype``: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An output buffer every element of which a kernel will write (NaN-filled when POISON_ALLOCATIONS)."""
+    if POISON_ALLOCATIONS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def dot_pad(n: int) -> int:
+    """Tile extent for a dimension of size ``n`` that is an operand of tl.dot: a power of two, at least 16."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def make_configs(gpu: list[dict], interpreted: dict, num_warps: list[int] | None = None,
+                 num_stages: int = 3) -> list[triton.Config]:
+    """Autotune configs: ``gpu`` (with matching ``num_warps``) on a GPU, the single ``interpreted`` one otherwise."""
+    if INTERPRET:
+        return [triton.Config(interpreted, num_warps=4, num_stages=1)]
+    num_warps = num_warps or [4] * len(gpu)
+    return [triton.Config(kw, num_warps=w, num_stages=num_stages) for kw, w in zip(gpu, num_warps)]
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # tanh(x) = 2 sigmoid(2x) - 1: saturates cleanly to +-1 (exp overflow gives inf -> 0), absolute error ~ 1 ulp.
+    return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev):
+    """Pointwise LSTM step on pre-activation gates (any tile shape, state dtype). Returns (h, c)."""
+    c = sigmoid(pre_f) * c_prev + sigmoid(pre_i) * tanh(pre_g)
+    h = sigmoid(pre_o) * tanh(c)
+    return h, c
+
+
+@triton.jit
+def lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc):
+    """Pointwise backward of one step, mirroring reference._cell_backward.
+
+    dh, dc: total gradients reaching h_t and c_t. Returns (dpre_i, dpre_f, dpre_g, dpre_o, dc_prev).
+    """
+    i = sigmoid(pre_i)
+    f = sigmoid(pre_f)
+    g = tanh(pre_g)
+    o = sigmoid(pre_o)
+    tanh_c = tanh(c)
+    d_o = dh * tanh_c
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    dpre_i = dc * g * i * (1.0 - i)
+    dpre_f = dc * c_prev * f * (1.0 - f)
+    dpre_g = dc * i * (1.0 - g * g)
+    dpre_o = d_o * o * (1.0 - o)
+    return dpre_i, dpre_f, dpre_g, dpre_o, dc * f

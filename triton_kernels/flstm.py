@@ -1,0 +1,416 @@
+"""Triton kernels for one F-LSTM layer (factorized gates W2 W1), forward and backward.
+
+Shape legend: T time steps, B batch, I input features, H hidden units, R rank.
+Layouts (contiguous, time-major): x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H) = [W1_x | W1_h];
+weight_2 (4H, R), rows gates i, f, g, o; bias (4H,); P / pre-activations / gate gradients (T, B, 4H) in the state
+dtype; z = W1 [x; h] (rank R, per sample); output (T, B, H) in x's dtype; cell (T, B, H) in the state dtype.
+
+Launch structure
+    forward:  input projection P = W2 (W1_x x_t) + b for all T: 1 launch with z on chip (rank padded <= 128), else
+              2 GEMM launches through a (T*B, R) intermediate;
+              + either 1 sequence-fused launch (all steps; a program owns a batch tile and keeps W1_h, W2, h, c on
+              chip; used when H and R are small) or T fused step launches: z = W1_h h_{t-1} (recomputed per program,
+              never leaves the chip), gates = P_t + W2 z for a tile of hidden units (all 4 gates), then the cell.
+    backward: 3 GEMMs recompute pre for all T (z = W1 [x; h_prev], pre = W2 z + b), T reverse-time fused step
+              launches (pointwise backward of all units, dz = dpre W2 and dh_{t-1} = dz W1_h for a tile of units),
+              then 5 GEMMs over all T: dz, dweight_2 (+ dbias as its row sums), the two column blocks of dweight_1, dx.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype
+from .gemm import grouped_gemm
+
+__all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
+
+FLSTM_PATHS = ("auto", "step", "sequence")
+# Sequence-fused kernel: W1_h^T (H_pad x R_pad) and 4 gate tiles of W2^T (R_pad x H_pad) stay in registers.
+_SEQUENCE_MAX_WEIGHT_ELEMENTS = 5 * 64 * 64
+# Fused projection: the (BLOCK_M, R_pad) tile of z stays in registers.
+_PROJECTION_MAX_RANK_PAD = 128
+
+
+def flstm_sequence_fits(hidden_size: int, rank: int) -> bool:
+    """Whether the sequence-fused forward kernel applies (padded W1_h and W2 fit on chip)."""
+    h_pad, r_pad = dot_pad(hidden_size), dot_pad(rank)
+    return h_pad <= 64 and 5 * h_pad * r_pad <= _SEQUENCE_MAX_WEIGHT_ELEMENTS
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input projection with z on chip
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(gpu=[dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64), dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
+                              dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32)],
+                         interpreted=dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32)),
+    key=["M_BUCKET", "I", "H", "R"],
+)
+@triton.jit(do_not_specialize=["M", "M_BUCKET"])
+def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET, I, H, R,
+                             HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """P[m, :] = W2 (W1_x x[m]) + b for BLOCK_M rows m of x viewed (T*B, I); all 4H columns per program.
+
+    z (BLOCK_M, R_pad) is formed once and reused for every column tile; it is rounded to the weights' dtype before
+    the second product, as the reference's half-precision matmul does. Grid: (cdiv(T*B, BLOCK_M),).
+    """
+    acc_dt: tl.constexpr = p_ptr.dtype.element_ty
+    offs_m = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_r = tl.arange(0, R_PAD)
+    mask_m = offs_m < M
+    mask_r = offs_r < R
+
+    z = tl.zeros((BLOCK_M, R_PAD), dtype=acc_dt)
+    x_ptrs = x_ptr + offs_m[:, None] * I + offs_k[None, :]
+    w1_ptrs = w1_ptr + offs_r[None, :] * (I + H) + offs_k[:, None]  # (BLOCK_K, R_pad) tile of W1_x^T
+    for k0 in range(0, I, BLOCK_K):
+        mask_k = (k0 + offs_k) < I
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
+        z = tl.dot(x, w1, z, input_precision="ieee")
+        x_ptrs += BLOCK_K
+        w1_ptrs += BLOCK_K
+    z_op = z.to(w2_ptr.dtype.element_ty)
+
+    N = 4 * H
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        w2 = tl.load(w2_ptr + offs_n[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_n[None, :],
+                     other=0.0)  # (R_pad, BLOCK_N) tile of W2^T
+        p = tl.dot(z_op, w2, tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dt), input_precision="ieee")
+        if HAS_BIAS:
+            p += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(acc_dt)[None, :]
+        tl.store(p_ptr + offs_m[:, None] * N + offs_n[None, :], p, mask=mask_m[:, None] & mask_n[None, :])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Forward: one fused recurrent step
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_H=64, BLOCK_K=64, BLOCK_R=32),
+             dict(BLOCK_B=64, BLOCK_H=64, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=128, BLOCK_R=64)],
+        interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, BLOCK_R=16)),
+    key=["B", "H", "R"],
+)
+@triton.jit
+def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr, c_out_ptr, B, H, R, I,
+                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One step for (BLOCK_H units, BLOCK_B samples): z = h_{t-1} W1_h^T chunk by chunk of the rank, each chunk
+    immediately multiplied into the 4 gate accumulators by W2, so z never leaves the chip.
+
+    p (B, 4H) state dtype; h_prev (B, H); c_prev (B, H) any float dtype; h_out (B, H) x dtype; c_out state dtype.
+    Grid: (cdiv(H, BLOCK_H), cdiv(B, BLOCK_B)).
+    """
+    state_dt: tl.constexpr = c_out_ptr.dtype.element_ty
+    offs_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_b = offs_b < B
+    mask_j = offs_j < H
+
+    acc_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    gate_stride = H * R
+    for r0 in range(0, R, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = offs_r < R
+        z = tl.zeros((BLOCK_B, BLOCK_R), dtype=state_dt)
+        h_ptrs = h_prev_ptr + offs_b[:, None] * H + offs_k[None, :]
+        w1_ptrs = w1_ptr + I + offs_r[None, :] * (I + H) + offs_k[:, None]  # (BLOCK_K, BLOCK_R) tile of W1_h^T
+        for k0 in range(0, H, BLOCK_K):
+            mask_k = (k0 + offs_k) < H
+            h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+            w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
+            z = tl.dot(h, w1, z, input_precision="ieee")
+            h_ptrs += BLOCK_K
+            w1_ptrs += BLOCK_K
+        z_op = z.to(w2_ptr.dtype.element_ty)
+        w2_ptrs = w2_ptr + offs_j[None, :] * R + offs_r[:, None]  # (BLOCK_R, BLOCK_H) tile of W2[gate*H + j, r]^T
+        w2_mask = mask_r[:, None] & mask_j[None, :]
+        acc_i = tl.dot(z_op, tl.load(w2_ptrs, mask=w2_mask, other=0.0), acc_i, input_precision="ieee")
+        acc_f = tl.dot(z_op, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0), acc_f, input_precision="ieee")
+        acc_g = tl.dot(z_op, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0), acc_g,
+                       input_precision="ieee")
+        acc_o = tl.dot(z_op, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o,
+                       input_precision="ieee")
+
+    mask = mask_b[:, None] & mask_j[None, :]
+    p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
+    pre_i = acc_i + tl.load(p_ptrs, mask=mask, other=0.0).to(state_dt)
+    pre_f = acc_f + tl.load(p_ptrs + H, mask=mask, other=0.0).to(state_dt)
+    pre_g = acc_g + tl.load(p_ptrs + 2 * H, mask=mask, other=0.0).to(state_dt)
+    pre_o = acc_o + tl.load(p_ptrs + 3 * H, mask=mask, other=0.0).to(state_dt)
+    unit_offs = offs_b[:, None] * H + offs_j[None, :]
+    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    h, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev)
+    tl.store(c_out_ptr + unit_offs, c, mask=mask)
+    tl.store(h_out_ptr + unit_offs, h.to(h_out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Forward: all T steps in one launch (small H and R)
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64)], num_warps=[4, 4, 8],
+                         interpreted=dict(BLOCK_B=16)),
+    key=["B", "H", "R"],
+)
+@triton.jit(do_not_specialize=["T"])
+def _flstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w1_ptr, w2_ptr, out_ptr, cell_ptr, T, B, H, R, I,
+                           H_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_B: tl.constexpr):
+    """All T steps for BLOCK_B samples (every hidden unit): W1_h and W2 loaded once, h, z and c in registers.
+
+    Grid: (cdiv(B, BLOCK_B),).
+    """
+    state_dt: tl.constexpr = cell_ptr.dtype.element_ty
+    x_dt: tl.constexpr = out_ptr.dtype.element_ty
+    offs_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    offs_h = tl.arange(0, H_PAD)
+    offs_r = tl.arange(0, R_PAD)
+    mask_b = offs_b < B
+    mask_h = offs_h < H
+    mask_r = offs_r < R
+    mask = mask_b[:, None] & mask_h[None, :]
+
+    w1 = tl.load(w1_ptr + I + offs_r[None, :] * (I + H) + offs_h[:, None], mask=mask_h[:, None] & mask_r[None, :],
+                 other=0.0)  # (H_pad, R_pad): W1_h^T
+    w2_ptrs = w2_ptr + offs_h[None, :] * R + offs_r[:, None]  # (R_pad, H_pad): W2[gate*H + j, r]^T
+    w2_mask = mask_r[:, None] & mask_h[None, :]
+    w2_i = tl.load(w2_ptrs, mask=w2_mask, other=0.0)
+    w2_f = tl.load(w2_ptrs + H * R, mask=w2_mask, other=0.0)
+    w2_g = tl.load(w2_ptrs + 2 * H * R, mask=w2_mask, other=0.0)
+    w2_o = tl.load(w2_ptrs + 3 * H * R, mask=w2_mask, other=0.0)
+
+    unit_offs = offs_b[:, None] * H + offs_h[None, :]
+    h = tl.load(h0_ptr + unit_offs, mask=mask, other=0.0).to(x_dt)
+    c = tl.load(c0_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + offs_h[None, :]
+    out_ptrs = out_ptr + unit_offs
+    cell_ptrs = cell_ptr + unit_offs
+    for _t in range(T):
+        z = tl.dot(h, w1, tl.zeros((BLOCK_B, R_PAD), dtype=state_dt), input_precision="ieee").to(x_dt)
+        pre_i = tl.dot(z, w2_i, tl.load(p_ptrs, mask=mask, other=0.0), input_precision="ieee")
+        pre_f = tl.dot(z, w2_f, tl.load(p_ptrs + H, mask=mask, other=0.0), input_precision="ieee")
+        pre_g = tl.dot(z, w2_g, tl.load(p_ptrs + 2 * H, mask=mask, other=0.0), input_precision="ieee")
+        pre_o = tl.dot(z, w2_o, tl.load(p_ptrs + 3 * H, mask=mask, other=0.0), input_precision="ieee")
+        h_state, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c)
+        h = h_state.to(x_dt)
+        tl.store(cell_ptrs, c, mask=mask)
+        tl.store(out_ptrs, h, mask=mask)
+        p_ptrs += B * 4 * H
+        out_ptrs += B * H
+        cell_ptrs += B * H
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Backward: one reverse-time fused step
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=64, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_J=64, BLOCK_K=64, BLOCK_R=32),
+             dict(BLOCK_B=64, BLOCK_J=32, BLOCK_K=64, BLOCK_R=64)],
+        interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16, BLOCK_R=16)),
+    key=["B", "H", "R", "HAS_GRAD_CELL"],
+)
+@triton.jit
+def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
+                                w1_ptr, w2_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, B, H, R, I,
+                                HAS_GRAD_CELL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr,
+                                BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Step t of BPTT for (BLOCK_K units of dh_{t-1}, BLOCK_B samples): dh_{t-1} = (dpre_t W2) W1_h.
+
+    dz = dpre_t W2 needs dpre for all 4H gates, so each program recomputes the pointwise backward of every unit for
+    each rank chunk (dz stays on chip); programs of unit tile 0 also write dgates_t and dc_{t-1}.
+    Grid: (cdiv(H, BLOCK_K), cdiv(B, BLOCK_B)). Tensors as in the G-LSTM backward step with G = 1.
+    """
+    state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
+    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    mask_b = offs_b < B
+    mask_k = offs_k < H
+    writes_pointwise = tl.program_id(0) == 0
+
+    acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
+    gate_stride = H * R
+    for r0 in range(0, R, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = offs_r < R
+        dz = tl.zeros((BLOCK_B, BLOCK_R), dtype=state_dt)
+        for j0 in range(0, H, BLOCK_J):
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            mask_j = offs_j < H
+            mask = mask_b[:, None] & mask_j[None, :]
+            unit_offs = offs_b[:, None] * H + offs_j[None, :]
+            gate_offs = offs_b[:, None] * (4 * H) + offs_j[None, :]
+            pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
+            pre_f = tl.load(pre_ptr + gate_offs + H, mask=mask, other=0.0)
+            pre_g = tl.load(pre_ptr + gate_offs + 2 * H, mask=mask, other=0.0)
+            pre_o = tl.load(pre_ptr + gate_offs + 3 * H, mask=mask, other=0.0)
+            c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+            c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
+            dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0) \
+                + tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+            dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
+            if HAS_GRAD_CELL:
+                dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+            dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh,
+                                                                         dc)
+            store_mask = mask & writes_pointwise & (r0 == 0)
+            tl.store(dgates_ptr + gate_offs, dpre_i, mask=store_mask)
+            tl.store(dgates_ptr + gate_offs + H, dpre_f, mask=store_mask)
+            tl.store(dgates_ptr + gate_offs + 2 * H, dpre_g, mask=store_mask)
+            tl.store(dgates_ptr + gate_offs + 3 * H, dpre_o, mask=store_mask)
+            tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
+
+            w2_ptrs = w2_ptr + offs_j[:, None] * R + offs_r[None, :]  # (BLOCK_J, BLOCK_R) tile of W2[gate*H + j, r]
+            w2_mask = mask_j[:, None] & mask_r[None, :]
+            dz = tl.dot(dpre_i, tl.load(w2_ptrs, mask=w2_mask, other=0.0).to(state_dt), dz, input_precision="ieee")
+            dz = tl.dot(dpre_f, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
+                        input_precision="ieee")
+            dz = tl.dot(dpre_g, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
+                        input_precision="ieee")
+            dz = tl.dot(dpre_o, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
+                        input_precision="ieee")
+        w1 = tl.load(w1_ptr + I + offs_r[:, None] * (I + H) + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :],
+                     other=0.0)  # (BLOCK_R, BLOCK_K) tile of W1_h
+        acc = tl.dot(dz, w1.to(state_dt), acc, input_precision="ieee")
+    tl.store(dh_prev_ptr + offs_b[:, None] * H + offs_k[None, :], acc, mask=mask_b[:, None] & mask_k[None, :])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------------------------
+def flstm_input_projection(x: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor,
+                           bias: torch.Tensor | None, *, fused: bool | None = None) -> torch.Tensor:
+    """P = W2 (W1_x x_t) + b for all T.
+
+    Args: x (T, B, I); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None; fused: one launch with z on chip
+        (None: wherever the padded rank is <= 128) or two GEMM launches through a (T*B, R) buffer.
+    Returns: P (T, B, 4H) in the state dtype.
+
+    Example::
+        >>> P = flstm_input_projection(torch.randn(4, 2, 6), torch.randn(3, 15), torch.randn(36, 3), None)
+    """
+    T, B, I = x.shape
+    R = weight_1.shape[0]
+    four_h = weight_2.shape[0]
+    H = four_h // 4
+    M = T * B
+    proj = new_buffer((T, B, four_h), state_dtype(x.dtype), x.device)
+    if fused is None:
+        fused = dot_pad(R) <= _PROJECTION_MAX_RANK_PAD
+    if fused:
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]),)  # noqa: E731
+        _flstm_projection_kernel[grid](x, weight_1, weight_2, bias if bias is not None else proj, proj,
+                                       M, triton.next_power_of_2(M), I, H, R,
+                                       HAS_BIAS=bias is not None, R_PAD=dot_pad(R))
+        return proj
+    z = new_buffer((M, R), x.dtype, x.device)  # in x's dtype, like the reference's intermediate
+    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, I + H),
+                 c_strides=(0, R, 1))
+    return grouped_gemm(z, weight_2, proj, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
+                        c_strides=(0, four_h, 1), bias=bias)
+
+
+def flstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_1: torch.Tensor,
+                  weight_2: torch.Tensor, bias: torch.Tensor | None, *, path: str = "auto"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One F-LSTM layer (same contract as reference.flstm_reference).
+
+    Args: x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None;
+        path: "sequence", "step" or "auto" (sequence where :func:`flstm_sequence_fits`).
+    Returns: output (T, B, H) in x's dtype, cell (T, B, H) in the state dtype.
+
+    Example::
+        >>> out, cell = flstm_forward(x, h0, c0, w1, w2, b)   # x (T, B, I) on a GPU
+    """
+    if path not in FLSTM_PATHS:
+        raise ValueError(f"path must be one of {FLSTM_PATHS}, got {path!r}")
+    T, B, I = x.shape
+    R = weight_1.shape[0]
+    H = h0.shape[1]
+    proj = flstm_input_projection(x, weight_1, weight_2, bias)
+    output = new_buffer((T, B, H), x.dtype, x.device)
+    cell = new_buffer((T, B, H), state_dtype(x.dtype), x.device)
+    if path == "sequence" or (path == "auto" and flstm_sequence_fits(H, R)):
+        grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]),)  # noqa: E731
+        _flstm_sequence_kernel[grid](proj, h0, c0, weight_1, weight_2, output, cell, T, B, H, R, I,
+                                     H_PAD=dot_pad(H), R_PAD=dot_pad(R))
+        return output, cell
+    grid = lambda meta: (triton.cdiv(H, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    for t in range(T):  # views only: CUDA-graph capturable
+        h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
+        _flstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_1, weight_2, output[t], cell[t], B, H, R, I)
+    return output, cell
+
+
+def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x: torch.Tensor, h0: torch.Tensor,
+                   c0: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor, bias: torch.Tensor | None,
+                   output: torch.Tensor, cell: torch.Tensor):
+    """BPTT for :func:`flstm_forward` (same contract as reference.flstm_reference_backward).
+
+    Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_1 (R, I+H), dweight_2 (4H, R), dbias (4H,)) in x's dtype.
+
+    Example::
+        >>> dx, dh0, dc0, dw1, dw2, db = flstm_backward(gy, None, x, h0, c0, w1, w2, b, out, cell)
+    """
+    T, B, I = x.shape
+    R = weight_1.shape[0]
+    H = h0.shape[1]
+    four_h = 4 * H
+    M = T * B
+    sdt = state_dtype(x.dtype)
+    dev = x.device
+    grad_output = grad_output.contiguous()
+    grad_cell = grad_cell.contiguous() if grad_cell is not None else None
+    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, H)
+
+    # Time-parallel recompute: z = W1 [x; h_prev] (state dtype, also needed for dweight_2), pre = W2 z + b.
+    z = new_buffer((M, R), sdt, dev)
+    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, I + H),
+                 c_strides=(0, R, 1))
+    grouped_gemm(h_prev, weight_1[:, I:], z, groups=1, M=M, N=R, K=H, a_strides=(0, H, 1), b_strides=(0, 1, I + H),
+                 c_strides=(0, R, 1), accumulate=True)
+    pre = new_buffer((T, B, four_h), sdt, dev)
+    grouped_gemm(z, weight_2, pre, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
+                 c_strides=(0, four_h, 1), bias=bias)
+
+    # Reverse time with ping-pong dh/dc buffers (see glstm_backward).
+    dgates = new_buffer((T, B, four_h), sdt, dev)
+    dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
+    dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
+    grid = lambda meta: (triton.cdiv(H, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    src = 0
+    for t in range(T - 1, -1, -1):
+        c_prev = c0 if t == 0 else cell[t - 1]
+        _flstm_backward_step_kernel[grid](
+            pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+            dh[src], dc[src], weight_1, weight_2, dgates[t], dh[1 - src], dc[1 - src], B, H, R, I,
+            HAS_GRAD_CELL=grad_cell is not None)
+        src = 1 - src
+
+    # Time-parallel gradients over all T*B rows.
+    dz = new_buffer((M, R), sdt, dev)
+    grouped_gemm(dgates, weight_2, dz, groups=1, M=M, N=R, K=four_h, a_strides=(0, four_h, 1), b_strides=(0, R, 1),
+                 c_strides=(0, R, 1))
+    dweight_2 = new_buffer(weight_2.shape, x.dtype, dev)
+    dbias = new_buffer((four_h,), x.dtype, dev)
+    grouped_gemm(dgates, z, dweight_2, groups=1, M=four_h, N=R, K=M, a_strides=(0, 1, four_h), b_strides=(0, R, 1),
+                 c_strides=(0, R, 1), rowsum=dbias)
+    dweight_1 = new_buffer(weight_1.shape, x.dtype, dev)
+    grouped_gemm(dz, x, dweight_1, groups=1, M=R, N=I, K=M, a_strides=(0, 1, R), b_strides=(0, I, 1),
+                 c_strides=(0, I + H, 1))
+    grouped_gemm(dz, h_prev, dweight_1[:, I:], groups=1, M=R, N=H, K=M, a_strides=(0, 1, R), b_strides=(0, H, 1),
+                 c_strides=(0, I + H, 1))
+    dx = new_buffer(x.shape, x.dtype, dev)
+    grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + H, 1),
+                 c_strides=(0, I, 1))
+    return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_1, dweight_2, dbias

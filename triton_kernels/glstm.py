@@ -1,0 +1,331 @@
+"""Triton kernels for one G-LSTM layer (block-diagonal groups), forward and backward.
+
+Shape legend: T time steps, B batch, I = G*Ig input features, H = G*Hg hidden units, G groups.
+Layouts (all contiguous, time-major): x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg);
+bias (G, 4Hg); P / pre-activations / gate gradients (T, B, G*4Hg) in the state dtype, i.e. (T, B, G, 4, Hg) with
+gates i, f, g, o inside each group; output (T, B, H) in x's dtype; cell (T, B, H) in the state dtype.
+
+Launch structure
+    forward:  1 grouped GEMM (P = x W_ih^T + b, all T, groups on the grid)
+              + either 1 sequence-fused launch (all T steps; a program owns a (group, batch tile) and keeps W_hh[g],
+              h and c on chip; used when 4*Hg_pad^2 weights fit) or T fused step launches (a program owns a
+              (group, hidden tile, batch tile) and computes its 4 gates, the recurrent product and the cell).
+    backward: 2 grouped GEMMs (pre = P + H_prev W_hh^T, all T), T reverse-time fused step launches (pointwise backward
+              of the whole group + dh_{t-1} = dpre W_hh for a tile of units), then 3 grouped GEMMs for dweight_ih
+              (+ dbias as its row sums), dweight_hh and dx over all T.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+from ._common import dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype
+from .gemm import grouped_gemm
+
+__all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
+
+GLSTM_PATHS = ("auto", "step", "sequence")
+# The sequence-fused kernel keeps the 4 gate tiles of W_hh[g] (each Hg_pad x Hg_pad) in registers.
+_SEQUENCE_MAX_WEIGHT_ELEMENTS = 4 * 64 * 64
+
+
+def glstm_sequence_fits(hidden_per_group: int) -> bool:
+    """Whether the sequence-fused forward kernel applies (a group's padded recurrent weights fit on chip)."""
+    return 4 * dot_pad(hidden_per_group) ** 2 <= _SEQUENCE_MAX_WEIGHT_ELEMENTS
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Forward: one fused recurrent step
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64), dict(BLOCK_B=32, BLOCK_H=32, BLOCK_K=64),
+             dict(BLOCK_B=64, BLOCK_H=64, BLOCK_K=32), dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=64)],
+        interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16)),
+    key=["B", "HG", "G"],
+)
+@triton.jit
+def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out_ptr, B, HG, G,
+                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One step: gates = P_t + h_{t-1}[g] W_hh[g]^T for (group, BLOCK_H units, BLOCK_B samples), then the cell.
+
+    p (B, G*4Hg) state dtype; h_prev (B, H); c_prev (B, H) any float dtype; h_out (B, H) x dtype; c_out (B, H) state.
+    Grid: (G * cdiv(Hg, BLOCK_H), cdiv(B, BLOCK_B)).
+    """
+    state_dt: tl.constexpr = c_out_ptr.dtype.element_ty
+    H = G * HG
+    num_h_tiles = tl.cdiv(HG, BLOCK_H)
+    group = tl.program_id(0) // num_h_tiles
+    offs_j = (tl.program_id(0) % num_h_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)  # units within the group
+    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_b = offs_b < B
+    mask_j = offs_j < HG
+
+    acc_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
+    h_ptrs = h_prev_ptr + offs_b[:, None] * H + group * HG + offs_k[None, :]
+    # (BLOCK_K, BLOCK_H) tile of W_hh[g, gate*Hg + j, k]^T; gate q sits q*Hg*Hg elements further.
+    w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[None, :] * HG + offs_k[:, None]
+    gate_stride = HG * HG
+    for k0 in range(0, HG, BLOCK_K):
+        mask_k = (k0 + offs_k) < HG
+        h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+        w_mask = mask_k[:, None] & mask_j[None, :]
+        acc_i = tl.dot(h, tl.load(w_ptrs, mask=w_mask, other=0.0), acc_i, input_precision="ieee")
+        acc_f = tl.dot(h, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0), acc_f, input_precision="ieee")
+        acc_g = tl.dot(h, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0), acc_g, input_precision="ieee")
+        acc_o = tl.dot(h, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0), acc_o, input_precision="ieee")
+        h_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+
+    mask = mask_b[:, None] & mask_j[None, :]
+    p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
+    pre_i = acc_i + tl.load(p_ptrs, mask=mask, other=0.0).to(state_dt)
+    pre_f = acc_f + tl.load(p_ptrs + HG, mask=mask, other=0.0).to(state_dt)
+    pre_g = acc_g + tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0).to(state_dt)
+    pre_o = acc_o + tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0).to(state_dt)
+    unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
+    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    h, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev)
+    tl.store(c_out_ptr + unit_offs, c, mask=mask)
+    tl.store(h_out_ptr + unit_offs, h.to(h_out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Forward: all T steps in one launch
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64)], num_warps=[4, 4, 8],
+                         interpreted=dict(BLOCK_B=16)),
+    key=["B", "HG", "G"],
+)
+@triton.jit(do_not_specialize=["T"])
+def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T, B, HG, G,
+                           HG_PAD: tl.constexpr, BLOCK_B: tl.constexpr):
+    """All T steps for (group, BLOCK_B samples): W_hh[g] loaded once, h and c carried in registers.
+
+    The program owns all 4Hg gate rows of its group, so no other program's results are ever needed. Triton cannot
+    index a register tile by a runtime column, so each gate is its own (Hg_pad x Hg_pad) weight tile and dot.
+    Grid: (G, cdiv(B, BLOCK_B)).
+    """
+    state_dt: tl.constexpr = cell_ptr.dtype.element_ty
+    H = G * HG
+    group = tl.program_id(0)
+    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    offs_j = tl.arange(0, HG_PAD)  # unit (column) index, also the reduction index of the recurrent product
+    mask_b = offs_b < B
+    mask_j = offs_j < HG
+    mask = mask_b[:, None] & mask_j[None, :]
+
+    # W_hh[g, gate*Hg + j, k] as (k, j) tiles; padding is zero so padded h columns never contribute.
+    w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[None, :] * HG + offs_j[:, None]
+    w_mask = mask_j[:, None] & mask_j[None, :]
+    w_i = tl.load(w_ptrs, mask=w_mask, other=0.0)
+    w_f = tl.load(w_ptrs + HG * HG, mask=w_mask, other=0.0)
+    w_g = tl.load(w_ptrs + 2 * HG * HG, mask=w_mask, other=0.0)
+    w_o = tl.load(w_ptrs + 3 * HG * HG, mask=w_mask, other=0.0)
+
+    unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
+    h = tl.load(h0_ptr + unit_offs, mask=mask, other=0.0).to(out_ptr.dtype.element_ty)
+    c = tl.load(c0_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
+    out_ptrs = out_ptr + unit_offs
+    cell_ptrs = cell_ptr + unit_offs
+    for _t in range(T):
+        pre_i = tl.dot(h, w_i, tl.load(p_ptrs, mask=mask, other=0.0), input_precision="ieee")
+        pre_f = tl.dot(h, w_f, tl.load(p_ptrs + HG, mask=mask, other=0.0), input_precision="ieee")
+        pre_g = tl.dot(h, w_g, tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0), input_precision="ieee")
+        pre_o = tl.dot(h, w_o, tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0), input_precision="ieee")
+        h_state, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c)
+        # The next step multiplies by h rounded to x's dtype, exactly as the reference does.
+        h = h_state.to(out_ptr.dtype.element_ty)
+        tl.store(cell_ptrs, c, mask=mask)
+        tl.store(out_ptrs, h, mask=mask)
+        p_ptrs += B * 4 * H
+        out_ptrs += B * H
+        cell_ptrs += B * H
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Backward: one reverse-time fused step
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    configs=make_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_K=64),
+             dict(BLOCK_B=64, BLOCK_J=32, BLOCK_K=64), dict(BLOCK_B=16, BLOCK_J=64, BLOCK_K=64)],
+        interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16)),
+    key=["B", "HG", "G", "HAS_GRAD_CELL"],
+)
+@triton.jit
+def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
+                                w_hh_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, B, HG, G,
+                                HAS_GRAD_CELL: tl.constexpr,
+                                BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Step t of BPTT for (group, BLOCK_K units of dh_{t-1}, BLOCK_B samples).
+
+    dh_{t-1}[g] = dpre_t[g] W_hh[g] needs dpre for every unit of the group, so each program recomputes the pointwise
+    backward of its whole group (cheap next to the product); programs of unit tile 0 also write dgates_t and dc_{t-1}.
+    pre (B, G*4Hg), c_prev, c (B, H), grad_out / grad_cell (B, H) x dtype, dh_next / dc_next (B, H) gradients from
+    step t+1 (state dtype); writes dgates (B, G*4Hg), dh_prev, dc_prev (B, H). Grid: (G * cdiv(Hg, BLOCK_K), cdiv(B, BLOCK_B)).
+    """
+    state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
+    H = G * HG
+    num_k_tiles = tl.cdiv(HG, BLOCK_K)
+    group = tl.program_id(0) // num_k_tiles
+    k_tile = tl.program_id(0) % num_k_tiles
+    offs_k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    mask_b = offs_b < B
+    mask_k = offs_k < HG
+    writes_pointwise = k_tile == 0
+
+    acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
+    gate_stride = HG * HG
+    for j0 in range(0, HG, BLOCK_J):
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        mask_j = offs_j < HG
+        mask = mask_b[:, None] & mask_j[None, :]
+        unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
+        gate_offs = offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
+        pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
+        pre_f = tl.load(pre_ptr + gate_offs + HG, mask=mask, other=0.0)
+        pre_g = tl.load(pre_ptr + gate_offs + 2 * HG, mask=mask, other=0.0)
+        pre_o = tl.load(pre_ptr + gate_offs + 3 * HG, mask=mask, other=0.0)
+        c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+        c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
+        dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0) \
+            + tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+        dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
+        if HAS_GRAD_CELL:
+            dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+        dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc)
+        store_mask = mask & writes_pointwise
+        tl.store(dgates_ptr + gate_offs, dpre_i, mask=store_mask)
+        tl.store(dgates_ptr + gate_offs + HG, dpre_f, mask=store_mask)
+        tl.store(dgates_ptr + gate_offs + 2 * HG, dpre_g, mask=store_mask)
+        tl.store(dgates_ptr + gate_offs + 3 * HG, dpre_o, mask=store_mask)
+        tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
+
+        # (BLOCK_J, BLOCK_K) tiles of W_hh[g, gate*Hg + j, k], in the state dtype like the reference's product.
+        w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[:, None] * HG + offs_k[None, :]
+        w_mask = mask_j[:, None] & mask_k[None, :]
+        acc = tl.dot(dpre_i, tl.load(w_ptrs, mask=w_mask, other=0.0).to(state_dt), acc, input_precision="ieee")
+        acc = tl.dot(dpre_f, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
+                     input_precision="ieee")
+        acc = tl.dot(dpre_g, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
+                     input_precision="ieee")
+        acc = tl.dot(dpre_o, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
+                     input_precision="ieee")
+    tl.store(dh_prev_ptr + offs_b[:, None] * H + group * HG + offs_k[None, :], acc,
+             mask=mask_b[:, None] & mask_k[None, :])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------------------------
+def glstm_input_projection(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """P[t, b, g, :] = x[t, b, g-slice] W_ih[g]^T + bias[g] for all T and groups in one launch.
+
+    Args: x (T, B, I); weight_ih (G, 4Hg, Ig); bias (G, 4Hg) or None. Returns P (T, B, G*4Hg) in the state dtype.
+
+    Example::
+        >>> P = glstm_input_projection(torch.randn(4, 2, 6), torch.randn(3, 8, 2), None)  # (4, 2, 24)
+    """
+    T, B, I = x.shape
+    G, four_hg, ig = weight_ih.shape
+    proj = new_buffer((T, B, G * four_hg), state_dtype(x.dtype), x.device)
+    return grouped_gemm(x, weight_ih, proj, groups=G, M=T * B, N=four_hg, K=ig,
+                        a_strides=(ig, I, 1), b_strides=(four_hg * ig, 1, ig), c_strides=(four_hg, G * four_hg, 1),
+                        bias=bias, bias_group_stride=four_hg)
+
+
+def glstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih: torch.Tensor,
+                  weight_hh: torch.Tensor, bias: torch.Tensor | None, *, path: str = "auto"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One G-LSTM layer (same contract as reference.glstm_reference).
+
+    Args: x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg); bias (G, 4Hg) or None;
+        path: "sequence" (one launch for all steps), "step" (one launch per step) or "auto" (sequence where
+        :func:`glstm_sequence_fits`). Returns output (T, B, H) in x's dtype, cell (T, B, H) in the state dtype.
+
+    Example::
+        >>> out, cell = glstm_forward(x, h0, c0, w_ih, w_hh, b)   # x (T, B, G*Ig) on a GPU
+    """
+    if path not in GLSTM_PATHS:
+        raise ValueError(f"path must be one of {GLSTM_PATHS}, got {path!r}")
+    T, B, _ = x.shape
+    G, _, hg = weight_hh.shape
+    H = G * hg
+    proj = glstm_input_projection(x, weight_ih, bias)
+    output = new_buffer((T, B, H), x.dtype, x.device)
+    cell = new_buffer((T, B, H), state_dtype(x.dtype), x.device)
+    if path == "sequence" or (path == "auto" and glstm_sequence_fits(hg)):
+        grid = lambda meta: (G, triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+        _glstm_sequence_kernel[grid](proj, h0, c0, weight_hh, output, cell, T, B, hg, G, HG_PAD=dot_pad(hg))
+        return output, cell
+    grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    for t in range(T):  # views only: no allocation or host sync inside, so the loop is CUDA-graph capturable
+        h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
+        _glstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_hh, output[t], cell[t], B, hg, G)
+    return output, cell
+
+
+def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x: torch.Tensor, h0: torch.Tensor,
+                   c0: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor | None,
+                   output: torch.Tensor, cell: torch.Tensor):
+    """BPTT for :func:`glstm_forward` (same contract as reference.glstm_reference_backward).
+
+    Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg)), in x's dtype.
+
+    Example::
+        >>> dx, dh0, dc0, dw_ih, dw_hh, db = glstm_backward(gy, None, x, h0, c0, w_ih, w_hh, b, out, cell)
+    """
+    T, B, I = x.shape
+    G, four_hg, hg = weight_hh.shape
+    ig = I // G
+    H = G * hg
+    sdt = state_dtype(x.dtype)
+    dev = x.device
+    grad_output = grad_output.contiguous()
+    grad_cell = grad_cell.contiguous() if grad_cell is not None else None
+    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, H): the h each step started from
+
+    # Time-parallel recompute of every step's pre-activations: pre = x W_ih^T + b + h_prev W_hh^T.
+    pre = glstm_input_projection(x, weight_ih, bias)
+    grouped_gemm(h_prev, weight_hh, pre, groups=G, M=T * B, N=four_hg, K=hg, a_strides=(hg, H, 1),
+                 b_strides=(four_hg * hg, 1, hg), c_strides=(four_hg, G * four_hg, 1), accumulate=True)
+
+    # Reverse time. dh/dc ping-pong between two buffers: a step reads the whole group's gradients from step t+1
+    # while other programs already write step t's, so they cannot share storage.
+    dgates = new_buffer((T, B, G * four_hg), sdt, dev)
+    dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
+    dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
+    grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    src = 0
+    for t in range(T - 1, -1, -1):
+        c_prev = c0 if t == 0 else cell[t - 1]
+        _glstm_backward_step_kernel[grid](
+            pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+            dh[src], dc[src], weight_hh, dgates[t], dh[1 - src], dc[1 - src], B, hg, G,
+            HAS_GRAD_CELL=grad_cell is not None)
+        src = 1 - src
+
+    # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows.
+    dweight_ih = new_buffer(weight_ih.shape, x.dtype, dev)
+    dweight_hh = new_buffer(weight_hh.shape, x.dtype, dev)
+    dbias = new_buffer((G, four_hg), x.dtype, dev)
+    dx = new_buffer(x.shape, x.dtype, dev)
+    # A = dgates[g]^T (4Hg, T*B): row sums are dbias.
+    dgates_t_strides = (four_hg, 1, G * four_hg)
+    grouped_gemm(dgates, x, dweight_ih, groups=G, M=four_hg, N=ig, K=T * B, a_strides=dgates_t_strides,
+                 b_strides=(ig, I, 1), c_strides=(four_hg * ig, ig, 1), rowsum=dbias, rowsum_group_stride=four_hg)
+    grouped_gemm(dgates, h_prev, dweight_hh, groups=G, M=four_hg, N=hg, K=T * B, a_strides=dgates_t_strides,
+                 b_strides=(hg, H, 1), c_strides=(four_hg * hg, hg, 1))
+    grouped_gemm(dgates, weight_ih, dx, groups=G, M=T * B, N=ig, K=four_hg, a_strides=(four_hg, G * four_hg, 1),
+                 b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
+    return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_ih, dweight_hh, dbias
