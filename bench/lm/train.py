@@ -62,6 +62,7 @@ class Config:
     dtype: str = "float32"
     seed: int = 1234
     log_interval: int = 50
+    compile: bool = False             # train the model under torch.compile (inside DDP when distributed)
 
 
 PRESETS = {
@@ -201,7 +202,11 @@ def train_epoch(model: nn.Module, data: Tensor, cfg: Config, optimizer: torch.op
     return {"losses": losses.tolist(), "tokens": tokens, "seconds": seconds}
 
 
-def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
+def _wrap(model: nn.Module, runtime: Runtime, compile_model: bool = False) -> nn.Module:
+    """``model`` as trained: under torch.compile if asked, then in DDP when distributed (DDP outside, as PyTorch
+    recommends, so its bucketed all-reduce overlaps the compiled backward)."""
+    if compile_model:
+        model = torch.compile(model)
     if not runtime.distributed:
         return model
     device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -211,7 +216,7 @@ def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
 def _fit(model: nn.Module, train: Tensor, cfg: Config, runtime: Runtime, epochs: int, label: str,
          extra_loss=None, after_step=None) -> dict:
     """Train ``model`` (unwrapped) for ``epochs`` epochs under DDP when distributed; returns the joined epoch logs."""
-    wrapped = _wrap(model, runtime)
+    wrapped = _wrap(model, runtime, cfg.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     log = {"losses": [], "tokens": 0, "seconds": 0.0}
     for epoch in range(1, epochs + 1):
@@ -426,7 +431,8 @@ def main(argv=None) -> list[dict]:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = args.out or RESULTS_DIR / f"lm-{stamp}-{device_label(runtime.device)}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"command": " ".join([Path(sys.executable).name, "-m", "bench.lm.train", *sys.argv[1:]]),
+        from bench.bench_kernels import read_commit  # noqa: PLC0415 (the kernel benchmark's reader of .git)
+        meta = {"commit": read_commit(), "command": " ".join([Path(sys.executable).name, "-m", "bench.lm.train", *sys.argv[1:]]),
                 "preset": args.preset, "data": str(args.data), "device": device_label(runtime.device),
                 "world_size": runtime.world_size, "threads_per_process": torch.get_num_threads(),
                 "torch": torch.__version__, "python": platform.python_version(), "utc": stamp,
