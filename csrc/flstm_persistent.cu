@@ -220,21 +220,13 @@ cudaError_t launch_bwd(const FlstmBwdArgs& args, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream) {
-  switch (kind) {
-    case ElementKind::kFloat32: return launch_fwd<ElementKind::kFloat32>(args, stream);
-    case ElementKind::kFloat16: return launch_fwd<ElementKind::kFloat16>(args, stream);
-    case ElementKind::kBFloat16: return launch_fwd<ElementKind::kBFloat16>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_kind(
+      kind, [&](auto element) { return launch_fwd<decltype(element)::value>(args, stream); });
 }
 
 cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream) {
-  switch (kind) {
-    case ElementKind::kFloat32: return launch_bwd<ElementKind::kFloat32>(args, stream);
-    case ElementKind::kFloat16: return launch_bwd<ElementKind::kFloat16>(args, stream);
-    case ElementKind::kBFloat16: return launch_bwd<ElementKind::kBFloat16>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_kind(
+      kind, [&](auto element) { return launch_bwd<decltype(element)::value>(args, stream); });
 }
 
 }  // namespace lstmkern

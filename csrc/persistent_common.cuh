@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "persistent_layout.h"
 
@@ -16,6 +17,17 @@ template <ElementKind kKind> struct ElementOf;
 template <> struct ElementOf<ElementKind::kFloat32> { using type = float; };
 template <> struct ElementOf<ElementKind::kFloat16> { using type = __half; };
 template <> struct ElementOf<ElementKind::kBFloat16> { using type = __nv_bfloat16; };
+
+// Runs launch(std::integral_constant<ElementKind, kind>{}) for the runtime `kind`: the one place that turns the dtype
+// the host picked into a kernel template argument.
+template <typename Launch> cudaError_t dispatch_element_kind(ElementKind kind, Launch&& launch) {
+  switch (kind) {
+    case ElementKind::kFloat32: return launch(std::integral_constant<ElementKind, ElementKind::kFloat32>{});
+    case ElementKind::kFloat16: return launch(std::integral_constant<ElementKind, ElementKind::kFloat16>{});
+    case ElementKind::kBFloat16: return launch(std::integral_constant<ElementKind, ElementKind::kBFloat16>{});
+  }
+  return cudaErrorInvalidValue;
+}
 
 __device__ __forceinline__ float to_float(float value) { return value; }
 __device__ __forceinline__ float to_float(__half value) { return __half2float(value); }

@@ -67,6 +67,24 @@ def lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev):
 
 
 @triton.jit
+def step_epilogue(acc_i, acc_f, acc_g, acc_o, p_ptrs, gate_stride, c_prev_ptrs, h_out_ptrs, c_out_ptrs, mask):
+    """End of a fused forward step: add the input projection P_t to the recurrent gate sums, run the cell, store h, c.
+
+    acc_*: (BLOCK_B, BLOCK_H) recurrent products in the state dtype; p_ptrs: gate i of P_t for that tile, gate q is
+    q * gate_stride further; c_prev_ptrs / h_out_ptrs / c_out_ptrs: the tile's units in c_{t-1}, h_t and c_t.
+    """
+    state_dt: tl.constexpr = c_out_ptrs.dtype.element_ty
+    pre_i = acc_i + tl.load(p_ptrs, mask=mask, other=0.0).to(state_dt)
+    pre_f = acc_f + tl.load(p_ptrs + gate_stride, mask=mask, other=0.0).to(state_dt)
+    pre_g = acc_g + tl.load(p_ptrs + 2 * gate_stride, mask=mask, other=0.0).to(state_dt)
+    pre_o = acc_o + tl.load(p_ptrs + 3 * gate_stride, mask=mask, other=0.0).to(state_dt)
+    c_prev = tl.load(c_prev_ptrs, mask=mask, other=0.0).to(state_dt)
+    h, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev)
+    tl.store(c_out_ptrs, c, mask=mask)
+    tl.store(h_out_ptrs, h.to(h_out_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc):
     """Pointwise backward of one step, mirroring reference._cell_backward.
 

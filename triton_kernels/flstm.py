@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype
+from ._common import (dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
+                      step_epilogue)
 from .gemm import grouped_gemm
 
 __all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
@@ -142,17 +143,10 @@ def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr,
         acc_o = tl.dot(z_op, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o,
                        input_precision="ieee")
 
-    mask = mask_b[:, None] & mask_j[None, :]
     p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    pre_i = acc_i + tl.load(p_ptrs, mask=mask, other=0.0).to(state_dt)
-    pre_f = acc_f + tl.load(p_ptrs + H, mask=mask, other=0.0).to(state_dt)
-    pre_g = acc_g + tl.load(p_ptrs + 2 * H, mask=mask, other=0.0).to(state_dt)
-    pre_o = acc_o + tl.load(p_ptrs + 3 * H, mask=mask, other=0.0).to(state_dt)
     unit_offs = offs_b[:, None] * H + offs_j[None, :]
-    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-    h, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev)
-    tl.store(c_out_ptr + unit_offs, c, mask=mask)
-    tl.store(h_out_ptr + unit_offs, h.to(h_out_ptr.dtype.element_ty), mask=mask)
+    step_epilogue(acc_i, acc_f, acc_g, acc_o, p_ptrs, H, c_prev_ptr + unit_offs, h_out_ptr + unit_offs,
+                  c_out_ptr + unit_offs, mask_b[:, None] & mask_j[None, :])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype
+from ._common import (dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
+                      step_epilogue)
 from .gemm import grouped_gemm
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
@@ -83,17 +84,10 @@ def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out
         h_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
 
-    mask = mask_b[:, None] & mask_j[None, :]
     p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
-    pre_i = acc_i + tl.load(p_ptrs, mask=mask, other=0.0).to(state_dt)
-    pre_f = acc_f + tl.load(p_ptrs + HG, mask=mask, other=0.0).to(state_dt)
-    pre_g = acc_g + tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0).to(state_dt)
-    pre_o = acc_o + tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0).to(state_dt)
     unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
-    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-    h, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c_prev)
-    tl.store(c_out_ptr + unit_offs, c, mask=mask)
-    tl.store(h_out_ptr + unit_offs, h.to(h_out_ptr.dtype.element_ty), mask=mask)
+    step_epilogue(acc_i, acc_f, acc_g, acc_o, p_ptrs, HG, c_prev_ptr + unit_offs, h_out_ptr + unit_offs,
+                  c_out_ptr + unit_offs, mask_b[:, None] & mask_j[None, :])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

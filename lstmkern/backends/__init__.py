@@ -39,6 +39,8 @@ class LayerSizes(NamedTuple):
     H: int
     G: int
     R: int
+
+
 _AUTO_ORDER = ("cuda", "triton", "reference")
 
 
