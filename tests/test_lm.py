@@ -118,3 +118,20 @@ def test_compiled_training_matches_eager(tmp_path):
         torch.testing.assert_close(torch.tensor(c["train_losses"]), torch.tensor(e["train_losses"]), rtol=1e-9,
                                    atol=1e-9)
         assert math.isclose(c["val_ppl"], e["val_ppl"], rel_tol=1e-9)
+
+
+def test_compressed_models_shrink_then_fine_tune(tmp_path):
+    """lstm-iss and lstm-svd: trained, compressed (fewer recurrent parameters than nn.LSTM), then fine-tuned."""
+    rows = lm_train.main([
+        "--models", "lstm,lstm-iss,lstm-svd", "--device", "cpu", "--embedding-size", "12", "--hidden-size", "16",
+        "--max-train-tokens", "3000", "--max-eval-tokens", "600", "--batch-size", "8", "--bptt", "10", "--epochs", "2",
+        "--max-steps", "6", "--lr", "0.05", "--iss-strength", "1.0", "--iss-threshold", "0.05", "--svd-rank", "4",
+        "--log-interval", "0", "--no-plot", "--out", str(tmp_path / "lm.json")])
+    dense, iss_row, svd_row = rows
+    for row in (iss_row, svd_row):
+        assert len(row["train_losses"]) == 12  # 1 epoch before compression + 1 fine-tune epoch, 6 steps each
+        assert row["recurrent_params"] < dense["recurrent_params"]
+        assert "fine-tune" in row["notes"]
+        assert math.isfinite(row["test_ppl"])
+    assert svd_row["recurrent_params"] == 4 * (12 + 16) + 4 * 16 * 4 + 4 * 16  # W1 (R, I+H), W2 (4H, R), bias (4H,)
+    assert "hidden [16] -> [" in iss_row["notes"]

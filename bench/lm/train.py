@@ -39,7 +39,7 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 @dataclasses.dataclass
 class Config:
     """Hyper-parameters of one benchmark run (the same for every model in it)."""
-    models: tuple[str, ...] = ("lstm", "glstm2", "glstm4", "flstm-64", "flstm-16", "lstm-iss", "lstm-svd")
+    models: tuple[str, ...] = ("lstm", "glstm2", "glstm4", "flstm-64", "flstm-32", "flstm-16", "lstm-iss", "lstm-svd")
     embedding_size: int = 128
     hidden_size: int = 128
     num_layers: int = 1
@@ -57,7 +57,7 @@ class Config:
     iss_strength: float = 1.5e-2      # weight of the ISS group-lasso penalty for lstm-iss
     iss_threshold: float = 2e-2       # ISS: weights below this are set to 0 after every step
     svd_rank: int = 32                # rank of lstm-svd's joint factorization
-    finetune_epochs: int = 1          # lstm-svd: epochs of fine-tuning after compression, out of `epochs`
+    finetune_epochs: int = 1          # lstm-iss, lstm-svd: epochs of fine-tuning after compression, of `epochs`
     backend: str = "auto"             # lstmkern backend of the GLSTM / FLSTM layers
     dtype: str = "float32"
     seed: int = 1234
@@ -256,7 +256,7 @@ def svd_compress(model: LanguageModel, cfg: Config) -> str:
     """Replace ``model.rnn`` by its rank-``svd_rank`` joint factorization (an FLSTM)."""
     from lstmkern.compress import low_rank  # noqa: PLC0415
     model.rnn = low_rank(model.rnn, cfg.svd_rank, part="joint", method="svd")
-    return f"SVD joint rank {cfg.svd_rank}, then {cfg.finetune_epochs} fine-tune epoch(s)"
+    return f"SVD joint rank {cfg.svd_rank}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,14 +285,14 @@ def run_model(name: str, corpus: Corpus, cfg: Config, runtime: Runtime, splits: 
         from lstmkern.compress import iss  # noqa: PLC0415
         extra_loss = lambda: cfg.iss_strength * iss.penalty(model.rnn, [model.decoder])  # noqa: E731
         after_step = lambda: iss.zero_small_(model.rnn, [model.decoder], cfg.iss_threshold)  # noqa: E731
-    # lstm-svd spends `finetune_epochs` of its `epochs` on fine-tuning the factorized model, so every model gets the
-    # same number of passes over the training data.
-    epochs = max(cfg.epochs - cfg.finetune_epochs, 1) if name == "lstm-svd" else cfg.epochs
+    # The compressed models spend `finetune_epochs` of their `epochs` on fine-tuning after compression (without the
+    # ISS penalty: Wen et al. fine-tune the learned structure), so every model gets the same passes over the data.
+    compressed = name in ("lstm-iss", "lstm-svd")
+    epochs = max(cfg.epochs - cfg.finetune_epochs, 1) if compressed else cfg.epochs
     log = _fit(model, splits["train"], cfg, runtime, epochs, name, extra_loss, after_step)
-    if name == "lstm-iss":
-        notes = iss_shrink(model, cfg)
-    elif name == "lstm-svd":
-        notes = svd_compress(model, cfg)
+    if compressed:
+        notes = iss_shrink(model, cfg) if name == "lstm-iss" else svd_compress(model, cfg)
+        notes += f", then {cfg.finetune_epochs} fine-tune epoch(s)"
         finetune = _fit(model, splits["train"], cfg, runtime, cfg.finetune_epochs, name + " finetune")
         log["losses"] += finetune["losses"]
         log["tokens"] += finetune["tokens"]
