@@ -10,6 +10,14 @@ Shapes follow :mod:`lstmkern.reference` (T, B, I, H, G, R; time-major). ``cell``
 Each op has a fake kernel (so torch.compile traces through without running a kernel) and the forward op's autograd
 formula calls the backward op of the same backend. The backend name is resolved by :mod:`lstmkern.functional` before
 the op is called, so an op never sees "auto".
+
+Why every backend, Triton included, sits behind an opaque ``custom_op`` rather than ``torch.library.triton_op``: a
+triton_op is traced into the graph kernel by kernel, and a layer's recurrence is T launches (one per step; the
+sequence-fused path is one launch but only where the weights fit on chip). Tracing would unroll T launches per layer
+and direction into the graph, specialise it on T (a new compile for every sequence length) and give Inductor nothing
+to fuse across the step boundary that the kernels do not already fuse. As one opaque op with a fake kernel, a layer
+is one graph node whatever T is, and torch.compile(fullgraph=True) still traces through with no graph break (the
+per-step launch loops are written to be CUDA-graph capturable: no host sync inside them).
 """
 from __future__ import annotations
 
