@@ -6,8 +6,13 @@ and grad_cell) at small awkward sizes, for NVIDIA compute-sanitizer on a GPU:
     done
 
 Sizes cross the batch tiles (8 rows FMA, 16 rows WMMA) and leave partial WMMA tiles (Hg not a multiple of 16).
+On compute capability 9.x it also runs the thread-block-cluster G-LSTM forward and backward (csrc/glstm_cluster.cu)
+with 2, 4 and 8 CTAs per group, forced at small Hg through the ops' cluster_size argument (the automatic choice only
+takes them for groups too large for one CTA, which would make the sanitizer runs slow), so their DSMEM accesses and
+cluster barriers run under the sanitizer tools too.
 Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
+C cluster size.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from lstmkern.reference import flstm_reference, glstm_reference
 
 GLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 17, 3, 5, 2), (4, 9, 2, 16, 3)]  # (T, B, G, Hg, Ig)
 FLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 9, 4, 7, 3)]  # (T, B, I, H, R)
+# (C, T, B, G, Hg, Ig): Hs = Hg / C = 16 or 32, B crossing the batch tiles, T = 1 (no DSMEM push at all) included.
+GLSTM_CLUSTER_SIZES = [(2, 3, 17, 2, 32, 2), (4, 2, 9, 1, 64, 3), (8, 2, 3, 1, 128, 1), (2, 1, 2, 1, 64, 1)]
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 2e-1}
 
 
@@ -49,6 +56,24 @@ def run(kind: str, sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool, 
     assert all(torch.isfinite(g).all() for g in grads), f"{kind} {sizes} {dtype}: non-finite gradient"
 
 
+def run_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> None:
+    C, T, B, G, Hg, Ig = sizes
+    H, I = G * Hg, G * Ig
+    w_ih, w_hh = _rand(G, 4 * Hg, Ig, dtype=dtype), _rand(G, 4 * Hg, Hg, dtype=dtype) * Hg**-0.5
+    bias = _rand(G, 4 * Hg, dtype=dtype) if with_bias else None
+    x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
+    ops = torch.ops.lstmkern_cuda
+    output, cell = ops.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=C)
+    grads = ops.glstm_persistent_bwd(torch.randn(T, B, H, device="cuda").to(dtype), torch.randn(T, B, H, device="cuda"),
+                                     x, h0, c0, w_ih, w_hh, bias, output, cell, cluster_size=C)
+    torch.cuda.synchronize()
+    expected, expected_cell = glstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w_ih, w_hh,
+                                                                                              bias)))
+    error = max((output.double() - expected).abs().max().item(), (cell.double() - expected_cell).abs().max().item())
+    assert error <= TOLERANCE[dtype], f"glstm cluster {sizes} {dtype}: output/cell error {error:.3e}"
+    assert all(torch.isfinite(g).all() for g in grads), f"glstm cluster {sizes} {dtype}: non-finite gradient"
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
@@ -61,7 +86,16 @@ def main() -> None:
             for sizes in FLSTM_SIZES:
                 run("flstm", sizes, dtype, with_bias, with_grad_cell)
                 count += 1
-    print(f"sanitize_small: {count} forward+backward runs OK")
+    cluster_count = 0
+    if torch.cuda.get_device_capability()[0] == 9:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for with_bias in (True, False):
+                for sizes in GLSTM_CLUSTER_SIZES:
+                    run_cluster(sizes, dtype, with_bias)
+                    cluster_count += 1
+    else:
+        print("sanitize_small: not compute capability 9.x, the cluster G-LSTM kernels are not exercised")
+    print(f"sanitize_small: {count} forward+backward runs and {cluster_count} cluster forward+backward runs OK")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 // CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
 // (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
-// kernels of csrc/glstm_persistent.cu and csrc/flstm_persistent.cu on the current stream.
+// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu and csrc/flstm_persistent.cu on the current stream.
 //
-// Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+// Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
+// C thread-block-cluster size of the cluster G-LSTM forward.
 // Numerics mirror lstmkern/reference.py: GEMMs with weights run in x's dtype and their results are converted to
 // float32 before the bias is added; the recurrence, the cell state and all gradients before the final conversion
 // are float32.
@@ -68,6 +69,12 @@ void check_device_fits(int device, int64_t smem_bytes, const char* what) {
                     device, " allows ", smem_optin, " (see lstmkern.backends.cuda.persistent_rule)");
 }
 
+int device_cc_major(int device) {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major;
+}
+
 int64_t device_smem_optin(int64_t device) {
   int smem_optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
@@ -120,10 +127,40 @@ at::Tensor glstm_input_projection(const at::Tensor& x, const at::Tensor& weight_
   return proj;
 }
 
+// Which G-LSTM forward kernel runs: 1 = single CTA per (group, batch tile), C in {2, 4, 8} = cluster of C CTAs.
+// `requested` is the op's cluster_size argument: 0 picks glstm_fwd_cluster_size (what lstmkern.backends.cuda's rule
+// assumes), 1 or C forces that kernel (tests and compute-sanitizer runs use it to reach the cluster kernel at small
+// Hg). Raises ValueError naming the reason where the kernel cannot run on `device`.
+int glstm_forward_cluster_size(int64_t requested, int64_t hg, ElementKind kind, at::ScalarType dtype, int device) {
+  const int64_t smem_optin = device_smem_optin(device);
+  const int cc_major = device_cc_major(device);
+  int64_t cluster_size = requested;
+  if (requested == 0) {
+    cluster_size = glstm_fwd_cluster_size(hg, kind, smem_optin, cc_major);
+    TORCH_CHECK_VALUE(cluster_size != 0, "the G-LSTM forward kernel with Hg = ", hg, " in ", dtype, " needs ",
+                      glstm_fwd_layout(hg, kind).total_bytes, " bytes of shared memory per block on one CTA, device ",
+                      device, " allows ", smem_optin, ", and no thread-block cluster applies (compute capability 9.x, "
+                      "C in {2, 4, 8} with Hg a multiple of 16 C and the per-CTA share fitting; see "
+                      "lstmkern.backends.cuda.persistent_rule)");
+  } else {
+    TORCH_CHECK_VALUE(requested == 1 || glstm_cluster_shape_ok(hg, requested), "cluster_size must be 0 (automatic), "
+                      "1 (single CTA), or 2, 4 or 8 with Hg a multiple of 16 * cluster_size; got cluster_size = ",
+                      requested, " for Hg = ", hg);
+  }
+  if (cluster_size == 1) {
+    check_device_fits(device, glstm_fwd_layout(hg, kind).total_bytes, "the G-LSTM forward kernel");
+  } else {
+    TORCH_CHECK_VALUE(cc_major == 9, "the cluster G-LSTM forward kernel needs compute capability 9.x (thread-block "
+                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, glstm_cluster_smem_bytes(hg, cluster_size, kind), "the cluster G-LSTM forward kernel");
+  }
+  return static_cast<int>(cluster_size);
+}
+
 std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
                                                         const at::Tensor& c0, const at::Tensor& weight_ih,
                                                         const at::Tensor& weight_hh,
-                                                        const std::optional<at::Tensor>& bias) {
+                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size) {
   const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
@@ -131,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, con
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  check_device_fits(x.get_device(), glstm_fwd_layout(d.Hg, kind).total_bytes, "the G-LSTM forward kernel");
+  const int cluster = glstm_forward_cluster_size(cluster_size, d.Hg, kind, x.scalar_type(), x.get_device());
   const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
 
@@ -146,7 +183,12 @@ std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, con
   args.B = static_cast<int>(d.B);
   args.G = static_cast<int>(d.G);
   args.Hg = static_cast<int>(d.Hg);
-  C10_CUDA_CHECK(launch_glstm_persistent_fwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (cluster == 1) {
+    C10_CUDA_CHECK(launch_glstm_persistent_fwd(kind, args, stream));
+  } else {
+    C10_CUDA_CHECK(launch_glstm_cluster_fwd(kind, args, cluster, stream));
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {output, cell};
 }
@@ -166,10 +208,39 @@ at::Tensor state_grad_or_null(const std::optional<at::Tensor>& grad_cell, const 
   return grad_cell->to(at::kFloat).contiguous();
 }
 
+// The backward counterpart of glstm_forward_cluster_size: 0 picks glstm_bwd_cluster_size (single CTA where it fits,
+// else the smallest fitting cluster on 9.x), 1 or C forces that kernel.
+int glstm_backward_cluster_size(int64_t requested, int64_t hg, ElementKind kind, at::ScalarType dtype, int device) {
+  const int64_t smem_optin = device_smem_optin(device);
+  const int cc_major = device_cc_major(device);
+  int64_t cluster_size = requested;
+  if (requested == 0) {
+    cluster_size = glstm_bwd_cluster_size(hg, kind, smem_optin, cc_major);
+    TORCH_CHECK_VALUE(cluster_size != 0, "the G-LSTM backward kernel with Hg = ", hg, " in ", dtype, " needs ",
+                      glstm_bwd_layout(hg, kind).total_bytes, " bytes of shared memory per block on one CTA, device ",
+                      device, " allows ", smem_optin, ", and no thread-block cluster applies (compute capability 9.x, "
+                      "C in {2, 4, 8} with Hg a multiple of 16 C and the per-CTA share fitting)");
+  } else {
+    TORCH_CHECK_VALUE(requested == 1 || glstm_cluster_shape_ok(hg, requested), "cluster_size must be 0 (automatic), "
+                      "1 (single CTA), or 2, 4 or 8 with Hg a multiple of 16 * cluster_size; got cluster_size = ",
+                      requested, " for Hg = ", hg);
+  }
+  if (cluster_size == 1) {
+    check_device_fits(device, glstm_bwd_layout(hg, kind).total_bytes, "the G-LSTM backward kernel");
+  } else {
+    TORCH_CHECK_VALUE(cc_major == 9, "the cluster G-LSTM backward kernel needs compute capability 9.x (thread-block "
+                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, glstm_cluster_bwd_smem_bytes(hg, cluster_size, kind),
+                      "the cluster G-LSTM backward kernel");
+  }
+  return static_cast<int>(cluster_size);
+}
+
 Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
                            const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                            const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                           const std::optional<at::Tensor>& bias, const at::Tensor& output, const at::Tensor& cell) {
+                           const std::optional<at::Tensor>& bias, const at::Tensor& output, const at::Tensor& cell,
+                           int64_t cluster_size) {
   const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
   const at::ScalarType dtype = x.scalar_type();
   TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
@@ -186,7 +257,7 @@ Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
             at::zeros_like(weight_hh), at::zeros({d.G, 4 * d.Hg}, x.options())};
   }
   const ElementKind kind = element_kind_of(x);
-  check_device_fits(x.get_device(), glstm_bwd_layout(d.Hg, kind).total_bytes, "the G-LSTM backward kernel");
+  const int cluster = glstm_backward_cluster_size(cluster_size, d.Hg, kind, dtype, x.get_device());
 
   // Time-parallel recompute of every step's pre-activation gates: P + h_{t-1} W_hh^T (the product in x's dtype).
   const at::Tensor h_prev = previous_hidden(h0, output);
@@ -213,7 +284,12 @@ Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
   args.B = static_cast<int>(d.B);
   args.G = static_cast<int>(d.G);
   args.Hg = static_cast<int>(d.Hg);
-  C10_CUDA_CHECK(launch_glstm_persistent_bwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (cluster == 1) {
+    C10_CUDA_CHECK(launch_glstm_persistent_bwd(kind, args, stream));
+  } else {
+    C10_CUDA_CHECK(launch_glstm_cluster_bwd(kind, args, cluster, stream));
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Weight gradients and dx: float32 time-parallel GEMMs over all T * B rows at once.

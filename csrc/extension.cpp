@@ -1,8 +1,9 @@
 // The `lstmkern._C` Python module and the `lstmkern_cuda` operator library.
 //
-// This file is compiled in every build (CUDA or CPU-only): it defines the op schemas, the shared-memory query ops
-// (pure arithmetic on csrc/persistent_layout.h, so the Python-side rule can be checked against them anywhere) and
-// the module init. The CUDA kernels of the ops are registered by cuda_ops.cpp, which is only built with CUDA.
+// This file is compiled in every build (CUDA or CPU-only): it defines the op schemas, the shared-memory and
+// kernel-choice query ops (pure arithmetic on csrc/persistent_layout.h, so the Python-side rule can be checked against
+// them anywhere) and the module init. The CUDA kernels of the ops are registered by cuda_ops.cpp, which is only built
+// with CUDA.
 #include <Python.h>
 
 #include <torch/library.h>
@@ -32,6 +33,28 @@ int64_t glstm_smem_bytes(int64_t hidden_per_group, c10::ScalarType dtype) {
   return glstm_persistent_smem_bytes(hidden_per_group, element_kind_of(dtype));
 }
 
+int64_t glstm_cluster_smem(int64_t hidden_per_group, int64_t cluster_size, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
+                    "cluster_size 2, 4 or 8 and hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
+                    cluster_size, ", hidden_per_group = ", hidden_per_group);
+  return glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind);
+}
+
+int64_t glstm_cluster_bwd_smem(int64_t hidden_per_group, int64_t cluster_size, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM backward takes "
+                    "cluster_size 2, 4 or 8 and hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
+                    cluster_size, ", hidden_per_group = ", hidden_per_group);
+  return glstm_cluster_bwd_smem_bytes(hidden_per_group, cluster_size, kind);
+}
+
+int64_t glstm_forward_cluster_size(int64_t hidden_per_group, c10::ScalarType dtype, int64_t smem_optin,
+                                   int64_t cc_major) {
+  TORCH_CHECK_VALUE(hidden_per_group >= 1, "hidden_per_group must be >= 1, got ", hidden_per_group);
+  return glstm_fwd_cluster_size(hidden_per_group, element_kind_of(dtype), smem_optin, static_cast<int>(cc_major));
+}
+
 int64_t flstm_smem_bytes(int64_t hidden, int64_t rank, c10::ScalarType dtype) {
   TORCH_CHECK_VALUE(hidden >= 1, "hidden must be >= 1, got ", hidden);
   TORCH_CHECK_VALUE(rank >= 1, "rank must be >= 1, got ", rank);
@@ -44,11 +67,15 @@ int64_t flstm_smem_bytes(int64_t hidden, int64_t rank, c10::ScalarType dtype) {
 TORCH_LIBRARY(lstmkern_cuda, m) {
   // Shapes: see lstmkern/reference.py. All tensors contiguous, CUDA, of x's dtype except `cell` / `grad_cell`
   // (float32, the state dtype). Outputs follow the backend contract in lstmkern/backends/__init__.py.
-  m.def("glstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias)"
-        " -> (Tensor output, Tensor cell)");
+  // cluster_size: 0 = automatic (single CTA where the single-CTA forward and backward fit, else the smallest
+  // thread-block cluster that fits on compute capability 9.x; see glstm_fwd_cluster_size in persistent_layout.h),
+  // 1 = force the single-CTA kernel, 2 / 4 / 8 = force the cluster kernel with that many CTAs per group.
+  m.def("glstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
+        "int cluster_size=0) -> (Tensor output, Tensor cell)");
+  // cluster_size as for the forward (0: single CTA where its backward fits, else the smallest fitting cluster on 9.x).
   m.def("glstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
-        "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, "
-        "Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
+        "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0) -> "
+        "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
   m.def("flstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias)"
         " -> (Tensor output, Tensor cell)");
   m.def("flstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
@@ -57,6 +84,15 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
   // Dynamic shared memory (bytes per block) the persistent path needs: max over its forward and backward kernels.
   m.def("glstm_persistent_smem_bytes(int hidden_per_group, ScalarType dtype) -> int", &lstmkern::glstm_smem_bytes);
   m.def("flstm_persistent_smem_bytes(int hidden, int rank, ScalarType dtype) -> int", &lstmkern::flstm_smem_bytes);
+  // Dynamic shared memory per CTA of the cluster G-LSTM forward / backward with cluster_size CTAs per group
+  // (ValueError where that cluster size is not accepted for hidden_per_group), and the kernel the automatic forward
+  // picks: 1 = single CTA, C = cluster of C CTAs, 0 = none fits.
+  m.def("glstm_cluster_smem_bytes(int hidden_per_group, int cluster_size, ScalarType dtype) -> int",
+        &lstmkern::glstm_cluster_smem);
+  m.def("glstm_cluster_bwd_smem_bytes(int hidden_per_group, int cluster_size, ScalarType dtype) -> int",
+        &lstmkern::glstm_cluster_bwd_smem);
+  m.def("glstm_forward_cluster_size(int hidden_per_group, ScalarType dtype, int smem_optin, int cc_major) -> int",
+        &lstmkern::glstm_forward_cluster_size);
 }
 
 namespace {

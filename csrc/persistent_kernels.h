@@ -1,4 +1,5 @@
-// Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/flstm_persistent.cu).
+// Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/glstm_cluster.cu,
+// csrc/flstm_persistent.cu).
 //
 // The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
@@ -66,6 +67,17 @@ struct FlstmBwdArgs {
 
 cudaError_t launch_glstm_persistent_fwd(ElementKind kind, const GlstmFwdArgs& args, cudaStream_t stream);
 cudaError_t launch_glstm_persistent_bwd(ElementKind kind, const GlstmBwdArgs& args, cudaStream_t stream);
+// The thread-block-cluster G-LSTM forward (csrc/glstm_cluster.cu): same arguments and results as the single-CTA
+// forward, each group spread over a cluster of `cluster_size` CTAs. Needs compute capability 9.x (the caller checks)
+// and glstm_cluster_shape_ok(Hg, cluster_size) (cudaErrorInvalidValue otherwise); returns cudaErrorInvalidClusterSize
+// when no cluster of that size with glstm_cluster_fwd_layout's shared memory can be resident, and otherwise the
+// error of cudaLaunchKernelEx itself.
+cudaError_t launch_glstm_cluster_fwd(ElementKind kind, const GlstmFwdArgs& args, int cluster_size,
+                                     cudaStream_t stream);
+// The thread-block-cluster G-LSTM backward (csrc/glstm_cluster.cu): same arguments, results and conditions as the
+// single-CTA backward and the cluster forward above.
+cudaError_t launch_glstm_cluster_bwd(ElementKind kind, const GlstmBwdArgs& args, int cluster_size,
+                                     cudaStream_t stream);
 cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream);
 cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream);
 

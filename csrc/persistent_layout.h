@@ -5,7 +5,8 @@
 // checks that the two agree.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank (F-LSTM),
-// BT the batch tile a CTA owns (rows of h it multiplies per step).
+// BT the batch tile a CTA owns (rows of h it multiplies per step), C the thread-block-cluster size of the cluster
+// G-LSTM forward, Hs = Hg / C the hidden units of a group that one CTA of the cluster owns.
 #pragma once
 
 #include <cstdint>
@@ -163,11 +164,145 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_persistent_smem_bytes(int64_t h, in
   return fwd > bwd ? fwd : bwd;
 }
 
+// G-LSTM forward on a thread-block cluster (csrc/glstm_cluster.cu): one cluster of C CTAs per (group g, batch tile);
+// CTA rank r owns hidden units [r Hs, (r+1) Hs) of the group and keeps their 4 gate row blocks of W_hh[g] resident.
+// Accepted: C in {2, 4, 8} (8 is the portable cluster maximum) and Hs = Hg / C a multiple of 16 (whole WMMA tiles
+// and 16-byte rows for the DSMEM copies), for every dtype; compute capability 9.x (the caller checks that).
+//   w:      the CTA's gate columns of W_hh[g]^T, (Hg x w_ld) element type: w[k * w_ld + q * Hs + j] =
+//           W_hh[g][q Hg + r Hs + j][k] for gate q in (i, f, g, o); the WMMA B operand (row-major).
+//   h[0,1]: double-buffered h tile of the whole group (BT x h_ld): element type for WMMA (A operand), float32 for FMA.
+//           Step t reads h[t % 2] (= h_{t-1}) and every CTA writes its slice of h_t into h[(t + 1) % 2] of all C CTAs.
+//   gates:  the CTA's recurrent gate columns, (BT x gates_ld) float32, column q * Hs + j.
+//   c:      the CTA's cell state slice (BT x Hs) float32.
+constexpr int kClusterMaxSize = 8;
+constexpr int kClusterUnitMultiple = 16;  // Hs must be a multiple of this
+
+struct GlstmClusterFwdLayout {
+  int64_t units_per_cta, w_rows, w_ld, h_ld, gates_ld;
+  int64_t w_offset, h_offset[2], gates_offset, c_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr bool glstm_cluster_shape_ok(int64_t hg, int64_t cluster_size) {
+  return (cluster_size == 2 || cluster_size == 4 || cluster_size == kClusterMaxSize) &&
+         hg % (cluster_size * kClusterUnitMultiple) == 0 && hg > 0;
+}
+
+// Only meaningful where glstm_cluster_shape_ok(hg, cluster_size).
+LSTMKERN_HOST_DEVICE constexpr GlstmClusterFwdLayout glstm_cluster_fwd_layout(int64_t hg, int64_t cluster_size,
+                                                                              ElementKind kind) {
+  GlstmClusterFwdLayout layout{};
+  const int64_t bt = glstm_fwd_batch_tile(kind);
+  const int64_t hs = hg / cluster_size;
+  layout.units_per_cta = hs;
+  layout.w_rows = hg;
+  int64_t h_bytes_per_element = 4;
+  if (uses_wmma(kind)) {
+    layout.w_ld = 4 * hs + kWmmaHalfRowPad;
+    layout.h_ld = hg + kWmmaHalfRowPad;
+    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
+    h_bytes_per_element = 2;
+  } else {
+    layout.w_ld = 4 * hs;
+    layout.h_ld = hg;
+    layout.gates_ld = 4 * hs;
+  }
+  int64_t end = 0;
+  layout.w_offset = carve(end, layout.w_rows * layout.w_ld * element_bytes(kind));
+  layout.h_offset[0] = carve(end, bt * layout.h_ld * h_bytes_per_element);
+  layout.h_offset[1] = carve(end, bt * layout.h_ld * h_bytes_per_element);
+  layout.gates_offset = carve(end, bt * layout.gates_ld * 4);
+  layout.c_offset = carve(end, bt * hs * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// Bytes per CTA of the cluster forward with `cluster_size` CTAs, or -1 where that size is not accepted for hg.
+LSTMKERN_HOST_DEVICE constexpr int64_t glstm_cluster_smem_bytes(int64_t hg, int64_t cluster_size, ElementKind kind) {
+  return glstm_cluster_shape_ok(hg, cluster_size) ? glstm_cluster_fwd_layout(hg, cluster_size, kind).total_bytes : -1;
+}
+
+// G-LSTM backward on a thread-block cluster (csrc/glstm_cluster.cu), same decomposition and shape rule as the forward
+// (glstm_cluster_shape_ok), BT = kGlstmBwdBatchTile:
+//   w:            the CTA's gate rows of W_hh[g] as stored (4Hs x Hg) element type: w[(q Hs + j) * Hg + k] =
+//                 W_hh[g][q Hg + r Hs + j][k].
+//   dgates:       the CTA's gate gradients of the step, (BT x 4Hs) float32, column q * Hs + j.
+//   partial[0,1]: double-buffered (BT x Hg) float32 contribution of the CTA's gate rows to dh_{t-1} (all Hg columns);
+//                 every CTA sums the C partials of its own columns through DSMEM.
+//   dc:           the CTA's dc slice (BT x Hs) float32.
+struct GlstmClusterBwdLayout {
+  int64_t units_per_cta;
+  int64_t w_offset, dgates_offset, partial_offset[2], dc_offset, total_bytes;
+};
+
+// Only meaningful where glstm_cluster_shape_ok(hg, cluster_size).
+LSTMKERN_HOST_DEVICE constexpr GlstmClusterBwdLayout glstm_cluster_bwd_layout(int64_t hg, int64_t cluster_size,
+                                                                              ElementKind kind) {
+  GlstmClusterBwdLayout layout{};
+  const int64_t bt = kGlstmBwdBatchTile;
+  const int64_t hs = hg / cluster_size;
+  layout.units_per_cta = hs;
+  int64_t end = 0;
+  layout.w_offset = carve(end, 4 * hs * hg * element_bytes(kind));
+  layout.dgates_offset = carve(end, bt * 4 * hs * 4);
+  layout.partial_offset[0] = carve(end, bt * hg * 4);
+  layout.partial_offset[1] = carve(end, bt * hg * 4);
+  layout.dc_offset = carve(end, bt * hs * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+LSTMKERN_HOST_DEVICE constexpr int64_t glstm_cluster_bwd_smem_bytes(int64_t hg, int64_t cluster_size,
+                                                                    ElementKind kind) {
+  return glstm_cluster_shape_ok(hg, cluster_size) ? glstm_cluster_bwd_layout(hg, cluster_size, kind).total_bytes : -1;
+}
+
+// How the G-LSTM forward runs a group of hg units on a device with `smem_optin` bytes of opt-in shared memory per
+// block and compute capability major `cc_major`: 1 = the single-CTA kernel (forward and backward both fit, so the
+// whole op stays on the persistent kernels); else the smallest cluster size C whose per-CTA layout fits (compute
+// capability 9.x only; the backward then runs elsewhere, see lstmkern/backends/cuda.py); else 1 again where the
+// single-CTA forward alone fits; 0 = neither. lstmkern.backends.cuda.glstm_cluster_size mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int glstm_fwd_cluster_size(int64_t hg, ElementKind kind, int64_t smem_optin,
+                                                          int cc_major) {
+  if (glstm_persistent_smem_bytes(hg, kind) <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = glstm_cluster_smem_bytes(hg, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return glstm_fwd_layout(hg, kind).total_bytes <= smem_optin ? 1 : 0;
+}
+
+// The backward counterpart for direct callers of the op's automatic mode: 1 = the single-CTA backward fits, else the
+// smallest fitting cluster size (compute capability 9.x), else 0. (lstmkern.backends.cuda currently runs the Triton
+// backward wherever the single-CTA kernels do not fit; see glstm_bwd there.)
+LSTMKERN_HOST_DEVICE constexpr int glstm_bwd_cluster_size(int64_t hg, ElementKind kind, int64_t smem_optin,
+                                                          int cc_major) {
+  if (glstm_bwd_layout(hg, kind).total_bytes <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = glstm_cluster_bwd_smem_bytes(hg, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return 0;
+}
+
 // Compile-time spot checks of the layout arithmetic (Hg = 3 in fp16: Kpad 16, Npad 16).
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_rows == 16);
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_ld == 24);
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).h_offset == 768);  // 16 * 24 * 2 bytes, already aligned
 static_assert(glstm_fwd_layout(64, ElementKind::kFloat32).total_bytes ==
               64 * 256 * 4 + 8 * 64 * 4 + 8 * 256 * 4 + 8 * 64 * 4);
+// The headline shape, Hg = 256 in bf16 (W_hh[g] alone is 512 KiB): 4 CTAs of 135168 + 2 * 8448 + 16640 + 4096 bytes.
+static_assert(glstm_cluster_fwd_layout(256, 4, ElementKind::kBFloat16).total_bytes ==
+              256 * 264 * 2 + 2 * 16 * 264 * 2 + 16 * 260 * 4 + 16 * 64 * 4);
+static_assert(glstm_cluster_smem_bytes(256, 32, ElementKind::kBFloat16) == -1);
+static_assert(glstm_cluster_bwd_smem_bytes(256, 4, ElementKind::kBFloat16) ==
+              256 * 256 * 2 + 8 * 256 * 4 + 2 * 8 * 256 * 4 + 8 * 64 * 4);
+static_assert(glstm_cluster_smem_bytes(96, 4, ElementKind::kBFloat16) == -1);  // Hs = 24 is not whole WMMA tiles
+static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 9) == 4);  // C = 2 needs 266240 B for W
+static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 8) == 0);
+static_assert(glstm_fwd_cluster_size(64, ElementKind::kBFloat16, 232448, 9) == 1);
 
 }  // namespace lstmkern

@@ -2,7 +2,8 @@
 Python shared-memory rule matches the C++ layouts the kernels carve, the persistent kernels compile without register
 spills or stack frames (ptxas -v resource report), and, with LSTMKERN_TEST_CMAKE=1, the CMake build works.
 
-Shape legend: Hg hidden units per group (G-LSTM), H hidden units and R rank (F-LSTM).
+Shape legend: Hg hidden units per group (G-LSTM), C thread-block-cluster size (cluster G-LSTM forward), H hidden units
+and R rank (F-LSTM).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from lstmkern.backends import cuda as cuda_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-KERNEL_SOURCES = ("glstm_persistent.cu", "flstm_persistent.cu")
-# One kernel template per (op, direction), each instantiated for float32, float16 and bfloat16.
+KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu")
+# One kernel template per (op, direction, variant), each instantiated for float32, float16 and bfloat16.
 EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
-                                         "flstm_persistent_fwd_kernel", "flstm_persistent_bwd_kernel")}
+                                         "glstm_cluster_fwd_kernel", "glstm_cluster_bwd_kernel",
+                                         "flstm_persistent_fwd_kernel",
+                                         "flstm_persistent_bwd_kernel")}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -40,12 +43,21 @@ def _expect_cuda_build() -> bool:
     return _nvcc() is not None and torch.version.cuda is not None and not skip
 
 
+@pytest.fixture
+def ops():
+    """torch.ops.lstmkern_cuda with lstmkern._C loaded (it registers the query ops); skips where it is not built, so
+    the Python-only checks can run on a source checkout and `-k` selections do not depend on test order."""
+    pytest.importorskip("lstmkern._C", reason="the extension lstmkern._C is not built here")
+    return torch.ops.lstmkern_cuda
+
+
 def test_extension_is_built_and_registers_ops():
     import lstmkern._C as ext
 
     assert ext.built_with_cuda == int(_expect_cuda_build())
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd",
-                 "glstm_persistent_smem_bytes", "flstm_persistent_smem_bytes"):
+                 "glstm_persistent_smem_bytes", "flstm_persistent_smem_bytes", "glstm_cluster_smem_bytes",
+                 "glstm_cluster_bwd_smem_bytes", "glstm_forward_cluster_size"):
         assert hasattr(torch.ops.lstmkern_cuda, name), name
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd"):
         has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"lstmkern_cuda::{name}", "CUDA")
@@ -53,24 +65,52 @@ def test_extension_is_built_and_registers_ops():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_python_smem_formulas_match_the_kernel_layouts(dtype):
+def test_python_smem_formulas_match_the_kernel_layouts(dtype, ops):
     sizes = list(range(1, 40)) + [63, 64, 65, 111, 112, 113, 114, 115, 127, 128, 129, 144, 145, 160, 255, 256, 1000]
     for hg in sizes:
-        assert cuda_backend.glstm_smem_bytes(hg, dtype) == torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(
-            hg, dtype), hg
+        assert cuda_backend.glstm_smem_bytes(hg, dtype) == ops.glstm_persistent_smem_bytes(hg, dtype), hg
     for h in (1, 3, 5, 16, 37, 64, 128, 255, 256, 512):
         for r in (1, 2, 7, 16, 33, 64, 70, 71, 128):
-            assert cuda_backend.flstm_smem_bytes(h, r, dtype) == torch.ops.lstmkern_cuda.flstm_persistent_smem_bytes(
-                h, r, dtype), (h, r)
+            assert cuda_backend.flstm_smem_bytes(h, r, dtype) == ops.flstm_persistent_smem_bytes(h, r, dtype), (h, r)
 
 
-def test_smem_query_rejects_float64_and_empty_sizes():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_cluster_smem_formula_matches_the_kernel_layout(dtype, ops):
+    pairs = ((cuda_backend.glstm_cluster_smem_bytes, ops.glstm_cluster_smem_bytes),
+             (cuda_backend.glstm_cluster_bwd_smem_bytes, ops.glstm_cluster_bwd_smem_bytes))
+    for python_formula, query in pairs:
+        for C in (2, 4, 8):
+            for hg in range(16 * C, 16 * C * 40 + 1, 16 * C):
+                assert python_formula(hg, C, dtype) == query(hg, C, dtype), (python_formula.__name__, hg, C)
+        for hg, C in ((16, 2), (48, 2), (96, 4), (256, 16), (256, 1), (256, 3), (0, 2), (-32, 2)):
+            with pytest.raises(ValueError, match="cluster"):
+                query(hg, C, dtype)
+            with pytest.raises(ValueError, match="cluster"):
+                python_formula(hg, C, dtype)
+
+
+A100_SMEM_OPTIN = 167936
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_cluster_rule_matches_the_extension_choice(dtype, ops):
+    """glstm_cluster_size (Python rule) and glstm_fwd_cluster_size (what the op's automatic mode launches) agree."""
+    query = ops.glstm_forward_cluster_size
+    sizes = [1, 16, 64, 114, 115, 128, 144, 145, 160, 192, 255, 256, 320, 384, 512, 768, 1024]
+    for hg in sizes:
+        for smem in (48 * 1024, 100 * 1024, A100_SMEM_OPTIN, 232448):
+            for cc in ((8, 0), (8, 9), (9, 0), (10, 0)):
+                assert cuda_backend.glstm_cluster_size(hg, dtype, smem, cc) == query(hg, dtype, smem, cc[0]), (
+                    hg, smem, cc)
+
+
+def test_smem_query_rejects_float64_and_empty_sizes(ops):
     with pytest.raises(ValueError, match="dtype"):
-        torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(8, torch.float64)
+        ops.glstm_persistent_smem_bytes(8, torch.float64)
     with pytest.raises(ValueError, match="hidden_per_group"):
-        torch.ops.lstmkern_cuda.glstm_persistent_smem_bytes(0, torch.float32)
+        ops.glstm_persistent_smem_bytes(0, torch.float32)
     with pytest.raises(ValueError, match="rank"):
-        torch.ops.lstmkern_cuda.flstm_persistent_smem_bytes(8, 0, torch.float32)
+        ops.flstm_persistent_smem_bytes(8, 0, torch.float32)
     with pytest.raises(ValueError, match="dtype"):
         cuda_backend.glstm_smem_bytes(8, torch.float64)
 
@@ -90,6 +130,24 @@ def test_persistent_rule():
     assert "compute capability" in rule(8, 1, torch.float32, H100_SMEM_OPTIN, (7, 5))
     assert "shared memory" in rule(64, 1, torch.float32, 48 * 1024, (8, 6))
     assert "grid" in rule(4, 1, torch.float32, H100_SMEM_OPTIN, (9, 0), groups=65536)
+    # Beyond one CTA: the thread-block-cluster forward on 9.x (H = 1024, G = 4 and H = 2048, G = 8 give Hg = 256).
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        assert rule(256, 16, dtype, H100_SMEM_OPTIN, (9, 0), groups=4) is None
+        assert "compute capability 9.x" in rule(256, 16, dtype, A100_SMEM_OPTIN, (8, 0), groups=4)
+    assert rule(160, 19, torch.float32, H100_SMEM_OPTIN, (9, 0)) is None    # fp32 C = 2, 227840 B per CTA
+    assert "multiple of 16 C" in rule(145, 1, torch.float16, H100_SMEM_OPTIN, (9, 0))
+    assert "C=8: 2183168" in rule(1024, 1, torch.float32, H100_SMEM_OPTIN, (9, 0))
+    assert rule(1024, 1, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is not None   # Hg = 1024 in bf16: 546 KB per CTA
+    choose = cuda_backend.glstm_cluster_size
+    assert choose(64, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 1          # fits one CTA: single-CTA kernels
+    assert choose(256, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 4         # C = 2 would need 324352 B per CTA
+    assert cuda_backend.glstm_cluster_smem_bytes(256, 2, torch.bfloat16) == 324352
+    assert cuda_backend.glstm_cluster_smem_bytes(256, 4, torch.bfloat16) == 172800
+    assert cuda_backend.glstm_cluster_smem_bytes(256, 8, torch.bfloat16) == 97024
+    assert choose(256, torch.float32, H100_SMEM_OPTIN, (9, 0)) == 8
+    assert choose(160, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 2
+    assert choose(256, torch.bfloat16, H100_SMEM_OPTIN, (8, 0)) == 0
+    assert choose(256, torch.bfloat16, H100_SMEM_OPTIN, (10, 0)) == 0         # the cluster code is built for sm_90a
     assert "32-bit" in rule(64, 2**16, torch.float32, H100_SMEM_OPTIN, (9, 0), groups=8, T=2**10)
     frule = cuda_backend.flstm_persistent_rule
     assert frule(256, 70, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is None
@@ -106,6 +164,70 @@ def test_unsupported_on_cpu_and_for_float64():
     assert "float64" in cuda_backend.unsupported("glstm", torch.device("cuda"), torch.float64, sizes)
     with pytest.raises(ValueError, match="op"):
         cuda_backend.unsupported("gru", torch.device("cpu"), torch.float32, sizes)
+
+
+def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int]) -> None:
+    """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one)."""
+    monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
+    monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_unsupported_takes_the_cluster_rule_on_a_simulated_h100(monkeypatch):
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
+    cuda = torch.device("cuda", 0)
+    for H, G in ((1024, 4), (2048, 8)):  # Hg = 256: cluster forward, Triton backward
+        assert cuda_backend.unsupported("glstm", cuda, torch.bfloat16, (512, 16, H, H, G, 0)) is None
+    assert "multiple of 16 C" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16, (8, 2, 145, 145, 1, 0))
+    # The cluster forward is only offered when the Triton backward can take over.
+    from lstmkern.backends import triton as triton_backend
+    monkeypatch.setattr(triton_backend, "unsupported", lambda *args: "no Triton today")
+    reason = cuda_backend.unsupported("glstm", cuda, torch.bfloat16, (512, 16, 1024, 1024, 4, 0))
+    assert "Triton" in reason and "no Triton today" in reason
+    assert cuda_backend.unsupported("glstm", cuda, torch.bfloat16, (8, 2, 64, 64, 1, 0)) is None  # single CTA
+    _simulate_gpu(monkeypatch, A100_SMEM_OPTIN, (8, 0))
+    assert "compute capability 9.x" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16,
+                                                                (512, 16, 1024, 1024, 4, 0))
+
+
+class _RecordingOps:
+    """Stands in for torch.ops.lstmkern_cuda: records which op glstm_bwd called."""
+
+    def __init__(self):
+        self.calls = []
+
+    def glstm_persistent_bwd(self, *args, **kwargs):
+        self.calls.append("glstm_persistent_bwd")
+        return "persistent"
+
+
+def test_glstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypatch):
+    """glstm_bwd: the persistent backward op where the single-CTA kernels fit, else Triton's backward (here under the
+    Triton interpreter on CPU tensors, with a simulated device whose shared memory is too small for Hg = 16)."""
+    from lstmkern.backends import triton as triton_backend
+    from lstmkern.reference import glstm_reference
+
+    if triton_backend.unsupported("glstm", torch.device("cpu"), torch.float32, (3, 2, 4, 32, 2, 0)) is not None:
+        pytest.skip("the Triton interpreter is not active (TRITON_INTERPRET=1 before triton is imported)")
+    recording = _RecordingOps()
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: recording)
+    torch.manual_seed(0)
+    T, B, G, Hg, Ig = 3, 2, 2, 16, 2
+    x = torch.randn(T, B, G * Ig)
+    h0, c0 = torch.randn(B, G * Hg), torch.randn(B, G * Hg)
+    w_ih, w_hh, bias = torch.randn(G, 4 * Hg, Ig), torch.randn(G, 4 * Hg, Hg) * 0.25, torch.randn(G, 4 * Hg)
+    output, cell = glstm_reference(x, h0, c0, w_ih, w_hh, bias)
+    args = (torch.randn(T, B, G * Hg), None, x, h0, c0, w_ih, w_hh, bias, output, cell)
+
+    _simulate_gpu(monkeypatch, cuda_backend.glstm_smem_bytes(Hg, torch.float32), (9, 0))
+    assert cuda_backend.glstm_bwd(*args) == "persistent" and recording.calls == ["glstm_persistent_bwd"]
+
+    _simulate_gpu(monkeypatch, cuda_backend.glstm_smem_bytes(Hg, torch.float32) - 1, (9, 0))
+    delegated = cuda_backend.glstm_bwd(*args)
+    assert recording.calls == ["glstm_persistent_bwd"]  # not called again
+    for got, expected in zip(delegated, triton_backend.glstm_bwd(*args)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def _ptxas_report(nvcc: str, source: Path, tmp_path: Path) -> str:

@@ -6,7 +6,12 @@ floor (a few units in the last place for fp16/bf16; 1e-5 for fp32, whose referen
 The kernels accumulate in float32 like the reference but in a different order (and keep the recurrent product in float32 where the reference rounds it to the input dtype), so
 their error is of the same size as the reference's own low-precision error.
 
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+The thread-block-cluster G-LSTM kernels (Hopper, compute capability 9.x) are held to the same rule at the headline
+group size Hg = 256 and an awkward one, and the cluster forward must match the single-CTA forward to a few units in
+the last place where both run (same fragments, same k order, same cell code).
+
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
+C thread-block-cluster size.
 """
 from __future__ import annotations
 
@@ -33,6 +38,13 @@ GLSTM_SHAPES = [  # (T, B, G, Hg, Ig)
     (24, 64, 2, 112, 64),  # close to the fp32 shared-memory limit
     (16, 20, 2, 144, 32),  # the largest fp16/bf16 group on a 227 KiB GPU
 ]
+# Shapes only the cluster forward runs on an H100 (227 KiB per CTA); the backward is then Triton's.
+GLSTM_CLUSTER_SHAPES = [  # (T, B, G, Hg, Ig)
+    (8, 16, 4, 256, 256),  # H = 1024, G = 4: C = 4 for fp16/bf16, C = 8 for fp32
+    (5, 19, 3, 160, 7),    # B crosses the batch tiles, Hs = 80 (C = 2) is 5 WMMA tiles, odd T and Ig
+]
+# Forced cluster sizes at small Hg, compared with the single-CTA forward: (C, T, B, G, Hg, Ig).
+GLSTM_FORCED_CLUSTERS = [(2, 6, 19, 2, 64, 5), (4, 3, 9, 1, 64, 3), (8, 4, 17, 2, 128, 4)]
 FLSTM_SHAPES = [  # (T, B, I, H, R)
     (1, 1, 1, 1, 1),
     (3, 1, 3, 5, 3),
@@ -63,6 +75,18 @@ def _skip_if_unsupported(op, dtype, sizes):
     assert reason is None, reason
 
 
+def _device_limits():
+    return int(torch.ops.lstmkern_cuda.device_smem_optin(torch.cuda.current_device())), \
+        tuple(torch.cuda.get_device_capability())
+
+
+def _skip_unless_clusters():
+    smem, cc = _device_limits()
+    if cc[0] != 9:
+        pytest.skip(f"the cluster forward runs on compute capability 9.x only, this GPU is {cc[0]}.{cc[1]}")
+    return smem, cc
+
+
 def _randn(*shape, scale=1.0):
     return (torch.randn(*shape, dtype=torch.float64, device="cuda") * scale)
 
@@ -84,9 +108,11 @@ def _flstm_inputs(T, B, I, H, R, dtype):
     return [t.to(dtype) for t in (x, h0, c0, w1, w2, bias)]
 
 
-def _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell):
-    fwd, bwd = (cuda_backend.glstm_fwd, cuda_backend.glstm_bwd) if kind == "glstm" else (
+def _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, fwd=None, bwd=None):
+    """fwd / bwd: the functions under test, by default the cuda backend's."""
+    default_fwd, default_bwd = (cuda_backend.glstm_fwd, cuda_backend.glstm_bwd) if kind == "glstm" else (
         cuda_backend.flstm_fwd, cuda_backend.flstm_bwd)
+    fwd, bwd = fwd or default_fwd, bwd or default_bwd
     ref_fwd, ref_bwd = (glstm_reference, glstm_reference_backward) if kind == "glstm" else (
         flstm_reference, flstm_reference_backward)
     x, h0, c0, w_a, w_b, bias = inputs
@@ -127,6 +153,97 @@ def test_glstm_matches_reference(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GLSTM_CLUSTER_SHAPES, ids=str)
+def test_glstm_cluster_matches_reference(shape, dtype):
+    """The backend's own choice at group sizes beyond one CTA: cluster forward, Triton backward."""
+    smem, cc = _skip_unless_clusters()
+    T, B, G, Hg, Ig = shape
+    if cuda_backend.glstm_cluster_size(Hg, dtype, smem, cc) < 2:
+        pytest.skip(f"Hg={Hg} in {dtype} fits one CTA of this GPU ({smem} bytes): not a cluster shape here")
+    _skip_if_unsupported("glstm", dtype, (T, B, G * Ig, G * Hg, G, 0))
+    torch.manual_seed(hash(shape) % 2**31)
+    inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
+    _check_forward_and_backward("glstm", inputs, dtype, with_bias=True, with_grad_cell=True)
+    _check_forward_and_backward("glstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", GLSTM_FORCED_CLUSTERS, ids=str)
+def test_glstm_forced_cluster_forward_equals_single_cta(forced, dtype):
+    """cluster_size=C at a small Hg: the single-CTA forward's result where that fits (same fragments, same k order,
+    same cell code, so equal up to how the compiler contracts the cell's float ops in each kernel: a few units in the
+    last place), and within the reference rule."""
+    smem, _cc = _skip_unless_clusters()
+    C, T, B, G, Hg, Ig = forced
+    torch.manual_seed(C * 1000 + Hg)
+    x, h0, c0, w_ih, w_hh, bias = _glstm_inputs(T, B, G, Hg, Ig, dtype)
+    fwd = torch.ops.lstmkern_cuda.glstm_persistent_fwd
+    output, cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=C)
+    if cuda_backend._glstm_fwd_smem_bytes(Hg, dtype) <= smem:
+        single_output, single_cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=1)
+        ulps = 4 * torch.finfo(dtype).eps
+        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
+            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
+    out_low, cell_low = glstm_reference(x, h0, c0, w_ih, w_hh, bias)
+    out_64, cell_64 = glstm_reference(*(t.double() for t in (x, h0, c0, w_ih, w_hh, bias)))
+    _assert_close_like_reference("output", output, out_low, out_64, dtype)
+    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", GLSTM_CLUSTER_SHAPES, ids=str)
+def test_glstm_cluster_backward_kernel_matches_reference(shape, dtype):
+    """The cluster backward kernel (the op's automatic choice where the single-CTA backward does not fit), which the
+    backend does not use yet: this test is what it has to pass before glstm_bwd switches to it from Triton's."""
+    smem, cc = _skip_unless_clusters()
+    T, B, G, Hg, Ig = shape
+    if cuda_backend.glstm_cluster_size(Hg, dtype, smem, cc) < 2:
+        pytest.skip(f"Hg={Hg} in {dtype} fits one CTA of this GPU ({smem} bytes): not a cluster shape here")
+    torch.manual_seed(hash(shape) % 2**31 + 1)
+    inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
+    ops = torch.ops.lstmkern_cuda
+    for with_bias, with_grad_cell in ((True, True), (False, False)):
+        _check_forward_and_backward("glstm", inputs, dtype, with_bias, with_grad_cell, fwd=ops.glstm_persistent_fwd,
+                                    bwd=ops.glstm_persistent_bwd)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", GLSTM_FORCED_CLUSTERS, ids=str)
+def test_glstm_forced_cluster_backward_matches_reference(forced, dtype):
+    """cluster_size=C for both kernels at a small Hg (the partial sums make it differ from the single CTA in the
+    last bits, so it is held to the reference rule rather than compared bitwise)."""
+    _skip_unless_clusters()
+    C, T, B, G, Hg, Ig = forced
+    torch.manual_seed(C * 1000 + Hg + 1)
+    inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
+    ops = torch.ops.lstmkern_cuda
+
+    def fwd(*args):
+        return ops.glstm_persistent_fwd(*args, cluster_size=C)
+
+    def bwd(*args):
+        return ops.glstm_persistent_bwd(*args, cluster_size=C)
+
+    _check_forward_and_backward("glstm", inputs, dtype, with_bias=True, with_grad_cell=True, fwd=fwd, bwd=bwd)
+
+
+def test_cluster_size_argument_is_checked():
+    x, h0, c0, w_ih, w_hh, bias = _glstm_inputs(3, 2, 2, 48, 4, torch.float32)
+    fwd = torch.ops.lstmkern_cuda.glstm_persistent_fwd
+    for bad in (3, 16, -1, 2):  # 2: Hg = 48 is not a multiple of 32
+        with pytest.raises(ValueError, match="cluster_size"):
+            fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=bad)
+    output, cell = fwd(x, h0, c0, w_ih, w_hh, bias)
+    with pytest.raises(ValueError, match="cluster_size"):
+        torch.ops.lstmkern_cuda.glstm_persistent_bwd(torch.ones_like(output), None, x, h0, c0, w_ih, w_hh, bias,
+                                                    output, cell, cluster_size=2)
+    if torch.cuda.get_device_capability()[0] != 9:
+        x, h0, c0, w_ih, w_hh, bias = _glstm_inputs(3, 2, 2, 64, 4, torch.float32)
+        with pytest.raises(ValueError, match="compute capability 9.x"):
+            fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", FLSTM_SHAPES, ids=str)
 def test_flstm_matches_reference(shape, dtype):
     T, B, I, H, R = shape
@@ -138,10 +255,12 @@ def test_flstm_matches_reference(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_public_api_autograd_on_cuda_backend(dtype):
-    """End to end: lstmkern.glstm_forward / flstm_forward with backend="cuda" and autograd, against float64."""
+@pytest.mark.parametrize("shape", [(6, 5, 3, 24, 8), (4, 5, 4, 256, 16)], ids=str)  # single CTA; cluster on an H100
+def test_public_api_autograd_on_cuda_backend(shape, dtype):
+    """End to end: lstmkern.glstm_forward with backend="cuda" and autograd, against float64."""
     torch.manual_seed(0)
-    T, B, G, Hg, Ig = 6, 5, 3, 24, 8
+    T, B, G, Hg, Ig = shape
+    _skip_if_unsupported("glstm", dtype, (T, B, G * Ig, G * Hg, G, 0))
     x, h0, c0, w_ih, w_hh, bias = _glstm_inputs(T, B, G, Hg, Ig, dtype)
     leaves = [t.clone().requires_grad_() for t in (x, w_ih, w_hh, bias)]
     out, (h_n, c_n) = lstmkern.glstm_forward(leaves[0], (h0, c0), *leaves[1:], backend="cuda")
@@ -165,6 +284,18 @@ def test_auto_picks_cuda_where_supported_and_falls_back_otherwise():
     huge = (4, 2, 1024, 1024, 1, 0)  # Hg = 1024 never fits one CTA's shared memory
     assert "shared memory" in cuda_backend.unsupported("glstm", torch.device("cuda"), torch.float32, huge)
     assert resolve_backend("auto", "glstm", torch.device("cuda"), torch.float32, huge) != "cuda"
+
+
+def test_auto_picks_cuda_for_the_headline_glstm_on_h100():
+    """H = 1024, G = 4 (Hg = 256) in bf16 does not fit one CTA; on an H100 "auto" runs the cluster forward."""
+    if "H100" not in torch.cuda.get_device_name():
+        pytest.skip(f"needs an H100, this is {torch.cuda.get_device_name()}")
+    sizes = (512, 16, 1024, 1024, 4, 0)
+    assert cuda_backend.unsupported("glstm", torch.device("cuda"), torch.bfloat16, sizes) is None
+    assert resolve_backend("auto", "glstm", torch.device("cuda"), torch.bfloat16, sizes) == "cuda"
+    smem, cc = _device_limits()
+    assert cuda_backend.glstm_cluster_size(256, torch.bfloat16, smem, cc) == 4
+    assert resolve_backend("auto", "glstm", torch.device("cuda"), torch.bfloat16, (256, 64, 2048, 2048, 8, 0)) == "cuda"
 
 
 def test_kernels_reject_bad_arguments_with_named_errors():

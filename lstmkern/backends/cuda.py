@@ -1,6 +1,7 @@
 """The "cuda" backend: persistent CUDA kernels from the ``lstmkern._C`` extension (sources in csrc/).
 
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
+C thread-block-cluster size, Hs = Hg / C.
 
 One kernel launch walks the whole sequence (forward) or the whole reversed sequence (backward) with the recurrent
 weights resident in shared memory:
@@ -8,6 +9,14 @@ weights resident in shared memory:
 * G-LSTM: one CTA per (group g, batch tile) keeps W_hh[g] (4Hg x Hg) in shared memory; per step it multiplies its
   h_{t-1} tile (WMMA tensor cores with float32 accumulation for fp16/bf16, float32 FMA for fp32), adds the input
   projection P_t and runs the cell. Groups and batch tiles are independent: block barriers only, no grid sync.
+* G-LSTM groups too large for one CTA (e.g. Hg = 256 in bf16, where W_hh[g] alone is 512 KiB), on compute capability
+  9.x: a thread-block cluster of C CTAs per (group, batch tile) (csrc/glstm_cluster.cu). CTA rank r keeps the gate
+  rows of hidden units [r Hs, (r+1) Hs) resident, and the CTAs exchange their slices of h_t through distributed
+  shared memory with one cluster barrier per step. For these shapes :func:`glstm_bwd` runs the Triton backward
+  (lstmkern.backends.triton.glstm_bwd, on the saved output and cell). The extension also has a cluster backward
+  kernel (``glstm_persistent_bwd(..., cluster_size=0 or C)``; each CTA's gate rows contribute to all of dh_{t-1} and
+  the partials are summed through DSMEM), not used here until it has been validated on a GPU
+  (tests/test_gpu_cuda.py::test_glstm_cluster_backward_kernel_matches_reference); switching is one line in glstm_bwd.
 * F-LSTM: one CTA per batch tile keeps all of W1_h (R x H) and W2 (4H x R); per step z = W1_h h, gates = P_t + W2 z.
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
@@ -23,17 +32,28 @@ returns None, and otherwise falls through to triton, then reference):
    (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB on H100, 163 KiB on A100), for the forward and the backward
    kernel alike: :func:`glstm_smem_bytes` (W_hh[g] in the input dtype, e.g. Hg <= 144 in bf16/fp16 and Hg <= 114 in
    fp32 on 227 KiB) and :func:`flstm_smem_bytes` (W1_h and W2 in the input dtype);
+   for G-LSTM, where the single-CTA kernels do not fit, the cluster forward applies instead when the compute
+   capability is 9.x and some C in (2, 4, 8) has Hg a multiple of 16 C and :func:`glstm_cluster_smem_bytes` (the
+   per-CTA share: Hg x 4Hs weights, two h tiles, gates and cell) fits; the smallest such C is used
+   (:func:`glstm_cluster_size`; e.g. bf16/fp16 Hg = 256 -> C = 4 with 172800 B per CTA, fp32 Hg = 256 -> C = 8), and
+   the Triton backend must support the op for the backward;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels).
 
 Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory
-and compute capability, testable without a GPU. The shared-memory formulas mirror csrc/persistent_layout.h (the
-layouts the kernels carve); tests/test_cuda_build.py checks them against the extension's query ops.
+and compute capability, testable without a GPU (the Triton condition of step 5 is checked by :func:`unsupported`).
+The shared-memory formulas and the kernel choice mirror csrc/persistent_layout.h (the layouts the kernels carve);
+tests/test_cuda_build.py checks them against the extension's query ops.
 Batch size does not limit the kernels (more batch tiles, more CTAs).
 
 Example::
     >>> from lstmkern.backends import cuda
     >>> cuda.persistent_rule(Hg=64, B=32, dtype=torch.bfloat16, smem_bytes=232448, cc=(9, 0)) is None
     True
+    >>> cuda.glstm_cluster_size(256, torch.bfloat16, smem_bytes=232448, cc=(9, 0))   # H = 1024, G = 4 on an H100
+    4
+
+Forcing a kernel (tests, compute-sanitizer): ``torch.ops.lstmkern_cuda.glstm_persistent_fwd(..., cluster_size=C)``
+with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above.
 """
 from __future__ import annotations
 
@@ -42,7 +62,8 @@ import functools
 import torch
 
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "persistent_rule",
-           "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes"]
+           "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
+           "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
@@ -59,6 +80,9 @@ _GLSTM_FWD_BATCH_TILE_WMMA = 16
 _GLSTM_FWD_BATCH_TILE_FMA = 8
 _GLSTM_BWD_BATCH_TILE = 8
 _FLSTM_BATCH_TILE = 8
+_CLUSTER_SIZES = (2, 4, 8)       # 8 is the portable maximum
+_CLUSTER_UNIT_MULTIPLE = 16      # Hs = Hg / C must be a multiple of this
+_CLUSTER_CAPABILITY_MAJOR = 9    # the cluster kernel's code is built for sm_90a only
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -92,17 +116,81 @@ def glstm_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
     if Hg < 1:
         raise ValueError(f"Hg must be >= 1, got {Hg}")
     elem = _element_bytes(dtype)
-    if dtype == torch.float32:
-        bt = _GLSTM_FWD_BATCH_TILE_FMA
-        fwd = _buffers_bytes(Hg * 4 * Hg * elem, bt * Hg * 4, bt * 4 * Hg * 4, bt * Hg * 4)
-    else:
-        bt = _GLSTM_FWD_BATCH_TILE_WMMA
-        k_pad, n_pad = _round_up(Hg, _WMMA_TILE), _round_up(4 * Hg, _WMMA_TILE)
-        fwd = _buffers_bytes(k_pad * (n_pad + _WMMA_HALF_ROW_PAD) * elem, bt * (k_pad + _WMMA_HALF_ROW_PAD) * 2,
-                             bt * (n_pad + _WMMA_FLOAT_ROW_PAD) * 4, bt * Hg * 4)
     bt = _GLSTM_BWD_BATCH_TILE
     bwd = _buffers_bytes(4 * Hg * Hg * elem, bt * 4 * Hg * 4, bt * Hg * 4, bt * Hg * 4)
-    return max(fwd, bwd)
+    return max(_glstm_fwd_smem_bytes(Hg, dtype), bwd)
+
+
+def _glstm_fwd_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
+    """The single-CTA G-LSTM forward alone (glstm_fwd_layout in csrc/persistent_layout.h)."""
+    elem = _element_bytes(dtype)
+    if dtype == torch.float32:
+        bt = _GLSTM_FWD_BATCH_TILE_FMA
+        return _buffers_bytes(Hg * 4 * Hg * elem, bt * Hg * 4, bt * 4 * Hg * 4, bt * Hg * 4)
+    bt = _GLSTM_FWD_BATCH_TILE_WMMA
+    k_pad, n_pad = _round_up(Hg, _WMMA_TILE), _round_up(4 * Hg, _WMMA_TILE)
+    return _buffers_bytes(k_pad * (n_pad + _WMMA_HALF_ROW_PAD) * elem, bt * (k_pad + _WMMA_HALF_ROW_PAD) * 2,
+                          bt * (n_pad + _WMMA_FLOAT_ROW_PAD) * 4, bt * Hg * 4)
+
+
+def glstm_cluster_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster G-LSTM forward with C CTAs per group: the CTA's 4Hs gate
+    columns of W_hh[g]^T (Hg x 4Hs, rows padded by 8 elements in fp16/bf16), two h tiles of the whole group (BT x Hg),
+    the float32 gate tile (BT x 4Hs) and cell tile (BT x Hs). Raises ValueError unless C is 2, 4 or 8 and Hg is a
+    multiple of 16 C.
+
+    Example::
+        >>> glstm_cluster_smem_bytes(256, 4, torch.bfloat16)
+        172800
+    """
+    if C not in _CLUSTER_SIZES or Hg < 1 or Hg % (_CLUSTER_UNIT_MULTIPLE * C) != 0:
+        raise ValueError(f"the cluster G-LSTM forward takes C in {_CLUSTER_SIZES} and Hg a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
+    elem = _element_bytes(dtype)
+    hs = Hg // C
+    if dtype == torch.float32:
+        bt = _GLSTM_FWD_BATCH_TILE_FMA
+        w_ld, h_ld, gates_ld, h_elem = 4 * hs, Hg, 4 * hs, 4
+    else:
+        bt = _GLSTM_FWD_BATCH_TILE_WMMA
+        w_ld, h_ld, h_elem = 4 * hs + _WMMA_HALF_ROW_PAD, Hg + _WMMA_HALF_ROW_PAD, 2
+        gates_ld = 4 * hs + _WMMA_FLOAT_ROW_PAD
+    return _buffers_bytes(Hg * w_ld * elem, bt * h_ld * h_elem, bt * h_ld * h_elem, bt * gates_ld * 4, bt * hs * 4)
+
+
+def glstm_cluster_bwd_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster G-LSTM backward kernel with C CTAs per group: the CTA's
+    4Hs gate rows of W_hh[g] (4Hs x Hg), float32 dgates (BT x 4Hs), two float32 partial dh tiles (BT x Hg) and dc
+    (BT x Hs), BT = 8. Same accepted (Hg, C) as :func:`glstm_cluster_smem_bytes`.
+
+    Example::
+        >>> glstm_cluster_bwd_smem_bytes(256, 4, torch.bfloat16)
+        157696
+    """
+    if C not in _CLUSTER_SIZES or Hg < 1 or Hg % (_CLUSTER_UNIT_MULTIPLE * C) != 0:
+        raise ValueError(f"the cluster G-LSTM backward takes C in {_CLUSTER_SIZES} and Hg a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
+    hs, bt = Hg // C, _GLSTM_BWD_BATCH_TILE
+    return _buffers_bytes(4 * hs * Hg * _element_bytes(dtype), bt * 4 * hs * 4, bt * Hg * 4, bt * Hg * 4, bt * hs * 4)
+
+
+def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
+    """The G-LSTM forward kernel the extension's automatic choice runs (mirrors glstm_fwd_cluster_size in
+    csrc/persistent_layout.h): 1 = single CTA per group (its forward and backward both fit ``smem_bytes``); else the
+    smallest cluster size C in (2, 4, 8) accepted for Hg whose per-CTA share fits, on compute capability 9.x; else 1
+    where the single-CTA forward alone fits; 0 = nothing fits.
+
+    Example::
+        >>> [glstm_cluster_size(256, torch.float32, 232448, cc) for cc in ((9, 0), (8, 0))]
+        [8, 0]
+    """
+    if glstm_smem_bytes(Hg, dtype) <= smem_bytes:
+        return 1
+    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
+        for C in _CLUSTER_SIZES:
+            if Hg % (_CLUSTER_UNIT_MULTIPLE * C) == 0 and glstm_cluster_smem_bytes(Hg, C, dtype) <= smem_bytes:
+                return C
+    return 1 if _glstm_fwd_smem_bytes(Hg, dtype) <= smem_bytes else 0
 
 
 def flstm_smem_bytes(H: int, R: int, dtype: torch.dtype) -> int:
@@ -135,10 +223,14 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
                     T: int = 1) -> str | None:
     """None when the persistent G-LSTM kernels can run a layer with ``groups`` groups of ``Hg`` hidden units, batch
     ``B`` and ``T`` steps in ``dtype`` on a device with ``smem_bytes`` opt-in shared memory per block and compute
-    capability ``cc`` (major, minor); otherwise the reason they cannot. B only scales the grid.
+    capability ``cc`` (major, minor); otherwise the reason they cannot. B only scales the grid. Either the single-CTA
+    forward and backward fit, or (compute capability 9.x) the cluster forward of :func:`glstm_cluster_size` does, whose
+    backward is Triton's (:func:`unsupported` checks that Triton can run it).
 
     Example::
-        >>> persistent_rule(256, 8, torch.float32, 232448, (9, 0)).startswith("W_hh[g] with Hg=256 in torch.float32")
+        >>> persistent_rule(256, 8, torch.float32, 232448, (9, 0)) is None   # cluster of 8 CTAs per group
+        True
+        >>> persistent_rule(256, 8, torch.float32, 232448, (8, 0)).startswith("W_hh[g] with Hg=256 in torch.float32")
         True
     """
     reason = _common_rule(dtype, cc)
@@ -149,10 +241,20 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
     if T * B * 4 * groups * Hg > _INT32_MAX:
         return f"T * B * 4H = {T * B * 4 * groups * Hg} exceeds the kernels' 32-bit indexing"
     need = glstm_smem_bytes(Hg, dtype)
-    if need > smem_bytes:
-        return (f"W_hh[g] with Hg={Hg} in {dtype} needs {need} bytes of shared memory per block (weights plus working "
-                f"buffers), the device allows {smem_bytes}")
-    return None
+    if need <= smem_bytes or glstm_cluster_size(Hg, dtype, smem_bytes, cc) > 1:
+        return None
+    if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
+        cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
+    else:
+        accepted = [C for C in _CLUSTER_SIZES if Hg % (_CLUSTER_UNIT_MULTIPLE * C) == 0]
+        if not accepted:
+            cluster = (f"the thread-block-cluster forward needs Hg to be a multiple of {_CLUSTER_UNIT_MULTIPLE} C "
+                       f"for C in {_CLUSTER_SIZES}")
+        else:
+            per_cta = ", ".join(f"C={C}: {glstm_cluster_smem_bytes(Hg, C, dtype)}" for C in accepted)
+            cluster = f"the thread-block-cluster forward does not fit either (bytes per CTA: {per_cta})"
+    return (f"W_hh[g] with Hg={Hg} in {dtype} needs {need} bytes of shared memory per block (weights plus working "
+            f"buffers), the device allows {smem_bytes}; {cluster}")
 
 
 def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
@@ -212,8 +314,23 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     T, B, _I, H, G, R = sizes
     smem, cc = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
     if op == "glstm":
-        return persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
+        reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
+        if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
+            triton_reason = _triton_glstm_problem(device, dtype, tuple(sizes))
+            if triton_reason is not None:
+                return (f"Hg={H // G} in {dtype} runs on the thread-block-cluster forward, whose backward is the "
+                        f"Triton backend's, which cannot run here: {triton_reason}")
+        return reason
     return flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T)
+
+
+def _triton_glstm_problem(device: torch.device, dtype: torch.dtype, sizes: tuple) -> str | None:
+    """None when the Triton backend can run the G-LSTM backward for these tensors, else why not."""
+    try:
+        from . import triton as triton_backend
+    except ImportError as err:
+        return f"backend 'triton' is not available: {err}"
+    return triton_backend.unsupported("glstm", device, dtype, sizes)
 
 
 def _ops():
@@ -232,9 +349,19 @@ def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
 
 
 def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
-    """(dx, dh0, dc0, dweight_ih, dweight_hh, dbias), each in x.dtype."""
-    return _ops().glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias,
-                                         output, cell)
+    """(dx, dh0, dc0, dweight_ih, dweight_hh, dbias), each in x.dtype.
+
+    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster
+    forward covers) the Triton backward, which only needs the saved output and cell and follows the same reference
+    numerics. The cluster backward kernel (the op's automatic choice for those shapes) is not used until it has been
+    validated on a GPU; to switch, call the op for every shape.
+    """
+    ops = _ops()
+    smem, _cc = _device_limits(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    if glstm_smem_bytes(weight_hh.shape[2], x.dtype) > smem:
+        from . import triton as triton_backend
+        return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+    return ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
 
 
 def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
