@@ -274,6 +274,18 @@ def test_persistent_kernels_have_no_spills_or_stack_frames(tmp_path):
     assert found == EXPECTED_KERNELS  # the report covered every kernel (the parse is not vacuous)
 
 
+def _cuda_toolkit_root(nvcc: str, tmp_path: Path) -> Path:
+    """The toolkit nvcc belongs to, as nvcc itself reports it (its TOP variable): right even when the nvcc on PATH is a
+    wrapper script outside the toolkit (where <nvcc>/../.. would be wrong)."""
+    source = tmp_path / "empty.cu"
+    source.write_text("")
+    proc = subprocess.run([nvcc, "--dryrun", "-c", str(source), "-o", str(tmp_path / "empty.o")], capture_output=True,
+                          text=True)
+    top = re.search(r"^#\$ TOP=(.+)$", proc.stdout + proc.stderr, re.M)
+    assert top is not None, proc.stdout + proc.stderr
+    return Path(top.group(1).strip()).resolve()
+
+
 def _cmake_prerequisites() -> str | None:
     if os.environ.get("LSTMKERN_TEST_CMAKE") != "1":
         return "set LSTMKERN_TEST_CMAKE=1 to configure and build with CMake (takes minutes)"
@@ -285,7 +297,7 @@ def _cmake_prerequisites() -> str | None:
 @pytest.mark.skipif(_cmake_prerequisites() is not None, reason=str(_cmake_prerequisites()))
 def test_cmake_configures_builds_and_registers_ops(tmp_path):
     build = tmp_path / "build"
-    env = dict(os.environ, CUDA_HOME=str(Path(_nvcc()).parent.parent))
+    env = dict(os.environ, CUDA_HOME=str(_cuda_toolkit_root(_nvcc(), tmp_path)))
     configure = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}"],
                                capture_output=True, text=True, env=env)
     assert configure.returncode == 0, configure.stdout + configure.stderr
