@@ -9,7 +9,9 @@ Sizes cross the batch tiles (8 rows FMA, 16 rows WMMA) and leave partial WMMA ti
 On compute capability 9.x it also runs the thread-block-cluster G-LSTM forward and backward (csrc/glstm_cluster.cu)
 with 2, 4 and 8 CTAs per group, forced at small Hg through the ops' cluster_size argument (the automatic choice only
 takes them for groups too large for one CTA, which would make the sanitizer runs slow), so their DSMEM accesses and
-cluster barriers run under the sanitizer tools too.
+cluster barriers run under the sanitizer tools too; likewise the thread-block-cluster F-LSTM forward
+(csrc/flstm_cluster.cu) with 2, 4, 8 and 16 CTAs per batch tile (16 is the non-portable size; skipped with a note where
+the GPU cannot make such a cluster resident).
 Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 C cluster size.
@@ -26,6 +28,10 @@ GLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 17, 3, 5, 2), (4, 9, 2, 16, 3)]  # (T, B, G,
 FLSTM_SIZES = [(1, 1, 1, 1, 1), (3, 9, 4, 7, 3)]  # (T, B, I, H, R)
 # (C, T, B, G, Hg, Ig): Hs = Hg / C = 16 or 32, B crossing the batch tiles, T = 1 (no DSMEM push at all) included.
 GLSTM_CLUSTER_SIZES = [(2, 3, 17, 2, 32, 2), (4, 2, 9, 1, 64, 3), (8, 2, 3, 1, 128, 1), (2, 1, 2, 1, 64, 1)]
+# (C, T, B, I, H, R): Hs = H / C = 16 or 32, Rs = R / C down to 1 column, B crossing the batch tiles, T = 1 (a single
+# exchange, then exit) included.
+FLSTM_CLUSTER_SIZES = [(2, 3, 17, 3, 64, 32), (4, 2, 9, 2, 128, 16), (8, 1, 3, 1, 128, 16), (16, 2, 2, 4, 256, 32),
+                       (16, 1, 1, 1, 256, 16)]
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 2e-1}
 
 
@@ -74,6 +80,26 @@ def run_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> 
     assert all(torch.isfinite(g).all() for g in grads), f"glstm cluster {sizes} {dtype}: non-finite gradient"
 
 
+def run_flstm_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> bool:
+    """One forced cluster F-LSTM forward; False (and a note) where a cluster of 16 cannot be resident on this GPU."""
+    C, T, B, I, H, R = sizes
+    w1, w2 = _rand(R, I + H, dtype=dtype) * (I + H) ** -0.5, _rand(4 * H, R, dtype=dtype) * R**-0.5
+    bias = _rand(4 * H, dtype=dtype) if with_bias else None
+    x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
+    try:
+        output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, cluster_size=C)
+    except RuntimeError as err:
+        if C > 8 and "cannot be resident" in str(err):
+            print(f"sanitize_small: flstm cluster {sizes} skipped: {err}")
+            return False
+        raise
+    torch.cuda.synchronize()
+    expected, expected_cell = flstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w1, w2, bias)))
+    error = max((output.double() - expected).abs().max().item(), (cell.double() - expected_cell).abs().max().item())
+    assert error <= TOLERANCE[dtype], f"flstm cluster {sizes} {dtype}: output/cell error {error:.3e}"
+    return True
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
@@ -87,15 +113,19 @@ def main() -> None:
                 run("flstm", sizes, dtype, with_bias, with_grad_cell)
                 count += 1
     cluster_count = 0
+    flstm_cluster_count = 0
     if torch.cuda.get_device_capability()[0] == 9:
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for with_bias in (True, False):
                 for sizes in GLSTM_CLUSTER_SIZES:
                     run_cluster(sizes, dtype, with_bias)
                     cluster_count += 1
+                for sizes in FLSTM_CLUSTER_SIZES:
+                    flstm_cluster_count += int(run_flstm_cluster(sizes, dtype, with_bias))
     else:
-        print("sanitize_small: not compute capability 9.x, the cluster G-LSTM kernels are not exercised")
-    print(f"sanitize_small: {count} forward+backward runs and {cluster_count} cluster forward+backward runs OK")
+        print("sanitize_small: not compute capability 9.x, the cluster G-LSTM and F-LSTM kernels are not exercised")
+    print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs and "
+          f"{flstm_cluster_count} cluster F-LSTM forward runs OK")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 // CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
 // (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
-// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu and csrc/flstm_persistent.cu on the current stream.
+// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu and csrc/flstm_cluster.cu on
+// the current stream.
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-// C thread-block-cluster size of the cluster G-LSTM forward.
+// C thread-block-cluster size of the cluster kernels.
 // Numerics mirror lstmkern/reference.py: GEMMs with weights run in x's dtype and their results are converted to
 // float32 before the bias is added; the recurrence, the cell state and all gradients before the final conversion
 // are float32.
@@ -80,6 +81,24 @@ int64_t device_smem_optin(int64_t device) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                         static_cast<int>(device)));
   return smem_optin;
+}
+
+int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, int64_t cluster_size,
+                                  at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM forward takes "
+                    "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
+                    "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
+                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
+  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
+                           : dtype == at::kHalf ? ElementKind::kFloat16
+                                                : ElementKind::kBFloat16;
+  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
+                                                   static_cast<int>(cluster_size), &count));
+  return count;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -333,10 +352,41 @@ FlstmDims check_flstm(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   return d;
 }
 
+// Which F-LSTM forward kernel runs: 1 = single CTA per batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch
+// tile. `requested` is the op's cluster_size argument: 0 picks flstm_fwd_cluster_size (what lstmkern.backends.cuda's
+// rule assumes), 1 or C forces that kernel (tests and compute-sanitizer runs use it to reach the cluster kernel at
+// small H). Raises ValueError naming the reason where the kernel cannot run on `device`.
+int flstm_forward_cluster_size(int64_t requested, int64_t h, int64_t r, ElementKind kind, at::ScalarType dtype,
+                               int device) {
+  const int64_t smem_optin = device_smem_optin(device);
+  const int cc_major = device_cc_major(device);
+  int64_t cluster_size = requested;
+  if (requested == 0) {
+    cluster_size = flstm_fwd_cluster_size(h, r, kind, smem_optin, cc_major);
+    TORCH_CHECK_VALUE(cluster_size != 0, "the F-LSTM forward kernel with H = ", h, ", R = ", r, " in ", dtype,
+                      " needs ", flstm_fwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one "
+                      "CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster applies (compute "
+                      "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
+                      "per-CTA share fitting; see lstmkern.backends.cuda.flstm_persistent_rule)");
+  } else {
+    TORCH_CHECK_VALUE(requested == 1 || flstm_cluster_shape_ok(h, r, requested), "cluster_size must be 0 "
+                      "(automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R a "
+                      "multiple of 16; got cluster_size = ", requested, " for H = ", h, ", R = ", r);
+  }
+  if (cluster_size == 1) {
+    check_device_fits(device, flstm_fwd_layout(h, r, kind).total_bytes, "the F-LSTM forward kernel");
+  } else {
+    TORCH_CHECK_VALUE(cc_major == 9, "the cluster F-LSTM forward kernel needs compute capability 9.x (thread-block "
+                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, flstm_cluster_smem_bytes(h, r, cluster_size, kind), "the cluster F-LSTM forward kernel");
+  }
+  return static_cast<int>(cluster_size);
+}
+
 std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
                                                         const at::Tensor& c0, const at::Tensor& weight_1,
                                                         const at::Tensor& weight_2,
-                                                        const std::optional<at::Tensor>& bias) {
+                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size) {
   const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
@@ -344,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  check_device_fits(x.get_device(), flstm_fwd_layout(d.H, d.R, kind).total_bytes, "the F-LSTM forward kernel");
+  const int cluster = flstm_forward_cluster_size(cluster_size, d.H, d.R, kind, x.scalar_type(), x.get_device());
   // P = (x W1_x^T) W2^T in x's dtype, then float32 + bias: (T, B, 4H).
   const at::Tensor z_input = at::mm(x.view({d.T * d.B, d.I}), weight_1.narrow(1, 0, d.I).t());
   at::Tensor proj = at::mm(z_input, weight_2.t()).to(at::kFloat).view({d.T, d.B, 4 * d.H});
@@ -365,7 +415,18 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   args.I = static_cast<int>(d.I);
   args.H = static_cast<int>(d.H);
   args.R = static_cast<int>(d.R);
-  C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, c10::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (cluster == 1) {
+    C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
+  } else {
+    const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
+    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster F-LSTM forward with C = ", cluster, " CTAs of ",
+                flstm_cluster_smem_bytes(d.H, d.R, cluster, kind), " bytes of shared memory each cannot be resident "
+                "on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0; clusters of 16 need a "
+                "GPC with 16 free SMs and the non-portable cluster size); force a larger cluster_size or use the "
+                "Triton backend");
+    C10_CUDA_CHECK(err);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {output, cell};
 }
@@ -438,6 +499,10 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
 TORCH_LIBRARY_FRAGMENT(lstmkern_cuda, m) {
   // Opt-in dynamic shared memory per block of CUDA device `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin).
   m.def("device_smem_optin(int device) -> int", &lstmkern::device_smem_optin);
+  // How many clusters of the cluster F-LSTM forward with cluster_size CTAs for (hidden, rank, dtype) device `device`
+  // can hold at once (0: it cannot run there; lstmkern.backends.cuda then falls back for the non-portable C = 16).
+  m.def("flstm_cluster_max_active_clusters(int device, int hidden, int rank, int cluster_size, ScalarType dtype) -> "
+        "int", &lstmkern::flstm_cluster_max_active);
 }
 
 TORCH_LIBRARY_IMPL(lstmkern_cuda, CUDA, m) {

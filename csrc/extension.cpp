@@ -61,6 +61,21 @@ int64_t flstm_smem_bytes(int64_t hidden, int64_t rank, c10::ScalarType dtype) {
   return flstm_persistent_smem_bytes(hidden, rank, element_kind_of(dtype));
 }
 
+int64_t flstm_cluster_smem(int64_t hidden, int64_t rank, int64_t cluster_size, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM forward takes "
+                    "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
+                    "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
+  return flstm_cluster_smem_bytes(hidden, rank, cluster_size, kind);
+}
+
+int64_t flstm_forward_cluster_size(int64_t hidden, int64_t rank, c10::ScalarType dtype, int64_t smem_optin,
+                                   int64_t cc_major) {
+  TORCH_CHECK_VALUE(hidden >= 1, "hidden must be >= 1, got ", hidden);
+  TORCH_CHECK_VALUE(rank >= 1, "rank must be >= 1, got ", rank);
+  return flstm_fwd_cluster_size(hidden, rank, element_kind_of(dtype), smem_optin, static_cast<int>(cc_major));
+}
+
 }  // namespace
 }  // namespace lstmkern
 
@@ -76,8 +91,11 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
   m.def("glstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
         "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0) -> "
         "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
-  m.def("flstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias)"
-        " -> (Tensor output, Tensor cell)");
+  // cluster_size: 0 = automatic (single CTA where it fits, else the smallest thread-block cluster that fits on compute
+  // capability 9.x; see flstm_fwd_cluster_size in persistent_layout.h), 1 = force the single-CTA kernel,
+  // 2 / 4 / 8 / 16 = force the cluster kernel with that many CTAs per batch tile.
+  m.def("flstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
+        "int cluster_size=0) -> (Tensor output, Tensor cell)");
   m.def("flstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
         "Tensor weight_1, Tensor weight_2, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, "
         "Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias)");
@@ -93,6 +111,12 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::glstm_cluster_bwd_smem);
   m.def("glstm_forward_cluster_size(int hidden_per_group, ScalarType dtype, int smem_optin, int cc_major) -> int",
         &lstmkern::glstm_forward_cluster_size);
+  // The same for the cluster F-LSTM forward (C CTAs per batch tile; ValueError where C is not accepted for
+  // (hidden, rank)) and the F-LSTM forward kernel the automatic mode picks (1, C, or 0).
+  m.def("flstm_cluster_smem_bytes(int hidden, int rank, int cluster_size, ScalarType dtype) -> int",
+        &lstmkern::flstm_cluster_smem);
+  m.def("flstm_forward_cluster_size(int hidden, int rank, ScalarType dtype, int smem_optin, int cc_major) -> int",
+        &lstmkern::flstm_forward_cluster_size);
 }
 
 namespace {

@@ -392,35 +392,14 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
 #endif
 }
 
-// Shared by both launchers: cluster dims (C, 1, 1) over a grid of (C * batch tiles, G), the dynamic shared memory
-// limit raised, and a residency check so an impossible cluster is reported instead of failing the launch.
+// Shared by both launchers (grid (C * batch tiles, G), cluster dims (C, 1, 1); see ClusterLaunch).
 template <typename Kernel, typename... Args>
 cudaError_t launch_on_clusters(Kernel kernel, int64_t smem_bytes, int batch_tile, int B, int G, int cluster_size,
                                cudaStream_t stream, Args... args) {
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+  ClusterLaunch launch;
+  const cudaError_t err = launch.prepare(kernel, smem_bytes, batch_tile, B, G, cluster_size, stream);
   if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(cluster_size * ((B + batch_tile - 1) / batch_tile)),
-                        static_cast<unsigned>(G));
-  config.blockDim = dim3(kThreadsPerBlock);
-  config.dynamicSmemBytes = static_cast<size_t>(smem_bytes);
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(cluster_size);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-
-  // A cluster of C CTAs, each with this much shared memory, must be co-resident on one GPC; where it cannot be,
-  // report the cluster misconfiguration instead of launching.
-  int max_active_clusters = 0;
-  err = cudaOccupancyMaxActiveClusters(&max_active_clusters, kernel, &config);
-  if (err != cudaSuccess) return err;
-  if (max_active_clusters < 1) return cudaErrorInvalidClusterSize;
-  return cudaLaunchKernelEx(&config, kernel, args...);
+  return launch.launch(kernel, args...);
 }
 
 template <ElementKind kKind>

@@ -41,6 +41,58 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
   return __float2bfloat16_rn(value);
 }
 
+// Host side of a thread-block-cluster kernel launch: grid (C * ceil(B / batch_tile), groups), cluster dims (C, 1, 1),
+// kThreadsPerBlock threads, `smem_bytes` of dynamic shared memory. prepare() raises the kernel's shared-memory limit
+// and, above the portable size 8, allows a non-portable cluster size; both attributes must be set before the occupancy
+// query as well as before the launch. Not copyable: `config` points at `attribute`.
+struct ClusterLaunch {
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attribute{};
+
+  ClusterLaunch() = default;
+  ClusterLaunch(const ClusterLaunch&) = delete;
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+
+  template <typename Kernel>
+  cudaError_t prepare(Kernel kernel, int64_t smem_bytes, int batch_tile, int B, int groups, int cluster_size,
+                      cudaStream_t stream) {
+    cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, cluster_size > 8 ? 1 : 0);
+    if (err != cudaSuccess) return err;
+    config.gridDim = dim3(static_cast<unsigned>(cluster_size * ((B + batch_tile - 1) / batch_tile)),
+                          static_cast<unsigned>(groups));
+    config.blockDim = dim3(kThreadsPerBlock);
+    config.dynamicSmemBytes = static_cast<size_t>(smem_bytes);
+    config.stream = stream;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = static_cast<unsigned>(cluster_size);
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return cudaSuccess;
+  }
+
+  // How many clusters of this configuration can be resident at once: 0 where C CTAs with this much shared memory
+  // do not fit one GPC.
+  template <typename Kernel> cudaError_t max_active_clusters(Kernel kernel, int* count) const {
+    *count = 0;
+    return cudaOccupancyMaxActiveClusters(count, kernel, &config);
+  }
+
+  // Launches, or returns cudaErrorInvalidClusterSize where no cluster can be resident (a clear error instead of a
+  // launch that fails or never starts).
+  template <typename Kernel, typename... Args> cudaError_t launch(Kernel kernel, Args... args) const {
+    int active = 0;
+    const cudaError_t err = max_active_clusters(kernel, &active);
+    if (err != cudaSuccess) return err;
+    if (active < 1) return cudaErrorInvalidClusterSize;
+    return cudaLaunchKernelEx(&config, kernel, args...);
+  }
+};
+
 // Accurate (non-fast-math) activations: the kernels are held to the float32 reference.
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 

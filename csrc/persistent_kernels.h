@@ -1,5 +1,5 @@
 // Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/glstm_cluster.cu,
-// csrc/flstm_persistent.cu).
+// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu).
 //
 // The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
@@ -80,5 +80,16 @@ cudaError_t launch_glstm_cluster_bwd(ElementKind kind, const GlstmBwdArgs& args,
                                      cudaStream_t stream);
 cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream);
 cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream);
+// The thread-block-cluster F-LSTM forward (csrc/flstm_cluster.cu): same arguments and results as the single-CTA
+// forward, each batch tile spread over a cluster of `cluster_size` CTAs (2, 4, 8, or 16 with the non-portable cluster
+// size allowed). Needs compute capability 9.x (the caller checks) and flstm_cluster_shape_ok(H, R, cluster_size)
+// (cudaErrorInvalidValue otherwise); returns cudaErrorInvalidClusterSize when no cluster of that size with
+// flstm_cluster_fwd_layout's shared memory can be resident, and otherwise the error of cudaLaunchKernelEx itself.
+cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args, int cluster_size,
+                                     cudaStream_t stream);
+// How many clusters of the cluster F-LSTM forward with `cluster_size` CTAs (and its shared memory for (H, R)) the
+// current device can hold at once (cudaOccupancyMaxActiveClusters); 0 means it cannot be launched there (e.g. no GPC
+// with 16 free SMs for C = 16). Launches nothing.
+cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
 
 }  // namespace lstmkern

@@ -6,7 +6,7 @@
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank (F-LSTM),
 // BT the batch tile a CTA owns (rows of h it multiplies per step), C the thread-block-cluster size of the cluster
-// G-LSTM forward, Hs = Hg / C the hidden units of a group that one CTA of the cluster owns.
+// kernels, Hs the hidden units one CTA of a cluster owns (Hg / C for G-LSTM, H / C for F-LSTM).
 #pragma once
 
 #include <cstdint>
@@ -288,6 +288,99 @@ LSTMKERN_HOST_DEVICE constexpr int glstm_bwd_cluster_size(int64_t hg, ElementKin
   return 0;
 }
 
+// F-LSTM forward on a thread-block cluster (csrc/flstm_cluster.cu): one cluster of C CTAs per batch tile; CTA rank r
+// owns hidden units [r Hs, (r+1) Hs), Hs = H / C, and keeps resident the columns of W1_h for its units and the rows of
+// W2 for its units' four gates. Accepted: C in {2, 4, 8, 16} (16 is beyond the portable maximum 8 and needs
+// cudaFuncAttributeNonPortableClusterSizeAllowed; the launcher checks residency), Hs a multiple of 16 and R a multiple
+// of 16 (whole WMMA tiles; C divides 16, so R / C columns per CTA in the z reduction), for every dtype; compute
+// capability 9.x (the caller checks). BT = 16 rows for WMMA (fp16/bf16), kFlstmBatchTile = 8 for the fp32 FMA path.
+//   w1h:         W1_h columns of the CTA's units, transposed: (Hs x w1h_ld) element type, w1h[k * w1h_ld + q] =
+//                W1[q][I + r Hs + k] (the row-major B operand of the partial product; threads own consecutive q).
+//   w2:          W2 rows of the CTA's units' gates, transposed: (R x w2_ld) element type, w2[q * w2_ld + g Hs + j] =
+//                W2[g H + r Hs + j][q] for gate g in (i, f, g, o) (the row-major B operand of the gate product).
+//   h:           the CTA's own slice of h_{t-1}, (BT x h_ld) element type (the A operand of the partial product).
+//   partial[0,1]: double-buffered float32 (BT x partial_ld) partial z of the CTA's units; step t writes partial[t % 2]
+//                and the gate tile of step t (BT x gates_ld, float32) lives in partial[(t + 1) % 2], so each buffer
+//                is max(partial_ld, gates_ld) wide (see the hazard argument in flstm_cluster.cu).
+//   z:           the full, reduced z (BT x z_ld) in the element type (rounded as the reference rounds it; the A
+//                operand of the gate product); every CTA receives every column through DSMEM.
+//   c:           the CTA's cell state slice (BT x Hs) float32.
+constexpr int kFlstmClusterMaxSize = 16;  // non-portable on sm_90 (H100 and H200 allow 16)
+
+struct FlstmClusterFwdLayout {
+  int64_t units_per_cta, batch_tile, w1h_ld, w2_ld, h_ld, partial_ld, gates_ld, z_ld;
+  int64_t w1h_offset, w2_offset, h_offset, partial_offset[2], z_offset, c_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr int flstm_cluster_batch_tile(ElementKind kind) {
+  return uses_wmma(kind) ? kWmmaTile : kFlstmBatchTile;
+}
+
+LSTMKERN_HOST_DEVICE constexpr bool flstm_cluster_shape_ok(int64_t h, int64_t r, int64_t cluster_size) {
+  return (cluster_size == 2 || cluster_size == 4 || cluster_size == 8 || cluster_size == kFlstmClusterMaxSize) &&
+         h > 0 && r > 0 && h % (cluster_size * kClusterUnitMultiple) == 0 && r % kWmmaTile == 0;
+}
+
+// Only meaningful where flstm_cluster_shape_ok(h, r, cluster_size).
+LSTMKERN_HOST_DEVICE constexpr FlstmClusterFwdLayout flstm_cluster_fwd_layout(int64_t h, int64_t r,
+                                                                              int64_t cluster_size, ElementKind kind) {
+  FlstmClusterFwdLayout layout{};
+  const int64_t bt = flstm_cluster_batch_tile(kind);
+  const int64_t hs = h / cluster_size;
+  const int64_t elem = element_bytes(kind);
+  layout.units_per_cta = hs;
+  layout.batch_tile = bt;
+  if (uses_wmma(kind)) {
+    layout.w1h_ld = r + kWmmaHalfRowPad;
+    layout.w2_ld = 4 * hs + kWmmaHalfRowPad;
+    layout.h_ld = hs + kWmmaHalfRowPad;
+    layout.partial_ld = r + kWmmaFloatRowPad;
+    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
+    layout.z_ld = r + kWmmaHalfRowPad;
+  } else {
+    layout.w1h_ld = r;
+    layout.w2_ld = 4 * hs;
+    layout.h_ld = hs;
+    layout.partial_ld = r;
+    layout.gates_ld = 4 * hs;
+    layout.z_ld = r;
+  }
+  const int64_t partial_bytes = bt * (layout.partial_ld > layout.gates_ld ? layout.partial_ld : layout.gates_ld) * 4;
+  int64_t end = 0;
+  layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
+  layout.w2_offset = carve(end, r * layout.w2_ld * elem);
+  layout.h_offset = carve(end, bt * layout.h_ld * elem);
+  layout.partial_offset[0] = carve(end, partial_bytes);
+  layout.partial_offset[1] = carve(end, partial_bytes);
+  layout.z_offset = carve(end, bt * layout.z_ld * elem);
+  layout.c_offset = carve(end, bt * hs * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// Bytes per CTA of the cluster F-LSTM forward with `cluster_size` CTAs, or -1 where that size is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t flstm_cluster_smem_bytes(int64_t h, int64_t r, int64_t cluster_size,
+                                                                ElementKind kind) {
+  return flstm_cluster_shape_ok(h, r, cluster_size) ? flstm_cluster_fwd_layout(h, r, cluster_size, kind).total_bytes
+                                                    : -1;
+}
+
+// How the F-LSTM forward runs (same convention as glstm_fwd_cluster_size): 1 = the single-CTA kernels (forward and
+// backward have the same footprint, so both fit); else the smallest C in (2, 4, 8, 16) accepted for (h, r) whose
+// per-CTA layout fits, on compute capability 9.x (the backward then runs elsewhere, see lstmkern/backends/cuda.py);
+// 0 = neither. lstmkern.backends.cuda.flstm_cluster_size mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
+                                                          int cc_major) {
+  if (flstm_persistent_smem_bytes(h, r, kind) <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = flstm_cluster_smem_bytes(h, r, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0;
+}
+
 // Compile-time spot checks of the layout arithmetic (Hg = 3 in fp16: Kpad 16, Npad 16).
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_rows == 16);
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_ld == 24);
@@ -305,4 +398,16 @@ static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 9) == 
 static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 8) == 0);
 static_assert(glstm_fwd_cluster_size(64, ElementKind::kBFloat16, 232448, 9) == 1);
 
+// The F-LSTM headline shape, H = 1024, R = 256 in bf16 (flstm-infer): W1_h and W2 alone are 2.5 MiB. C = 16 CTAs of
+// 64 units: 64 x 264 x 2 (W1_h) + 256 x 264 x 2 (W2) + 16 x 72 x 2 (h) + 2 x 16 x 260 x 4 (partial / gates)
+// + 16 x 264 x 2 (z) + 16 x 64 x 4 (c) = 217088 bytes; C = 8 would need 266240 bytes for W2 alone.
+static_assert(flstm_cluster_smem_bytes(1024, 256, 16, ElementKind::kBFloat16) ==
+              64 * 264 * 2 + 256 * 264 * 2 + 16 * 72 * 2 + 2 * 16 * 260 * 4 + 16 * 264 * 2 + 16 * 64 * 4);
+static_assert(flstm_fwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 9) == 16);
+static_assert(flstm_fwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 8) == 0);
+static_assert(flstm_fwd_cluster_size(1024, 256, ElementKind::kFloat32, 232448, 9) == 0);  // C = 16: 320 KiB of weights
+static_assert(flstm_fwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9) == 1);
+static_assert(flstm_cluster_smem_bytes(1024, 256, 32, ElementKind::kBFloat16) == -1);
+static_assert(flstm_cluster_smem_bytes(1024, 72, 16, ElementKind::kBFloat16) == -1);  // R not whole WMMA tiles
+static_assert(flstm_cluster_smem_bytes(1000, 256, 2, ElementKind::kBFloat16) == -1);  // Hs = 500 not whole tiles
 }  // namespace lstmkern

@@ -2,8 +2,8 @@
 Python shared-memory rule matches the C++ layouts the kernels carve, the persistent kernels compile without register
 spills or stack frames (ptxas -v resource report), and, with LSTMKERN_TEST_CMAKE=1, the CMake build works.
 
-Shape legend: Hg hidden units per group (G-LSTM), C thread-block-cluster size (cluster G-LSTM forward), H hidden units
-and R rank (F-LSTM).
+Shape legend: Hg hidden units per group (G-LSTM), C thread-block-cluster size (cluster G-LSTM and F-LSTM kernels), H
+hidden units and R rank (F-LSTM).
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from lstmkern.backends import cuda as cuda_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu")
+KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu", "flstm_cluster.cu")
 # One kernel template per (op, direction, variant), each instantiated for float32, float16 and bfloat16.
 EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
                                          "glstm_cluster_fwd_kernel", "glstm_cluster_bwd_kernel",
                                          "flstm_persistent_fwd_kernel",
-                                         "flstm_persistent_bwd_kernel")}
+                                         "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel")}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -57,8 +57,11 @@ def test_extension_is_built_and_registers_ops():
     assert ext.built_with_cuda == int(_expect_cuda_build())
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd",
                  "glstm_persistent_smem_bytes", "flstm_persistent_smem_bytes", "glstm_cluster_smem_bytes",
-                 "glstm_cluster_bwd_smem_bytes", "glstm_forward_cluster_size"):
+                 "glstm_cluster_bwd_smem_bytes", "glstm_forward_cluster_size", "flstm_cluster_smem_bytes",
+                 "flstm_forward_cluster_size"):
         assert hasattr(torch.ops.lstmkern_cuda, name), name
+    for name in ("device_smem_optin", "flstm_cluster_max_active_clusters"):  # device queries: CUDA builds only
+        assert hasattr(torch.ops.lstmkern_cuda, name) == bool(ext.built_with_cuda), name
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd"):
         has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"lstmkern_cuda::{name}", "CUDA")
         assert has_cuda_kernel == bool(ext.built_with_cuda), name
@@ -102,6 +105,34 @@ def test_python_cluster_rule_matches_the_extension_choice(dtype, ops):
             for cc in ((8, 0), (8, 9), (9, 0), (10, 0)):
                 assert cuda_backend.glstm_cluster_size(hg, dtype, smem, cc) == query(hg, dtype, smem, cc[0]), (
                     hg, smem, cc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_cluster_smem_formula_matches_the_kernel_layout(dtype, ops):
+    for C in (2, 4, 8, 16):
+        for h in range(16 * C, 16 * C * 12 + 1, 16 * C):
+            for r in (16, 32, 48, 64, 80, 128, 256, 512):
+                assert cuda_backend.flstm_cluster_smem_bytes(h, r, C, dtype) == ops.flstm_cluster_smem_bytes(
+                    h, r, C, dtype), (h, r, C)
+    # C = 32 is beyond sm_90's cluster limit; H not a multiple of 16 C; R not a multiple of 16; empty sizes.
+    for h, r, C in ((1024, 256, 32), (1024, 256, 1), (1024, 256, 3), (48, 16, 2), (1024, 72, 16), (1024, 0, 2),
+                    (0, 16, 2), (-32, 16, 2)):
+        with pytest.raises(ValueError, match="cluster"):
+            ops.flstm_cluster_smem_bytes(h, r, C, dtype)
+        with pytest.raises(ValueError, match="cluster"):
+            cuda_backend.flstm_cluster_smem_bytes(h, r, C, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_cluster_rule_matches_the_extension_choice(dtype, ops):
+    """flstm_cluster_size (Python rule) and flstm_fwd_cluster_size (what the op's automatic mode launches) agree."""
+    query = ops.flstm_forward_cluster_size
+    for h in (1, 16, 64, 256, 320, 512, 768, 1024, 2048):
+        for r in (1, 16, 35, 64, 128, 256, 512):
+            for smem in (48 * 1024, A100_SMEM_OPTIN, 232448):
+                for cc in ((8, 0), (9, 0), (10, 0)):
+                    assert cuda_backend.flstm_cluster_size(h, r, dtype, smem, cc) == query(h, r, dtype, smem,
+                                                                                            cc[0]), (h, r, smem, cc)
 
 
 def test_smem_query_rejects_float64_and_empty_sizes(ops):
@@ -151,8 +182,25 @@ def test_persistent_rule():
     assert "32-bit" in rule(64, 2**16, torch.float32, H100_SMEM_OPTIN, (9, 0), groups=8, T=2**10)
     frule = cuda_backend.flstm_persistent_rule
     assert frule(256, 70, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is None
-    assert "multi-CTA" in frule(256, 71, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
+    assert "R a multiple of 16" in frule(256, 71, 8, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
     assert "float64" in frule(8, 2, 1, torch.float64, H100_SMEM_OPTIN, (9, 0))
+    # Beyond one CTA: the thread-block-cluster F-LSTM forward on 9.x. flstm-infer (H = 1024, R = 256, B = 16) in
+    # bf16/fp16 needs C = 16 (C = 8 would need 420864 B per CTA, W2's rows alone 266240 B).
+    fchoose = cuda_backend.flstm_cluster_size
+    for dtype in (torch.bfloat16, torch.float16):
+        assert fchoose(1024, 256, dtype, H100_SMEM_OPTIN, (9, 0)) == 16
+        assert cuda_backend.flstm_cluster_smem_bytes(1024, 256, 16, dtype) == 217088
+        assert cuda_backend.flstm_cluster_smem_bytes(1024, 256, 8, dtype) == 420864
+        assert frule(1024, 256, 16, dtype, H100_SMEM_OPTIN, (9, 0)) is None
+        assert "compute capability 9.x" in frule(1024, 256, 16, dtype, A100_SMEM_OPTIN, (8, 0))
+        assert "compute capability 9.x" in frule(1024, 256, 16, dtype, H100_SMEM_OPTIN, (8, 9))
+        assert fchoose(1024, 256, dtype, H100_SMEM_OPTIN, (8, 0)) == 0
+        assert fchoose(1024, 256, dtype, H100_SMEM_OPTIN, (10, 0)) == 0   # the cluster code is built for sm_90a
+    assert fchoose(256, 64, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 1      # fits one CTA: single-CTA kernels
+    assert fchoose(512, 128, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 8      # C = 4: 250880 B per CTA
+    # fp32 at the headline shape would need C = 32 (356352 B per CTA at C = 16): unsupported, "auto" takes Triton.
+    assert "C=16: 356352" in frule(1024, 256, 16, torch.float32, H100_SMEM_OPTIN, (9, 0))
+    assert "multiple of 16 C" in frule(1000, 256, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
 
 
 def test_unsupported_on_cpu_and_for_float64():
@@ -166,10 +214,11 @@ def test_unsupported_on_cpu_and_for_float64():
         cuda_backend.unsupported("gru", torch.device("cpu"), torch.float32, sizes)
 
 
-def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int]) -> None:
+def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_clusters: int = 1) -> None:
     """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one)."""
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
     monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc))
+    monkeypatch.setattr(cuda_backend, "_flstm_cluster_max_active", lambda *args: max_active_clusters)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
@@ -191,14 +240,41 @@ def test_unsupported_takes_the_cluster_rule_on_a_simulated_h100(monkeypatch):
                                                                 (512, 16, 1024, 1024, 4, 0))
 
 
+def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatch):
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
+    cuda = torch.device("cuda", 0)
+    flstm_infer = (512, 16, 1024, 1024, 1, 256)  # (T, B, I, H, G, R): cluster forward with C = 16, Triton backward
+    for dtype in (torch.bfloat16, torch.float16):
+        assert cuda_backend.unsupported("flstm", cuda, dtype, flstm_infer) is None
+    assert "C=16: 356352" in cuda_backend.unsupported("flstm", cuda, torch.float32, flstm_infer)
+    assert "R a multiple of 16" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 1024, 1, 250))
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None  # single CTA
+    # A GPU that cannot make a cluster of 16 resident falls back (the launch would fail).
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_clusters=0)
+    assert "cannot make resident" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
+    # The cluster forward is only offered when the Triton backward can take over.
+    from lstmkern.backends import triton as triton_backend
+    monkeypatch.setattr(triton_backend, "unsupported", lambda *args: "no Triton today")
+    reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
+    assert "Triton" in reason and "no Triton today" in reason
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None
+    _simulate_gpu(monkeypatch, A100_SMEM_OPTIN, (8, 0))
+    assert "compute capability 9.x" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
+
+
 class _RecordingOps:
-    """Stands in for torch.ops.lstmkern_cuda: records which op glstm_bwd called."""
+    """Stands in for torch.ops.lstmkern_cuda: records which op glstm_bwd / flstm_bwd called."""
 
     def __init__(self):
         self.calls = []
 
     def glstm_persistent_bwd(self, *args, **kwargs):
         self.calls.append("glstm_persistent_bwd")
+        return "persistent"
+
+    def flstm_persistent_bwd(self, *args, **kwargs):
+        self.calls.append("flstm_persistent_bwd")
         return "persistent"
 
 
@@ -227,6 +303,34 @@ def test_glstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypa
     delegated = cuda_backend.glstm_bwd(*args)
     assert recording.calls == ["glstm_persistent_bwd"]  # not called again
     for got, expected in zip(delegated, triton_backend.glstm_bwd(*args)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_flstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypatch):
+    """flstm_bwd: the persistent backward op where the single-CTA kernels fit, else Triton's backward (under the Triton
+    interpreter on CPU tensors, with a simulated device whose shared memory is too small for H = 32, R = 16)."""
+    from lstmkern.backends import triton as triton_backend
+    from lstmkern.reference import flstm_reference
+
+    if triton_backend.unsupported("flstm", torch.device("cpu"), torch.float32, (3, 2, 4, 32, 1, 16)) is not None:
+        pytest.skip("the Triton interpreter is not active (TRITON_INTERPRET=1 before triton is imported)")
+    recording = _RecordingOps()
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: recording)
+    torch.manual_seed(0)
+    T, B, I, H, R = 3, 2, 4, 32, 16
+    x = torch.randn(T, B, I)
+    h0, c0 = torch.randn(B, H), torch.randn(B, H)
+    w1, w2, bias = torch.randn(R, I + H) * 0.25, torch.randn(4 * H, R) * 0.25, torch.randn(4 * H)
+    output, cell = flstm_reference(x, h0, c0, w1, w2, bias)
+    args = (torch.randn(T, B, H), None, x, h0, c0, w1, w2, bias, output, cell)
+
+    _simulate_gpu(monkeypatch, cuda_backend.flstm_smem_bytes(H, R, torch.float32), (9, 0))
+    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls == ["flstm_persistent_bwd"]
+
+    _simulate_gpu(monkeypatch, cuda_backend.flstm_smem_bytes(H, R, torch.float32) - 1, (9, 0))
+    delegated = cuda_backend.flstm_bwd(*args)
+    assert recording.calls == ["flstm_persistent_bwd"]  # not called again
+    for got, expected in zip(delegated, triton_backend.flstm_bwd(*args)):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 

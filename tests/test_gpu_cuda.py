@@ -10,6 +10,12 @@ The thread-block-cluster G-LSTM kernels (Hopper, compute capability 9.x) are hel
 group size Hg = 256 and an awkward one, and the cluster forward must match the single-CTA forward to a few units in
 the last place where both run (same fragments, same k order, same cell code).
 
+The thread-block-cluster F-LSTM forward (Hopper) is held to the same rule at the flstm-infer shape (I = H = 1024,
+R = 256; C = 16 in fp16/bf16 on an H100, fp32 does not fit and is skipped) and an awkward one, with the backward
+delegated to Triton's through autograd; forced cluster sizes at small shapes must match the single-CTA forward to a few
+units in the last place of the element type (it differs only in the order z is summed and, in fp16/bf16, in rounding z
+to the element type as the reference does, where the single-CTA kernel keeps z in float32).
+
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 C thread-block-cluster size.
 """
@@ -45,6 +51,14 @@ GLSTM_CLUSTER_SHAPES = [  # (T, B, G, Hg, Ig)
 ]
 # Forced cluster sizes at small Hg, compared with the single-CTA forward: (C, T, B, G, Hg, Ig).
 GLSTM_FORCED_CLUSTERS = [(2, 6, 19, 2, 64, 5), (4, 3, 9, 1, 64, 3), (8, 4, 17, 2, 128, 4)]
+# Shapes only the cluster F-LSTM forward runs on an H100: (T, B, I, H, R).
+FLSTM_CLUSTER_SHAPES = [
+    (8, 16, 1024, 1024, 256),  # flstm-infer: C = 16 in fp16/bf16 (217088 B per CTA); fp32 would need C = 32
+    (5, 19, 7, 640, 48),       # B crosses the batch tiles, C = 4: Hs = 160 (10 WMMA tiles), Rs = 12, odd T and I
+]
+# Forced cluster sizes at small shapes, compared with the single-CTA forward: (C, T, B, I, H, R). T = 1 included.
+FLSTM_FORCED_CLUSTERS = [(2, 6, 19, 5, 64, 16), (4, 3, 9, 3, 128, 32), (8, 4, 17, 4, 128, 16),
+                         (16, 3, 5, 8, 256, 32), (16, 1, 2, 3, 256, 16)]
 FLSTM_SHAPES = [  # (T, B, I, H, R)
     (1, 1, 1, 1, 1),
     (3, 1, 3, 5, 3),
@@ -255,26 +269,100 @@ def test_flstm_matches_reference(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", FLSTM_CLUSTER_SHAPES, ids=str)
+def test_flstm_cluster_matches_reference(shape, dtype):
+    """The backend's own choice beyond one CTA: cluster forward, Triton backward (called the way autograd calls it)."""
+    smem, cc = _skip_unless_clusters()
+    T, B, I, H, R = shape
+    if cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) < 2:
+        pytest.skip(f"H={H}, R={R} in {dtype} is not a cluster shape on this GPU ({smem} bytes; fits one CTA or "
+                    "needs more than 16 CTAs)")
+    _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
+    torch.manual_seed(hash(shape) % 2**31)
+    inputs = _flstm_inputs(T, B, I, H, R, dtype)
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True)
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", FLSTM_FORCED_CLUSTERS, ids=str)
+def test_flstm_forced_cluster_forward_equals_single_cta(forced, dtype):
+    """cluster_size=C at a small shape: the single-CTA forward's result to a few units in the last place of the
+    element type (z summed per rank then over ranks instead of in one k loop; in fp16/bf16 also rounded to the element
+    type, as the reference does, and multiplied on tensor cores), and within the reference rule."""
+    smem, _cc = _skip_unless_clusters()
+    C, T, B, I, H, R = forced
+    torch.manual_seed(C * 1000 + H + T)
+    x, h0, c0, w1, w2, bias = _flstm_inputs(T, B, I, H, R, dtype)
+    fwd = torch.ops.lstmkern_cuda.flstm_persistent_fwd
+    output, cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=C)
+    if cuda_backend.flstm_smem_bytes(H, R, dtype) <= smem:
+        single_output, single_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=1)
+        # fp32: both kernels are float32 FMA and differ only in the summation order of z (tens of ulps after a few
+        # steps at most); fp16/bf16: the rounding of z moves h by about one ulp of the element type.
+        ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
+        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
+            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
+    out_low, cell_low = flstm_reference(x, h0, c0, w1, w2, bias)
+    out_64, cell_64 = flstm_reference(*(t.double() for t in (x, h0, c0, w1, w2, bias)))
+    _assert_close_like_reference("output", output, out_low, out_64, dtype)
+    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+
+
+def test_flstm_cluster_size_argument_is_checked():
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 48, 16, torch.float32)
+    fwd = torch.ops.lstmkern_cuda.flstm_persistent_fwd
+    for bad in (3, 32, -1, 2):  # 2: H = 48 is not a multiple of 32
+        with pytest.raises(ValueError, match="cluster_size"):
+            fwd(x, h0, c0, w1, w2, bias, cluster_size=bad)
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 24, torch.float32)
+    with pytest.raises(ValueError, match="cluster_size"):  # R = 24 is not a multiple of 16
+        fwd(x, h0, c0, w1, w2, bias, cluster_size=2)
+    if torch.cuda.get_device_capability()[0] != 9:
+        x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 16, torch.float32)
+        with pytest.raises(ValueError, match="compute capability 9.x"):
+            fwd(x, h0, c0, w1, w2, bias, cluster_size=2)
+
+
+def _check_autograd_like_reference(forward, inputs, grad_names, dtype, backend="cuda"):
+    """``forward`` (lstmkern.glstm_forward or flstm_forward) on ``backend`` with autograd, against the reference run in
+    ``dtype`` and in float64: the output and the gradients of x, both weights and the bias.
+
+    inputs: (x, h0, c0, weight_a, weight_b, bias); grad_names: the names of the weight and bias gradients.
+    """
+    x, h0, c0, *params = inputs
+    runs = []
+    for run_backend, cast in ((backend, lambda t: t), ("reference", lambda t: t), ("reference", torch.Tensor.double)):
+        leaves = [cast(t.detach()).clone().requires_grad_() for t in (x, *params)]
+        out, (_, c_n) = forward(leaves[0], (cast(h0), cast(c0)), *leaves[1:], backend=run_backend)
+        (out.double().square().sum() + c_n.double().sum()).backward()
+        runs.append((out, leaves))
+    (out, leaves), (out_low, leaves_low), (out64, leaves64) = runs
+    _assert_close_like_reference("output", out, out_low, out64, dtype)
+    for name, a, lo, r in zip(("dx", *grad_names), leaves, leaves_low, leaves64):
+        _assert_close_like_reference(name, a.grad, lo.grad, r.grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(4, 3, 5, 24, 8), (3, 16, 1024, 1024, 256)], ids=str)  # single CTA; C = 16 on H100
+def test_public_api_flstm_autograd_on_cuda_backend(shape, dtype):
+    """End to end: lstmkern.flstm_forward with backend="cuda" and autograd (the cluster shapes' backward is Triton's)."""
+    torch.manual_seed(1)
+    T, B, I, H, R = shape
+    _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
+    _check_autograd_like_reference(lstmkern.flstm_forward, _flstm_inputs(T, B, I, H, R, dtype),
+                                   ("dweight_1", "dweight_2", "dbias"), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(6, 5, 3, 24, 8), (4, 5, 4, 256, 16)], ids=str)  # single CTA; cluster on an H100
 def test_public_api_autograd_on_cuda_backend(shape, dtype):
     """End to end: lstmkern.glstm_forward with backend="cuda" and autograd, against float64."""
     torch.manual_seed(0)
     T, B, G, Hg, Ig = shape
     _skip_if_unsupported("glstm", dtype, (T, B, G * Ig, G * Hg, G, 0))
-    x, h0, c0, w_ih, w_hh, bias = _glstm_inputs(T, B, G, Hg, Ig, dtype)
-    leaves = [t.clone().requires_grad_() for t in (x, w_ih, w_hh, bias)]
-    out, (h_n, c_n) = lstmkern.glstm_forward(leaves[0], (h0, c0), *leaves[1:], backend="cuda")
-    (out.float().square().sum() + c_n.float().sum()).backward()
-    leaves64 = [t.detach().double().requires_grad_() for t in (x, w_ih, w_hh, bias)]
-    out64, (_, c_n64) = lstmkern.glstm_forward(leaves64[0], (h0.double(), c0.double()), *leaves64[1:],
-                                               backend="reference")
-    (out64.square().sum() + c_n64.sum()).backward()
-    leaves_low = [t.detach().clone().requires_grad_() for t in (x, w_ih, w_hh, bias)]
-    out_low, (_, c_n_low) = lstmkern.glstm_forward(leaves_low[0], (h0, c0), *leaves_low[1:], backend="reference")
-    (out_low.float().square().sum() + c_n_low.float().sum()).backward()
-    _assert_close_like_reference("output", out, out_low, out64, dtype)
-    for name, a, lo, r in zip(("dx", "dweight_ih", "dweight_hh", "dbias"), leaves, leaves_low, leaves64):
-        _assert_close_like_reference(name, a.grad, lo.grad, r.grad, dtype)
+    _check_autograd_like_reference(lstmkern.glstm_forward, _glstm_inputs(T, B, G, Hg, Ig, dtype),
+                                   ("dweight_ih", "dweight_hh", "dbias"), dtype)
 
 
 def test_auto_picks_cuda_where_supported_and_falls_back_otherwise():
@@ -296,6 +384,22 @@ def test_auto_picks_cuda_for_the_headline_glstm_on_h100():
     smem, cc = _device_limits()
     assert cuda_backend.glstm_cluster_size(256, torch.bfloat16, smem, cc) == 4
     assert resolve_backend("auto", "glstm", torch.device("cuda"), torch.bfloat16, (256, 64, 2048, 2048, 8, 0)) == "cuda"
+
+
+def test_auto_picks_cuda_for_the_headline_flstm_on_h100():
+    """flstm-infer (I = H = 1024, R = 256, B = 16) in bf16 does not fit one CTA; on an H100 "auto" runs the cluster
+    forward with 16 CTAs per batch tile (and the forward really launches: C = 16 is resident)."""
+    if "H100" not in torch.cuda.get_device_name():
+        pytest.skip(f"needs an H100, this is {torch.cuda.get_device_name()}")
+    sizes = (512, 16, 1024, 1024, 1, 256)
+    assert cuda_backend.unsupported("flstm", torch.device("cuda"), torch.bfloat16, sizes) is None
+    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.bfloat16, sizes) == "cuda"
+    smem, cc = _device_limits()
+    assert cuda_backend.flstm_cluster_size(1024, 256, torch.bfloat16, smem, cc) == 16
+    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.float32, sizes) != "cuda"  # needs C = 32
+    x, h0, c0, w1, w2, bias = _flstm_inputs(2, 16, 1024, 1024, 256, torch.bfloat16)
+    output, _cell = cuda_backend.flstm_fwd(x, h0, c0, w1, w2, bias)
+    assert torch.isfinite(output).all()
 
 
 def test_kernels_reject_bad_arguments_with_named_errors():

@@ -1,7 +1,7 @@
 """The "cuda" backend: persistent CUDA kernels from the ``lstmkern._C`` extension (sources in csrc/).
 
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-C thread-block-cluster size, Hs = Hg / C.
+C thread-block-cluster size, Hs = Hg / C (G-LSTM) or H / C (F-LSTM) hidden units per CTA of a cluster.
 
 One kernel launch walks the whole sequence (forward) or the whole reversed sequence (backward) with the recurrent
 weights resident in shared memory:
@@ -18,6 +18,13 @@ weights resident in shared memory:
   the partials are summed through DSMEM), not used here until it has been validated on a GPU
   (tests/test_gpu_cuda.py::test_glstm_cluster_backward_kernel_matches_reference); switching is one line in glstm_bwd.
 * F-LSTM: one CTA per batch tile keeps all of W1_h (R x H) and W2 (4H x R); per step z = W1_h h, gates = P_t + W2 z.
+* F-LSTM layers too large for one CTA (e.g. H = 1024, R = 256 in bf16: 2.5 MiB of weights), on compute capability
+  9.x: a thread-block cluster of C CTAs per batch tile (csrc/flstm_cluster.cu). CTA rank r owns hidden units
+  [r Hs, (r+1) Hs) and keeps their columns of W1_h (R x Hs) and their gate rows of W2 (4Hs x R) resident; per step
+  it forms a partial z from its own slice of h, the C partials are reduced through distributed shared memory (each
+  CTA sums R / C columns in rank order and pushes them, rounded to the element type, to every CTA; two cluster
+  barriers per step), and it computes the gates and the cell of its own units. For these shapes :func:`flstm_bwd`
+  runs the Triton backward (lstmkern.backends.triton.flstm_bwd); there is no cluster F-LSTM backward kernel.
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
 
@@ -37,6 +44,14 @@ returns None, and otherwise falls through to triton, then reference):
    per-CTA share: Hg x 4Hs weights, two h tiles, gates and cell) fits; the smallest such C is used
    (:func:`glstm_cluster_size`; e.g. bf16/fp16 Hg = 256 -> C = 4 with 172800 B per CTA, fp32 Hg = 256 -> C = 8), and
    the Triton backend must support the op for the backward;
+   for F-LSTM, where the single-CTA kernels do not fit, the cluster forward applies instead when the compute
+   capability is 9.x, R is a multiple of 16 and some C in (2, 4, 8, 16) has H a multiple of 16 C and
+   :func:`flstm_cluster_smem_bytes` (the per-CTA share: R x Hs and 4Hs x R weights, the own h slice, two float32
+   partial-z / gate tiles, the rounded z tile and the cell slice) fits; the smallest such C is used
+   (:func:`flstm_cluster_size`; e.g. bf16/fp16 H = 1024, R = 256 -> C = 16 with 217088 B per CTA; fp32 needs C = 32
+   there and is not covered), the device must be able to hold such a cluster (cudaOccupancyMaxActiveClusters >= 1;
+   C = 16 exceeds the portable cluster size, which H100 and H200 allow explicitly), and the Triton backend must
+   support the op for the backward;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels).
 
 Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory
@@ -51,9 +66,12 @@ Example::
     True
     >>> cuda.glstm_cluster_size(256, torch.bfloat16, smem_bytes=232448, cc=(9, 0))   # H = 1024, G = 4 on an H100
     4
+    >>> cuda.flstm_cluster_size(1024, 256, torch.bfloat16, smem_bytes=232448, cc=(9, 0))  # flstm-infer on an H100
+    16
 
 Forcing a kernel (tests, compute-sanitizer): ``torch.ops.lstmkern_cuda.glstm_persistent_fwd(..., cluster_size=C)``
-with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above.
+with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above. Likewise
+``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16).
 """
 from __future__ import annotations
 
@@ -63,7 +81,7 @@ import torch
 
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "persistent_rule",
            "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
-           "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size"]
+           "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
@@ -83,6 +101,8 @@ _FLSTM_BATCH_TILE = 8
 _CLUSTER_SIZES = (2, 4, 8)       # 8 is the portable maximum
 _CLUSTER_UNIT_MULTIPLE = 16      # Hs = Hg / C must be a multiple of this
 _CLUSTER_CAPABILITY_MAJOR = 9    # the cluster kernel's code is built for sm_90a only
+_FLSTM_CLUSTER_SIZES = (2, 4, 8, 16)  # 16 is non-portable (allowed on H100 / H200)
+_FLSTM_CLUSTER_RANK_MULTIPLE = 16     # R must be whole WMMA tiles
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -209,6 +229,65 @@ def flstm_smem_bytes(H: int, R: int, dtype: torch.dtype) -> int:
     return _buffers_bytes(H * R * elem, R * 4 * H * elem, bt * H * 4, bt * R * 4, bt * 4 * H * 4, bt * H * 4)
 
 
+def _flstm_cluster_shape_ok(H: int, R: int, C: int) -> bool:
+    return (C in _FLSTM_CLUSTER_SIZES and H >= 1 and R >= 1 and H % (_CLUSTER_UNIT_MULTIPLE * C) == 0
+            and R % _FLSTM_CLUSTER_RANK_MULTIPLE == 0)
+
+
+def flstm_cluster_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster F-LSTM forward with C CTAs per batch tile
+    (flstm_cluster_fwd_layout in csrc/persistent_layout.h): the CTA's columns of W1_h^T (Hs x R) and gate rows of W2^T
+    (R x 4Hs), rows padded by 8 elements in fp16/bf16; its h slice (BT x Hs); two float32 tiles each holding the
+    partial z (BT x R) or the gate tile (BT x 4Hs), rows padded by 4 in fp16/bf16; the rounded z (BT x R) and the
+    float32 cell slice (BT x Hs); BT = 16 (WMMA) for fp16/bf16, 8 for fp32. Raises ValueError unless C is 2, 4, 8 or
+    16, H a multiple of 16 C and R a multiple of 16.
+
+    Example::
+        >>> flstm_cluster_smem_bytes(1024, 256, 16, torch.bfloat16)
+        217088
+    """
+    if not _flstm_cluster_shape_ok(H, R, C):
+        raise ValueError(f"the cluster F-LSTM forward takes C in {_FLSTM_CLUSTER_SIZES}, H a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} C and R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got C={C}, "
+                         f"H={H}, R={R}")
+    elem = _element_bytes(dtype)
+    hs = H // C
+    if dtype == torch.float32:
+        bt = _FLSTM_BATCH_TILE
+        w1h_ld, w2_ld, h_ld, partial_ld, gates_ld, z_ld = R, 4 * hs, hs, R, 4 * hs, R
+    else:
+        bt = _WMMA_TILE
+        w1h_ld, w2_ld, h_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_HALF_ROW_PAD, hs + _WMMA_HALF_ROW_PAD
+        partial_ld, gates_ld, z_ld = R + _WMMA_FLOAT_ROW_PAD, 4 * hs + _WMMA_FLOAT_ROW_PAD, R + _WMMA_HALF_ROW_PAD
+    partial = bt * max(partial_ld, gates_ld) * 4
+    return _buffers_bytes(hs * w1h_ld * elem, R * w2_ld * elem, bt * h_ld * elem, partial, partial, bt * z_ld * elem,
+                          bt * hs * 4)
+
+
+def _flstm_fwd_smem_bytes(H: int, R: int, dtype: torch.dtype) -> int:
+    """The single-CTA F-LSTM forward alone (flstm_fwd_layout; the backward's layout has the same total)."""
+    return flstm_smem_bytes(H, R, dtype)
+
+
+def flstm_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
+    """The F-LSTM forward kernel the extension's automatic choice runs (mirrors flstm_fwd_cluster_size in
+    csrc/persistent_layout.h): 1 = single CTA per batch tile (its forward and backward fit ``smem_bytes``); else the
+    smallest C in (2, 4, 8, 16) accepted for (H, R) whose per-CTA share fits, on compute capability 9.x; 0 = nothing
+    fits.
+
+    Example::
+        >>> [flstm_cluster_size(1024, 256, torch.bfloat16, 232448, cc) for cc in ((9, 0), (8, 0))]
+        [16, 0]
+    """
+    if flstm_smem_bytes(H, R, dtype) <= smem_bytes:
+        return 1
+    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
+        for C in _FLSTM_CLUSTER_SIZES:
+            if _flstm_cluster_shape_ok(H, R, C) and flstm_cluster_smem_bytes(H, R, C, dtype) <= smem_bytes:
+                return C
+    return 1 if _flstm_fwd_smem_bytes(H, R, dtype) <= smem_bytes else 0
+
+
 def _common_rule(dtype: torch.dtype, cc: tuple[int, int]) -> str | None:
     if dtype == torch.float64:
         return "float64 is not supported by the persistent CUDA kernels (they accumulate in float32); use 'reference'"
@@ -259,17 +338,34 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
 
 def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
                           T: int = 1) -> str | None:
-    """Like :func:`persistent_rule` for the single-CTA F-LSTM kernels (all of W1_h and W2 resident in one CTA)."""
+    """Like :func:`persistent_rule` for the F-LSTM kernels: either the single-CTA forward and backward fit (all of W1_h
+    and W2 resident in one CTA), or (compute capability 9.x) the cluster forward of :func:`flstm_cluster_size` does,
+    whose backward is Triton's (:func:`unsupported` checks that Triton can run it).
+
+    Example::
+        >>> flstm_persistent_rule(1024, 256, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 16 CTAs
+        True
+    """
     reason = _common_rule(dtype, cc)
     if reason is not None:
         return reason
     if T * B * 4 * H > _INT32_MAX:
         return f"T * B * 4H = {T * B * 4 * H} exceeds the kernels' 32-bit indexing"
     need = flstm_smem_bytes(H, R, dtype)
-    if need > smem_bytes:
-        return (f"W1_h and W2 with H={H}, R={R} in {dtype} need {need} bytes of shared memory per block (weights plus "
-                f"working buffers), the device allows {smem_bytes}; the multi-CTA F-LSTM kernel is not implemented")
-    return None
+    if need <= smem_bytes or flstm_cluster_size(H, R, dtype, smem_bytes, cc) > 1:
+        return None
+    if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
+        cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
+    else:
+        accepted = [C for C in _FLSTM_CLUSTER_SIZES if _flstm_cluster_shape_ok(H, R, C)]
+        if not accepted:
+            cluster = (f"the thread-block-cluster forward needs R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE} and H a "
+                       f"multiple of {_CLUSTER_UNIT_MULTIPLE} C for C in {_FLSTM_CLUSTER_SIZES}")
+        else:
+            per_cta = ", ".join(f"C={C}: {flstm_cluster_smem_bytes(H, R, C, dtype)}" for C in accepted)
+            cluster = f"the thread-block-cluster forward does not fit either (bytes per CTA: {per_cta})"
+    return (f"W1_h and W2 with H={H}, R={R} in {dtype} need {need} bytes of shared memory per block (weights plus "
+            f"working buffers), the device allows {smem_bytes}; {cluster}")
 
 
 # --- Extension loading and device queries --------------------------------------------------------------------------
@@ -316,21 +412,40 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     if op == "glstm":
         reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
         if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
-            triton_reason = _triton_glstm_problem(device, dtype, tuple(sizes))
+            triton_reason = _triton_problem("glstm", device, dtype, tuple(sizes))
             if triton_reason is not None:
                 return (f"Hg={H // G} in {dtype} runs on the thread-block-cluster forward, whose backward is the "
                         f"Triton backend's, which cannot run here: {triton_reason}")
         return reason
-    return flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T)
+    reason = flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T)
+    cluster_size = flstm_cluster_size(H, R, dtype, smem, cc) if reason is None else 0
+    if cluster_size > 1:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if _flstm_cluster_max_active(index, H, R, cluster_size, dtype) < 1:
+            return (f"H={H}, R={R} in {dtype} needs the thread-block-cluster forward with C={cluster_size} CTAs of "
+                    f"{flstm_cluster_smem_bytes(H, R, cluster_size, dtype)} bytes each, which this device cannot make "
+                    f"resident (cudaOccupancyMaxActiveClusters = 0)")
+        triton_reason = _triton_problem("flstm", device, dtype, tuple(sizes))
+        if triton_reason is not None:
+            return (f"H={H}, R={R} in {dtype} runs on the thread-block-cluster forward, whose backward is the Triton "
+                    f"backend's, which cannot run here: {triton_reason}")
+    return reason
 
 
-def _triton_glstm_problem(device: torch.device, dtype: torch.dtype, sizes: tuple) -> str | None:
-    """None when the Triton backend can run the G-LSTM backward for these tensors, else why not."""
+@functools.lru_cache(maxsize=None)
+def _flstm_cluster_max_active(index: int, H: int, R: int, C: int, dtype: torch.dtype) -> int:
+    """Clusters of the cluster F-LSTM forward (C CTAs, its shared memory for H, R) that CUDA device ``index`` can hold
+    at once: 0 where C = 16 (beyond the portable 8) cannot be resident, e.g. no GPC with 16 free SMs."""
+    return int(torch.ops.lstmkern_cuda.flstm_cluster_max_active_clusters(index, H, R, C, dtype))
+
+
+def _triton_problem(op: str, device: torch.device, dtype: torch.dtype, sizes: tuple) -> str | None:
+    """None when the Triton backend can run ``op``'s backward for these tensors, else why not."""
     try:
         from . import triton as triton_backend
     except ImportError as err:
         return f"backend 'triton' is not available: {err}"
-    return triton_backend.unsupported("glstm", device, dtype, sizes)
+    return triton_backend.unsupported(op, device, dtype, sizes)
 
 
 def _ops():
@@ -370,6 +485,15 @@ def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
 
 
 def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
-    """(dx, dh0, dc0, dweight_1, dweight_2, dbias), each in x.dtype."""
-    return _ops().flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias,
-                                         output, cell)
+    """(dx, dh0, dc0, dweight_1, dweight_2, dbias), each in x.dtype.
+
+    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster
+    forward covers) the Triton backward, which only needs the saved output and cell and follows the same reference
+    numerics. There is no cluster F-LSTM backward kernel.
+    """
+    ops = _ops()
+    smem, _cc = _device_limits(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    if flstm_smem_bytes(weight_2.shape[0] // 4, weight_2.shape[1], x.dtype) > smem:
+        from . import triton as triton_backend
+        return triton_backend.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+    return ops.flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)

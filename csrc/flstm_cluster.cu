@@ -1,0 +1,385 @@
+// Persistent F-LSTM forward on a Hopper thread-block cluster: the variant for layers whose W1_h (R x H) and W2
+// (4H x R) do not fit one CTA's shared memory (e.g. the flstm-infer shape H = 1024, R = 256 in bf16: 2.5 MiB of
+// weights against 227 KiB per CTA).
+//
+// Shape legend: T time steps, B batch, I input features, H hidden units, R rank, BT batch tile (16 rows for WMMA,
+// kFlstmBatchTile = 8 for the float32 FMA path), C cluster size (2, 4, 8 or 16), Hs = H / C hidden units owned by one
+// CTA, Rs = R / C columns of z one CTA reduces.
+//
+// gates_t = P_t + W2 (W1_h h_{t-1}), P_t = W2 W1_x x_t + b precomputed by the launcher (time-parallel GEMMs).
+//
+// Decomposition. Grid (C * ceil(B / BT)), cluster dims (C, 1, 1): one cluster per batch tile. CTA rank r owns hidden
+// units [r Hs, (r+1) Hs) and keeps resident for all T steps the columns of W1_h of its units (R x Hs, stored
+// transposed) and the rows of W2 of its units' four gates (4Hs x R, stored transposed). Per step t each CTA
+//   1. forms its partial z_r = h_{t-1}[:, own units] W1_h[:, own units]^T (BT x R, float32) from its own slice of
+//      h_{t-1}, which it computed itself in step t-1 (so h never crosses the cluster), into partial[t % 2];
+//      cluster barrier 1;
+//   2. reduce-scatter + all-gather of z: CTA r sums columns [r Rs, (r+1) Rs) of the C partials, reading them through
+//      DSMEM in rank order 0, 1, ..., C-1, rounds the sums to the element type (the reference's z = h @ W1_h^T is a
+//      matmul in x's dtype, i.e. float32 accumulation rounded once to x's dtype; Triton's step kernel rounds it the
+//      same way before the W2 product) and stores them into the z tile of every CTA of the cluster; cluster
+//      barrier 2. Every column of z is summed by exactly one CTA, so every CTA holds bitwise the same z, and its
+//      value does not depend on timing;
+//   3. gates for its own units = z W2[own rows]^T (WMMA m16n16k16 with float32 accumulators for fp16/bf16, float32 FMA
+//      for fp32), plus P_t (float32), then the cell for its Hs units with c in float32 shared memory; h_t is rounded
+//      to the element type (exactly like the reference), written to global memory and kept in the CTA's h slice for
+//      step t+1.
+// Per step only z crosses the cluster: each CTA reads BT x R float32 partial values (16 KiB at BT = 16, R = 256;
+// 15/16 of it remote at C = 16) and pushes BT x R element values (8 KiB), as 16-byte loads and 8-byte (fp16/bf16) or
+// 16-byte (fp32) stores of four adjacent columns where Rs is a multiple of 4. Batch tiles are independent: no grid
+// sync.
+//
+// Why two cluster barriers per step: the all-reduce of z is a chain of two dependent exchanges (partials -> column
+// sums -> every CTA), and each needs its producers' stores to be visible before its consumers read. The one-barrier
+// alternative (every CTA sums all C partials of all R columns itself) moves C times the bytes per step (256 KiB per
+// CTA at C = 16), far more than a cluster barrier costs. Nothing of step t+1 can start before z_t is complete
+// (h_t depends on it), so there is no independent work to overlap with either barrier.
+//
+// Hazard argument. Buffers in every CTA: partial[0], partial[1] (float32, double-buffered by step parity), the z tile
+// (one buffer), the CTA's own h slice, c and the weights (local only). Step t publishes partial[t % 2]; the gate tile
+// of step t lives in the other half, partial[(t + 1) % 2], which no peer reads during step t.
+//   * RAW, partials (written by CTA q in phase 1 of step t, read by CTA p in phase 2): q's stores precede q's arrive
+//     on barrier 1 of step t (barrier.cluster.arrive has release semantics), p's reads follow p's wait on it (acquire).
+//   * RAW, z (pushed by CTA q in phase 2, read by CTA p's gate product in phase 3): q's stores precede q's arrive on
+//     barrier 2 of step t, p's reads follow p's wait on it. This is barrier 2's only job.
+//   * WAR, partial[t % 2]: peers last read it in phase 2 of step t-2, before they arrive on barrier 2 of step t-2;
+//     its owner rewrites it (as the gate tile in phase 3 of step t-1, then as partial in step t) only after waiting
+//     on barrier 1 of step t-1. Equivalently for the gate tile of step t, partial[(t + 1) % 2]: its last remote reads
+//     (phase 2 of step t-1) precede barrier 1 of step t. It never aliases the partial buffer peers read in step t.
+//   * WAR, z: CTA p reads its z tile in phase 3 of step t, before it arrives on barrier 1 of step t+1; peers push the
+//     next z into it in phase 2 of step t+1, after waiting on that barrier.
+//   So barrier 1 covers every write-after-read across the cluster and barrier 2 only orders the z pushes before their
+//   use; the double buffer is what keeps the two roles apart (barrier 2 could become point-to-point signalling
+//   without revisiting the WAR argument), and carving the gate tile from the idle half costs no extra bytes.
+//   * Within a CTA: phase 1 reads the h slice written by the previous step's cell, phase 3 writes the gate tile the
+//     cell then reads, and the next phase 1 overwrites that same buffer (the gate tile of step t is partial[(t+1) % 2]):
+//     each pair is separated by a __syncthreads or a cluster barrier, which every thread of the CTA passes. The cell
+//     state element (b, j) is read and written by the same thread every step.
+//   * Lifetime: a CTA must not receive DSMEM stores or reads before it has zeroed its buffers and loaded its h slice,
+//     nor exit while peers may still access its shared memory. The first DSMEM access of the kernel comes after
+//     barrier 1 of step 0, which every CTA reaches only after its prologue; the last comes before barrier 2 of step
+//     T-1, after which every CTA only touches its own shared memory and global memory. No extra barrier is needed.
+//
+// The body is compiled for sm_90 and newer only (clusters and DSMEM); the build also embeds compute_80 PTX, where the
+// kernel traps. The torch op (cuda_ops.cpp) refuses devices other than 9.x and lstmkern.backends.cuda never picks the
+// kernel there.
+#include <cooperative_groups.h>
+#include <mma.h>
+
+#include "persistent_common.cuh"
+#include "persistent_kernels.h"
+
+namespace lstmkern {
+namespace {
+
+// out (16 x 16 n_tiles, float32, ld_out) = a (16 x 16 k_tiles, row-major, lda) b (16 k_tiles x 16 n_tiles, row-major,
+// ldb), fp16/bf16 operands with float32 accumulation. Each warp takes its n-tiles two at a time (n_tile and
+// n_tile + warps): one A fragment load feeds two MMAs, and the two independent accumulator chains hide each other's
+// latency (the same scheme as the G-LSTM kernels).
+template <typename Element>
+__device__ __forceinline__ void wmma_product(const Element* __restrict__ a, int lda, const Element* __restrict__ b,
+                                             int ldb, float* __restrict__ out, int ld_out, int n_tiles, int k_tiles) {
+  namespace wmma = nvcuda::wmma;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int num_warps = static_cast<int>(blockDim.x) / 32;
+  for (int n_tile = warp; n_tile < n_tiles; n_tile += 2 * num_warps) {
+    const int n_tile_2 = n_tile + num_warps;
+    const bool has_second = n_tile_2 < n_tiles;  // warp-uniform
+    wmma::fragment<wmma::accumulator, kWmmaTile, kWmmaTile, kWmmaTile, float> acc, acc_2;
+    wmma::fill_fragment(acc, 0.0f);
+    wmma::fill_fragment(acc_2, 0.0f);
+    for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
+      wmma::fragment<wmma::matrix_a, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> a_frag;
+      wmma::fragment<wmma::matrix_b, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> b_frag, b_frag_2;
+      const Element* b_row = b + static_cast<int64_t>(k_tile) * kWmmaTile * ldb;
+      wmma::load_matrix_sync(a_frag, a + k_tile * kWmmaTile, static_cast<unsigned>(lda));
+      wmma::load_matrix_sync(b_frag, b_row + n_tile * kWmmaTile, static_cast<unsigned>(ldb));
+      if (has_second) wmma::load_matrix_sync(b_frag_2, b_row + n_tile_2 * kWmmaTile, static_cast<unsigned>(ldb));
+      wmma::mma_sync(acc, a_frag, b_frag, acc);
+      if (has_second) wmma::mma_sync(acc_2, a_frag, b_frag_2, acc_2);
+    }
+    wmma::store_matrix_sync(out + n_tile * kWmmaTile, acc, static_cast<unsigned>(ld_out), wmma::mem_row_major);
+    if (has_second) {
+      wmma::store_matrix_sync(out + n_tile_2 * kWmmaTile, acc_2, static_cast<unsigned>(ld_out), wmma::mem_row_major);
+    }
+  }
+}
+
+// out (kRows x n_cols, ld_out) = a (kRows x k_count, lda) b (k_count x n_cols, ldb), all float32: one thread per
+// output column with one register accumulator per row; b[k][n] is contiguous across the warp, a[row][k] a broadcast.
+template <int kRows>
+__device__ __forceinline__ void fma_product(const float* __restrict__ a, int lda, const float* __restrict__ b, int ldb,
+                                            float* __restrict__ out, int ld_out, int n_cols, int k_count) {
+  for (int n = threadIdx.x; n < n_cols; n += blockDim.x) {
+    float acc[kRows];
+#pragma unroll
+    for (int row = 0; row < kRows; ++row) acc[row] = 0.0f;
+    for (int k = 0; k < k_count; ++k) {
+      const float w = b[static_cast<int64_t>(k) * ldb + n];
+#pragma unroll
+      for (int row = 0; row < kRows; ++row) acc[row] = fmaf(a[row * lda + k], w, acc[row]);
+    }
+#pragma unroll
+    for (int row = 0; row < kRows; ++row) out[row * ld_out + n] = acc[row];
+  }
+}
+
+// kCount values of T as one aligned vector, so a copy is one vector load or store (16 bytes for four floats).
+template <typename T, int kCount>
+struct alignas(sizeof(T) * kCount) Pack {
+  T values[kCount];
+};
+
+// Phase 2 of the step (see the header): for rows b < batch_rows and the CTA's columns q in [z_col_start,
+// z_col_start + Rs), z[b][q] = sum over ranks 0, 1, ..., C-1 of partial_rank[b][q] (read through DSMEM), rounded to
+// the element type and stored into z[b][q] of every CTA of the cluster. kVector adjacent columns per item (Rs must be
+// a multiple of kVector). All C loads of an item are issued before the first add, so their latencies overlap; the
+// order of the sum is fixed, so the result does not depend on timing.
+// `Cluster` is cooperative_groups::cluster_group (a template parameter because that type only exists when compiling
+// for sm_90 and newer).
+template <int kVector, typename Cluster, typename Element>
+__device__ __forceinline__ void reduce_and_broadcast_z(const Cluster& cluster, int rank, int cluster_size,
+                                                       const float* partial, int partial_ld, Element* z_tile, int z_ld,
+                                                       int batch_rows, int z_col_start, int Rs) {
+  using PartialVector = Pack<float, kVector>;
+  using ZVector = Pack<Element, kVector>;
+  const int vectors_per_row = Rs / kVector;
+  for (int idx = threadIdx.x; idx < batch_rows * vectors_per_row; idx += blockDim.x) {
+    const int b = idx / vectors_per_row;
+    const int q = z_col_start + (idx - b * vectors_per_row) * kVector;
+    const PartialVector* source = reinterpret_cast<const PartialVector*>(partial + b * partial_ld + q);
+    PartialVector parts[kFlstmClusterMaxSize];
+#pragma unroll
+    for (int peer = 0; peer < kFlstmClusterMaxSize; ++peer) {
+      if (peer < cluster_size) parts[peer] = *cluster.map_shared_rank(source, static_cast<unsigned>(peer));
+    }
+    ZVector z_values;
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) {
+      float sum = parts[0].values[v];
+#pragma unroll
+      for (int peer = 1; peer < kFlstmClusterMaxSize; ++peer) {
+        if (peer < cluster_size) sum += parts[peer].values[v];
+      }
+      z_values.values[v] = from_float<Element>(sum);
+    }
+    ZVector* target = reinterpret_cast<ZVector*>(z_tile + b * z_ld + q);
+    // Peers are visited starting at this rank so the C CTAs do not all store into the same CTA at once.
+    for (int peer = 0; peer < cluster_size; ++peer) {
+      const int peer_rank = (rank + peer) % cluster_size;
+      *cluster.map_shared_rank(target, static_cast<unsigned>(peer_rank)) = z_values;
+    }
+  }
+}
+
+template <ElementKind kKind>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<kKind>::type* __restrict__ h0,
+                         const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
+                         const typename ElementOf<kKind>::type* __restrict__ weight_2,
+                         typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T, int B,
+                         int I, int H, int R, int cluster_size) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  using Element = typename ElementOf<kKind>::type;
+  constexpr bool kWmma = uses_wmma(kKind);
+  constexpr int kBatchTile = flstm_cluster_batch_tile(kKind);
+  // Cell items per thread whose P_t is loaded into registers at the start of the step, so the global-memory latency
+  // overlaps the partial product and the z exchange (the headline shape, BT = 16 and Hs = 64, has exactly 4 per
+  // thread; larger slices load the rest in the cell loop).
+  constexpr int kProjPrefetchItems = 4;
+  // z columns one exchange item reduces: one 16-byte partial load per peer and one 8-byte (fp16/bf16) or 16-byte
+  // (fp32) store per peer, a quarter of the DSMEM requests of one column per item.
+  constexpr int kZVector = 4;
+
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const FlstmClusterFwdLayout layout = flstm_cluster_fwd_layout(H, R, cluster_size, kKind);
+  const int Hs = static_cast<int>(layout.units_per_cta);
+  const int unit_start = rank * Hs;  // first hidden unit this CTA owns
+  const int Rs = R / cluster_size;   // columns of z this CTA reduces (C divides 16 and R is a multiple of 16)
+  const int z_col_start = rank * Rs;
+  const int w1h_ld = static_cast<int>(layout.w1h_ld);
+  const int w2_ld = static_cast<int>(layout.w2_ld);
+  const int h_ld = static_cast<int>(layout.h_ld);
+  const int partial_ld = static_cast<int>(layout.partial_ld);
+  const int gates_ld = static_cast<int>(layout.gates_ld);
+  const int z_ld = static_cast<int>(layout.z_ld);
+
+  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);     // (Hs x w1h_ld)
+  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);       // (R x w2_ld)
+  Element* h_own = reinterpret_cast<Element*>(smem + layout.h_offset);     // (BT x h_ld): own slice of h_{t-1}
+  // Two named pointers rather than an array: a runtime-indexed pointer array would live in a local-memory stack frame.
+  float* const partial_even = reinterpret_cast<float*>(smem + layout.partial_offset[0]);
+  float* const partial_odd = reinterpret_cast<float*>(smem + layout.partial_offset[1]);
+  Element* z_tile = reinterpret_cast<Element*>(smem + layout.z_offset);    // (BT x z_ld): reduced, rounded z
+  float* c_tile = reinterpret_cast<float*>(smem + layout.c_offset);        // (BT x Hs)
+
+  const int batch_start = static_cast<int>(blockIdx.x / cluster_size) * kBatchTile;
+  const int batch_rows = min(kBatchTile, B - batch_start);
+  const int64_t four_h = 4 * static_cast<int64_t>(H);
+  const int64_t w1_ld = static_cast<int64_t>(I) + H;
+  const int four_hs = 4 * Hs;
+  const int cell_items = batch_rows * Hs;  // (batch row, owned unit) pairs of the cell phase, round-robin over threads
+
+  // Prologue: padding rows of h and z must read as 0 for the whole sequence (the MMAs multiply all BT rows).
+  zero_shared(smem, layout.total_bytes);
+  __syncthreads();
+
+  // W1_h columns of the own units: W1[q][I + unit_start + k] -> w1h[k][q]; consecutive threads read consecutive k of
+  // one row of W1, so the global loads coalesce (the transposing shared-memory stores are a one-off).
+  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
+    const int q = idx / Hs;
+    const int k = idx - q * Hs;
+    w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
+  }
+  // W2 rows of the own units' gates: W2[gate H + unit_start + j][q] -> w2[q][gate Hs + j], coalesced along q.
+  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
+    const int n = idx / R;  // CTA-local gate column gate * Hs + j
+    const int q = idx - n * R;
+    const int gate = n / Hs;
+    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
+    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * R + q];
+  }
+  // The own slices of h0 and c0 (the partial product of step 0 needs only the own units of h0).
+  for (int idx = threadIdx.x; idx < cell_items; idx += blockDim.x) {
+    const int b = idx / Hs;
+    const int j = idx - b * Hs;
+    const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + unit_start + j;
+    h_own[b * h_ld + j] = h0[state_idx];
+    c_tile[b * Hs + j] = c0[state_idx];
+  }
+  __syncthreads();
+
+  for (int t = 0; t < T; ++t) {
+    const bool odd_step = (t & 1) != 0;
+    float* partial = odd_step ? partial_odd : partial_even;  // published to the peers this step
+    float* gates = odd_step ? partial_even : partial_odd;    // the idle half: nobody else reads it during step t
+    // P_t of cell item (b, j) for gate q: proj_t + b * 4H + q * H + j.
+    const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + unit_start;
+
+    float proj_regs[kProjPrefetchItems][4];
+#pragma unroll
+    for (int item = 0; item < kProjPrefetchItems; ++item) {
+      const int idx = threadIdx.x + item * kThreadsPerBlock;
+#pragma unroll
+      for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = 0.0f;
+      if (idx < cell_items) {
+        const int b = idx / Hs;
+        const float* proj_row = proj_t + b * four_h + (idx - b * Hs);
+#pragma unroll
+        for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = proj_row[gate * static_cast<int64_t>(H)];
+      }
+    }
+
+    // 1. partial z = h_{t-1}[:, own] W1_h[:, own]^T (BT x R); rows >= batch_rows are 0 and never reduced.
+    if constexpr (kWmma) {
+      wmma_product(h_own, h_ld, w1h, w1h_ld, partial, partial_ld, R / kWmmaTile, Hs / kWmmaTile);
+    } else {
+      fma_product<kBatchTile>(h_own, h_ld, w1h, w1h_ld, partial, partial_ld, R, Hs);
+    }
+    cluster.sync();  // barrier 1: every CTA's partial of step t is visible (and every WAR of the step is ordered)
+
+    // 2. Reduce this CTA's Rs columns over the C partials in rank order, round to the element type, push everywhere:
+    // four adjacent columns per item where Rs allows it (the headline shape: Rs = 16), one otherwise.
+    if (Rs % kZVector == 0) {
+      reduce_and_broadcast_z<kZVector>(cluster, rank, cluster_size, partial, partial_ld, z_tile, z_ld, batch_rows,
+                                       z_col_start, Rs);
+    } else {
+      reduce_and_broadcast_z<1>(cluster, rank, cluster_size, partial, partial_ld, z_tile, z_ld, batch_rows,
+                                z_col_start, Rs);
+    }
+    cluster.sync();  // barrier 2: the whole z of step t is in every CTA
+
+    // 3. gates for the own units = z W2[own rows]^T (BT x 4Hs), then the cell.
+    if constexpr (kWmma) {
+      wmma_product(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs / kWmmaTile, R / kWmmaTile);
+    } else {
+      fma_product<kBatchTile>(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs, R);
+    }
+    __syncthreads();
+
+    const auto cell_step = [&](int idx, float proj_i, float proj_f, float proj_g, float proj_o) {
+      const int b = idx / Hs;
+      const int j = idx - b * Hs;
+      const float* gates_row = gates + b * gates_ld;
+      float c = c_tile[b * Hs + j];
+      const float h = lstm_cell_forward(proj_i + gates_row[j], proj_f + gates_row[Hs + j],
+                                        proj_g + gates_row[2 * Hs + j], proj_o + gates_row[3 * Hs + j], c);
+      const Element h_rounded = from_float<Element>(h);
+      const int64_t state_idx = (static_cast<int64_t>(t) * B + batch_start + b) * H + unit_start + j;
+      c_tile[b * Hs + j] = c;
+      cell[state_idx] = c;
+      output[state_idx] = h_rounded;
+      h_own[b * h_ld + j] = h_rounded;  // the next step multiplies the rounded h, like the reference
+    };
+#pragma unroll
+    for (int item = 0; item < kProjPrefetchItems; ++item) {
+      const int idx = threadIdx.x + item * kThreadsPerBlock;
+      if (idx < cell_items) {
+        cell_step(idx, proj_regs[item][0], proj_regs[item][1], proj_regs[item][2], proj_regs[item][3]);
+      }
+    }
+    for (int idx = threadIdx.x + kProjPrefetchItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
+      const int b = idx / Hs;
+      const float* proj_row = proj_t + b * four_h + (idx - b * Hs);
+      cell_step(idx, proj_row[0], proj_row[H], proj_row[2 * static_cast<int64_t>(H)],
+                proj_row[3 * static_cast<int64_t>(H)]);
+    }
+    // The next step's partial product reads h_own and overwrites this step's gate tile.
+    __syncthreads();
+  }
+#else
+  // Compiled for an architecture without clusters (the embedded compute_80 PTX): never launched there (the launcher
+  // checks the compute capability); trap rather than return garbage if it ever is.
+  __trap();
+#endif
+}
+
+// The cluster launch of the forward kernel for (H, R, B, C): a grid of C * ceil(B / BT) CTAs in clusters of C (for
+// C = 16 ClusterLaunch allows the non-portable size; that needs a GPC with 16 free SMs).
+template <ElementKind kKind>
+cudaError_t prepare_cluster_launch(int H, int R, int B, int cluster_size, cudaStream_t stream, ClusterLaunch& launch) {
+  const int64_t smem_bytes = flstm_cluster_fwd_layout(H, R, cluster_size, kKind).total_bytes;
+  return launch.prepare(flstm_cluster_fwd_kernel<kKind>, smem_bytes, flstm_cluster_batch_tile(kKind), B, 1,
+                        cluster_size, stream);
+}
+
+template <ElementKind kKind>
+cudaError_t max_active_clusters(int H, int R, int cluster_size, int* count) {
+  *count = 0;
+  if (!flstm_cluster_shape_ok(H, R, cluster_size)) return cudaErrorInvalidValue;
+  ClusterLaunch launch;
+  const cudaError_t err = prepare_cluster_launch<kKind>(H, R, 1, cluster_size, nullptr, launch);
+  if (err != cudaSuccess) return err;
+  return launch.max_active_clusters(flstm_cluster_fwd_kernel<kKind>, count);
+}
+
+template <ElementKind kKind>
+cudaError_t launch_cluster_fwd(const FlstmFwdArgs& args, int cluster_size, cudaStream_t stream) {
+  using Element = typename ElementOf<kKind>::type;
+  if (!flstm_cluster_shape_ok(args.H, args.R, cluster_size)) return cudaErrorInvalidValue;
+  ClusterLaunch launch;
+  const cudaError_t err = prepare_cluster_launch<kKind>(args.H, args.R, args.B, cluster_size, stream, launch);
+  if (err != cudaSuccess) return err;
+  return launch.launch(flstm_cluster_fwd_kernel<kKind>, args.proj, static_cast<const Element*>(args.h0), args.c0,
+                       static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
+                       static_cast<Element*>(args.output), args.cell, args.T, args.B, args.I, args.H, args.R,
+                       cluster_size);
+}
+
+}  // namespace
+
+cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args, int cluster_size,
+                                     cudaStream_t stream) {
+  return dispatch_element_kind(
+      kind, [&](auto element) { return launch_cluster_fwd<decltype(element)::value>(args, cluster_size, stream); });
+}
+
+cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count) {
+  return dispatch_element_kind(
+      kind, [&](auto element) { return max_active_clusters<decltype(element)::value>(H, R, cluster_size, count); });
+}
+
+}  // namespace lstmkern
