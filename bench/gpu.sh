@@ -5,17 +5,19 @@
 #   bash bench/gpu.sh                       # all default stages: build tests sanitize bench
 #   bash bench/gpu.sh build bench           # only these stages, in this order
 #   bash bench/gpu.sh build sweep           # the optional H and G sweeps (speed-up plots)
+#   bash bench/gpu.sh build lm              # the language-model benchmark's GPU preset (H = 1024), a call of its own
 #
 # Everything it produces goes to $OUT (default ./gpu-out): build.log, tests.log, memcheck.log, racecheck.log,
 # bench.md (the printed table), bench.log (progress), the benchmark json (+ plots), nvidia-smi.txt, summary.txt.
 # The json is also kept under bench/results/.
 #
 # Time limits per stage (seconds; the defaults add up to < 600 so the default run fits one 10-minute call):
-#   T_BUILD=200 T_TESTS=150 T_MEMCHECK=40 T_RACECHECK=40 T_BENCH=150 T_SWEEP=300
+#   T_BUILD=200 T_TESTS=150 T_MEMCHECK=40 T_RACECHECK=40 T_BENCH=150 T_SWEEP=300 T_LM=380
 # The benchmark also gets --time-budget (T_BENCH - 25): it stops starting new cases in time to write its json, and
 # runs the most telling implementations first (see IMPL_TIERS in bench_kernels.py). For the full default set give the
 # bench a call of its own:  T_BENCH=560 bash bench/gpu.sh bench
-# Other knobs: PYTHON (default python), BENCH_ARGS (extra bench_kernels arguments), SWEEP_IMPLS.
+# Other knobs: PYTHON (default python), BENCH_ARGS (extra bench_kernels arguments), SWEEP_IMPLS, LM_ARGS (extra
+# bench.lm.train arguments; the lm stage writes its json only at the end, so give it fewer --models if it runs long).
 #
 # A failing stage does not stop the later ones (each is logged); the exit status is 1 if any stage failed.
 set -uo pipefail
@@ -35,7 +37,9 @@ T_MEMCHECK=${T_MEMCHECK:-40}
 T_RACECHECK=${T_RACECHECK:-40}
 T_BENCH=${T_BENCH:-150}
 T_SWEEP=${T_SWEEP:-300}
+T_LM=${T_LM:-380}
 BENCH_ARGS=${BENCH_ARGS:-}
+LM_ARGS=${LM_ARGS:-}
 SWEEP_IMPLS=${SWEEP_IMPLS:-lstmkern-cuda,lstmkern-triton,cudnn,flashrnn}
 
 STAGES=("$@")
@@ -143,8 +147,17 @@ for stage in "${STAGES[@]}"; do
         collect_results "$marker"
         rm -f "$marker"
         ;;
+    lm)
+        # bench.lm.train writes its json, png and log under bench/results/ (copied to $OUT below).
+        marker=$(mktemp)
+        # shellcheck disable=SC2086  # LM_ARGS is a list of words on purpose (e.g. LM_ARGS="--models lstm,glstm4")
+        run_stage lm "$T_LM" "$OUT/lm.log" "$PYTHON" -m bench.lm.train --preset gpu $LM_ARGS
+        tail -n 15 "$OUT/lm.log"
+        collect_results "$marker"
+        rm -f "$marker"
+        ;;
     *)
-        note "unknown stage '$stage' (expected build, tests, sanitize, bench, sweep)"
+        note "unknown stage '$stage' (expected build, tests, sanitize, bench, sweep, lm)"
         STATUS=1
         ;;
     esac
