@@ -421,7 +421,11 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     cluster_size = flstm_cluster_size(H, R, dtype, smem, cc) if reason is None else 0
     if cluster_size > 1:
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if _flstm_cluster_max_active(index, H, R, cluster_size, dtype) < 1:
+        try:
+            active = _flstm_cluster_max_active(index, H, R, cluster_size, dtype)
+        except RuntimeError as err:  # the occupancy query failed: "auto" must fall back, not raise
+            return f"the residency query of the {cluster_size}-CTA cluster F-LSTM forward failed: {err}"
+        if active < 1:
             return (f"H={H}, R={R} in {dtype} needs the thread-block-cluster forward with C={cluster_size} CTAs of "
                     f"{flstm_cluster_smem_bytes(H, R, cluster_size, dtype)} bytes each, which this device cannot make "
                     f"resident (cudaOccupancyMaxActiveClusters = 0)")
