@@ -76,7 +76,7 @@ def native_extensions() -> tuple[list, dict]:
     depends = sorted(str(p.relative_to(ROOT)) for p in CSRC.iterdir() if p.suffix in (".h", ".cuh", ".txt"))
     if with_cuda:
         sources = ["csrc/extension.cpp", "csrc/cuda_ops.cpp", "csrc/glstm_persistent.cu", "csrc/glstm_cluster.cu",
-                   "csrc/flstm_persistent.cu", "csrc/flstm_cluster.cu"]
+                   "csrc/flstm_persistent.cu", "csrc/flstm_cluster.cu", "csrc/flstm_grid.cu"]
         nvcc = nvcc_flags_from_file() + cuda_arch_flags(os.environ.get("LSTMKERN_CUDA_ARCHS", DEFAULT_CUDA_ARCHS))
         extension = cpp_extension.CUDAExtension(
             "lstmkern._C", sources, include_dirs=include_dirs, depends=depends,

@@ -12,9 +12,12 @@ takes them for groups too large for one CTA, which would make the sanitizer runs
 cluster barriers run under the sanitizer tools too; likewise the thread-block-cluster F-LSTM forward
 (csrc/flstm_cluster.cu) with 2, 4, 8 and 16 CTAs per batch tile (16 is the non-portable size; skipped with a note where
 the GPU cannot make such a cluster resident).
+On compute capability 8.0 and newer it also runs the grid-cooperative F-LSTM forward (csrc/flstm_grid.cu) forced
+through the op's grid_ctas argument with 1 to 6 CTAs (its global-memory z exchange and grid barriers, the masked z
+columns where R is not a multiple of N, and the zero-filled padding rows of the last batch tile).
 Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-C cluster size.
+C cluster size, N CTA count of the grid F-LSTM forward.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ GLSTM_CLUSTER_SIZES = [(2, 3, 17, 2, 32, 2), (4, 2, 9, 1, 64, 3), (8, 2, 3, 1, 1
 # exchange, then exit) included.
 FLSTM_CLUSTER_SIZES = [(2, 3, 17, 3, 64, 32), (4, 2, 9, 2, 128, 16), (8, 1, 3, 1, 128, 16), (16, 2, 2, 4, 256, 32),
                        (16, 1, 1, 1, 256, 16)]
+# (N, T, B, I, H, R): Hs = H / N = 16 or 32; Rs = ceil(R / N) = 6 with the last CTA reducing 2 columns (N = 6), one
+# column per item (Rs = 3) and 4 (vector path); B crossing the batch tiles; T = 1 and a grid of one CTA included.
+FLSTM_GRID_SIZES = [(2, 3, 17, 3, 64, 32), (6, 2, 9, 2, 192, 32), (4, 1, 1, 1, 64, 16), (1, 2, 3, 2, 32, 16),
+                    (3, 2, 19, 1, 96, 16)]
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 2e-1}
 
 
@@ -100,6 +107,19 @@ def run_flstm_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: boo
     return True
 
 
+def run_flstm_grid(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> None:
+    """One forced grid-cooperative F-LSTM forward against the float64 reference."""
+    N, T, B, I, H, R = sizes
+    w1, w2 = _rand(R, I + H, dtype=dtype) * (I + H) ** -0.5, _rand(4 * H, R, dtype=dtype) * R**-0.5
+    bias = _rand(4 * H, dtype=dtype) if with_bias else None
+    x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
+    output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, grid_ctas=N)
+    torch.cuda.synchronize()
+    expected, expected_cell = flstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w1, w2, bias)))
+    error = max((output.double() - expected).abs().max().item(), (cell.double() - expected_cell).abs().max().item())
+    assert error <= TOLERANCE[dtype], f"flstm grid {sizes} {dtype}: output/cell error {error:.3e}"
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
@@ -124,8 +144,14 @@ def main() -> None:
                     flstm_cluster_count += int(run_flstm_cluster(sizes, dtype, with_bias))
     else:
         print("sanitize_small: not compute capability 9.x, the cluster G-LSTM and F-LSTM kernels are not exercised")
-    print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs and "
-          f"{flstm_cluster_count} cluster F-LSTM forward runs OK")
+    grid_count = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for with_bias in (True, False):
+            for sizes in FLSTM_GRID_SIZES:
+                run_flstm_grid(sizes, dtype, with_bias)
+                grid_count += 1
+    print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs, "
+          f"{flstm_cluster_count} cluster F-LSTM forward runs and {grid_count} grid F-LSTM forward runs OK")
 
 
 if __name__ == "__main__":

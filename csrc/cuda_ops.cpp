@@ -1,10 +1,10 @@
 // CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
 // (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
-// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu and csrc/flstm_cluster.cu on
-// the current stream.
+// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu, csrc/flstm_cluster.cu and
+// csrc/flstm_grid.cu on the current stream (the grid F-LSTM forward's global workspace is allocated here).
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-// C thread-block-cluster size of the cluster kernels.
+// C thread-block-cluster size of the cluster kernels, N CTA count of the grid F-LSTM forward.
 // Numerics mirror lstmkern/reference.py: GEMMs with weights run in x's dtype and their results are converted to
 // float32 before the bias is added; the recurrence, the cell state and all gradients before the final conversion
 // are float32.
@@ -83,6 +83,12 @@ int64_t device_smem_optin(int64_t device) {
   return smem_optin;
 }
 
+int64_t device_sm_count(int device) {
+  int sm_count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  return sm_count;
+}
+
 int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, int64_t cluster_size,
                                   at::ScalarType dtype) {
   TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM forward takes "
@@ -98,6 +104,25 @@ int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, i
   int count = 0;
   C10_CUDA_CHECK(flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
                                                    static_cast<int>(cluster_size), &count));
+  return count;
+}
+
+int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, int64_t grid_ctas, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM forward takes grid_ctas >= 1, "
+                    "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
+                    ", hidden = ", hidden, ", rank = ", rank);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
+                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
+  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
+                           : dtype == at::kHalf ? ElementKind::kFloat16
+                                                : ElementKind::kBFloat16;
+  if (device_cc_major(static_cast<int>(device)) < 8) return 0;
+  const int64_t smem_bytes = flstm_grid_smem_bytes(hidden, rank, grid_ctas, kind);
+  if (smem_bytes > device_smem_optin(device)) return 0;  // cudaFuncSetAttribute would refuse it
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(flstm_grid_max_resident_ctas(kind, static_cast<int>(hidden), static_cast<int>(rank),
+                                              static_cast<int>(grid_ctas), &count));
   return count;
 }
 
@@ -352,26 +377,55 @@ FlstmDims check_flstm(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   return d;
 }
 
-// Which F-LSTM forward kernel runs: 1 = single CTA per batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch
-// tile. `requested` is the op's cluster_size argument: 0 picks flstm_fwd_cluster_size (what lstmkern.backends.cuda's
-// rule assumes), 1 or C forces that kernel (tests and compute-sanitizer runs use it to reach the cluster kernel at
-// small H). Raises ValueError naming the reason where the kernel cannot run on `device`.
-int flstm_forward_cluster_size(int64_t requested, int64_t h, int64_t r, ElementKind kind, at::ScalarType dtype,
-                               int device) {
+// Which F-LSTM forward kernel runs: cluster_size 1 = single CTA per batch tile, C in {2, 4, 8, 16} = cluster of C CTAs
+// per batch tile, or grid_ctas N >= 1 = the grid-cooperative forward on N CTAs (cluster_size is then 0).
+struct FlstmForwardPlan {
+  int cluster_size;
+  int grid_ctas;
+};
+
+// `requested_cluster` and `requested_grid` are the op's cluster_size and grid_ctas arguments: both 0 picks
+// flstm_fwd_cluster_size and, where that finds nothing, flstm_fwd_grid_ctas (what lstmkern.backends.cuda's rule
+// assumes); cluster_size 1 or C forces that kernel, grid_ctas N forces the grid forward on N CTAs (tests and
+// compute-sanitizer runs use both to reach the multi-CTA kernels at small shapes). Raises ValueError naming the reason
+// where the kernel cannot run on `device`.
+FlstmForwardPlan flstm_forward_plan(int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
+                                    ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
-  int64_t cluster_size = requested;
-  if (requested == 0) {
+  const int64_t sm_count = device_sm_count(device);
+  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid F-LSTM "
+                    "forward, got grid_ctas = ", requested_grid);
+  if (requested_grid > 0) {
+    TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
+                      requested_cluster, ", grid_ctas = ", requested_grid);
+    TORCH_CHECK_VALUE(flstm_grid_shape_ok(h, r, requested_grid), "the grid F-LSTM forward takes grid_ctas >= 1 with H "
+                      "a multiple of 16 * grid_ctas and R a multiple of 16; got grid_ctas = ", requested_grid,
+                      " for H = ", h, ", R = ", r);
+    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid F-LSTM forward runs one CTA per SM, all co-resident: "
+                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
+    check_device_fits(device, flstm_grid_smem_bytes(h, r, requested_grid, kind), "the grid F-LSTM forward kernel");
+    return {0, static_cast<int>(requested_grid)};
+  }
+  int64_t cluster_size = requested_cluster;
+  if (requested_cluster == 0) {
     cluster_size = flstm_fwd_cluster_size(h, r, kind, smem_optin, cc_major);
-    TORCH_CHECK_VALUE(cluster_size != 0, "the F-LSTM forward kernel with H = ", h, ", R = ", r, " in ", dtype,
-                      " needs ", flstm_fwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one "
-                      "CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster applies (compute "
-                      "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
-                      "per-CTA share fitting; see lstmkern.backends.cuda.flstm_persistent_rule)");
+    if (cluster_size == 0) {
+      const int ctas = flstm_fwd_grid_ctas(h, r, kind, smem_optin, sm_count);
+      TORCH_CHECK_VALUE(ctas != 0, "the F-LSTM forward kernel with H = ", h, ", R = ", r, " in ", dtype, " needs ",
+                        flstm_fwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one CTA, "
+                        "device ", device, " allows ", smem_optin, ", no thread-block cluster applies (compute "
+                        "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
+                        "per-CTA share fitting), and neither does the grid forward (N <= ", sm_count, " CTAs with H a "
+                        "multiple of 16 N, R a multiple of 16 and the per-CTA share fitting); see "
+                        "lstmkern.backends.cuda.flstm_persistent_rule");
+      check_device_fits(device, flstm_grid_smem_bytes(h, r, ctas, kind), "the grid F-LSTM forward kernel");
+      return {0, ctas};
+    }
   } else {
-    TORCH_CHECK_VALUE(requested == 1 || flstm_cluster_shape_ok(h, r, requested), "cluster_size must be 0 "
-                      "(automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R a "
-                      "multiple of 16; got cluster_size = ", requested, " for H = ", h, ", R = ", r);
+    TORCH_CHECK_VALUE(requested_cluster == 1 || flstm_cluster_shape_ok(h, r, requested_cluster), "cluster_size must "
+                      "be 0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R "
+                      "a multiple of 16; got cluster_size = ", requested_cluster, " for H = ", h, ", R = ", r);
   }
   if (cluster_size == 1) {
     check_device_fits(device, flstm_fwd_layout(h, r, kind).total_bytes, "the F-LSTM forward kernel");
@@ -380,13 +434,14 @@ int flstm_forward_cluster_size(int64_t requested, int64_t h, int64_t r, ElementK
                       "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
     check_device_fits(device, flstm_cluster_smem_bytes(h, r, cluster_size, kind), "the cluster F-LSTM forward kernel");
   }
-  return static_cast<int>(cluster_size);
+  return {static_cast<int>(cluster_size), 0};
 }
 
 std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
                                                         const at::Tensor& c0, const at::Tensor& weight_1,
                                                         const at::Tensor& weight_2,
-                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size) {
+                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size,
+                                                        int64_t grid_ctas) {
   const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
@@ -394,7 +449,9 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  const int cluster = flstm_forward_cluster_size(cluster_size, d.H, d.R, kind, x.scalar_type(), x.get_device());
+  const FlstmForwardPlan plan =
+      flstm_forward_plan(cluster_size, grid_ctas, d.H, d.R, kind, x.scalar_type(), x.get_device());
+  const int cluster = plan.cluster_size;
   // P = (x W1_x^T) W2^T in x's dtype, then float32 + bias: (T, B, 4H).
   const at::Tensor z_input = at::mm(x.view({d.T * d.B, d.I}), weight_1.narrow(1, 0, d.I).t());
   at::Tensor proj = at::mm(z_input, weight_2.t()).to(at::kFloat).view({d.T, d.B, 4 * d.H});
@@ -416,7 +473,22 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   args.H = static_cast<int>(d.H);
   args.R = static_cast<int>(d.R);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (cluster == 1) {
+  if (plan.grid_ctas > 0) {
+    // Global workspace of the grid forward (see csrc/flstm_grid.cu): per-rank partial z and the reduced z, Bp rows.
+    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
+    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
+    check_fits_int32(batch_pad * d.R, "ceil(B / BT) BT * R");
+    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.R}, x.options().dtype(at::kFloat));
+    at::Tensor z = at::empty({batch_pad, d.R}, x.options());
+    const cudaError_t err =
+        launch_flstm_grid_fwd(kind, args, plan.grid_ctas, partials.mutable_data_ptr<float>(), z.mutable_data_ptr(),
+                              stream);
+    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid F-LSTM forward with N = ", plan.grid_ctas,
+                " CTAs of ", flstm_grid_smem_bytes(d.H, d.R, plan.grid_ctas, kind), " bytes of shared memory each "
+                "cannot all be resident on device ", x.get_device(), " (cudaOccupancyMaxActiveBlocksPerMultiprocessor "
+                "x SM count < N; another context may hold SMs); use the Triton backend");
+    C10_CUDA_CHECK(err);
+  } else if (cluster == 1) {
     C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
   } else {
     const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
@@ -503,6 +575,10 @@ TORCH_LIBRARY_FRAGMENT(lstmkern_cuda, m) {
   // can hold at once (0: it cannot run there; lstmkern.backends.cuda then falls back for the non-portable C = 16).
   m.def("flstm_cluster_max_active_clusters(int device, int hidden, int rank, int cluster_size, ScalarType dtype) -> "
         "int", &lstmkern::flstm_cluster_max_active);
+  // How many CTAs of the grid F-LSTM forward (its shared memory for hidden, rank, grid_ctas, dtype) device `device` can
+  // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
+  m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::flstm_grid_max_resident);
 }
 
 TORCH_LIBRARY_IMPL(lstmkern_cuda, CUDA, m) {

@@ -76,6 +76,21 @@ int64_t flstm_forward_cluster_size(int64_t hidden, int64_t rank, c10::ScalarType
   return flstm_fwd_cluster_size(hidden, rank, element_kind_of(dtype), smem_optin, static_cast<int>(cc_major));
 }
 
+int64_t flstm_grid_smem(int64_t hidden, int64_t rank, int64_t grid_ctas, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM forward takes grid_ctas >= 1, "
+                    "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
+                    ", hidden = ", hidden, ", rank = ", rank);
+  return flstm_grid_smem_bytes(hidden, rank, grid_ctas, kind);
+}
+
+int64_t flstm_forward_grid_ctas(int64_t hidden, int64_t rank, c10::ScalarType dtype, int64_t smem_optin,
+                                int64_t sm_count) {
+  TORCH_CHECK_VALUE(hidden >= 1, "hidden must be >= 1, got ", hidden);
+  TORCH_CHECK_VALUE(rank >= 1, "rank must be >= 1, got ", rank);
+  return flstm_fwd_grid_ctas(hidden, rank, element_kind_of(dtype), smem_optin, sm_count);
+}
+
 }  // namespace
 }  // namespace lstmkern
 
@@ -93,9 +108,11 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
   // cluster_size: 0 = automatic (single CTA where it fits, else the smallest thread-block cluster that fits on compute
   // capability 9.x; see flstm_fwd_cluster_size in persistent_layout.h), 1 = force the single-CTA kernel,
-  // 2 / 4 / 8 / 16 = force the cluster kernel with that many CTAs per batch tile.
+  // 2 / 4 / 8 / 16 = force the cluster kernel with that many CTAs per batch tile. Where neither the single CTA nor a
+  // cluster fits, the automatic mode runs the grid-cooperative forward on the smallest fitting number of CTAs N <= SM
+  // count (flstm_fwd_grid_ctas); grid_ctas = N >= 1 forces that kernel (cluster_size must then be 0).
   m.def("flstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
-        "int cluster_size=0) -> (Tensor output, Tensor cell)");
+        "int cluster_size=0, int grid_ctas=0) -> (Tensor output, Tensor cell)");
   m.def("flstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
         "Tensor weight_1, Tensor weight_2, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, "
         "Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias)");
@@ -117,6 +134,13 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::flstm_cluster_smem);
   m.def("flstm_forward_cluster_size(int hidden, int rank, ScalarType dtype, int smem_optin, int cc_major) -> int",
         &lstmkern::flstm_forward_cluster_size);
+  // The same for the grid F-LSTM forward: bytes per CTA with grid_ctas CTAs (ValueError where that count is not
+  // accepted for (hidden, rank)), and the CTA count the automatic mode uses where neither the single CTA nor a cluster
+  // fits (0: none fits within sm_count CTAs).
+  m.def("flstm_grid_smem_bytes(int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::flstm_grid_smem);
+  m.def("flstm_forward_grid_ctas(int hidden, int rank, ScalarType dtype, int smem_optin, int sm_count) -> int",
+        &lstmkern::flstm_forward_grid_ctas);
 }
 
 namespace {

@@ -93,6 +93,62 @@ struct ClusterLaunch {
   }
 };
 
+// Host side of a cooperative (grid-synchronising) kernel launch: `ctas` CTAs of kThreadsPerBlock threads with
+// `smem_bytes` of dynamic shared memory, launched with cudaLaunchAttributeCooperative so that
+// cooperative_groups::this_grid().sync() is valid in the kernel. All CTAs must be resident at once: launch() checks
+// that first (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count of the current device) and returns
+// cudaErrorCooperativeLaunchTooLarge instead of launching where they are not. Not copyable: `config` points at
+// `attribute`.
+struct CooperativeLaunch {
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attribute{};
+
+  CooperativeLaunch() = default;
+  CooperativeLaunch(const CooperativeLaunch&) = delete;
+  CooperativeLaunch& operator=(const CooperativeLaunch&) = delete;
+
+  template <typename Kernel>
+  cudaError_t prepare(Kernel kernel, int64_t smem_bytes, int ctas, cudaStream_t stream) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+    if (err != cudaSuccess) return err;
+    config.gridDim = dim3(static_cast<unsigned>(ctas));
+    config.blockDim = dim3(kThreadsPerBlock);
+    config.dynamicSmemBytes = static_cast<size_t>(smem_bytes);
+    config.stream = stream;
+    attribute.id = cudaLaunchAttributeCooperative;
+    attribute.val.cooperative = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return cudaSuccess;
+  }
+
+  // How many CTAs of this configuration the current device can hold at once.
+  template <typename Kernel> cudaError_t max_resident_ctas(Kernel kernel, int* count) const {
+    *count = 0;
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    int sm_count = 0;
+    err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess) return err;
+    int per_sm = 0;
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(config.blockDim.x),
+                                                        config.dynamicSmemBytes);
+    if (err != cudaSuccess) return err;
+    *count = per_sm * sm_count;
+    return cudaSuccess;
+  }
+
+  template <typename Kernel, typename... Args> cudaError_t launch(Kernel kernel, Args... args) const {
+    int resident = 0;
+    const cudaError_t err = max_resident_ctas(kernel, &resident);
+    if (err != cudaSuccess) return err;
+    if (resident < static_cast<int>(config.gridDim.x)) return cudaErrorCooperativeLaunchTooLarge;
+    return cudaLaunchKernelEx(&config, kernel, args...);
+  }
+};
+
 // Accurate (non-fast-math) activations: the kernels are held to the float32 reference.
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 

@@ -1,5 +1,5 @@
 // Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/glstm_cluster.cu,
-// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu).
+// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu, csrc/flstm_grid.cu).
 //
 // The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
@@ -91,5 +91,16 @@ cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args,
 // current device can hold at once (cudaOccupancyMaxActiveClusters); 0 means it cannot be launched there (e.g. no GPC
 // with 16 free SMs for C = 16). Launches nothing.
 cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
+// The grid-cooperative F-LSTM forward (csrc/flstm_grid.cu): same arguments and results as the single-CTA forward, the
+// whole batch on `ctas` co-resident CTAs (H / ctas hidden units each) with z exchanged through the global workspace:
+// `partials` (ctas, Bp, R) float32 and `z` (Bp, R) element type, Bp = B rounded up to flstm_cluster_batch_tile(kind),
+// neither needs initialising. Needs compute capability >= 8.0 (the caller checks) and
+// flstm_grid_shape_ok(H, R, ctas) (cudaErrorInvalidValue otherwise); returns cudaErrorCooperativeLaunchTooLarge when
+// the ctas CTAs with flstm_grid_fwd_layout's shared memory cannot all be resident on the current device, and
+// otherwise the error of cudaLaunchKernelEx itself.
+cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, int ctas, float* partials, void* z,
+                                  cudaStream_t stream);
+// How many CTAs of the grid F-LSTM forward (its shared memory for (H, R, ctas)) the current device can hold at once.
+cudaError_t flstm_grid_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count);
 
 }  // namespace lstmkern

@@ -381,6 +381,82 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, 
   return flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0;
 }
 
+// F-LSTM forward on the whole grid (csrc/flstm_grid.cu), for layers whose weights exceed any cluster (e.g.
+// flstm-train, H = 2048, R = 512 in bf16: 10 MiB of W1_h and W2). N CTAs, all co-resident (cooperative launch,
+// N <= SM count), one group for the whole batch; CTA r owns hidden units [r Hs, (r+1) Hs), Hs = H / N, and keeps
+// resident its W1_h columns and its units' W2 gate rows exactly as the cluster forward does; z is exchanged through
+// global memory (the launcher's workspace) with two grid barriers per step. Accepted: N >= 1, Hs a multiple of 16 and
+// R a multiple of 16 (whole WMMA tiles), for every dtype; compute capability >= 8.0. BT = 16 rows for WMMA
+// (fp16/bf16), kFlstmBatchTile = 8 for the float32 FMA path; the CTA loops over the ceil(B / BT) batch tiles, so its
+// shared memory does not depend on B: h_{t-1} and c_{t-1} of its own units are read back from the kernel's own outputs
+// (output[t-1] and cell[t-1], or h0 and c0), which the same CTA wrote.
+//   w1h:   W1_h columns of the CTA's units, transposed (Hs x w1h_ld) element type, as in the cluster layout.
+//   w2:    W2 rows of the CTA's units' gates, transposed (R x w2_ld) element type, as in the cluster layout.
+//   h:     one batch tile of the CTA's slice of h_{t-1}, (BT x h_ld) element type (A operand of the partial product).
+//   z:     one batch tile of the reduced z, (BT x z_ld) element type (A operand of the gate product).
+//   gates: one batch tile of the CTA's recurrent gate columns, (BT x gates_ld) float32, column g * Hs + j.
+// Global workspace (allocated by the launcher, not shared memory): partials (N x Bp x R) float32 and z (Bp x R) in
+// the element type, Bp = ceil(B / BT) BT.
+struct FlstmGridFwdLayout {
+  int64_t ctas, units_per_cta, batch_tile, w1h_ld, w2_ld, h_ld, z_ld, gates_ld;
+  int64_t w1h_offset, w2_offset, h_offset, z_offset, gates_offset, total_bytes;
+};
+
+LSTMKERN_HOST_DEVICE constexpr bool flstm_grid_shape_ok(int64_t h, int64_t r, int64_t ctas) {
+  return ctas >= 1 && h > 0 && r > 0 && h % (ctas * kClusterUnitMultiple) == 0 && r % kWmmaTile == 0;
+}
+
+// Only meaningful where flstm_grid_shape_ok(h, r, ctas).
+LSTMKERN_HOST_DEVICE constexpr FlstmGridFwdLayout flstm_grid_fwd_layout(int64_t h, int64_t r, int64_t ctas,
+                                                                        ElementKind kind) {
+  FlstmGridFwdLayout layout{};
+  const int64_t bt = flstm_cluster_batch_tile(kind);
+  const int64_t hs = h / ctas;
+  const int64_t elem = element_bytes(kind);
+  layout.ctas = ctas;
+  layout.units_per_cta = hs;
+  layout.batch_tile = bt;
+  if (uses_wmma(kind)) {
+    layout.w1h_ld = r + kWmmaHalfRowPad;
+    layout.w2_ld = 4 * hs + kWmmaHalfRowPad;
+    layout.h_ld = hs + kWmmaHalfRowPad;
+    layout.z_ld = r + kWmmaHalfRowPad;
+    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
+  } else {
+    layout.w1h_ld = r;
+    layout.w2_ld = 4 * hs;
+    layout.h_ld = hs;
+    layout.z_ld = r;
+    layout.gates_ld = 4 * hs;
+  }
+  int64_t end = 0;
+  layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
+  layout.w2_offset = carve(end, r * layout.w2_ld * elem);
+  layout.h_offset = carve(end, bt * layout.h_ld * elem);
+  layout.z_offset = carve(end, bt * layout.z_ld * elem);
+  layout.gates_offset = carve(end, bt * layout.gates_ld * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// Bytes per CTA of the grid F-LSTM forward with `ctas` CTAs, or -1 where that CTA count is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t flstm_grid_smem_bytes(int64_t h, int64_t r, int64_t ctas, ElementKind kind) {
+  return flstm_grid_shape_ok(h, r, ctas) ? flstm_grid_fwd_layout(h, r, ctas, kind).total_bytes : -1;
+}
+
+// The CTA count of the grid F-LSTM forward on a device with `smem_optin` bytes per block and `sm_count` SMs: the
+// smallest N <= sm_count accepted for (h, r) whose per-CTA layout fits (one CTA per SM is then always resident: 256
+// threads and at most 255 registers per thread), or 0. Fewer CTAs mean fewer partials to reduce and cheaper grid
+// barriers. lstmkern.backends.cuda.flstm_grid_ctas mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_grid_ctas(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
+                                                       int64_t sm_count) {
+  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
+    const int64_t bytes = flstm_grid_smem_bytes(h, r, ctas, kind);
+    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
+  }
+  return 0;
+}
+
 // Compile-time spot checks of the layout arithmetic (Hg = 3 in fp16: Kpad 16, Npad 16).
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_rows == 16);
 static_assert(glstm_fwd_layout(3, ElementKind::kFloat16).w_ld == 24);
@@ -410,4 +486,15 @@ static_assert(flstm_fwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9)
 static_assert(flstm_cluster_smem_bytes(1024, 256, 32, ElementKind::kBFloat16) == -1);
 static_assert(flstm_cluster_smem_bytes(1024, 72, 16, ElementKind::kBFloat16) == -1);  // R not whole WMMA tiles
 static_assert(flstm_cluster_smem_bytes(1000, 256, 2, ElementKind::kBFloat16) == -1);  // Hs = 500 not whole tiles
+// flstm-train (H = 2048, R = 512) in bf16 on an H100 (227 KiB, 132 SMs): N = 64 CTAs of 32 units: 32 x 520 x 2 (W1_h)
+// + 512 x 136 x 2 (W2) + 16 x 40 x 2 (h) + 16 x 520 x 2 (z) + 16 x 132 x 4 (gates) = 198912 bytes; N = 32 would need
+// 270336 bytes for W2 alone. flstm-infer (H = 1024, R = 256) in bf16 on an A100 (163 KiB, 108 SMs): N = 32.
+static_assert(flstm_grid_smem_bytes(2048, 512, 64, ElementKind::kBFloat16) ==
+              32 * 520 * 2 + 512 * 136 * 2 + 16 * 40 * 2 + 16 * 520 * 2 + 16 * 132 * 4);
+static_assert(flstm_fwd_grid_ctas(2048, 512, ElementKind::kBFloat16, 232448, 132) == 64);
+static_assert(flstm_fwd_grid_ctas(2048, 512, ElementKind::kFloat32, 232448, 132) == 128);
+static_assert(flstm_fwd_grid_ctas(2048, 512, ElementKind::kBFloat16, 232448, 48) == 0);
+static_assert(flstm_fwd_grid_ctas(1024, 256, ElementKind::kBFloat16, 166912, 108) == 32);
+static_assert(flstm_grid_smem_bytes(2048, 512, 48, ElementKind::kBFloat16) == -1);  // Hs = 42.67
+static_assert(flstm_grid_smem_bytes(2048, 72, 64, ElementKind::kBFloat16) == -1);   // R not whole WMMA tiles
 }  // namespace lstmkern

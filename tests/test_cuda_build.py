@@ -3,7 +3,7 @@ Python shared-memory rule matches the C++ layouts the kernels carve, the persist
 spills or stack frames (ptxas -v resource report), and, with LSTMKERN_TEST_CMAKE=1, the CMake build works.
 
 Shape legend: Hg hidden units per group (G-LSTM), C thread-block-cluster size (cluster G-LSTM and F-LSTM kernels), H
-hidden units and R rank (F-LSTM).
+hidden units and R rank (F-LSTM), N CTA count of the grid-cooperative F-LSTM forward.
 """
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from lstmkern.backends import cuda as cuda_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
-KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu", "flstm_cluster.cu")
+KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu", "flstm_cluster.cu",
+                  "flstm_grid.cu")
 # One kernel template per (op, direction, variant), each instantiated for float32, float16 and bfloat16.
 EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
                                          "glstm_cluster_fwd_kernel", "glstm_cluster_bwd_kernel",
                                          "flstm_persistent_fwd_kernel",
-                                         "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel")}
+                                         "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel",
+                                         "flstm_grid_fwd_kernel")}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -58,9 +60,10 @@ def test_extension_is_built_and_registers_ops():
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd",
                  "glstm_persistent_smem_bytes", "flstm_persistent_smem_bytes", "glstm_cluster_smem_bytes",
                  "glstm_cluster_bwd_smem_bytes", "glstm_forward_cluster_size", "flstm_cluster_smem_bytes",
-                 "flstm_forward_cluster_size"):
+                 "flstm_forward_cluster_size", "flstm_grid_smem_bytes", "flstm_forward_grid_ctas"):
         assert hasattr(torch.ops.lstmkern_cuda, name), name
-    for name in ("device_smem_optin", "flstm_cluster_max_active_clusters"):  # device queries: CUDA builds only
+    for name in ("device_smem_optin", "flstm_cluster_max_active_clusters",
+                 "flstm_grid_max_resident_ctas"):  # device queries: CUDA builds only
         assert hasattr(torch.ops.lstmkern_cuda, name) == bool(ext.built_with_cuda), name
     for name in ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd"):
         has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"lstmkern_cuda::{name}", "CUDA")
@@ -93,6 +96,8 @@ def test_python_cluster_smem_formula_matches_the_kernel_layout(dtype, ops):
 
 
 A100_SMEM_OPTIN = 167936
+A100_SMEM_OPTIN_BYTES = 166912  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an A100 (163 KiB)
+H100_SMS, A100_SMS = 132, 108
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -133,6 +138,35 @@ def test_python_flstm_cluster_rule_matches_the_extension_choice(dtype, ops):
                 for cc in ((8, 0), (9, 0), (10, 0)):
                     assert cuda_backend.flstm_cluster_size(h, r, dtype, smem, cc) == query(h, r, dtype, smem,
                                                                                             cc[0]), (h, r, smem, cc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_grid_smem_formula_matches_the_kernel_layout(dtype, ops):
+    for N in (1, 2, 3, 4, 6, 8, 16, 32, 48, 64, 128):
+        for h in range(16 * N, 16 * N * 6 + 1, 16 * N):
+            for r in (16, 32, 48, 256, 512):
+                assert cuda_backend.flstm_grid_smem_bytes(h, r, N, dtype) == ops.flstm_grid_smem_bytes(
+                    h, r, N, dtype), (h, r, N)
+    # H not a multiple of 16 N (N = 48: Hs = 42.67), R not a multiple of 16, empty sizes, N < 1.
+    for h, r, N in ((2048, 512, 48), (1024, 72, 16), (48, 16, 2), (1024, 0, 2), (0, 16, 2), (1024, 256, 0),
+                    (-32, 16, 2)):
+        with pytest.raises(ValueError, match="grid"):
+            ops.flstm_grid_smem_bytes(h, r, N, dtype)
+        with pytest.raises(ValueError, match="grid"):
+            cuda_backend.flstm_grid_smem_bytes(h, r, N, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_grid_rule_matches_the_extension_choice(dtype, ops):
+    """flstm_grid_ctas (Python rule) and flstm_fwd_grid_ctas (what the op's automatic mode launches) agree."""
+    query = ops.flstm_forward_grid_ctas
+    for h in (1, 16, 48, 256, 384, 1024, 2048, 4096):
+        for r in (1, 16, 35, 256, 512):
+            for smem in (48 * 1024, A100_SMEM_OPTIN, A100_SMEM_OPTIN_BYTES, 232448):
+                for sm_count in (0, 1, 16, 48, 108, 132):
+                    assert cuda_backend.flstm_grid_ctas(h, r, dtype, smem, sm_count) == query(h, r, dtype, smem,
+                                                                                               sm_count), (
+                        h, r, smem, sm_count)
 
 
 def test_smem_query_rejects_float64_and_empty_sizes(ops):
@@ -201,6 +235,31 @@ def test_persistent_rule():
     # fp32 at the headline shape would need C = 32 (356352 B per CTA at C = 16): unsupported, "auto" takes Triton.
     assert "C=16: 356352" in frule(1024, 256, 16, torch.float32, H100_SMEM_OPTIN, (9, 0))
     assert "multiple of 16 C" in frule(1000, 256, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
+    # Beyond any cluster: the grid-cooperative forward (needs the SM count; without it, it is not considered).
+    # flstm-train (H = 2048, R = 512, B = 64, T = 256) in bf16/fp16 on an H100: N = 64 CTAs of 198912 B (N = 32
+    # would need 270336 B for W2's rows alone); in fp32 N = 128.
+    grid = cuda_backend.flstm_grid_ctas
+    for dtype in (torch.bfloat16, torch.float16):
+        assert fchoose(2048, 512, dtype, H100_SMEM_OPTIN, (9, 0)) == 0            # no cluster fits
+        assert grid(2048, 512, dtype, H100_SMEM_OPTIN, H100_SMS) == 64
+        assert cuda_backend.flstm_grid_smem_bytes(2048, 512, 64, dtype) == 198912
+        assert cuda_backend.flstm_grid_smem_bytes(2048, 512, 32, dtype) > H100_SMEM_OPTIN
+        assert frule(2048, 512, 64, dtype, H100_SMEM_OPTIN, (9, 0), T=256, sm_count=H100_SMS) is None
+        assert "not considered" in frule(2048, 512, 64, dtype, H100_SMEM_OPTIN, (9, 0), T=256)
+        # flstm-infer (H = 1024, R = 256) on an A100: no clusters on 8.0, the grid forward with N = 32.
+        assert grid(1024, 256, dtype, A100_SMEM_OPTIN_BYTES, A100_SMS) == 32
+        assert frule(1024, 256, 16, dtype, A100_SMEM_OPTIN_BYTES, (8, 0), sm_count=A100_SMS) is None
+        # On an H100 the cluster forward still comes first for flstm-infer.
+        assert fchoose(1024, 256, dtype, H100_SMEM_OPTIN, (9, 0)) == 16
+    assert grid(2048, 512, torch.float32, H100_SMEM_OPTIN, H100_SMS) == 128
+    assert frule(1024, 256, 16, torch.float32, H100_SMEM_OPTIN, (9, 0), sm_count=H100_SMS) is None  # N = 32
+    # Too few SMs for the smallest fitting N, or H with no accepted N: unsupported, with the reason.
+    reason = frule(2048, 512, 64, torch.bfloat16, H100_SMEM_OPTIN, (9, 0), sm_count=48)
+    assert "grid-cooperative forward does not fit either on up to 48 SMs (N=32: 372480" in reason
+    assert grid(2048, 512, torch.bfloat16, H100_SMEM_OPTIN, 63) == 0
+    assert "grid-cooperative forward needs R a multiple of 16" in frule(2048, 500, 1, torch.bfloat16,
+                                                                         H100_SMEM_OPTIN, (9, 0), sm_count=132)
+    assert "compute capability" in frule(2048, 512, 64, torch.bfloat16, H100_SMEM_OPTIN, (7, 5), sm_count=132)
 
 
 def test_unsupported_on_cpu_and_for_float64():
@@ -214,10 +273,14 @@ def test_unsupported_on_cpu_and_for_float64():
         cuda_backend.unsupported("gru", torch.device("cpu"), torch.float32, sizes)
 
 
-def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_clusters: int = 1) -> None:
-    """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one)."""
+def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_clusters: int = 1,
+                  sm_count: int = H100_SMS, max_resident_ctas: int | None = None) -> None:
+    """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one);
+    max_resident_ctas: what the grid forward's co-residency query answers (default: one CTA per SM)."""
+    resident = sm_count if max_resident_ctas is None else max_resident_ctas
+    monkeypatch.setattr(cuda_backend, "_flstm_grid_max_resident", lambda *args: resident)
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
-    monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc))
+    monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc, sm_count))
     monkeypatch.setattr(cuda_backend, "_flstm_cluster_max_active", lambda *args: max_active_clusters)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -246,7 +309,12 @@ def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatc
     flstm_infer = (512, 16, 1024, 1024, 1, 256)  # (T, B, I, H, G, R): cluster forward with C = 16, Triton backward
     for dtype in (torch.bfloat16, torch.float16):
         assert cuda_backend.unsupported("flstm", cuda, dtype, flstm_infer) is None
-    assert "C=16: 356352" in cuda_backend.unsupported("flstm", cuda, torch.float32, flstm_infer)
+    # fp32 would need C = 32: the grid-cooperative forward (N = 32) takes it, given enough SMs.
+    assert cuda_backend.unsupported("flstm", cuda, torch.float32, flstm_infer) is None
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), sm_count=16)
+    reason = cuda_backend.unsupported("flstm", cuda, torch.float32, flstm_infer)
+    assert "C=16: 356352" in reason and "grid-cooperative forward does not fit either on up to 16 SMs" in reason
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
     assert "R a multiple of 16" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 1024, 1, 250))
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None  # single CTA
     # A GPU that cannot make a cluster of 16 resident falls back (the launch would fail).
@@ -259,8 +327,29 @@ def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatc
     reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
     assert "Triton" in reason and "no Triton today" in reason
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None
-    _simulate_gpu(monkeypatch, A100_SMEM_OPTIN, (8, 0))
+    reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (256, 64, 2048, 2048, 1, 512))  # flstm-train
+    assert "grid-cooperative forward (N=64 CTAs)" in reason and "no Triton today" in reason
+    monkeypatch.undo()
+    # Without clusters (A100): the grid-cooperative forward, N = 32 for flstm-infer.
+    _simulate_gpu(monkeypatch, A100_SMEM_OPTIN_BYTES, (8, 0), sm_count=A100_SMS)
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer) is None
+    _simulate_gpu(monkeypatch, A100_SMEM_OPTIN_BYTES, (8, 0), sm_count=16)
     assert "compute capability 9.x" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
+
+
+def test_unsupported_takes_the_flstm_grid_rule_on_a_simulated_h100(monkeypatch):
+    """flstm-train (T = 256, B = 64, I = H = 2048, R = 512) in bf16 fits no cluster: the grid-cooperative forward."""
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
+    cuda = torch.device("cuda", 0)
+    flstm_train = (256, 64, 2048, 2048, 1, 512)
+    for dtype in DTYPES:
+        assert cuda_backend.unsupported("flstm", cuda, dtype, flstm_train) is None
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), sm_count=48)
+    assert "on up to 48 SMs" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_train)
+    # A device that cannot hold all 64 CTAs at once (e.g. SMs taken by another context) falls back: the cooperative
+    # launch would be refused.
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_resident_ctas=63)
+    assert "holds only 63" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_train)
 
 
 class _RecordingOps:

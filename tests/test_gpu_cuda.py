@@ -16,8 +16,15 @@ delegated to Triton's through autograd; forced cluster sizes at small shapes mus
 units in the last place of the element type (it differs only in the order z is summed and, in fp16/bf16, in rounding z
 to the element type as the reference does, where the single-CTA kernel keeps z in float32).
 
+The grid-cooperative F-LSTM forward (compute capability >= 8.0) is held to the same rule at flstm-train's layer
+(I = H = 2048, R = 512, at small T and B: N = 64 CTAs in fp16/bf16 and 128 in fp32 on an H100) and an awkward shape (R
+not a multiple of 16 N: the last CTAs reduce no column of z), with the backward delegated to Triton's, also through
+autograd; forced CTA counts at small shapes must match the single-CTA forward like the cluster forward does, and match
+the cluster forward with as many CTAs to an ulp or two (same fragments, same k order, same rank order of the z sum,
+same cell code).
+
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-C thread-block-cluster size.
+C thread-block-cluster size, N CTA count of the grid F-LSTM forward.
 """
 from __future__ import annotations
 
@@ -59,6 +66,15 @@ FLSTM_CLUSTER_SHAPES = [
 # Forced cluster sizes at small shapes, compared with the single-CTA forward: (C, T, B, I, H, R). T = 1 included.
 FLSTM_FORCED_CLUSTERS = [(2, 6, 19, 5, 64, 16), (4, 3, 9, 3, 128, 32), (8, 4, 17, 4, 128, 16),
                          (16, 3, 5, 8, 256, 32), (16, 1, 2, 3, 256, 16)]
+# Shapes only the grid-cooperative F-LSTM forward runs (no single CTA, no cluster fits): (T, B, I, H, R).
+FLSTM_GRID_SHAPES = [
+    (4, 16, 2048, 2048, 512),  # flstm-train's layer (B = 64, T = 256 in the benchmark): N = 64 (fp16/bf16), 128 (fp32)
+    (3, 19, 7, 2048, 496),     # B crosses the batch tiles, odd T and I, R = 496: Rs = 8 at N = 64, the last 2 CTAs
+]                              # reduce no column (Rs = 4 at N = 128: the last 4)
+# Forced CTA counts at small shapes: (N, T, B, I, H, R). N = 6: Rs = 6 (one column per item, the last CTA 2 columns);
+# N = 1: a grid of one CTA; T = 1 included.
+FLSTM_FORCED_GRIDS = [(2, 6, 19, 5, 64, 16), (4, 3, 9, 3, 128, 32), (6, 4, 17, 4, 384, 32), (3, 1, 2, 3, 96, 48),
+                      (1, 2, 5, 2, 32, 16)]
 FLSTM_SHAPES = [  # (T, B, I, H, R)
     (1, 1, 1, 1, 1),
     (3, 1, 3, 5, 3),
@@ -324,6 +340,76 @@ def test_flstm_cluster_size_argument_is_checked():
             fwd(x, h0, c0, w1, w2, bias, cluster_size=2)
 
 
+def _sm_count():
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", FLSTM_GRID_SHAPES, ids=str)
+def test_flstm_grid_matches_reference(shape, dtype):
+    """The backend's own choice beyond any cluster: grid-cooperative forward, Triton backward (called the way autograd
+    calls it)."""
+    T, B, I, H, R = shape
+    smem, cc = _device_limits()
+    if cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) != 0:
+        pytest.skip(f"H={H}, R={R} in {dtype} fits one CTA or a cluster of this GPU: not a grid shape here")
+    if cuda_backend.flstm_grid_ctas(H, R, dtype, smem, _sm_count()) == 0:
+        pytest.skip(f"H={H}, R={R} in {dtype}: the grid forward does not fit this GPU ({smem} bytes, "
+                    f"{_sm_count()} SMs)")
+    _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
+    torch.manual_seed(hash(shape) % 2**31)
+    inputs = _flstm_inputs(T, B, I, H, R, dtype)
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True)
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", FLSTM_FORCED_GRIDS, ids=str)
+def test_flstm_forced_grid_forward_equals_single_cta(forced, dtype):
+    """grid_ctas=N at a small shape: the single-CTA forward's result to a few units in the last place (as for the
+    cluster forward: z summed per rank then over ranks, rounded to the element type in fp16/bf16), within the
+    reference rule, and on 9.x bitwise the cluster forward's with C = N where that cluster size exists."""
+    N, T, B, I, H, R = forced
+    smem, cc = _device_limits()
+    torch.manual_seed(N * 1000 + H + T)
+    x, h0, c0, w1, w2, bias = _flstm_inputs(T, B, I, H, R, dtype)
+    fwd = torch.ops.lstmkern_cuda.flstm_persistent_fwd
+    output, cell = fwd(x, h0, c0, w1, w2, bias, grid_ctas=N)
+    if cuda_backend.flstm_smem_bytes(H, R, dtype) <= smem:
+        single_output, single_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=1)
+        ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
+        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
+            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
+    if cc[0] == 9 and N in (2, 4, 8, 16):
+        # Same partial products, same rank order of the z sum, same gate product and cell code: bitwise equal unless
+        # the compiler contracts the cell's expressions differently in the two kernels (then within an ulp or two).
+        cluster_output, cluster_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=N)
+        for name, got, cluster in (("output", output, cluster_output), ("cell", cell, cluster_cell)):
+            assert _rel_err(got, cluster) <= 2 * torch.finfo(dtype).eps, (
+                f"{name}: {_rel_err(got, cluster):.3e} from the cluster kernel")
+    out_low, cell_low = flstm_reference(x, h0, c0, w1, w2, bias)
+    out_64, cell_64 = flstm_reference(*(t.double() for t in (x, h0, c0, w1, w2, bias)))
+    _assert_close_like_reference("output", output, out_low, out_64, dtype)
+    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+
+
+def test_flstm_grid_ctas_argument_is_checked():
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 16, torch.float32)
+    fwd = torch.ops.lstmkern_cuda.flstm_persistent_fwd
+    for bad in (-1, 3, 8):  # 3, 8: H = 64 is not a multiple of 16 * grid_ctas
+        with pytest.raises(ValueError, match="grid_ctas"):
+            fwd(x, h0, c0, w1, w2, bias, grid_ctas=bad)
+    with pytest.raises(ValueError, match="cluster_size and grid_ctas"):
+        fwd(x, h0, c0, w1, w2, bias, cluster_size=2, grid_ctas=2)
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 24, torch.float32)
+    with pytest.raises(ValueError, match="grid_ctas"):  # R = 24 is not a multiple of 16
+        fwd(x, h0, c0, w1, w2, bias, grid_ctas=2)
+    N = 1 << (_sm_count().bit_length())  # a power of two above the SM count
+    x, h0, c0, w1, w2, bias = _flstm_inputs(1, 1, 1, 16 * N, 16, torch.float32)
+    with pytest.raises(ValueError, match="SMs"):
+        fwd(x, h0, c0, w1, w2, bias, grid_ctas=N)
+
+
 def _check_autograd_like_reference(forward, inputs, grad_names, dtype, backend="cuda"):
     """``forward`` (lstmkern.glstm_forward or flstm_forward) on ``backend`` with autograd, against the reference run in
     ``dtype`` and in float64: the output and the gradients of x, both weights and the bias.
@@ -344,9 +430,11 @@ def _check_autograd_like_reference(forward, inputs, grad_names, dtype, backend="
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(4, 3, 5, 24, 8), (3, 16, 1024, 1024, 256)], ids=str)  # single CTA; C = 16 on H100
+# single CTA; C = 16 on an H100; the grid forward (flstm-train's layer) on an H100
+@pytest.mark.parametrize("shape", [(4, 3, 5, 24, 8), (3, 16, 1024, 1024, 256), (4, 16, 2048, 2048, 512)], ids=str)
 def test_public_api_flstm_autograd_on_cuda_backend(shape, dtype):
-    """End to end: lstmkern.flstm_forward with backend="cuda" and autograd (the cluster shapes' backward is Triton's)."""
+    """End to end: lstmkern.flstm_forward with backend="cuda" and autograd (the cluster and grid shapes' backward is
+    Triton's)."""
     torch.manual_seed(1)
     T, B, I, H, R = shape
     _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
@@ -396,10 +484,35 @@ def test_auto_picks_cuda_for_the_headline_flstm_on_h100():
     assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.bfloat16, sizes) == "cuda"
     smem, cc = _device_limits()
     assert cuda_backend.flstm_cluster_size(1024, 256, torch.bfloat16, smem, cc) == 16
-    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.float32, sizes) != "cuda"  # needs C = 32
+    # fp32 would need C = 32: the grid-cooperative forward takes it (N = 32).
+    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.float32, sizes) == "cuda"
+    assert cuda_backend.flstm_grid_ctas(1024, 256, torch.float32, smem, _sm_count()) == 32
     x, h0, c0, w1, w2, bias = _flstm_inputs(2, 16, 1024, 1024, 256, torch.bfloat16)
     output, _cell = cuda_backend.flstm_fwd(x, h0, c0, w1, w2, bias)
     assert torch.isfinite(output).all()
+
+
+def test_auto_picks_cuda_for_flstm_train_on_h100():
+    """flstm-train (I = H = 2048, R = 512, B = 64, T = 256) in bf16 fits no cluster; on an H100 "auto" runs the
+    grid-cooperative forward on 64 CTAs (and it really launches: all 64 are resident)."""
+    if "H100" not in torch.cuda.get_device_name():
+        pytest.skip(f"needs an H100, this is {torch.cuda.get_device_name()}")
+    sizes = (256, 64, 2048, 2048, 1, 512)
+    assert cuda_backend.unsupported("flstm", torch.device("cuda"), torch.bfloat16, sizes) is None
+    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.bfloat16, sizes) == "cuda"
+    smem, cc = _device_limits()
+    assert cuda_backend.flstm_cluster_size(2048, 512, torch.bfloat16, smem, cc) == 0
+    assert cuda_backend.flstm_grid_ctas(2048, 512, torch.bfloat16, smem, _sm_count()) == 64
+    resident = torch.ops.lstmkern_cuda.flstm_grid_max_resident_ctas(torch.cuda.current_device(), 2048, 512, 64,
+                                                                     torch.bfloat16)
+    assert resident >= 64, resident
+    torch.manual_seed(3)
+    x, h0, c0, w1, w2, bias = _flstm_inputs(2, 64, 2048, 2048, 512, torch.bfloat16)
+    output, cell = cuda_backend.flstm_fwd(x, h0, c0, w1, w2, bias)
+    out_low, cell_low = flstm_reference(x, h0, c0, w1, w2, bias)
+    out_64, cell_64 = flstm_reference(*(t.double() for t in (x, h0, c0, w1, w2, bias)))
+    _assert_close_like_reference("output", output, out_low, out_64, torch.bfloat16)
+    _assert_close_like_reference("cell", cell, cell_low, cell_64, torch.bfloat16)
 
 
 def test_kernels_reject_bad_arguments_with_named_errors():

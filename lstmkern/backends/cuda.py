@@ -25,6 +25,11 @@ weights resident in shared memory:
   CTA sums R / C columns in rank order and pushes them, rounded to the element type, to every CTA; two cluster
   barriers per step), and it computes the gates and the cell of its own units. For these shapes :func:`flstm_bwd`
   runs the Triton backward (lstmkern.backends.triton.flstm_bwd); there is no cluster F-LSTM backward kernel.
+* F-LSTM layers too large for any cluster (e.g. flstm-train, H = 2048, R = 512 in bf16: 10 MiB of weights), or
+  beyond one CTA on a GPU without clusters (compute capability 8.x): the grid-cooperative forward
+  (csrc/flstm_grid.cu). The same per-step algorithm as the cluster forward on N co-resident CTAs (the whole grid, one
+  per SM at most) covering the whole batch, with z exchanged through a global workspace (L2) and two grid barriers per
+  step (cooperative launch, cooperative_groups grid sync); :func:`flstm_bwd` again runs the Triton backward.
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
 
@@ -52,10 +57,17 @@ returns None, and otherwise falls through to triton, then reference):
    there and is not covered), the device must be able to hold such a cluster (cudaOccupancyMaxActiveClusters >= 1;
    C = 16 exceeds the portable cluster size, which H100 and H200 allow explicitly), and the Triton backend must
    support the op for the backward;
+   for F-LSTM, where neither the single-CTA kernels nor a cluster fit, the grid-cooperative forward applies when R is
+   a multiple of 16 and some N <= the device's SM count has H a multiple of 16 N and :func:`flstm_grid_smem_bytes`
+   (the per-CTA share: R x Hs and 4Hs x R weights plus one batch tile of h, z and gates; independent of B) fits; the
+   smallest such N is used (:func:`flstm_grid_ctas`; e.g. flstm-train H = 2048, R = 512 in bf16/fp16 on an H100 ->
+   N = 64 with 198912 B per CTA, in fp32 -> N = 128; H = 1024, R = 256 in bf16 on an A100 -> N = 32), and the Triton
+   backend must support the op for the backward;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels).
 
-Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory
-and compute capability, testable without a GPU (the Triton condition of step 5 is checked by :func:`unsupported`).
+Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory,
+compute capability (and, for the grid F-LSTM forward, the SM count), testable without a GPU (the Triton condition of
+step 5 is checked by :func:`unsupported`).
 The shared-memory formulas and the kernel choice mirror csrc/persistent_layout.h (the layouts the kernels carve);
 tests/test_cuda_build.py checks them against the extension's query ops.
 Batch size does not limit the kernels (more batch tiles, more CTAs).
@@ -71,7 +83,8 @@ Example::
 
 Forcing a kernel (tests, compute-sanitizer): ``torch.ops.lstmkern_cuda.glstm_persistent_fwd(..., cluster_size=C)``
 with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above. Likewise
-``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16).
+``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16), and
+``flstm_persistent_fwd(..., grid_ctas=N)`` the grid forward on N CTAs (N <= SM count, H a multiple of 16 N, R of 16).
 """
 from __future__ import annotations
 
@@ -81,7 +94,8 @@ import torch
 
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "persistent_rule",
            "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
-           "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size"]
+           "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size",
+           "flstm_grid_smem_bytes", "flstm_grid_ctas"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
@@ -288,6 +302,57 @@ def flstm_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: 
     return 1 if _flstm_fwd_smem_bytes(H, R, dtype) <= smem_bytes else 0
 
 
+def _flstm_grid_shape_ok(H: int, R: int, N: int) -> bool:
+    return (N >= 1 and H >= 1 and R >= 1 and H % (_CLUSTER_UNIT_MULTIPLE * N) == 0
+            and R % _FLSTM_CLUSTER_RANK_MULTIPLE == 0)
+
+
+def flstm_grid_smem_bytes(H: int, R: int, N: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the grid-cooperative F-LSTM forward with N CTAs (flstm_grid_fwd_layout
+    in csrc/persistent_layout.h): the CTA's columns of W1_h^T (Hs x R) and gate rows of W2^T (R x 4Hs), rows padded by
+    8 elements in fp16/bf16, and one batch tile of its h slice (BT x Hs), of z (BT x R) and of its float32 gates
+    (BT x 4Hs, rows padded by 4 in fp16/bf16); BT = 16 (WMMA) for fp16/bf16, 8 for fp32. Independent of B (the CTA
+    loops over the batch tiles; the partial and reduced z live in a global workspace). Raises ValueError unless N >= 1,
+    H is a multiple of 16 N and R a multiple of 16.
+
+    Example::
+        >>> flstm_grid_smem_bytes(2048, 512, 64, torch.bfloat16)   # flstm-train on an H100
+        198912
+    """
+    if not _flstm_grid_shape_ok(H, R, N):
+        raise ValueError(f"the grid F-LSTM forward takes N >= 1 CTAs, H a multiple of {_CLUSTER_UNIT_MULTIPLE} N and R "
+                         f"a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got N={N}, H={H}, R={R}")
+    elem = _element_bytes(dtype)
+    hs = H // N
+    if dtype == torch.float32:
+        bt = _FLSTM_BATCH_TILE
+        w1h_ld, w2_ld, h_ld, z_ld, gates_ld = R, 4 * hs, hs, R, 4 * hs
+    else:
+        bt = _WMMA_TILE
+        w1h_ld, w2_ld, h_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_HALF_ROW_PAD, hs + _WMMA_HALF_ROW_PAD
+        z_ld, gates_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_FLOAT_ROW_PAD
+    return _buffers_bytes(hs * w1h_ld * elem, R * w2_ld * elem, bt * h_ld * elem, bt * z_ld * elem, bt * gates_ld * 4)
+
+
+def flstm_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
+    """The CTA count of the grid-cooperative F-LSTM forward (mirrors flstm_fwd_grid_ctas in csrc/persistent_layout.h):
+    the smallest N <= ``sm_count`` with H a multiple of 16 N (and R of 16) whose per-CTA share fits ``smem_bytes``, or
+    0. One CTA per SM is always resident then, so all N are (what the cooperative launch needs).
+
+    Example::
+        >>> flstm_grid_ctas(2048, 512, torch.bfloat16, 232448, 132)   # flstm-train on an H100
+        64
+        >>> flstm_grid_ctas(1024, 256, torch.bfloat16, 166912, 108)   # flstm-infer on an A100
+        32
+    """
+    N = 1
+    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
+        if _flstm_grid_shape_ok(H, R, N) and flstm_grid_smem_bytes(H, R, N, dtype) <= smem_bytes:
+            return N
+        N += 1
+    return 0
+
+
 def _common_rule(dtype: torch.dtype, cc: tuple[int, int]) -> str | None:
     if dtype == torch.float64:
         return "float64 is not supported by the persistent CUDA kernels (they accumulate in float32); use 'reference'"
@@ -337,13 +402,17 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
 
 
 def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
-                          T: int = 1) -> str | None:
-    """Like :func:`persistent_rule` for the F-LSTM kernels: either the single-CTA forward and backward fit (all of W1_h
-    and W2 resident in one CTA), or (compute capability 9.x) the cluster forward of :func:`flstm_cluster_size` does,
-    whose backward is Triton's (:func:`unsupported` checks that Triton can run it).
+                          T: int = 1, sm_count: int = 0) -> str | None:
+    """Like :func:`persistent_rule` for the F-LSTM kernels, in this order: the single-CTA forward and backward fit (all
+    of W1_h and W2 resident in one CTA); else (compute capability 9.x) the cluster forward of
+    :func:`flstm_cluster_size` fits; else the grid-cooperative forward of :func:`flstm_grid_ctas` fits on at most
+    ``sm_count`` CTAs (0: the SM count is unknown, the grid forward is not considered). The backward of the last two is
+    Triton's (:func:`unsupported` checks that Triton can run it).
 
     Example::
         >>> flstm_persistent_rule(1024, 256, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 16 CTAs
+        True
+        >>> flstm_persistent_rule(2048, 512, 64, torch.bfloat16, 232448, (9, 0), sm_count=132) is None  # grid of 64
         True
     """
     reason = _common_rule(dtype, cc)
@@ -353,6 +422,8 @@ def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes
         return f"T * B * 4H = {T * B * 4 * H} exceeds the kernels' 32-bit indexing"
     need = flstm_smem_bytes(H, R, dtype)
     if need <= smem_bytes or flstm_cluster_size(H, R, dtype, smem_bytes, cc) > 1:
+        return None
+    if flstm_grid_ctas(H, R, dtype, smem_bytes, sm_count) > 0:
         return None
     if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
         cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
@@ -364,8 +435,19 @@ def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes
         else:
             per_cta = ", ".join(f"C={C}: {flstm_cluster_smem_bytes(H, R, C, dtype)}" for C in accepted)
             cluster = f"the thread-block-cluster forward does not fit either (bytes per CTA: {per_cta})"
+    if sm_count < 1:
+        grid = "the grid-cooperative forward was not considered (SM count unknown)"
+    elif R % _FLSTM_CLUSTER_RANK_MULTIPLE != 0:
+        grid = f"the grid-cooperative forward needs R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE} too"
+    else:
+        largest = max((N for N in range(1, sm_count + 1) if _flstm_grid_shape_ok(H, R, N)), default=0)
+        if largest == 0:
+            grid = f"the grid-cooperative forward needs H a multiple of {_CLUSTER_UNIT_MULTIPLE} N, N >= 1"
+        else:
+            grid = (f"the grid-cooperative forward does not fit either on up to {sm_count} SMs (N={largest}: "
+                    f"{flstm_grid_smem_bytes(H, R, largest, dtype)} bytes per CTA)")
     return (f"W1_h and W2 with H={H}, R={R} in {dtype} need {need} bytes of shared memory per block (weights plus "
-            f"working buffers), the device allows {smem_bytes}; {cluster}")
+            f"working buffers), the device allows {smem_bytes}; {cluster}; {grid}")
 
 
 # --- Extension loading and device queries --------------------------------------------------------------------------
@@ -386,10 +468,11 @@ def _extension_problem() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _device_limits(index: int) -> tuple[int, tuple[int, int]]:
-    """(opt-in shared memory per block in bytes, compute capability) of CUDA device ``index``."""
+def _device_limits(index: int) -> tuple[int, tuple[int, int], int]:
+    """(opt-in shared memory per block in bytes, compute capability, SM count) of CUDA device ``index``."""
     smem = int(torch.ops.lstmkern_cuda.device_smem_optin(index))
-    return smem, tuple(torch.cuda.get_device_capability(index))
+    sm_count = int(torch.cuda.get_device_properties(index).multi_processor_count)
+    return smem, tuple(torch.cuda.get_device_capability(index)), sm_count
 
 
 def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str | None:
@@ -408,7 +491,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     if not torch.cuda.is_available():
         return "CUDA is not available here (torch.cuda.is_available() is False)"
     T, B, _I, H, G, R = sizes
-    smem, cc = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
+    smem, cc, sm_count = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
     if op == "glstm":
         reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
         if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
@@ -417,8 +500,23 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
                 return (f"Hg={H // G} in {dtype} runs on the thread-block-cluster forward, whose backward is the "
                         f"Triton backend's, which cannot run here: {triton_reason}")
         return reason
-    reason = flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T)
+    reason = flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T, sm_count=sm_count)
     cluster_size = flstm_cluster_size(H, R, dtype, smem, cc) if reason is None else 0
+    if reason is None and cluster_size == 0:  # neither a single CTA nor a cluster: the grid-cooperative forward
+        ctas = flstm_grid_ctas(H, R, dtype, smem, sm_count)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        try:
+            resident = _flstm_grid_max_resident(index, H, R, ctas, dtype)
+        except RuntimeError as err:  # the occupancy query failed: "auto" must fall back, not raise
+            return f"the residency query of the {ctas}-CTA grid F-LSTM forward failed: {err}"
+        if resident < ctas:
+            return (f"H={H}, R={R} in {dtype} needs the grid-cooperative forward with N={ctas} CTAs of "
+                    f"{flstm_grid_smem_bytes(H, R, ctas, dtype)} bytes each, all resident at once, and this device "
+                    f"holds only {resident} (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count)")
+        triton_reason = _triton_problem("flstm", device, dtype, tuple(sizes))
+        if triton_reason is not None:
+            return (f"H={H}, R={R} in {dtype} runs on the grid-cooperative forward (N={ctas} CTAs), whose backward is "
+                    f"the Triton backend's, which cannot run here: {triton_reason}")
     if cluster_size > 1:
         index = device.index if device.index is not None else torch.cuda.current_device()
         try:
@@ -441,6 +539,13 @@ def _flstm_cluster_max_active(index: int, H: int, R: int, C: int, dtype: torch.d
     """Clusters of the cluster F-LSTM forward (C CTAs, its shared memory for H, R) that CUDA device ``index`` can hold
     at once: 0 where C = 16 (beyond the portable 8) cannot be resident, e.g. no GPC with 16 free SMs."""
     return int(torch.ops.lstmkern_cuda.flstm_cluster_max_active_clusters(index, H, R, C, dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _flstm_grid_max_resident(index: int, H: int, R: int, N: int, dtype: torch.dtype) -> int:
+    """CTAs of the grid F-LSTM forward (its shared memory for H, R, N) that CUDA device ``index`` can hold at once; the
+    cooperative launch needs all N."""
+    return int(torch.ops.lstmkern_cuda.flstm_grid_max_resident_ctas(index, H, R, N, dtype))
 
 
 def _triton_problem(op: str, device: torch.device, dtype: torch.dtype, sizes: tuple) -> str | None:
@@ -476,7 +581,8 @@ def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, out
     validated on a GPU; to switch, call the op for every shape.
     """
     ops = _ops()
-    smem, _cc = _device_limits(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    smem, _cc, _sm_count = _device_limits(index)
     if glstm_smem_bytes(weight_hh.shape[2], x.dtype) > smem:
         from . import triton as triton_backend
         return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
@@ -491,12 +597,13 @@ def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
 def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
     """(dx, dh0, dc0, dweight_1, dweight_2, dbias), each in x.dtype.
 
-    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster
-    forward covers) the Triton backward, which only needs the saved output and cell and follows the same reference
-    numerics. There is no cluster F-LSTM backward kernel.
+    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster and
+    the grid-cooperative forwards cover) the Triton backward, which only needs the saved output and cell and follows
+    the same reference numerics. There is no cluster or grid F-LSTM backward kernel.
     """
     ops = _ops()
-    smem, _cc = _device_limits(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    smem, _cc, _sm_count = _device_limits(index)
     if flstm_smem_bytes(weight_2.shape[0] // 4, weight_2.shape[1], x.dtype) > smem:
         from . import triton as triton_backend
         return triton_backend.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
