@@ -168,7 +168,6 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
   const int batch_start = static_cast<int>(blockIdx.x / cluster_size) * kBatchTile;
   const int batch_rows = min(kBatchTile, B - batch_start);
   const int64_t four_h = 4 * static_cast<int64_t>(H);
-  const int64_t w1_ld = static_cast<int64_t>(I) + H;
   const int four_hs = 4 * Hs;
   const int cell_items = batch_rows * Hs;  // (batch row, owned unit) pairs of the cell phase, round-robin over threads
 
@@ -176,21 +175,7 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
 
-  // W1_h columns of the own units: W1[q][I + unit_start + k] -> w1h[k][q]; consecutive threads read consecutive k of
-  // one row of W1, so the global loads coalesce (the transposing shared-memory stores are a one-off).
-  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
-    const int q = idx / Hs;
-    const int k = idx - q * Hs;
-    w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
-  }
-  // W2 rows of the own units' gates: W2[gate H + unit_start + j][q] -> w2[q][gate Hs + j], coalesced along q.
-  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
-    const int n = idx / R;  // CTA-local gate column gate * Hs + j
-    const int q = idx - n * R;
-    const int gate = n / Hs;
-    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
-    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * R + q];
-  }
+  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld);
   // The own slices of h0 and c0 (the partial product of step 0 needs only the own units of h0).
   for (int idx = threadIdx.x; idx < cell_items; idx += blockDim.x) {
     const int b = idx / Hs;
@@ -209,18 +194,7 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
     const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + unit_start;
 
     float proj_regs[kProjPrefetchItems][4];
-#pragma unroll
-    for (int item = 0; item < kProjPrefetchItems; ++item) {
-      const int idx = threadIdx.x + item * kThreadsPerBlock;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = 0.0f;
-      if (idx < cell_items) {
-        const int b = idx / Hs;
-        const float* proj_row = proj_t + b * four_h + (idx - b * Hs);
-#pragma unroll
-        for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = proj_row[gate * static_cast<int64_t>(H)];
-      }
-    }
+    prefetch_projection(proj_t, four_h, H, Hs, cell_items, proj_regs);
 
     // 1. partial z = h_{t-1}[:, own] W1_h[:, own]^T (BT x R); rows >= batch_rows are 0 and never reduced.
     if constexpr (kWmma) {
@@ -271,10 +245,9 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
       }
     }
     for (int idx = threadIdx.x + kProjPrefetchItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
-      const int b = idx / Hs;
-      const float* proj_row = proj_t + b * four_h + (idx - b * Hs);
-      cell_step(idx, proj_row[0], proj_row[H], proj_row[2 * static_cast<int64_t>(H)],
-                proj_row[3 * static_cast<int64_t>(H)]);
+      float proj_values[4];
+      load_projection(proj_t, four_h, H, Hs, idx, proj_values);
+      cell_step(idx, proj_values[0], proj_values[1], proj_values[2], proj_values[3]);
     }
     // The next step's partial product reads h_own and overwrites this step's gate tile.
     __syncthreads();

@@ -195,27 +195,13 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
   float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);  // (BT x gates_ld)
 
   const int64_t four_h = 4 * static_cast<int64_t>(H);
-  const int64_t w1_ld = static_cast<int64_t>(I) + H;
   const int four_hs = 4 * Hs;
 
   // Prologue: zero the whole layout once, so the row padding of every tile is defined (no fragment reads it, but it
   // keeps initcheck quiet should a future tiling do so); the staged tiles zero-fill their own padding rows.
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
-  // W1_h columns of the own units: W1[q][I + unit_start + k] -> w1h[k][q], coalesced along k.
-  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
-    const int q = idx / Hs;
-    const int k = idx - q * Hs;
-    w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
-  }
-  // W2 rows of the own units' gates: W2[gate H + unit_start + j][q] -> w2[q][gate Hs + j], coalesced along q.
-  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
-    const int n = idx / R;  // CTA-local gate column gate * Hs + j
-    const int q = idx - n * R;
-    const int gate = n / Hs;
-    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
-    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * R + q];
-  }
+  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld);
   __syncthreads();
 
   for (int t = 0; t < T; ++t) {

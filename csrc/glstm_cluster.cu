@@ -47,6 +47,7 @@
 
 #include "persistent_common.cuh"
 #include "persistent_kernels.h"
+#include "tile_products.cuh"
 
 namespace lstmkern {
 namespace {
@@ -134,69 +135,16 @@ glstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
     // overlaps the recurrent product instead of stalling the cell (the items of the headline shape, BT = 16 and
     // Hs = 64, are exactly 4 per thread; larger slices load the rest in the cell loop).
     float proj_regs[kProjPrefetchItems][4];
-#pragma unroll
-    for (int item = 0; item < kProjPrefetchItems; ++item) {
-      const int idx = threadIdx.x + item * kThreadsPerBlock;
-#pragma unroll
-      for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = 0.0f;
-      if (idx < cell_items) {
-        const int b = idx / Hs;
-        const float* proj_row = proj_t + b * proj_row_stride + (idx - b * Hs);
-#pragma unroll
-        for (int gate = 0; gate < 4; ++gate) proj_regs[item][gate] = proj_row[gate * Hg];
-      }
-    }
+    prefetch_projection(proj_t, proj_row_stride, Hg, Hs, cell_items, proj_regs);
 
-    // gates = h_{t-1} W_hh[g]^T for the CTA's 4Hs gate columns (rows >= batch_rows are zero and ignored).
+    // gates = h_{t-1} W_hh[g]^T for the CTA's 4Hs gate columns (rows >= batch_rows are zero and ignored). The tile
+    // products keep the single-CTA kernel's fragments and k order, so the recurrent products are bitwise its own.
     if constexpr (kWmma) {
-      namespace wmma = nvcuda::wmma;
-      const int warp = threadIdx.x / 32;
-      const int num_warps = blockDim.x / 32;
-      const int n_tiles = four_hs / kWmmaTile;
-      const int k_tiles = Hg / kWmmaTile;
-      // Each warp takes its n-tiles two at a time (n_tile and n_tile + num_warps): one A fragment load feeds two
-      // MMAs, and the two independent accumulator chains hide each other's MMA latency. Every output tile still sees
-      // the same k order as the single-CTA kernel.
-      for (int n_tile = warp; n_tile < n_tiles; n_tile += 2 * num_warps) {
-        const int n_tile_2 = n_tile + num_warps;
-        const bool has_second = n_tile_2 < n_tiles;  // warp-uniform
-        wmma::fragment<wmma::accumulator, kWmmaTile, kWmmaTile, kWmmaTile, float> acc, acc_2;
-        wmma::fill_fragment(acc, 0.0f);
-        wmma::fill_fragment(acc_2, 0.0f);
-        for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
-          wmma::fragment<wmma::matrix_a, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> a_frag;
-          wmma::fragment<wmma::matrix_b, kWmmaTile, kWmmaTile, kWmmaTile, Element, wmma::row_major> b_frag, b_frag_2;
-          const Element* w_row = w_t + static_cast<int64_t>(k_tile) * kWmmaTile * layout.w_ld;
-          wmma::load_matrix_sync(a_frag, h_prev + k_tile * kWmmaTile, static_cast<unsigned>(layout.h_ld));
-          wmma::load_matrix_sync(b_frag, w_row + n_tile * kWmmaTile, static_cast<unsigned>(layout.w_ld));
-          if (has_second) {
-            wmma::load_matrix_sync(b_frag_2, w_row + n_tile_2 * kWmmaTile, static_cast<unsigned>(layout.w_ld));
-          }
-          wmma::mma_sync(acc, a_frag, b_frag, acc);
-          if (has_second) wmma::mma_sync(acc_2, a_frag, b_frag_2, acc_2);
-        }
-        wmma::store_matrix_sync(gates + n_tile * kWmmaTile, acc, static_cast<unsigned>(layout.gates_ld),
-                                wmma::mem_row_major);
-        if (has_second) {
-          wmma::store_matrix_sync(gates + n_tile_2 * kWmmaTile, acc_2, static_cast<unsigned>(layout.gates_ld),
-                                  wmma::mem_row_major);
-        }
-      }
+      wmma_product(h_prev, static_cast<int>(layout.h_ld), w_t, static_cast<int>(layout.w_ld), gates,
+                   static_cast<int>(layout.gates_ld), four_hs / kWmmaTile, Hg / kWmmaTile);
     } else {
-      // One thread per gate column, one register accumulator per batch row; w_t[k][n] is contiguous across the warp
-      // and h_prev[b][k] is a broadcast.
-      for (int n = threadIdx.x; n < four_hs; n += blockDim.x) {
-        float acc[kBatchTile];
-#pragma unroll
-        for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
-        for (int k = 0; k < Hg; ++k) {
-          const float w = to_float(w_t[static_cast<int64_t>(k) * layout.w_ld + n]);
-#pragma unroll
-          for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(h_prev[b * layout.h_ld + k], w, acc[b]);
-        }
-#pragma unroll
-        for (int b = 0; b < kBatchTile; ++b) gates[b * layout.gates_ld + n] = acc[b];
-      }
+      fma_product<kBatchTile>(h_prev, static_cast<int>(layout.h_ld), w_t, static_cast<int>(layout.w_ld), gates,
+                              static_cast<int>(layout.gates_ld), four_hs, Hg);
     }
     __syncthreads();
 
@@ -229,9 +177,9 @@ glstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
       }
     }
     for (int idx = threadIdx.x + kProjPrefetchItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
-      const int b = idx / Hs;
-      const float* proj_row = proj_t + b * proj_row_stride + (idx - b * Hs);
-      cell_step(idx, proj_row[0], proj_row[Hg], proj_row[2 * Hg], proj_row[3 * Hg]);
+      float proj_values[4];
+      load_projection(proj_t, proj_row_stride, Hg, Hs, idx, proj_values);
+      cell_step(idx, proj_values[0], proj_values[1], proj_values[2], proj_values[3]);
     }
     if (t + 1 == T) break;  // h_T is not multiplied again: no push, no barrier (see the lifetime argument above)
     __syncthreads();

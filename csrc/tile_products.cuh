@@ -1,5 +1,6 @@
-// Tile products shared by the F-LSTM cluster and grid kernels (csrc/flstm_cluster.cu, csrc/flstm_grid.cu): the
-// recurrent products of one CTA, spread over its warps (WMMA) or threads (float32 FMA). Included only by csrc/*.cu.
+// Device pieces shared by the multi-CTA kernels (csrc/glstm_cluster.cu, csrc/flstm_cluster.cu, csrc/flstm_grid.cu):
+// the recurrent products of one CTA, spread over its warps (WMMA) or threads (float32 FMA), the loads of an F-LSTM
+// CTA's resident weights, and the prefetch of the input projection for the cell phase. Included only by csrc/*.cu.
 #pragma once
 
 #include <mma.h>
@@ -60,6 +61,58 @@ __device__ __forceinline__ void fma_product(const float* __restrict__ a, int lda
     }
 #pragma unroll
     for (int row = 0; row < kRows; ++row) out[static_cast<int64_t>(row) * ld_out + n] = acc[row];
+  }
+}
+
+// The resident weights of an F-LSTM CTA that owns hidden units [unit_start, unit_start + Hs):
+//   W1_h columns: W1[q][I + unit_start + k] -> w1h[k][q] (Hs x w1h_ld), consecutive threads read consecutive k of one
+//   row of W1, so the global loads coalesce (the transposing shared-memory stores are a one-off);
+//   W2 rows of the units' gates: W2[gate H + unit_start + j][q] -> w2[q][gate Hs + j] (R x w2_ld), coalesced along q.
+// weight_1 (R, I + H) and weight_2 (4H, R) row-major in global memory.
+template <typename Element>
+__device__ __forceinline__ void load_flstm_unit_weights(const Element* __restrict__ weight_1,
+                                                        const Element* __restrict__ weight_2, int I, int H, int R,
+                                                        int unit_start, int Hs, Element* w1h, int64_t w1h_ld,
+                                                        Element* w2, int64_t w2_ld) {
+  const int64_t w1_ld = static_cast<int64_t>(I) + H;
+  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
+    const int q = idx / Hs;
+    const int k = idx - q * Hs;
+    w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
+  }
+  const int four_hs = 4 * Hs;
+  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
+    const int n = idx / R;  // CTA-local gate column gate * Hs + j
+    const int q = idx - n * R;
+    const int gate = n / Hs;
+    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
+    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * R + q];
+  }
+}
+
+// The four gates' input projection of cell item idx = (batch row b, owned unit j), b = idx / units: row b of P_t
+// starts row_stride floats after proj_t (which points at the CTA's first unit of gate i) and gate q is q gate_stride
+// further.
+__device__ __forceinline__ void load_projection(const float* proj_t, int64_t row_stride, int64_t gate_stride,
+                                                int units, int idx, float (&values)[4]) {
+  const int b = idx / units;
+  const float* proj_row = proj_t + b * row_stride + (idx - b * units);
+#pragma unroll
+  for (int gate = 0; gate < 4; ++gate) values[gate] = proj_row[gate * gate_stride];
+}
+
+// Issues the P_t loads of this thread's first kItems cell items (threadIdx.x + item * kThreadsPerBlock) before the
+// recurrent product, so their global-memory latency overlaps it instead of stalling the cell; items past
+// cell_items are 0 and never used.
+template <int kItems>
+__device__ __forceinline__ void prefetch_projection(const float* proj_t, int64_t row_stride, int64_t gate_stride,
+                                                    int units, int cell_items, float (&values)[kItems][4]) {
+#pragma unroll
+  for (int item = 0; item < kItems; ++item) {
+    const int idx = static_cast<int>(threadIdx.x) + item * kThreadsPerBlock;
+#pragma unroll
+    for (int gate = 0; gate < 4; ++gate) values[item][gate] = 0.0f;
+    if (idx < cell_items) load_projection(proj_t, row_stride, gate_stride, units, idx, values[item]);
   }
 }
 
