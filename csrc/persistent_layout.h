@@ -44,6 +44,15 @@ LSTMKERN_HOST_DEVICE constexpr int64_t element_bytes(ElementKind kind) {
   return kind == ElementKind::kFloat32 ? 4 : 2;
 }
 LSTMKERN_HOST_DEVICE constexpr bool uses_wmma(ElementKind kind) { return kind != ElementKind::kFloat32; }
+// Leading dimensions of a shared-memory tile n values wide, for the multi-CTA layouts: on the WMMA paths rows are
+// padded (8 elements for fp16/bf16 operands, 4 for float32 accumulator tiles) so the rows of a 16 x 16 fragment start
+// in different banks; the float32 FMA path reads rows whole and needs no padding.
+LSTMKERN_HOST_DEVICE constexpr int64_t operand_tile_ld(int64_t n, ElementKind kind) {
+  return uses_wmma(kind) ? n + kWmmaHalfRowPad : n;
+}
+LSTMKERN_HOST_DEVICE constexpr int64_t float_tile_ld(int64_t n, ElementKind kind) {
+  return uses_wmma(kind) ? n + kWmmaFloatRowPad : n;
+}
 LSTMKERN_HOST_DEVICE constexpr int glstm_fwd_batch_tile(ElementKind kind) {
   return uses_wmma(kind) ? kGlstmFwdBatchTileWmma : kGlstmFwdBatchTileFma;
 }
@@ -195,17 +204,11 @@ LSTMKERN_HOST_DEVICE constexpr GlstmClusterFwdLayout glstm_cluster_fwd_layout(in
   const int64_t hs = hg / cluster_size;
   layout.units_per_cta = hs;
   layout.w_rows = hg;
-  int64_t h_bytes_per_element = 4;
-  if (uses_wmma(kind)) {
-    layout.w_ld = 4 * hs + kWmmaHalfRowPad;
-    layout.h_ld = hg + kWmmaHalfRowPad;
-    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
-    h_bytes_per_element = 2;
-  } else {
-    layout.w_ld = 4 * hs;
-    layout.h_ld = hg;
-    layout.gates_ld = 4 * hs;
-  }
+  // The h tile is the WMMA A operand in the element type, or float32 for the FMA loop.
+  const int64_t h_bytes_per_element = uses_wmma(kind) ? 2 : 4;
+  layout.w_ld = operand_tile_ld(4 * hs, kind);
+  layout.h_ld = operand_tile_ld(hg, kind);
+  layout.gates_ld = float_tile_ld(4 * hs, kind);
   int64_t end = 0;
   layout.w_offset = carve(end, layout.w_rows * layout.w_ld * element_bytes(kind));
   layout.h_offset[0] = carve(end, bt * layout.h_ld * h_bytes_per_element);
@@ -330,21 +333,12 @@ LSTMKERN_HOST_DEVICE constexpr FlstmClusterFwdLayout flstm_cluster_fwd_layout(in
   const int64_t elem = element_bytes(kind);
   layout.units_per_cta = hs;
   layout.batch_tile = bt;
-  if (uses_wmma(kind)) {
-    layout.w1h_ld = r + kWmmaHalfRowPad;
-    layout.w2_ld = 4 * hs + kWmmaHalfRowPad;
-    layout.h_ld = hs + kWmmaHalfRowPad;
-    layout.partial_ld = r + kWmmaFloatRowPad;
-    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
-    layout.z_ld = r + kWmmaHalfRowPad;
-  } else {
-    layout.w1h_ld = r;
-    layout.w2_ld = 4 * hs;
-    layout.h_ld = hs;
-    layout.partial_ld = r;
-    layout.gates_ld = 4 * hs;
-    layout.z_ld = r;
-  }
+  layout.w1h_ld = operand_tile_ld(r, kind);
+  layout.w2_ld = operand_tile_ld(4 * hs, kind);
+  layout.h_ld = operand_tile_ld(hs, kind);
+  layout.partial_ld = float_tile_ld(r, kind);
+  layout.gates_ld = float_tile_ld(4 * hs, kind);
+  layout.z_ld = operand_tile_ld(r, kind);
   const int64_t partial_bytes = bt * (layout.partial_ld > layout.gates_ld ? layout.partial_ld : layout.gates_ld) * 4;
   int64_t end = 0;
   layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
@@ -416,19 +410,11 @@ LSTMKERN_HOST_DEVICE constexpr FlstmGridFwdLayout flstm_grid_fwd_layout(int64_t 
   layout.ctas = ctas;
   layout.units_per_cta = hs;
   layout.batch_tile = bt;
-  if (uses_wmma(kind)) {
-    layout.w1h_ld = r + kWmmaHalfRowPad;
-    layout.w2_ld = 4 * hs + kWmmaHalfRowPad;
-    layout.h_ld = hs + kWmmaHalfRowPad;
-    layout.z_ld = r + kWmmaHalfRowPad;
-    layout.gates_ld = 4 * hs + kWmmaFloatRowPad;
-  } else {
-    layout.w1h_ld = r;
-    layout.w2_ld = 4 * hs;
-    layout.h_ld = hs;
-    layout.z_ld = r;
-    layout.gates_ld = 4 * hs;
-  }
+  layout.w1h_ld = operand_tile_ld(r, kind);
+  layout.w2_ld = operand_tile_ld(4 * hs, kind);
+  layout.h_ld = operand_tile_ld(hs, kind);
+  layout.z_ld = operand_tile_ld(r, kind);
+  layout.gates_ld = float_tile_ld(4 * hs, kind);
   int64_t end = 0;
   layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
   layout.w2_offset = carve(end, r * layout.w2_ld * elem);

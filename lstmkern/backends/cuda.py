@@ -131,6 +131,17 @@ def _buffers_bytes(*sizes: int) -> int:
     return _round_up(end, _SMEM_ALIGNMENT)
 
 
+def _operand_tile_ld(n: int, dtype: torch.dtype) -> int:
+    """Leading dimension of an element-type tile n wide in the multi-CTA layouts (operand_tile_ld in
+    csrc/persistent_layout.h): rows padded by 8 elements on the WMMA paths, unpadded for float32."""
+    return n if dtype == torch.float32 else n + _WMMA_HALF_ROW_PAD
+
+
+def _float_tile_ld(n: int, dtype: torch.dtype) -> int:
+    """Leading dimension of a float32 tile n wide (float_tile_ld): rows padded by 4 on the WMMA paths."""
+    return n if dtype == torch.float32 else n + _WMMA_FLOAT_ROW_PAD
+
+
 def _element_bytes(dtype: torch.dtype) -> int:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES} for the persistent kernels, got {dtype}")
@@ -182,13 +193,9 @@ def glstm_cluster_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
                          f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
     elem = _element_bytes(dtype)
     hs = Hg // C
-    if dtype == torch.float32:
-        bt = _GLSTM_FWD_BATCH_TILE_FMA
-        w_ld, h_ld, gates_ld, h_elem = 4 * hs, Hg, 4 * hs, 4
-    else:
-        bt = _GLSTM_FWD_BATCH_TILE_WMMA
-        w_ld, h_ld, h_elem = 4 * hs + _WMMA_HALF_ROW_PAD, Hg + _WMMA_HALF_ROW_PAD, 2
-        gates_ld = 4 * hs + _WMMA_FLOAT_ROW_PAD
+    bt = _GLSTM_FWD_BATCH_TILE_FMA if dtype == torch.float32 else _GLSTM_FWD_BATCH_TILE_WMMA
+    h_elem = 4 if dtype == torch.float32 else 2  # the h tile is float32 for the FMA loop
+    w_ld, h_ld, gates_ld = _operand_tile_ld(4 * hs, dtype), _operand_tile_ld(Hg, dtype), _float_tile_ld(4 * hs, dtype)
     return _buffers_bytes(Hg * w_ld * elem, bt * h_ld * h_elem, bt * h_ld * h_elem, bt * gates_ld * 4, bt * hs * 4)
 
 
@@ -266,13 +273,9 @@ def flstm_cluster_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
                          f"H={H}, R={R}")
     elem = _element_bytes(dtype)
     hs = H // C
-    if dtype == torch.float32:
-        bt = _FLSTM_BATCH_TILE
-        w1h_ld, w2_ld, h_ld, partial_ld, gates_ld, z_ld = R, 4 * hs, hs, R, 4 * hs, R
-    else:
-        bt = _WMMA_TILE
-        w1h_ld, w2_ld, h_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_HALF_ROW_PAD, hs + _WMMA_HALF_ROW_PAD
-        partial_ld, gates_ld, z_ld = R + _WMMA_FLOAT_ROW_PAD, 4 * hs + _WMMA_FLOAT_ROW_PAD, R + _WMMA_HALF_ROW_PAD
+    bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
+    w1h_ld, w2_ld, h_ld, z_ld = (_operand_tile_ld(n, dtype) for n in (R, 4 * hs, hs, R))
+    partial_ld, gates_ld = _float_tile_ld(R, dtype), _float_tile_ld(4 * hs, dtype)
     partial = bt * max(partial_ld, gates_ld) * 4
     return _buffers_bytes(hs * w1h_ld * elem, R * w2_ld * elem, bt * h_ld * elem, partial, partial, bt * z_ld * elem,
                           bt * hs * 4)
@@ -324,13 +327,9 @@ def flstm_grid_smem_bytes(H: int, R: int, N: int, dtype: torch.dtype) -> int:
                          f"a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got N={N}, H={H}, R={R}")
     elem = _element_bytes(dtype)
     hs = H // N
-    if dtype == torch.float32:
-        bt = _FLSTM_BATCH_TILE
-        w1h_ld, w2_ld, h_ld, z_ld, gates_ld = R, 4 * hs, hs, R, 4 * hs
-    else:
-        bt = _WMMA_TILE
-        w1h_ld, w2_ld, h_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_HALF_ROW_PAD, hs + _WMMA_HALF_ROW_PAD
-        z_ld, gates_ld = R + _WMMA_HALF_ROW_PAD, 4 * hs + _WMMA_FLOAT_ROW_PAD
+    bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
+    w1h_ld, w2_ld, h_ld, z_ld = (_operand_tile_ld(n, dtype) for n in (R, 4 * hs, hs, R))
+    gates_ld = _float_tile_ld(4 * hs, dtype)
     return _buffers_bytes(hs * w1h_ld * elem, R * w2_ld * elem, bt * h_ld * elem, bt * z_ld * elem, bt * gates_ld * 4)
 
 
