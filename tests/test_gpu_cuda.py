@@ -171,6 +171,26 @@ def _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, 
         assert g.is_contiguous(), name
 
 
+def _check_both_variants(kind, inputs, dtype, fwd=None, bwd=None):
+    """:func:`_check_forward_and_backward` with bias and a cell-state gradient, then with neither."""
+    for with_bias, with_grad_cell in ((True, True), (False, False)):
+        _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, fwd=fwd, bwd=bwd)
+
+
+def _assert_within_ulps(results, others, tolerance, other_name):
+    """(output, cell) of one kernel against another's, within ``tolerance`` relative error."""
+    for name, got, other in zip(("output", "cell"), results, others):
+        assert _rel_err(got, other) <= tolerance, f"{name}: {_rel_err(got, other):.3e} from {other_name}"
+
+
+def _assert_forward_like_reference(reference, inputs, output, cell, dtype):
+    """A forward-only kernel result against the reference in ``dtype`` and in float64 (the tolerance rule above)."""
+    out_low, cell_low = reference(*inputs)
+    out_64, cell_64 = reference(*(t.double() for t in inputs))
+    _assert_close_like_reference("output", output, out_low, out_64, dtype)
+    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", GLSTM_SHAPES, ids=str)
 def test_glstm_matches_reference(shape, dtype):
@@ -178,8 +198,7 @@ def test_glstm_matches_reference(shape, dtype):
     _skip_if_unsupported("glstm", dtype, (T, B, G * Ig, G * Hg, G, 0))
     torch.manual_seed(hash(shape) % 2**31)
     inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
-    _check_forward_and_backward("glstm", inputs, dtype, with_bias=True, with_grad_cell=True)
-    _check_forward_and_backward("glstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+    _check_both_variants("glstm", inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -193,8 +212,7 @@ def test_glstm_cluster_matches_reference(shape, dtype):
     _skip_if_unsupported("glstm", dtype, (T, B, G * Ig, G * Hg, G, 0))
     torch.manual_seed(hash(shape) % 2**31)
     inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
-    _check_forward_and_backward("glstm", inputs, dtype, with_bias=True, with_grad_cell=True)
-    _check_forward_and_backward("glstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+    _check_both_variants("glstm", inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -212,12 +230,8 @@ def test_glstm_forced_cluster_forward_equals_single_cta(forced, dtype):
     if cuda_backend._glstm_fwd_smem_bytes(Hg, dtype) <= smem:
         single_output, single_cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=1)
         ulps = 4 * torch.finfo(dtype).eps
-        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
-            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
-    out_low, cell_low = glstm_reference(x, h0, c0, w_ih, w_hh, bias)
-    out_64, cell_64 = glstm_reference(*(t.double() for t in (x, h0, c0, w_ih, w_hh, bias)))
-    _assert_close_like_reference("output", output, out_low, out_64, dtype)
-    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+        _assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA kernel")
+    _assert_forward_like_reference(glstm_reference, (x, h0, c0, w_ih, w_hh, bias), output, cell, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -232,9 +246,7 @@ def test_glstm_cluster_backward_kernel_matches_reference(shape, dtype):
     torch.manual_seed(hash(shape) % 2**31 + 1)
     inputs = _glstm_inputs(T, B, G, Hg, Ig, dtype)
     ops = torch.ops.lstmkern_cuda
-    for with_bias, with_grad_cell in ((True, True), (False, False)):
-        _check_forward_and_backward("glstm", inputs, dtype, with_bias, with_grad_cell, fwd=ops.glstm_persistent_fwd,
-                                    bwd=ops.glstm_persistent_bwd)
+    _check_both_variants("glstm", inputs, dtype, fwd=ops.glstm_persistent_fwd, bwd=ops.glstm_persistent_bwd)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -280,8 +292,7 @@ def test_flstm_matches_reference(shape, dtype):
     _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
     torch.manual_seed(hash(shape) % 2**31)
     inputs = _flstm_inputs(T, B, I, H, R, dtype)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+    _check_both_variants("flstm", inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -296,8 +307,7 @@ def test_flstm_cluster_matches_reference(shape, dtype):
     _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
     torch.manual_seed(hash(shape) % 2**31)
     inputs = _flstm_inputs(T, B, I, H, R, dtype)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+    _check_both_variants("flstm", inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -317,12 +327,8 @@ def test_flstm_forced_cluster_forward_equals_single_cta(forced, dtype):
         # fp32: both kernels are float32 FMA and differ only in the summation order of z (tens of ulps after a few
         # steps at most); fp16/bf16: the rounding of z moves h by about one ulp of the element type.
         ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
-        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
-            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
-    out_low, cell_low = flstm_reference(x, h0, c0, w1, w2, bias)
-    out_64, cell_64 = flstm_reference(*(t.double() for t in (x, h0, c0, w1, w2, bias)))
-    _assert_close_like_reference("output", output, out_low, out_64, dtype)
-    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+        _assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA kernel")
+    _assert_forward_like_reference(flstm_reference, (x, h0, c0, w1, w2, bias), output, cell, dtype)
 
 
 def test_flstm_cluster_size_argument_is_checked():
@@ -359,8 +365,7 @@ def test_flstm_grid_matches_reference(shape, dtype):
     _skip_if_unsupported("flstm", dtype, (T, B, I, H, 1, R))
     torch.manual_seed(hash(shape) % 2**31)
     inputs = _flstm_inputs(T, B, I, H, R, dtype)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True)
-    _check_forward_and_backward("flstm", inputs, dtype, with_bias=False, with_grad_cell=False)
+    _check_both_variants("flstm", inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -378,19 +383,14 @@ def test_flstm_forced_grid_forward_equals_single_cta(forced, dtype):
     if cuda_backend.flstm_smem_bytes(H, R, dtype) <= smem:
         single_output, single_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=1)
         ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
-        for name, got, single in (("output", output, single_output), ("cell", cell, single_cell)):
-            assert _rel_err(got, single) <= ulps, f"{name}: {_rel_err(got, single):.3e} from the single-CTA kernel"
+        _assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA kernel")
     if cc[0] == 9 and N in (2, 4, 8, 16):
         # Same partial products, same rank order of the z sum, same gate product and cell code: bitwise equal unless
         # the compiler contracts the cell's expressions differently in the two kernels (then within an ulp or two).
         cluster_output, cluster_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=N)
-        for name, got, cluster in (("output", output, cluster_output), ("cell", cell, cluster_cell)):
-            assert _rel_err(got, cluster) <= 2 * torch.finfo(dtype).eps, (
-                f"{name}: {_rel_err(got, cluster):.3e} from the cluster kernel")
-    out_low, cell_low = flstm_reference(x, h0, c0, w1, w2, bias)
-    out_64, cell_64 = flstm_reference(*(t.double() for t in (x, h0, c0, w1, w2, bias)))
-    _assert_close_like_reference("output", output, out_low, out_64, dtype)
-    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+        _assert_within_ulps((output, cell), (cluster_output, cluster_cell), 2 * torch.finfo(dtype).eps,
+                            "the cluster kernel")
+    _assert_forward_like_reference(flstm_reference, (x, h0, c0, w1, w2, bias), output, cell, dtype)
 
 
 def test_flstm_grid_ctas_argument_is_checked():
