@@ -33,19 +33,21 @@ int64_t glstm_smem_bytes(int64_t hidden_per_group, c10::ScalarType dtype) {
   return glstm_persistent_smem_bytes(hidden_per_group, element_kind_of(dtype));
 }
 
-int64_t glstm_cluster_smem(int64_t hidden_per_group, int64_t cluster_size, c10::ScalarType dtype) {
-  const ElementKind kind = element_kind_of(dtype);
-  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
+void check_glstm_cluster_shape(int64_t hidden_per_group, int64_t cluster_size, const char* kernel) {
+  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM ", kernel, " takes "
                     "cluster_size 2, 4 or 8 and hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
                     cluster_size, ", hidden_per_group = ", hidden_per_group);
+}
+
+int64_t glstm_cluster_smem(int64_t hidden_per_group, int64_t cluster_size, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_glstm_cluster_shape(hidden_per_group, cluster_size, "forward");
   return glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind);
 }
 
 int64_t glstm_cluster_bwd_smem(int64_t hidden_per_group, int64_t cluster_size, c10::ScalarType dtype) {
   const ElementKind kind = element_kind_of(dtype);
-  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM backward takes "
-                    "cluster_size 2, 4 or 8 and hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
-                    cluster_size, ", hidden_per_group = ", hidden_per_group);
+  check_glstm_cluster_shape(hidden_per_group, cluster_size, "backward");
   return glstm_cluster_bwd_smem_bytes(hidden_per_group, cluster_size, kind);
 }
 

@@ -178,6 +178,17 @@ def _glstm_fwd_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
                           bt * (n_pad + _WMMA_FLOAT_ROW_PAD) * 4, bt * Hg * 4)
 
 
+def _glstm_cluster_shape_ok(Hg: int, C: int) -> bool:
+    """glstm_cluster_shape_ok in csrc/persistent_layout.h: C in (2, 4, 8) and Hg a multiple of 16 C."""
+    return C in _CLUSTER_SIZES and Hg >= 1 and Hg % (_CLUSTER_UNIT_MULTIPLE * C) == 0
+
+
+def _check_glstm_cluster_shape(Hg: int, C: int, kernel: str) -> None:
+    if not _glstm_cluster_shape_ok(Hg, C):
+        raise ValueError(f"the cluster G-LSTM {kernel} takes C in {_CLUSTER_SIZES} and Hg a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
+
+
 def glstm_cluster_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
     """Dynamic shared memory (bytes per CTA) of the cluster G-LSTM forward with C CTAs per group: the CTA's 4Hs gate
     columns of W_hh[g]^T (Hg x 4Hs, rows padded by 8 elements in fp16/bf16), two h tiles of the whole group (BT x Hg),
@@ -188,9 +199,7 @@ def glstm_cluster_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
         >>> glstm_cluster_smem_bytes(256, 4, torch.bfloat16)
         172800
     """
-    if C not in _CLUSTER_SIZES or Hg < 1 or Hg % (_CLUSTER_UNIT_MULTIPLE * C) != 0:
-        raise ValueError(f"the cluster G-LSTM forward takes C in {_CLUSTER_SIZES} and Hg a multiple of "
-                         f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
+    _check_glstm_cluster_shape(Hg, C, "forward")
     elem = _element_bytes(dtype)
     hs = Hg // C
     bt = _GLSTM_FWD_BATCH_TILE_FMA if dtype == torch.float32 else _GLSTM_FWD_BATCH_TILE_WMMA
@@ -208,9 +217,7 @@ def glstm_cluster_bwd_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
         >>> glstm_cluster_bwd_smem_bytes(256, 4, torch.bfloat16)
         157696
     """
-    if C not in _CLUSTER_SIZES or Hg < 1 or Hg % (_CLUSTER_UNIT_MULTIPLE * C) != 0:
-        raise ValueError(f"the cluster G-LSTM backward takes C in {_CLUSTER_SIZES} and Hg a multiple of "
-                         f"{_CLUSTER_UNIT_MULTIPLE} C, got C={C}, Hg={Hg}")
+    _check_glstm_cluster_shape(Hg, C, "backward")
     hs, bt = Hg // C, _GLSTM_BWD_BATCH_TILE
     return _buffers_bytes(4 * hs * Hg * _element_bytes(dtype), bt * 4 * hs * 4, bt * Hg * 4, bt * Hg * 4, bt * hs * 4)
 
@@ -229,7 +236,7 @@ def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[i
         return 1
     if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
         for C in _CLUSTER_SIZES:
-            if Hg % (_CLUSTER_UNIT_MULTIPLE * C) == 0 and glstm_cluster_smem_bytes(Hg, C, dtype) <= smem_bytes:
+            if _glstm_cluster_shape_ok(Hg, C) and glstm_cluster_smem_bytes(Hg, C, dtype) <= smem_bytes:
                 return C
     return 1 if _glstm_fwd_smem_bytes(Hg, dtype) <= smem_bytes else 0
 
@@ -389,7 +396,7 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
     if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
         cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
     else:
-        accepted = [C for C in _CLUSTER_SIZES if Hg % (_CLUSTER_UNIT_MULTIPLE * C) == 0]
+        accepted = [C for C in _CLUSTER_SIZES if _glstm_cluster_shape_ok(Hg, C)]
         if not accepted:
             cluster = (f"the thread-block-cluster forward needs Hg to be a multiple of {_CLUSTER_UNIT_MULTIPLE} C "
                        f"for C in {_CLUSTER_SIZES}")
