@@ -237,18 +237,7 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
       output[state_idx] = h_rounded;
       h_own[b * h_ld + j] = h_rounded;  // the next step multiplies the rounded h, like the reference
     };
-#pragma unroll
-    for (int item = 0; item < kProjPrefetchItems; ++item) {
-      const int idx = threadIdx.x + item * kThreadsPerBlock;
-      if (idx < cell_items) {
-        cell_step(idx, proj_regs[item][0], proj_regs[item][1], proj_regs[item][2], proj_regs[item][3]);
-      }
-    }
-    for (int idx = threadIdx.x + kProjPrefetchItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
-      float proj_values[4];
-      load_projection(proj_t, four_h, H, Hs, idx, proj_values);
-      cell_step(idx, proj_values[0], proj_values[1], proj_values[2], proj_values[3]);
-    }
+    for_each_cell_item(proj_t, four_h, H, Hs, cell_items, proj_regs, cell_step);
     // The next step's partial product reads h_own and overwrites this step's gate tile.
     __syncthreads();
   }

@@ -169,18 +169,7 @@ glstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
         h_next[b * layout.h_ld + unit] = to_float(h_rounded);
       }
     };
-#pragma unroll
-    for (int item = 0; item < kProjPrefetchItems; ++item) {
-      const int idx = threadIdx.x + item * kThreadsPerBlock;
-      if (idx < cell_items) {
-        cell_step(idx, proj_regs[item][0], proj_regs[item][1], proj_regs[item][2], proj_regs[item][3]);
-      }
-    }
-    for (int idx = threadIdx.x + kProjPrefetchItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
-      float proj_values[4];
-      load_projection(proj_t, proj_row_stride, Hg, Hs, idx, proj_values);
-      cell_step(idx, proj_values[0], proj_values[1], proj_values[2], proj_values[3]);
-    }
+    for_each_cell_item(proj_t, proj_row_stride, Hg, Hs, cell_items, proj_regs, cell_step);
     if (t + 1 == T) break;  // h_T is not multiplied again: no push, no barrier (see the lifetime argument above)
     __syncthreads();
 

@@ -116,4 +116,25 @@ __device__ __forceinline__ void prefetch_projection(const float* proj_t, int64_t
   }
 }
 
+// Runs cell_step(idx, pre_i, pre_f, pre_g, pre_o) (the four P_t values of cell item idx) for every cell item of this
+// thread, idx = threadIdx.x + k * kThreadsPerBlock < cell_items: the first kItems with the values prefetch_projection
+// loaded before the recurrent product, the rest loading theirs now.
+template <int kItems, typename CellStep>
+__device__ __forceinline__ void for_each_cell_item(const float* proj_t, int64_t row_stride, int64_t gate_stride,
+                                                   int units, int cell_items, const float (&prefetched)[kItems][4],
+                                                   CellStep&& cell_step) {
+#pragma unroll
+  for (int item = 0; item < kItems; ++item) {
+    const int idx = static_cast<int>(threadIdx.x) + item * kThreadsPerBlock;
+    if (idx < cell_items) {
+      cell_step(idx, prefetched[item][0], prefetched[item][1], prefetched[item][2], prefetched[item][3]);
+    }
+  }
+  for (int idx = static_cast<int>(threadIdx.x) + kItems * kThreadsPerBlock; idx < cell_items; idx += kThreadsPerBlock) {
+    float values[4];
+    load_projection(proj_t, row_stride, gate_stride, units, idx, values);
+    cell_step(idx, values[0], values[1], values[2], values[3]);
+  }
+}
+
 }  // namespace lstmkern
