@@ -4,14 +4,22 @@ Packages: lstmkern and its subpackages, plus the top-level folder ``triton_kerne
 ``lstmkern.triton_kernels`` (package_dir mapping, so no symlink is needed in editable or regular installs).
 
 The native extension ``lstmkern._C``:
-  * CUDAExtension (persistent kernels, csrc/*.cu + csrc/cuda_ops.cpp + csrc/extension.cpp) when nvcc is found
-    (torch.utils.cpp_extension.CUDA_HOME) and torch was built with CUDA (torch.version.cuda);
-  * otherwise a CppExtension of csrc/extension.cpp alone (op schemas and shared-memory queries, no kernels);
+  * CUDAExtension (persistent kernels: CUDA_SOURCES + CPU_SOURCES) when a CUDA toolkit is found (see
+    ``find_cuda_home``) and torch was built with CUDA (torch.version.cuda);
+  * otherwise, or when the CUDA part fails to compile, a CppExtension of CPU_SOURCES alone (op schemas, shared-memory
+    queries and the CPU code, no GPU kernels), with a warning that says why;
   * the package itself imports without any extension (lstmkern.backends.cuda then reports itself unavailable).
+
+Finding the CUDA toolkit: ``CUDA_HOME`` (or ``CUDA_PATH``) if set; otherwise the toolkit that the ``nvcc`` on PATH
+belongs to, as nvcc itself reports it (``nvcc --dryrun`` prints its TOP folder). torch's own guess (the folder above
+the nvcc on PATH) is wrong where that nvcc is a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc), and
+fails with "cuda_runtime.h: No such file".
 
 Knobs (environment variables):
   LSTMKERN_SKIP_CUDA=1      build the CPU-only extension even where CUDA is available.
   LSTMKERN_SKIP_EXTENSION=1 build no extension at all (pure-Python install).
+  LSTMKERN_REQUIRE_CUDA=1   fail the install if the CUDA part cannot be built (CI sets it: no silent CPU fallback).
+  CUDA_HOME                 the CUDA toolkit's folder (the one holding bin/nvcc and include/cuda_runtime.h).
   LSTMKERN_CUDA_ARCHS       space/semicolon/comma separated; "90a" compiles SASS for sm_90a, "compute_80" embeds PTX
                             for compute_80 (JIT-compiled by the driver on any newer GPU). Default "90a compute_80":
                             one real architecture (keeps the build lean) plus a PTX fallback for every GPU >= sm_80.
@@ -25,6 +33,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -63,45 +75,111 @@ def cuda_arch_flags(spec: str) -> list[str]:
     return flags
 
 
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit folder: $CUDA_HOME / $CUDA_PATH, else the toolkit of the nvcc on PATH as nvcc reports it."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if Path("/usr/local/cuda/bin/nvcc").exists() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "empty.cu"
+        source.write_text("")
+        try:
+            proc = subprocess.run([nvcc, "--dryrun", "-c", str(source), "-o", str(Path(tmp) / "empty.o")],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    match = re.search(r"^#\$ TOP=(.+)$", proc.stdout + proc.stderr, re.MULTILINE)
+    if match and (Path(match.group(1).strip()) / "include" / "cuda_runtime.h").exists():
+        return str(Path(match.group(1).strip()).resolve())
+    return None
+
+
+# Sources of lstmkern._C in both variants (op schemas, layout queries, CPU code) and the GPU kernels on top.
+CPU_SOURCES = ["csrc/extension.cpp"]
+CUDA_SOURCES = ["csrc/cuda_ops.cpp", "csrc/glstm_persistent.cu", "csrc/glstm_cluster.cu", "csrc/flstm_persistent.cu",
+                "csrc/flstm_cluster.cu", "csrc/flstm_grid.cu"]
+CUDA_ONLY_LIBRARIES = ("cudart", "c10_cuda", "torch_cuda")
+
+
+def _make_build_ext(base):
+    """torch's BuildExtension, except that a CUDA ``lstmkern._C`` that fails to compile is rebuilt as the CPU-only
+    variant with a warning (unless LSTMKERN_REQUIRE_CUDA=1): a broken or mismatched toolkit must not cost the user the
+    package, whose reference, Triton and CPU paths do not need it."""
+
+    class BuildExtension(base):
+        def build_extensions(self):
+            try:
+                return super().build_extensions()
+            except Exception as err:  # noqa: BLE001 - any toolkit check, compiler or linker failure
+                cuda_exts = [ext for ext in self.extensions if getattr(ext, "lstmkern_cuda", False)]
+                if not cuda_exts or _env_flag("LSTMKERN_REQUIRE_CUDA"):
+                    raise
+                print(f"WARNING: lstmkern: the CUDA part of lstmkern._C failed to build ({type(err).__name__}: "
+                      f"{err}); building the CPU-only extension instead (no 'cuda' backend). Set CUDA_HOME to the "
+                      f"toolkit folder, or LSTMKERN_REQUIRE_CUDA=1 to make this an error.", file=sys.stderr)
+                for ext in cuda_exts:
+                    _to_cpu_only(ext)
+                return super().build_extensions()
+
+    return BuildExtension
+
+
+def _to_cpu_only(ext) -> None:
+    ext.sources = list(CPU_SOURCES)
+    ext.define_macros = [(k, "0" if k == "LSTMKERN_WITH_CUDA" else v) for k, v in ext.define_macros]
+    ext.libraries = [lib for lib in ext.libraries if lib not in CUDA_ONLY_LIBRARIES]
+    ext.lstmkern_cuda = False
+
+
 def native_extensions() -> tuple[list, dict]:
     if _env_flag("LSTMKERN_SKIP_EXTENSION"):
         return [], {}
+    cuda_home = None if _env_flag("LSTMKERN_SKIP_CUDA") else find_cuda_home()
+    if cuda_home is not None:
+        os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension when it is imported (below)
     import torch
     from torch.utils import cpp_extension
 
-    with_cuda = (not _env_flag("LSTMKERN_SKIP_CUDA") and cpp_extension.CUDA_HOME is not None
-                 and torch.version.cuda is not None)
+    with_cuda = cuda_home is not None and cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
+    if not with_cuda and not _env_flag("LSTMKERN_SKIP_CUDA"):
+        why = "torch has no CUDA" if torch.version.cuda is None else "no CUDA toolkit found (set CUDA_HOME)"
+        if _env_flag("LSTMKERN_REQUIRE_CUDA"):
+            raise RuntimeError(f"LSTMKERN_REQUIRE_CUDA=1 but {why}")
+        print(f"WARNING: lstmkern: building lstmkern._C without the CUDA kernels: {why}.", file=sys.stderr)
     include_dirs = [str(CSRC)]
     # Headers and the flag file: rebuild triggers, and shipped in sdists (setuptools adds `depends` to them).
     depends = sorted(str(p.relative_to(ROOT)) for p in CSRC.iterdir() if p.suffix in (".h", ".cuh", ".txt"))
     if with_cuda:
-        sources = ["csrc/extension.cpp", "csrc/cuda_ops.cpp", "csrc/glstm_persistent.cu", "csrc/glstm_cluster.cu",
-                   "csrc/flstm_persistent.cu", "csrc/flstm_cluster.cu", "csrc/flstm_grid.cu"]
         nvcc = nvcc_flags_from_file() + cuda_arch_flags(os.environ.get("LSTMKERN_CUDA_ARCHS", DEFAULT_CUDA_ARCHS))
         extension = cpp_extension.CUDAExtension(
-            "lstmkern._C", sources, include_dirs=include_dirs, depends=depends,
+            "lstmkern._C", CPU_SOURCES + CUDA_SOURCES, include_dirs=include_dirs, depends=depends,
             define_macros=[("LSTMKERN_WITH_CUDA", "1")],
             extra_compile_args={"cxx": HOST_FLAGS, "nvcc": nvcc})
+        extension.lstmkern_cuda = True
     else:
         extension = cpp_extension.CppExtension(
-            "lstmkern._C", ["csrc/extension.cpp"], include_dirs=include_dirs, depends=depends,
+            "lstmkern._C", list(CPU_SOURCES), include_dirs=include_dirs, depends=depends,
             define_macros=[("LSTMKERN_WITH_CUDA", "0")], extra_compile_args={"cxx": HOST_FLAGS})
-    build_ext = cpp_extension.BuildExtension.with_options(use_ninja=True)
+    build_ext = _make_build_ext(cpp_extension.BuildExtension).with_options(use_ninja=True)
     return [extension], {"build_ext": build_ext}
 
 
-ext_modules, cmdclass = native_extensions()
+if __name__ == "__main__":  # pip and setuptools run this file as __main__; tests import its helpers
+    ext_modules, cmdclass = native_extensions()
 
-setup(
-    name="lstmkern",
-    version="0.1.0",
-    description="Compact LSTMs (grouped G-LSTM, factorized F-LSTM) with reference, Triton and CUDA kernels",
-    python_requires=">=3.9",
-    packages=find_packages(include=["lstmkern", "lstmkern.*"], exclude=["lstmkern.triton_kernels*"])
-    + ["lstmkern.triton_kernels"],
-    package_dir={"lstmkern.triton_kernels": "triton_kernels"},
-    install_requires=["torch>=2.4", "numpy", "triton>=3.0; platform_system=='Linux'"],
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    zip_safe=False,
-)
+    setup(
+        name="lstmkern",
+        version="0.1.0",
+        description="Compact LSTMs (grouped G-LSTM, factorized F-LSTM) with reference, Triton and CUDA kernels",
+        python_requires=">=3.9",
+        packages=find_packages(include=["lstmkern", "lstmkern.*"], exclude=["lstmkern.triton_kernels*"])
+        + ["lstmkern.triton_kernels"],
+        package_dir={"lstmkern.triton_kernels": "triton_kernels"},
+        install_requires=["torch>=2.4", "numpy", "triton>=3.0; platform_system=='Linux'"],
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+        zip_safe=False,
+    )
