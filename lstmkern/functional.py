@@ -14,15 +14,11 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .backends import resolve_backend as _resolve_backend
+from .backends import check_backend_name, resolve_backend
 
 __all__ = ["glstm_forward", "flstm_forward"]
 
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
-# Backend choice depends only on devices, dtypes, shapes and the environment: torch.compile evaluates it once while
-# tracing and keeps the answer, so the choice itself never breaks the graph.
-resolve_backend = torch.compiler.assume_constant_result(_resolve_backend)
 
 
 def _check_tensor(name: str, value, ndim: int, x: Tensor) -> Tensor:
@@ -73,14 +69,17 @@ def run_layer(op: str, x: Tensor, h0: Tensor, c0: Tensor, weight_a: Tensor, weig
     """Validated, time-major, T >= 1 inputs -> (output (T, B, H), cell (T, B, H)) through the custom op.
 
     The modules use this to keep every step's cell state (PackedSequence needs the state at each sequence's end).
+    ``backend`` is the request ("auto" or a name); the op resolves it on the real sizes when it runs (see
+    :mod:`lstmkern.ops`). Outside torch.compile it is resolved here first too, so an impossible request fails with a
+    clear error before any tensor is copied; under torch.compile the sizes may be symbolic, so that is left to the op.
     """
-    T, B, I = x.shape
-    H = h0.shape[1]
-    G, R = (weight_a.shape[0], 0) if op == "glstm" else (1, weight_a.shape[0])
-    name = resolve_backend(backend, op, x.device, x.dtype, (T, B, I, H, G, R))
+    if not torch.compiler.is_compiling():
+        T, B, I = x.shape
+        G, R = (weight_a.shape[0], 0) if op == "glstm" else (1, weight_a.shape[0])
+        resolve_backend(backend, op, x.device, x.dtype, (T, B, I, h0.shape[1], G, R))
     fwd = ops.glstm_fwd if op == "glstm" else ops.flstm_fwd
     return fwd(x.contiguous(), h0.contiguous(), c0.contiguous(), weight_a.contiguous(), weight_b.contiguous(),
-               None if bias is None else bias.contiguous(), name)
+               None if bias is None else bias.contiguous(), backend)
 
 
 def _finish(op, x, hx, weight_a, weight_b, bias, H, batch_first, backend):
@@ -115,6 +114,7 @@ def glstm_forward(x: Tensor, hx: Optional[tuple[Tensor, Tensor]], weight_ih: Ten
         >>> out, (h_n, c_n) = lstmkern.glstm_forward(x, None, w_ih, w_hh, b)   # out: (7, 2, 15)
     """
     _check_input(x)
+    check_backend_name(backend)
     weight_ih = _check_tensor("weight_ih", weight_ih, 3, x)
     weight_hh = _check_tensor("weight_hh", weight_hh, 3, x)
     G, four_hg, ig = weight_ih.shape
@@ -156,6 +156,7 @@ def flstm_forward(x: Tensor, hx: Optional[tuple[Tensor, Tensor]], weight_1: Tens
         >>> out, (h_n, c_n) = lstmkern.flstm_forward(x, None, w1, w2)   # out: (7, 2, 16)
     """
     _check_input(x)
+    check_backend_name(backend)
     weight_1 = _check_tensor("weight_1", weight_1, 2, x)
     weight_2 = _check_tensor("weight_2", weight_2, 2, x)
     four_h, R = weight_2.shape

@@ -9,12 +9,14 @@ Both modules follow nn.LSTM's call convention: ``forward(input, hx=None) -> outp
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .backends import check_backend_name
 from .functional import _FLOAT_DTYPES, run_layer
 
 __all__ = ["GLSTM", "FLSTM"]
@@ -35,13 +37,23 @@ class _StackedLSTM(nn.Module):
     _param_names: tuple[str, str, str]
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, bias: bool, batch_first: bool,
-                 dropout: float, bidirectional: bool, backend: str):
+                 dropout: float, bidirectional: bool, proj_size: int, backend: str):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r} (layer-type options such as groups, rank and "
+                                f"backend are keyword-only)")
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 0:
+            raise ValueError(f"proj_size must be an int >= 0, got {proj_size!r}")
+        if proj_size > 0:
+            raise NotImplementedError(f"proj_size={proj_size}: projections (LSTMP) are not implemented yet; "
+                                      f"use proj_size=0")
+        check_backend_name(backend)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -49,6 +61,7 @@ class _StackedLSTM(nn.Module):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
+        self.proj_size = proj_size
         self.backend = backend
 
     @property
@@ -88,6 +101,12 @@ class _StackedLSTM(nn.Module):
             raise TypeError(f"input must be floating point, got {x.dtype}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input has {x.shape[-1]} features, expected input_size={self.input_size}")
+        weight = next(self.parameters())
+        if x.dtype != weight.dtype:
+            raise TypeError(f"input has dtype {x.dtype} but the module's parameters are {weight.dtype} "
+                            f"(convert one of them, e.g. module.to({x.dtype}))")
+        if x.device != weight.device:
+            raise ValueError(f"input is on {x.device} but the module's parameters are on {weight.device}")
         T, B = x.shape[0], x.shape[1]
         LD, H = self.num_layers * self.num_directions, self.hidden_size
         if hx is None:
@@ -97,10 +116,15 @@ class _StackedLSTM(nn.Module):
                 raise TypeError(f"hx must be None or a pair (h0, c0), got {type(hx).__name__}")
             h0, c0 = hx
             for name, t in (("h0", h0), ("c0", c0)):
-                if not isinstance(t, Tensor) or tuple(t.shape) != (LD, B, H):
-                    shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                if not isinstance(t, Tensor):
+                    raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+                if tuple(t.shape) != (LD, B, H):
                     raise ValueError(f"{name} must have shape (num_layers*num_directions, B, H) = {(LD, B, H)}, "
-                                     f"got {shape}")
+                                     f"got {tuple(t.shape)}")
+                if t.dtype != x.dtype:
+                    raise TypeError(f"{name} must have the input's dtype {x.dtype}, got {t.dtype}")
+                if t.device != x.device:
+                    raise ValueError(f"{name} must be on the input's device {x.device}, got {t.device}")
             if sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
         if T == 0:
@@ -173,6 +197,14 @@ class GLSTM(_StackedLSTM):
     """Group LSTM (G-LSTM): each layer is ``groups`` independent LSTMs on contiguous slices of its input and hidden
     state, so its weights are block-diagonal: G times fewer recurrent parameters and FLOPs than nn.LSTM.
 
+    Signature: nn.LSTM's positional arguments (input_size, hidden_size, num_layers, bias, batch_first, dropout,
+    bidirectional, proj_size); ``groups``, ``backend``, ``device`` and ``dtype`` are keyword-only.
+
+    Groups never mix: group g of layer k reads only group g's slice of layer k-1's output (bidirectional layers read
+    both directions' group-g units), so a unidirectional stack is G independent networks of H/G units side by side
+    until a dense layer (e.g. the model's output head) combines them. Kuchaiev & Ginsburg mix groups by a projection or
+    by a dense layer between G-LSTM layers; lstmkern does not insert one for you.
+
     Parameters per layer k and direction suffix ("" or "_reverse"):
         weight_ih_l{k}{suffix}: (G, 4Hg, I_k/G), weight_hh_l{k}{suffix}: (G, 4Hg, Hg), bias_l{k}{suffix}: (G, 4Hg).
     Initialisation: every weight and bias uniform in ±1/sqrt(Hg), nn.LSTM's rule applied to each group's fan-in.
@@ -187,10 +219,11 @@ class GLSTM(_StackedLSTM):
     _op = "glstm"
     _param_names = ("weight_ih", "weight_hh", "bias")
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, groups: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device=None,
-                 dtype=None, backend: str = "auto"):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, backend)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
+                 groups: int = 1, backend: str = "auto", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+                         backend)
         if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
         if input_size % groups or hidden_size % groups:
@@ -220,9 +253,9 @@ class GLSTM(_StackedLSTM):
         """A one-group GLSTM computing exactly what ``lstm`` computes (weights copied, the two biases summed)."""
         _check_plain_lstm(lstm)
         ref = next(lstm.parameters())
-        module = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, groups=1, bias=lstm.bias,
+        module = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, bias=lstm.bias,
                      batch_first=lstm.batch_first, dropout=lstm.dropout, bidirectional=lstm.bidirectional,
-                     device=ref.device, dtype=ref.dtype, backend=backend)
+                     groups=1, backend=backend, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for layer in range(lstm.num_layers):
                 for suffix in module._suffixes():
@@ -231,15 +264,20 @@ class GLSTM(_StackedLSTM):
                     if lstm.bias:
                         getattr(module, f"bias_l{layer}{suffix}")[0].copy_(
                             getattr(lstm, f"bias_ih_l{layer}{suffix}") + getattr(lstm, f"bias_hh_l{layer}{suffix}"))
+        module.train(lstm.training)
         return module
 
 
 class FLSTM(_StackedLSTM):
     """Factorized LSTM (F-LSTM): each layer's gate matrix W (4H x (I_k + H)) is the product W2 W1 of rank R_k.
 
+    Signature: nn.LSTM's positional arguments (input_size, hidden_size, num_layers, bias, batch_first, dropout,
+    bidirectional, proj_size); ``rank``, ``backend``, ``device`` and ``dtype`` are keyword-only.
+
     Parameters per layer k and direction suffix ("" or "_reverse"):
         weight_1_l{k}{suffix}: (R_k, I_k + H), weight_2_l{k}{suffix}: (4H, R_k), bias_l{k}{suffix}: (4H,).
     ``rank``: None for full rank (R_k = I_k + H), one int for every layer, or a sequence with one int per layer.
+    A rank above a layer's full rank I_k + H is lowered to it with a warning (W2 W1 cannot have a higher rank).
     Initialisation keeps the product's scale like nn.LSTM's: W1 uniform in ±sqrt(3 / (I_k + H)) (variance
     1/(I_k + H)) and W2 uniform in ±sqrt((I_k + H) / (H R_k)), so each entry of W2 W1 has variance 1/(3H), that of
     nn.LSTM's uniform ±1/sqrt(H); the bias uniform in ±1/sqrt(H).
@@ -252,10 +290,11 @@ class FLSTM(_StackedLSTM):
     _op = "flstm"
     _param_names = ("weight_1", "weight_2", "bias")
 
-    def __init__(self, input_size: int, hidden_size: int, rank=None, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, device=None,
-                 dtype=None, backend: str = "auto"):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, backend)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, *,
+                 rank=None, backend: str = "auto", device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+                         backend)
         self.ranks = self._layer_ranks(rank)
         H = hidden_size
         factory = {"device": device, "dtype": dtype}
@@ -277,7 +316,14 @@ class FLSTM(_StackedLSTM):
         for r in ranks:
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
                 raise ValueError(f"every rank must be an int >= 1, got {rank!r}")
-        return list(ranks)
+        clamped = []
+        for k, r in enumerate(ranks):
+            full = self.layer_input_size(k) + self.hidden_size
+            if r > full:  # W2 W1 of rank > I_k + H is still rank I_k + H: only more parameters and FLOPs
+                warnings.warn(f"rank {r} of layer {k} exceeds its full rank I_k + H = {full}; using {full}",
+                              stacklevel=3)
+            clamped.append(min(r, full))
+        return clamped
 
     @property
     def rank(self):
@@ -304,9 +350,9 @@ class FLSTM(_StackedLSTM):
         """A full-rank FLSTM computing exactly what ``lstm`` computes: W1 = identity, W2 = [W_ih W_hh]."""
         _check_plain_lstm(lstm)
         ref = next(lstm.parameters())
-        module = cls(lstm.input_size, lstm.hidden_size, None, lstm.num_layers, bias=lstm.bias,
+        module = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, bias=lstm.bias,
                      batch_first=lstm.batch_first, dropout=lstm.dropout, bidirectional=lstm.bidirectional,
-                     device=ref.device, dtype=ref.dtype, backend=backend)
+                     rank=None, backend=backend, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
             for layer in range(lstm.num_layers):
                 for direction, suffix in enumerate(module._suffixes()):
@@ -316,6 +362,7 @@ class FLSTM(_StackedLSTM):
                                         getattr(lstm, f"weight_hh_l{layer}{suffix}")), dim=1))
                     if b is not None:
                         b.copy_(getattr(lstm, f"bias_ih_l{layer}{suffix}") + getattr(lstm, f"bias_hh_l{layer}{suffix}"))
+        module.train(lstm.training)
         return module
 
 
@@ -324,3 +371,9 @@ def _check_plain_lstm(lstm) -> None:
         raise TypeError(f"lstm must be a torch.nn.LSTM, got {type(lstm).__name__}")
     if lstm.proj_size:
         raise ValueError(f"lstm.proj_size must be 0 (projections are not supported), got {lstm.proj_size}")
+
+
+# Whole-model checkpoints (torch.save(model) / torch.load(f)): torch.load's default weights_only=True unpickles only
+# allow-listed classes. These modules hold only parameters and plain fields (ints, floats, bools, strings, lists), so
+# they are safe to allow; a drop-in for nn.LSTM must not make every user script add lstmkern's classes to its list.
+torch.serialization.add_safe_globals([GLSTM, FLSTM])

@@ -8,8 +8,19 @@
 Shapes follow :mod:`lstmkern.reference` (T, B, I, H, G, R; time-major). ``cell`` is the cell state after every step, in
 ``state_dtype(x.dtype)``; backward recomputes the gates from ``output`` and ``cell`` instead of keeping them.
 Each op has a fake kernel (so torch.compile traces through without running a kernel) and the forward op's autograd
-formula calls the backward op of the same backend. The backend name is resolved by :mod:`lstmkern.functional` before
-the op is called, so an op never sees "auto".
+formula calls the backward op of the same backend.
+
+``backend`` is what the user asked for ("auto" or a backend name, checked by :mod:`lstmkern.functional`). The op
+resolves it (:func:`lstmkern.backends.resolve_backend`) when it runs, on the real sizes: under torch.compile with
+dynamic shapes the sizes are symbolic while tracing, and a choice made then would be baked into a graph that serves
+every T and B. Resolving is a few dictionary look-ups; the backward op resolves the same request on the same sizes and
+so reaches the same backend. An empty batch (B = 0) never reaches a backend: the ops return empty outputs and zero
+weight gradients themselves, as nn.LSTM does.
+
+Double backward (``create_graph=True``, e.g. gradient penalties): the kernels' backward is not itself differentiable,
+so with grad mode on during backward the formula instead differentiates the reference maths
+(:mod:`lstmkern.reference`, recomputed from the saved inputs) with autograd. First-order gradients then agree with the
+backend's to rounding, and the result can be differentiated again.
 
 Why every backend, Triton included, sits behind an opaque ``custom_op`` rather than ``torch.library.triton_op``: a
 triton_op is traced into the graph kernel by kernel, and a layer's recurrence is T launches (one per step; the
@@ -26,36 +37,64 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .backends import get_backend
+from . import reference
+from .backends import get_backend, resolve_backend
 from .reference import state_dtype
 
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd"]
 
 
+def _backend_for(requested: str, op: str, x: Tensor, h0: Tensor, weight_a: Tensor):
+    """The backend module that runs ``op`` on these tensors (see the module docstring for why this is done here)."""
+    T, B, I = x.shape
+    G, R = (weight_a.shape[0], 0) if op == "glstm" else (1, weight_a.shape[0])
+    return get_backend(resolve_backend(requested, op, x.device, x.dtype, (T, B, I, h0.shape[1], G, R)))
+
+
+def _empty_batch_fwd(x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    T, H = x.shape[0], h0.shape[1]
+    return x.new_empty(T, 0, H), x.new_empty(T, 0, H, dtype=state_dtype(x.dtype))
+
+
+def _empty_batch_bwd(x, h0, c0, weight_a, weight_b, bias_shape):
+    return (torch.zeros_like(x), torch.zeros_like(h0), torch.zeros_like(c0), torch.zeros_like(weight_a),
+            torch.zeros_like(weight_b), x.new_zeros(bias_shape))
+
+
 @torch.library.custom_op("lstmkern::glstm_fwd", mutates_args=())
 def glstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Optional[Tensor],
               backend: str) -> tuple[Tensor, Tensor]:
-    return get_backend(backend).glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+    if x.shape[1] == 0:
+        return _empty_batch_fwd(x, h0)
+    return _backend_for(backend, "glstm", x, h0, weight_ih).glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
 
 
 @torch.library.custom_op("lstmkern::glstm_bwd", mutates_args=())
 def glstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor,
               weight_hh: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
               backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return get_backend(backend).glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+    if x.shape[1] == 0:
+        return _empty_batch_bwd(x, h0, c0, weight_ih, weight_hh, weight_ih.shape[:2])
+    return _backend_for(backend, "glstm", x, h0, weight_ih).glstm_bwd(
+        grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
 
 
 @torch.library.custom_op("lstmkern::flstm_fwd", mutates_args=())
 def flstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Optional[Tensor],
               backend: str) -> tuple[Tensor, Tensor]:
-    return get_backend(backend).flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
+    if x.shape[1] == 0:
+        return _empty_batch_fwd(x, h0)
+    return _backend_for(backend, "flstm", x, h0, weight_1).flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
 
 
 @torch.library.custom_op("lstmkern::flstm_bwd", mutates_args=())
 def flstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor,
               weight_2: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
               backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return get_backend(backend).flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+    if x.shape[1] == 0:
+        return _empty_batch_bwd(x, h0, c0, weight_1, weight_2, weight_2.shape[:1])
+    return _backend_for(backend, "flstm", x, h0, weight_1).flstm_bwd(
+        grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
 
 
 def _fake_fwd(x, h0, c0, weight_a, weight_b, bias, backend):
@@ -84,9 +123,11 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _make_backward(bwd_op):
+def _make_backward(bwd_op, reference_fwd):
     def backward(ctx, grad_output, grad_cell):
         x, h0, c0, weight_a, weight_b, bias, out, cell = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient itself must be differentiable
+            return _differentiable_backward(ctx, reference_fwd, grad_output, grad_cell)
         if grad_output is None:
             grad_output = torch.zeros_like(out)
         dx, dh0, dc0, dweight_a, dweight_b, dbias = bwd_op(
@@ -96,5 +137,23 @@ def _make_backward(bwd_op):
     return backward
 
 
-glstm_fwd.register_autograd(_make_backward(glstm_bwd), setup_context=_setup_context)
-flstm_fwd.register_autograd(_make_backward(flstm_bwd), setup_context=_setup_context)
+def _differentiable_backward(ctx, reference_fwd, grad_output, grad_cell):
+    """Gradients by autograd through the reference maths, with a graph (for double backward)."""
+    inputs = ctx.saved_tensors[:6]
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i] and t.requires_grad]
+    grads: list = [None] * 7
+    if not wanted:
+        return tuple(grads)
+    out, cell = reference_fwd(*inputs)
+    pairs = [(o, g) for o, g in ((out, grad_output), (cell, grad_cell)) if g is not None]
+    if not pairs:
+        return tuple(grads)
+    found = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted],
+                                grad_outputs=[g.to(o.dtype) for o, g in pairs], create_graph=True, allow_unused=True)
+    for i, g in zip(wanted, found):
+        grads[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return tuple(grads)
+
+
+glstm_fwd.register_autograd(_make_backward(glstm_bwd, reference.glstm_reference), setup_context=_setup_context)
+flstm_fwd.register_autograd(_make_backward(flstm_bwd, reference.flstm_reference), setup_context=_setup_context)

@@ -52,6 +52,15 @@ def get_backend(name: str) -> ModuleType:
     return importlib.import_module(f"lstmkern.backends.{name}")
 
 
+def check_backend_name(requested) -> str:
+    """``requested`` if it is "auto" or a backend name, else a clear TypeError/ValueError (no kernel has run yet)."""
+    if not isinstance(requested, str):
+        raise TypeError(f"backend must be a str, got {type(requested).__name__}")
+    if requested != "auto" and requested not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of 'auto', {', '.join(repr(n) for n in BACKEND_NAMES)}; got {requested!r}")
+    return requested
+
+
 def _unsupported(name: str, op: str, device: torch.device, dtype: torch.dtype, sizes: tuple) -> str | None:
     try:
         module = get_backend(name)

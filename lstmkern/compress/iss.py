@@ -260,7 +260,10 @@ def _shrunk_layer(model, layer: int, keep: list[Tensor], in_keep: Optional[Tenso
     elif isinstance(model, GLSTM):
         new = GLSTM(I_new, H_new, 1, groups=model.groups, backend=model.backend, **common)
     else:
-        new = FLSTM(I_new, H_new, rank=[model.ranks[layer]], num_layers=1, backend=model.backend, **common)
+        # W2 W1 of the shrunk layer has rank at most I_new + H_new: a larger kept rank would only add parameters
+        # and FLOPs, so such a layer is stored at full rank instead (W1 = I, W2 = W2_kept W1_kept: the same product).
+        rank = min(model.ranks[layer], I_new + H_new)
+        new = FLSTM(I_new, H_new, 1, rank=rank, backend=model.backend, **common)
     with torch.no_grad():
         for d, sfx in enumerate(suffixes(model.bidirectional)):
             old, units = _tensors(model, layer, d), keep[d].to(dev)
@@ -291,8 +294,13 @@ def _shrunk_layer(model, layer: int, keep: list[Tensor], in_keep: Optional[Tenso
                     b.copy_(old["bias"].gather(1, group_rows))
             else:
                 w1, w2, b = new.layer_parameters(0, d)
-                w1.copy_(old["w1"][:, torch.cat((cols_in, I_old + keep[d])).to(dev)])
-                w2.copy_(old["w2"][rows])
+                w1_kept = old["w1"][:, torch.cat((cols_in, I_old + keep[d])).to(dev)]
+                if w1.shape[0] == w1_kept.shape[0]:
+                    w1.copy_(w1_kept)
+                    w2.copy_(old["w2"][rows])
+                else:
+                    w1.copy_(torch.eye(w1.shape[0], dtype=w1.dtype, device=dev))
+                    w2.copy_(old["w2"][rows] @ w1_kept)
                 if b is not None:
                     b.copy_(old["bias"][rows])
     return new

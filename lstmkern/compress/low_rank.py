@@ -180,7 +180,7 @@ class LowRankLSTM(_StackedLSTM):
     def __init__(self, input_size: int, hidden_size: int, ranks_ih: Optional[list[list[int]]],
                  ranks_hh: Optional[list[list[int]]], num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, backend: str = "auto"):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, backend)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, backend)
         D = self.num_directions
         if ranks_ih is None and ranks_hh is None:
             raise ValueError("ranks_ih and ranks_hh are both None: at least one matrix must be factorized "
@@ -346,3 +346,7 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
                 if b is not None:
                     getattr(module, f"bias_l{layer}{sfx}").copy_(b)
     return module.train(model.training)
+
+
+# Safe for torch.load(weights_only=True), like GLSTM and FLSTM (see lstmkern/modules.py).
+torch.serialization.add_safe_globals([LowRankLSTM])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -88,3 +89,7 @@ class StackedLSTM(nn.Module):
 
     def extra_repr(self) -> str:
         return f"hidden_sizes={self.hidden_sizes}" + (f", dropout={self.dropout}" if self.dropout else "")
+
+
+# Safe for torch.load(weights_only=True), like GLSTM and FLSTM (see lstmkern/modules.py).
+torch.serialization.add_safe_globals([StackedLSTM])
