@@ -1,11 +1,13 @@
 """The lstmkern custom ops: one forward and one backward op per layer type, each taking the backend that runs it.
 
-    lstmkern::glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias?, backend) -> (output, cell)
-    lstmkern::glstm_bwd(grad_output, grad_cell?, x, h0, c0, weight_ih, weight_hh, bias?, output, cell, backend)
-        -> (dx, dh0, dc0, dweight_ih, dweight_hh, dbias)
+    lstmkern::glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias?, weight_hr?, backend) -> (output, cell)
+    lstmkern::glstm_bwd(grad_output, grad_cell?, x, h0, c0, weight_ih, weight_hh, bias?, weight_hr?, output, cell,
+                        backend) -> (dx, dh0, dc0, dweight_ih, dweight_hh, dbias, dweight_hr)
     lstmkern::flstm_fwd / lstmkern::flstm_bwd: the same with (weight_1, weight_2).
 
-Shapes follow :mod:`lstmkern.reference` (T, B, I, H, G, R; time-major). ``cell`` is the cell state after every step, in
+Shapes follow :mod:`lstmkern.reference` (T, B, I, H, G, R, P; time-major). ``weight_hr`` (P, H) is the optional LSTMP
+projection; without it ``dweight_hr`` is an empty tensor (an op's outputs cannot be None). Backends are called with
+``weight_hr`` only when there is one, and only backends that declare ``SUPPORTS_PROJECTION`` are chosen then. ``cell`` is the cell state after every step, in
 ``state_dtype(x.dtype)``; backward recomputes the gates from ``output`` and ``cell`` instead of keeping them.
 Each op has a fake kernel (so torch.compile traces through without running a kernel) and the forward op's autograd
 formula calls the backward op of the same backend.
@@ -44,70 +46,94 @@ from .reference import state_dtype
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd"]
 
 
-def _backend_for(requested: str, op: str, x: Tensor, h0: Tensor, weight_a: Tensor):
-    """The backend module that runs ``op`` on these tensors (see the module docstring for why this is done here)."""
+def layer_sizes(op: str, x: Tensor, c0: Tensor, weight_a: Tensor, weight_hr: Optional[Tensor]) -> tuple:
+    """(T, B, I, H, G, R, P, dense_input) of one layer call, as :class:`lstmkern.backends.LayerSizes` (P = 0 without
+    a projection; dense_input: a G-LSTM whose groups all read the whole input)."""
     T, B, I = x.shape
     G, R = (weight_a.shape[0], 0) if op == "glstm" else (1, weight_a.shape[0])
-    return get_backend(resolve_backend(requested, op, x.device, x.dtype, (T, B, I, h0.shape[1], G, R)))
+    dense_input = op == "glstm" and G > 1 and weight_a.shape[2] == I
+    return (T, B, I, c0.shape[1], G, R, 0 if weight_hr is None else weight_hr.shape[0], dense_input)
 
 
-def _empty_batch_fwd(x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-    T, H = x.shape[0], h0.shape[1]
-    return x.new_empty(T, 0, H), x.new_empty(T, 0, H, dtype=state_dtype(x.dtype))
+def _backend_for(requested: str, op: str, x: Tensor, c0: Tensor, weight_a: Tensor, weight_hr: Optional[Tensor]):
+    """The backend module that runs ``op`` on these tensors (see the module docstring for why this is done here)."""
+    return get_backend(resolve_backend(requested, op, x.device, x.dtype, layer_sizes(op, x, c0, weight_a, weight_hr)))
 
 
-def _empty_batch_bwd(x, h0, c0, weight_a, weight_b, bias_shape):
-    return (torch.zeros_like(x), torch.zeros_like(h0), torch.zeros_like(c0), torch.zeros_like(weight_a),
-            torch.zeros_like(weight_b), x.new_zeros(bias_shape))
+def _projection_args(weight_hr: Optional[Tensor]) -> tuple:
+    return () if weight_hr is None else (weight_hr,)
+
+
+def _empty_batch_fwd(x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
+    T = x.shape[0]
+    return x.new_empty(T, 0, h0.shape[1]), x.new_empty(T, 0, c0.shape[1], dtype=state_dtype(x.dtype))
+
+
+def _dweight_hr_placeholder(x: Tensor) -> Tensor:
+    return x.new_empty(0)
+
+
+def _bwd_result(grads: tuple, x: Tensor, weight_hr: Optional[Tensor]) -> tuple:
+    return tuple(grads) if weight_hr is not None else tuple(grads) + (_dweight_hr_placeholder(x),)
+
+
+def _empty_batch_bwd(x, h0, c0, weight_a, weight_b, weight_hr, bias_shape):
+    grads = (torch.zeros_like(x), torch.zeros_like(h0), torch.zeros_like(c0), torch.zeros_like(weight_a),
+             torch.zeros_like(weight_b), x.new_zeros(bias_shape))
+    return grads + ((torch.zeros_like(weight_hr),) if weight_hr is not None else (_dweight_hr_placeholder(x),))
 
 
 @torch.library.custom_op("lstmkern::glstm_fwd", mutates_args=())
 def glstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias: Optional[Tensor],
-              backend: str) -> tuple[Tensor, Tensor]:
+              weight_hr: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
     if x.shape[1] == 0:
-        return _empty_batch_fwd(x, h0)
-    return _backend_for(backend, "glstm", x, h0, weight_ih).glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+        return _empty_batch_fwd(x, h0, c0)
+    return _backend_for(backend, "glstm", x, c0, weight_ih, weight_hr).glstm_fwd(
+        x, h0, c0, weight_ih, weight_hh, bias, *_projection_args(weight_hr))
 
 
 @torch.library.custom_op("lstmkern::glstm_bwd", mutates_args=())
 def glstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor,
-              weight_hh: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
-              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              weight_hh: Tensor, bias: Optional[Tensor], weight_hr: Optional[Tensor], output: Tensor, cell: Tensor,
+              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     if x.shape[1] == 0:
-        return _empty_batch_bwd(x, h0, c0, weight_ih, weight_hh, weight_ih.shape[:2])
-    return _backend_for(backend, "glstm", x, h0, weight_ih).glstm_bwd(
-        grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+        return _empty_batch_bwd(x, h0, c0, weight_ih, weight_hh, weight_hr, weight_ih.shape[:2])
+    grads = _backend_for(backend, "glstm", x, c0, weight_ih, weight_hr).glstm_bwd(
+        grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell, *_projection_args(weight_hr))
+    return _bwd_result(grads, x, weight_hr)
 
 
 @torch.library.custom_op("lstmkern::flstm_fwd", mutates_args=())
 def flstm_fwd(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Optional[Tensor],
-              backend: str) -> tuple[Tensor, Tensor]:
+              weight_hr: Optional[Tensor], backend: str) -> tuple[Tensor, Tensor]:
     if x.shape[1] == 0:
-        return _empty_batch_fwd(x, h0)
-    return _backend_for(backend, "flstm", x, h0, weight_1).flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
+        return _empty_batch_fwd(x, h0, c0)
+    return _backend_for(backend, "flstm", x, c0, weight_1, weight_hr).flstm_fwd(
+        x, h0, c0, weight_1, weight_2, bias, *_projection_args(weight_hr))
 
 
 @torch.library.custom_op("lstmkern::flstm_bwd", mutates_args=())
 def flstm_bwd(grad_output: Tensor, grad_cell: Optional[Tensor], x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor,
-              weight_2: Tensor, bias: Optional[Tensor], output: Tensor, cell: Tensor,
-              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+              weight_2: Tensor, bias: Optional[Tensor], weight_hr: Optional[Tensor], output: Tensor, cell: Tensor,
+              backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     if x.shape[1] == 0:
-        return _empty_batch_bwd(x, h0, c0, weight_1, weight_2, weight_2.shape[:1])
-    return _backend_for(backend, "flstm", x, h0, weight_1).flstm_bwd(
-        grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+        return _empty_batch_bwd(x, h0, c0, weight_1, weight_2, weight_hr, weight_2.shape[:1])
+    grads = _backend_for(backend, "flstm", x, c0, weight_1, weight_hr).flstm_bwd(
+        grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell, *_projection_args(weight_hr))
+    return _bwd_result(grads, x, weight_hr)
 
 
-def _fake_fwd(x, h0, c0, weight_a, weight_b, bias, backend):
+def _fake_fwd(x, h0, c0, weight_a, weight_b, bias, weight_hr, backend):
     T, B, _ = x.shape
-    H = h0.shape[1]
-    return x.new_empty(T, B, H), x.new_empty(T, B, H, dtype=state_dtype(x.dtype))
+    return x.new_empty(T, B, h0.shape[1]), x.new_empty(T, B, c0.shape[1], dtype=state_dtype(x.dtype))
 
 
-def _fake_bwd(grad_output, grad_cell, x, h0, c0, weight_a, weight_b, bias, output, cell, backend):
+def _fake_bwd(grad_output, grad_cell, x, h0, c0, weight_a, weight_b, bias, weight_hr, output, cell, backend):
     # dbias has the bias's shape: (G, 4Hg) for G-LSTM (weight_a is weight_ih), (4H,) for F-LSTM (weight_b is weight_2).
     bias_shape = weight_a.shape[:2] if weight_a.dim() == 3 else weight_b.shape[:1]
     return (torch.empty_like(x), torch.empty_like(h0), torch.empty_like(c0), torch.empty_like(weight_a),
-            torch.empty_like(weight_b), x.new_empty(bias_shape))
+            torch.empty_like(weight_b), x.new_empty(bias_shape),
+            torch.empty_like(weight_hr) if weight_hr is not None else x.new_empty(0))
 
 
 for _op, _fake in ((glstm_fwd, _fake_fwd), (flstm_fwd, _fake_fwd), (glstm_bwd, _fake_bwd), (flstm_bwd, _fake_bwd)):
@@ -115,9 +141,9 @@ for _op, _fake in ((glstm_fwd, _fake_fwd), (flstm_fwd, _fake_fwd), (glstm_bwd, _
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, weight_a, weight_b, bias, backend = inputs
+    x, h0, c0, weight_a, weight_b, bias, weight_hr, backend = inputs
     out, cell = output
-    ctx.save_for_backward(x, h0, c0, weight_a, weight_b, bias, out, cell)
+    ctx.save_for_backward(x, h0, c0, weight_a, weight_b, bias, weight_hr, out, cell)
     ctx.backend = backend
     # Gradients of outputs nobody used stay None, so backward skips them instead of adding zeros.
     ctx.set_materialize_grads(False)
@@ -125,23 +151,24 @@ def _setup_context(ctx, inputs, output):
 
 def _make_backward(bwd_op, reference_fwd):
     def backward(ctx, grad_output, grad_cell):
-        x, h0, c0, weight_a, weight_b, bias, out, cell = ctx.saved_tensors
+        x, h0, c0, weight_a, weight_b, bias, weight_hr, out, cell = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the gradient itself must be differentiable
             return _differentiable_backward(ctx, reference_fwd, grad_output, grad_cell)
         if grad_output is None:
             grad_output = torch.zeros_like(out)
-        dx, dh0, dc0, dweight_a, dweight_b, dbias = bwd_op(
+        dx, dh0, dc0, dweight_a, dweight_b, dbias, dweight_hr = bwd_op(
             grad_output.contiguous(), None if grad_cell is None else grad_cell.contiguous(),
-            x, h0, c0, weight_a, weight_b, bias, out, cell, ctx.backend)
-        return dx, dh0, dc0, dweight_a, dweight_b, (dbias if bias is not None else None), None
+            x, h0, c0, weight_a, weight_b, bias, weight_hr, out, cell, ctx.backend)
+        return (dx, dh0, dc0, dweight_a, dweight_b, (dbias if bias is not None else None),
+                (dweight_hr if weight_hr is not None else None), None)
     return backward
 
 
 def _differentiable_backward(ctx, reference_fwd, grad_output, grad_cell):
     """Gradients by autograd through the reference maths, with a graph (for double backward)."""
-    inputs = ctx.saved_tensors[:6]
+    inputs = ctx.saved_tensors[:7]
     wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i] and t.requires_grad]
-    grads: list = [None] * 7
+    grads: list = [None] * 8
     if not wanted:
         return tuple(grads)
     out, cell = reference_fwd(*inputs)

@@ -4,7 +4,16 @@ Shape legend (used throughout lstmkern):
     T  time steps            B  batch size
     I  input features        H  hidden units
     G  groups (G-LSTM)       R  rank of the factorization (F-LSTM)
-    Ig = I / G, Hg = H / G   per-group input and hidden sizes
+    P  projection size (LSTMP; P = H without one)
+    Ig = I / G, Hg = H / G, Pg = P / G   per-group input, cell and recurrent-input sizes
+
+Projection (LSTMP, ``weight_hr`` (P, H), as nn.LSTM's ``proj_size``): the cell computes m_t = o_t * tanh(c_t) (B, H)
+and outputs h_t = m_t W_hr^T (B, P), which is also the next step's recurrent input; so h0 and output have P columns,
+c0 and cell have H. G-LSTM group g then reads h[:, g*Pg:(g+1)*Pg] (the projection mixes all groups). Without a
+projection P = H and h_t = m_t.
+G-LSTM input forms: grouped (weight_ih (G, 4Hg, Ig): group g reads x[..., g*Ig:(g+1)*Ig]) or dense (weight_ih
+(G, 4Hg, I): every group reads all of x; only the recurrence is block-diagonal). The form is read from weight_ih's
+last dimension; with G = 1 both are the same.
 
 Everything here is time-major: x is (T, B, I). Gates are in PyTorch's order i, f, g, o, within each group for G-LSTM.
 The cell state is carried in ``state_dtype(x.dtype)`` (float64 for float64 inputs, float32 otherwise) and returned for
@@ -47,30 +56,39 @@ def _cell(gates: Tensor, c_prev: Tensor, G: int) -> tuple[Tensor, Tensor, Tensor
 
 
 def _glstm_input_projection(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Tensor:
-    """P = x[g-slice] W_ih[g]^T + bias[g] for all T and groups at once: (T, B, G, 4Hg) in state dtype."""
-    T, B, _ = x.shape
+    """P = x[g-slice] W_ih[g]^T + bias[g] (grouped input) or x W_ih[g]^T + bias[g] (dense input) for all T and groups
+    at once: (T, B, G, 4Hg) in state dtype."""
+    T, B, I = x.shape
     G, four_hg, ig = weight_ih.shape
-    xg = x.reshape(T * B, G, ig).transpose(0, 1)  # (G, T*B, Ig)
-    p = torch.bmm(xg, weight_ih.transpose(1, 2)).transpose(0, 1).reshape(T, B, G, four_hg)
-    p = p.to(state_dtype(x.dtype))
+    if ig == I:  # dense input (also G = 1): every group reads the whole x
+        p = torch.matmul(x.reshape(1, T * B, I), weight_ih.transpose(1, 2))  # (G, T*B, 4Hg)
+    else:
+        p = torch.bmm(x.reshape(T * B, G, ig).transpose(0, 1), weight_ih.transpose(1, 2))
+    p = p.transpose(0, 1).reshape(T, B, G, four_hg).to(state_dtype(x.dtype))
     if bias is not None:
         p = p + bias.to(p.dtype)
     return p
 
 
 def _glstm_recurrent(h: Tensor, weight_hh: Tensor) -> Tensor:
-    """Block-diagonal product h[g-slice] W_hh[g]^T for every group: (B, H) -> (B, G, 4Hg)."""
+    """Block-diagonal product h[g-slice] W_hh[g]^T for every group: (B, P) -> (B, G, 4Hg)."""
     B = h.shape[0]
-    G, _, hg = weight_hh.shape
-    return torch.bmm(h.reshape(B, G, hg).transpose(0, 1), weight_hh.transpose(1, 2)).transpose(0, 1)
+    G, _, pg = weight_hh.shape
+    return torch.bmm(h.reshape(B, G, pg).transpose(0, 1), weight_hh.transpose(1, 2)).transpose(0, 1)
+
+
+def _project(m: Tensor, weight_hr: Tensor | None) -> Tensor:
+    """h = m W_hr^T (the LSTMP projection), or m itself without one. m (..., H) -> (..., P)."""
+    return m if weight_hr is None else m @ weight_hr.t()
 
 
 def glstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
-                    bias: Tensor | None) -> tuple[Tensor, Tensor]:
+                    bias: Tensor | None, weight_hr: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One G-LSTM layer over the sequence.
 
-    Args: x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg); bias (G, 4Hg) or None.
-    Returns: output (T, B, H) in x.dtype, cell (T, B, H) in state dtype.
+    Args: x (T, B, I); h0 (B, P); c0 (B, H); weight_ih (G, 4Hg, Ig) or (G, 4Hg, I) (dense input);
+    weight_hh (G, 4Hg, Pg); bias (G, 4Hg) or None; weight_hr (P, H) or None (then P = H).
+    Returns: output (T, B, P) in x.dtype, cell (T, B, H) in state dtype.
 
     Example::
         >>> x = torch.randn(5, 2, 6); h0 = c0 = torch.zeros(2, 9)
@@ -85,8 +103,8 @@ def glstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight
     outputs, cells = [], []
     for t in range(T):
         gates = proj[t] + _glstm_recurrent(h, weight_hh).to(sdt)
-        h_s, c, _ = _cell(gates.view(B, G, 4, -1), c, G)
-        h = h_s.to(x.dtype)
+        m, c, _ = _cell(gates.view(B, G, 4, -1), c, G)
+        h = _project(m.to(x.dtype), weight_hr)
         outputs.append(h)
         cells.append(c)
     return torch.stack(outputs), torch.stack(cells)
@@ -114,18 +132,26 @@ def _shift_prev(seq: Tensor, first: Tensor) -> Tensor:
     return torch.cat((first.unsqueeze(0), seq[:-1]), dim=0)
 
 
+def _cell_outputs(acts: Tensor, cell: Tensor, dtype: torch.dtype) -> Tensor:
+    """m_t = o_t * tanh(c_t) for all steps, recomputed from the activated gates (T, B, G, 4, Hg) and cell (T, B, H)."""
+    T, B, G = acts.shape[:3]
+    return (acts[:, :, :, 3] * torch.tanh(cell.view(T, B, G, -1))).reshape(T, B, -1).to(dtype)
+
+
 def glstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor,
-                             weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor
-                             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                             weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor,
+                             weight_hr: Tensor | None = None) -> tuple[Tensor, ...]:
     """Explicit BPTT for :func:`glstm_reference`.
 
-    Args: grad_output (T, B, H); grad_cell (T, B, H) or None; the forward's inputs; its outputs ``output`` and ``cell``.
-    Returns: dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg; returned even without bias).
+    Args: grad_output (T, B, P); grad_cell (T, B, H) or None; the forward's inputs; its outputs ``output`` and ``cell``.
+    Returns: dx (T, B, I), dh0 (B, P), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg; returned even without
+    bias), and dweight_hr (P, H) when weight_hr is given.
     """
     T, B, I = x.shape
-    G, four_hg, hg = weight_hh.shape
+    G, four_hg, pg = weight_hh.shape
+    hg = four_hg // 4
     sdt = state_dtype(x.dtype)
-    h_prev = _shift_prev(output, h0)  # (T, B, H)
+    h_prev = _shift_prev(output, h0)  # (T, B, P)
     c_prev = _shift_prev(cell, c0.to(sdt))
     # Time-parallel recompute of every step's gates from the saved h.
     pre = _glstm_input_projection(x, weight_ih, bias)
@@ -134,27 +160,46 @@ def glstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: T
     acts = torch.cat((torch.sigmoid(pre[:, :, :, :2]), torch.tanh(pre[:, :, :, 2:3]), torch.sigmoid(pre[:, :, :, 3:])),
                      dim=3)
     w_hh_s = weight_hh.to(sdt)
+    w_hr_s = None if weight_hr is None else weight_hr.to(sdt)
     dgates = torch.empty(T, B, G, 4, hg, dtype=sdt, device=x.device)
-    dh = torch.zeros(B, G * hg, dtype=sdt, device=x.device)
-    dc = torch.zeros_like(dh)
+    dprojected = torch.empty(T, B, G * pg, dtype=sdt, device=x.device) if weight_hr is not None else None
+    dh = torch.zeros(B, G * pg, dtype=sdt, device=x.device)
+    dc = torch.zeros(B, G * hg, dtype=sdt, device=x.device)
     for t in range(T - 1, -1, -1):
         dh = dh + grad_output[t].to(sdt)
         if grad_cell is not None:
             dc = dc + grad_cell[t].to(sdt)
-        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dh, dc, G)
+        if weight_hr is not None:
+            dprojected[t] = dh
+            dm = dh @ w_hr_s  # (B, H): through h_t = m_t W_hr^T
+        else:
+            dm = dh
+        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dm, dc, G)
         dgates[t] = dpre
         # dh_{t-1} = dgates_t W_hh (block-diagonal)
         dh = torch.bmm(dpre.reshape(B, G, four_hg).transpose(0, 1), w_hh_s).transpose(0, 1).reshape(B, -1)
     dg = dgates.reshape(T * B, G, four_hg).transpose(0, 1)  # (G, T*B, 4Hg)
-    ig = I // G
-    xg = x.reshape(T * B, G, ig).transpose(0, 1).to(sdt)
-    hpg = h_prev.reshape(T * B, G, hg).transpose(0, 1).to(sdt)
-    dweight_ih = torch.bmm(dg.transpose(1, 2), xg)
+    ig = weight_ih.shape[2]
+    hpg = h_prev.reshape(T * B, G, pg).transpose(0, 1).to(sdt)
+    if ig == I:  # dense input: every group read all of x
+        xs = x.reshape(1, T * B, I).to(sdt)
+        dweight_ih = torch.matmul(dg.transpose(1, 2), xs)
+        dx = torch.bmm(dg, weight_ih.to(sdt)).sum(dim=0).reshape(T, B, I)
+    else:
+        xg = x.reshape(T * B, G, ig).transpose(0, 1).to(sdt)
+        dweight_ih = torch.bmm(dg.transpose(1, 2), xg)
+        dx = torch.bmm(dg, weight_ih.to(sdt)).transpose(0, 1).reshape(T, B, I)
     dweight_hh = torch.bmm(dg.transpose(1, 2), hpg)
-    dx = torch.bmm(dg, weight_ih.to(sdt)).transpose(0, 1).reshape(T, B, I)
     dbias = dg.sum(dim=1)
     dt = x.dtype
-    return (dx.to(dt), dh.to(dt), dc.to(dt), dweight_ih.to(dt), dweight_hh.to(dt), dbias.to(dt))
+    # contiguous: with one column per group (Pg = 1) the reshape above is a strided view
+    grads = (dx.to(dt).contiguous(), dh.to(dt).contiguous(), dc.to(dt), dweight_ih.to(dt), dweight_hh.to(dt),
+             dbias.to(dt))
+    if weight_hr is None:
+        return grads
+    m = _cell_outputs(acts, cell, dt).to(sdt)
+    dweight_hr = dprojected.reshape(T * B, -1).t() @ m.reshape(T * B, -1)
+    return grads + (dweight_hr.to(dt),)
 
 
 def _flstm_input_projection(x: Tensor, weight_1: Tensor, weight_2: Tensor, bias: Tensor | None) -> Tensor:
@@ -168,11 +213,12 @@ def _flstm_input_projection(x: Tensor, weight_1: Tensor, weight_2: Tensor, bias:
 
 
 def flstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_2: Tensor,
-                    bias: Tensor | None) -> tuple[Tensor, Tensor]:
+                    bias: Tensor | None, weight_hr: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One F-LSTM layer: gates = W2 (W1 [x_t; h_{t-1}]) + b.
 
-    Args: x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None.
-    Returns: output (T, B, H) in x.dtype, cell (T, B, H) in state dtype.
+    Args: x (T, B, I); h0 (B, P); c0 (B, H); weight_1 (R, I+P); weight_2 (4H, R); bias (4H,) or None;
+    weight_hr (P, H) or None (then P = H).
+    Returns: output (T, B, P) in x.dtype, cell (T, B, H) in state dtype.
 
     Example::
         >>> x = torch.randn(5, 2, 6); h0 = c0 = torch.zeros(2, 9)
@@ -186,26 +232,28 @@ def flstm_reference(x: Tensor, h0: Tensor, c0: Tensor, weight_1: Tensor, weight_
     outputs, cells = [], []
     for t in range(T):
         gates = proj[t] + ((h @ w1_h.t()) @ weight_2.t()).to(sdt)
-        h_s, c, _ = _cell(gates.view(B, 1, 4, -1), c, 1)
-        h = h_s.to(x.dtype)
+        m, c, _ = _cell(gates.view(B, 1, 4, -1), c, 1)
+        h = _project(m.to(x.dtype), weight_hr)
         outputs.append(h)
         cells.append(c)
     return torch.stack(outputs), torch.stack(cells)
 
 
 def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor,
-                             weight_1: Tensor, weight_2: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor
-                             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                             weight_1: Tensor, weight_2: Tensor, bias: Tensor | None, output: Tensor, cell: Tensor,
+                             weight_hr: Tensor | None = None) -> tuple[Tensor, ...]:
     """Explicit BPTT for :func:`flstm_reference`.
 
-    Returns: dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_1 (R, I+H), dweight_2 (4H, R), dbias (4H,).
+    Returns: dx (T, B, I), dh0 (B, P), dc0 (B, H), dweight_1 (R, I+P), dweight_2 (4H, R), dbias (4H,), and
+    dweight_hr (P, H) when weight_hr is given.
     """
     T, B, I = x.shape
-    H = h0.shape[1]
+    P = h0.shape[1]
+    H = cell.shape[2]
     sdt = state_dtype(x.dtype)
     h_prev = _shift_prev(output, h0)
     c_prev = _shift_prev(cell, c0.to(sdt))
-    xh = torch.cat((x, h_prev), dim=2).reshape(T * B, I + H)  # [x_t; h_{t-1}] for all steps
+    xh = torch.cat((x, h_prev), dim=2).reshape(T * B, I + P)  # [x_t; h_{t-1}] for all steps
     z = xh @ weight_1.t()  # (T*B, R)
     pre = (z @ weight_2.t()).reshape(T, B, 1, 4, H).to(sdt)
     if bias is not None:
@@ -214,14 +262,21 @@ def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: T
                      dim=3)
     w2_s = weight_2.to(sdt)
     w1_h_s = weight_1[:, I:].to(sdt)
+    w_hr_s = None if weight_hr is None else weight_hr.to(sdt)
     dgates = torch.empty(T, B, 4 * H, dtype=sdt, device=x.device)
-    dh = torch.zeros(B, H, dtype=sdt, device=x.device)
-    dc = torch.zeros_like(dh)
+    dprojected = torch.empty(T, B, P, dtype=sdt, device=x.device) if weight_hr is not None else None
+    dh = torch.zeros(B, P, dtype=sdt, device=x.device)
+    dc = torch.zeros(B, H, dtype=sdt, device=x.device)
     for t in range(T - 1, -1, -1):
         dh = dh + grad_output[t].to(sdt)
         if grad_cell is not None:
             dc = dc + grad_cell[t].to(sdt)
-        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dh, dc, 1)
+        if weight_hr is not None:
+            dprojected[t] = dh
+            dm = dh @ w_hr_s
+        else:
+            dm = dh
+        dpre, dc = _cell_backward(acts[t], c_prev[t], cell[t], dm, dc, 1)
         dgates[t] = dpre.reshape(B, 4 * H)
         dh = (dgates[t] @ w2_s) @ w1_h_s
     dg = dgates.reshape(T * B, 4 * H)
@@ -231,4 +286,9 @@ def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: T
     dx = (dz @ weight_1[:, :I].to(sdt)).reshape(T, B, I)
     dbias = dg.sum(dim=0)
     dt = x.dtype
-    return (dx.to(dt), dh.to(dt), dc.to(dt), dweight_1.to(dt), dweight_2.to(dt), dbias.to(dt))
+    grads = (dx.to(dt), dh.to(dt), dc.to(dt), dweight_1.to(dt), dweight_2.to(dt), dbias.to(dt))
+    if weight_hr is None:
+        return grads
+    m = _cell_outputs(acts, cell, dt).to(sdt)
+    dweight_hr = dprojected.reshape(T * B, P).t() @ m.reshape(T * B, H)
+    return grads + (dweight_hr.to(dt),)

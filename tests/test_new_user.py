@@ -117,9 +117,9 @@ def test_positional_arguments_follow_nn_lstm(cls):
 
 
 @pytest.mark.parametrize("cls", [lstmkern.GLSTM, lstmkern.FLSTM])
-def test_projection_is_refused_clearly(cls):
-    with pytest.raises(NotImplementedError, match="proj_size=4"):
-        cls(8, 16, proj_size=4)
+def test_proj_size_is_validated_like_nn_lstm(cls):
+    with pytest.raises(ValueError, match="proj_size must be smaller than hidden_size"):
+        cls(8, 16, proj_size=16)
     with pytest.raises(ValueError, match="proj_size must be an int >= 0"):
         cls(8, 16, proj_size=-1)
 

@@ -24,15 +24,33 @@ def _flstm_inputs(bias=True, requires_grad=False):
     return [None if a is None else a.requires_grad_(requires_grad) for a in t]
 
 
+def _projection(make, bias, requires_grad=False):
+    """The same layer with an LSTMP projection P = 3 < H: h0 (B, P), W_hh / W_1 reading P columns, weight_hr (P, H)."""
+    x, h0, c0, w_a, w_b, b = make(bias, requires_grad=False)
+    P, H = 3, c0.shape[1]
+    h0 = torch.randn(h0.shape[0], P, dtype=F64)
+    if w_a.dim() == 3:  # G-LSTM: weight_hh (G, 4Hg, P/G)
+        w_b = torch.randn(w_b.shape[0], w_b.shape[1], P // w_b.shape[0], dtype=F64)
+    else:  # F-LSTM: weight_1 (R, I + P)
+        w_a = torch.randn(w_a.shape[0], x.shape[2] + P, dtype=F64)
+    w_hr = torch.randn(P, H, dtype=F64)
+    return [None if a is None else a.requires_grad_(requires_grad) for a in (x, h0, c0, w_a, w_b, b, w_hr)]
+
+
 @pytest.mark.parametrize("fwd,bwd,make", [(ops.glstm_fwd, ops.glstm_bwd, _glstm_inputs),
                                           (ops.flstm_fwd, ops.flstm_bwd, _flstm_inputs)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_opcheck(fwd, bwd, make, bias):
-    inputs = make(bias, requires_grad=True)
-    torch.library.opcheck(fwd, (*inputs, "reference"))
+@pytest.mark.parametrize("projected", [False, True])
+def test_opcheck(fwd, bwd, make, bias, projected):
+    def inputs(requires_grad):
+        if projected:
+            return _projection(make, bias, requires_grad)
+        return [*make(bias, requires_grad=requires_grad), None]
+
+    torch.library.opcheck(fwd, (*inputs(True), "reference"))
     with torch.no_grad():
-        out, cell = fwd(*make(bias), "reference")
-        plain = [None if a is None else a.detach() for a in inputs]
+        plain = inputs(False)
+        out, cell = fwd(*plain, "reference")
         torch.library.opcheck(bwd, (torch.randn_like(out), torch.randn_like(cell), *plain, out, cell, "reference"))
         torch.library.opcheck(bwd, (torch.randn_like(out), None, *plain, out, cell, "reference"))
 

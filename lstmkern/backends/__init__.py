@@ -10,8 +10,11 @@ Every backend is a module here with the same four functions (the contract the ke
         -> (dx, dh0, dc0, dweight_1, dweight_2, dbias)
 
 and ``unsupported(op, device, dtype, sizes) -> str | None``: None when the backend can run ``op`` ("glstm" or "flstm")
-on tensors of this torch.device and torch.dtype with ``sizes`` = LayerSizes(T, B, I, H, G, R) (a tuple; G = 1 for
-F-LSTM, R = 0 for G-LSTM), otherwise the reason it cannot (shown to the user when they asked for that backend by name).
+on tensors of this torch.device and torch.dtype with ``sizes`` = LayerSizes(T, B, I, H, G, R, P, dense_input) (a
+tuple; G = 1 for F-LSTM, R = 0 for G-LSTM, P = 0 without projection), otherwise the reason it cannot (shown to the user
+when they asked for that backend by name). Projection (P > 0) and dense input are offered only to backends that set
+``SUPPORTS_PROJECTION`` / ``SUPPORTS_DENSE_INPUT``; their four functions then take ``weight_hr`` (P, H) as a last
+argument (the backward then also returns dweight_hr) and/or weight_ih of shape (G, 4Hg, I).
 It takes plain values, not tensors, so torch.compile can evaluate the choice once while tracing.
 
 What a backend may assume (the validation in :mod:`lstmkern.functional` has run): x (T, B, I) contiguous, T >= 1;
@@ -32,13 +35,16 @@ BACKEND_NAMES = ("reference", "triton", "cuda")
 
 
 class LayerSizes(NamedTuple):
-    """Sizes of one layer call (see the shape legend in lstmkern.reference). G = 1 for F-LSTM, R = 0 for G-LSTM."""
+    """Sizes of one layer call (see the shape legend in lstmkern.reference). G = 1 for F-LSTM, R = 0 for G-LSTM.
+    P = 0 without a projection (LSTMP); dense_input: a G-LSTM (G > 1) whose groups all read the whole input."""
     T: int
     B: int
     I: int
     H: int
     G: int
     R: int
+    P: int = 0
+    dense_input: bool = False
 
 
 _AUTO_ORDER = ("cuda", "triton", "reference")
@@ -66,7 +72,14 @@ def _unsupported(name: str, op: str, device: torch.device, dtype: torch.dtype, s
         module = get_backend(name)
     except ImportError as err:  # e.g. Triton not installed, or the CUDA extension not built
         return f"backend {name!r} is not available: {err}"
-    return module.unsupported(op, device, dtype, LayerSizes(*sizes))
+    sizes = LayerSizes(*sizes)
+    # Layer forms a backend opts into: its four functions then take weight_hr as a last argument (projection) or
+    # weight_ih of shape (G, 4Hg, I) (dense input).
+    if sizes.P and not getattr(module, "SUPPORTS_PROJECTION", False):
+        return f"backend {name!r} does not implement projections (proj_size / weight_hr) yet"
+    if sizes.dense_input and not getattr(module, "SUPPORTS_DENSE_INPUT", False):
+        return f"backend {name!r} does not implement the dense-input G-LSTM (weight_ih of shape (G, 4Hg, I)) yet"
+    return module.unsupported(op, device, dtype, sizes)
 
 
 def resolve_backend(requested: str, op: str, device: torch.device, dtype: torch.dtype, sizes: tuple) -> str:

@@ -8,6 +8,11 @@ from ..reference import (flstm_reference as flstm_fwd, flstm_reference_backward 
 
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported"]
 
+# The reference implements every layer form: the LSTMP projection (weight_hr as the functions' last argument) and
+# the dense-input G-LSTM (weight_ih (G, 4Hg, I)).
+SUPPORTS_PROJECTION = True
+SUPPORTS_DENSE_INPUT = True
+
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 

@@ -29,8 +29,12 @@ def check_lstm_like(model, name: str = "model", allowed: tuple[type, ...] = (nn.
     if not isinstance(model, allowed):
         expected = ", ".join(t.__module__.split(".")[0] + "." + t.__name__ for t in allowed)
         raise TypeError(f"{name} must be one of {expected}; got {type(model).__name__}")
-    if isinstance(model, nn.LSTM) and model.proj_size:
-        raise ValueError(f"{name}.proj_size must be 0 (LSTMs with projections are not supported), got {model.proj_size}")
+    if getattr(model, "proj_size", 0):
+        raise ValueError(f"{name}.proj_size must be 0 (the compression tools do not handle projected LSTMs yet), "
+                         f"got {model.proj_size}")
+    if not getattr(model, "group_input", True):
+        raise ValueError(f"{name}.group_input must be True (the compression tools do not handle the dense-input "
+                         f"G-LSTM yet)")
 
 
 def layer_input_size(model, layer: int) -> int:
