@@ -135,3 +135,30 @@ def test_compressed_models_shrink_then_fine_tune(tmp_path):
         assert math.isfinite(row["test_ppl"])
     assert svd_row["recurrent_params"] == 4 * (12 + 16) + 4 * 16 * 4 + 4 * 16  # W1 (R, I+H), W2 (4H, R), bias (4H,)
     assert "hidden [16] -> [" in iss_row["notes"]
+
+
+def test_structured_and_hybrid_models_train(tmp_path):
+    """toeplitz-<r> and hybrid-<r>-<P>: built as named (true parameter counts), trained end to end on the corpus."""
+    from bench.lm.model import build_recurrent, check_model_name, count_parameters
+
+    for bad in ("toeplitz", "toeplitz-0", "hybrid-4", "hybrid-0-3", "toeplitz-2-3"):
+        with pytest.raises(ValueError, match="unknown model"):
+            check_model_name(bad)
+    E, H, r, P = 12, 10, 3, 4
+    toeplitz = build_recurrent("toeplitz-3", E, H, 1, 0.0)
+    assert count_parameters(toeplitz) == 2 * r * H * (4 * 2 + 4) + 4 * H  # 2 column blocks of H for E = 12 inputs
+    hybrid = build_recurrent("hybrid-3-4", E, H, 1, 0.2)
+    lstmp = 4 * H * (H + P) + 8 * H + P * H  # nn.LSTM(H, H, proj_size=P): W_ih, W_hh (4H, P), two biases, W_hr
+    assert count_parameters(hybrid) == count_parameters(toeplitz) + lstmp
+    rows = lm_train.main([
+        "--models", "toeplitz-3,hybrid-3-4", "--device", "cpu", "--embedding-size", str(E), "--hidden-size", str(H),
+        "--max-train-tokens", "3000", "--max-eval-tokens", "600", "--batch-size", "8", "--bptt", "10", "--epochs", "1",
+        "--max-steps", "12", "--lr", "0.02", "--log-interval", "0", "--no-plot", "--out", str(tmp_path / "lm.json")])
+    vocab = 10001
+    for row, recurrent, width in zip(rows, (toeplitz, hybrid), (H, P)):
+        assert row["recurrent_params"] == count_parameters(recurrent)
+        assert row["total_params"] == row["recurrent_params"] + vocab * E + (width + 1) * vocab  # decoder reads width
+        losses = row["train_losses"]
+        assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
+        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+        assert math.isfinite(row["test_ppl"])

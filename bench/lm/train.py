@@ -1,4 +1,5 @@
-"""End-to-end word-level language-model benchmark: nn.LSTM vs lstmkern's G-LSTM, F-LSTM and compressed LSTMs.
+"""End-to-end word-level language-model benchmark: nn.LSTM vs lstmkern's G-LSTM, F-LSTM, structured (Toeplitz-like and
+hybrid) and compressed LSTMs.
 
 Run ``python -m bench.lm.train --help``. Every model in ``--models`` is trained with truncated BPTT (the recurrent state
 is carried, detached, from one window to the next), dropout and gradient-norm clipping, then evaluated on the valid and
@@ -39,7 +40,8 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 @dataclasses.dataclass
 class Config:
     """Hyper-parameters of one benchmark run (the same for every model in it)."""
-    models: tuple[str, ...] = ("lstm", "glstm2", "glstm4", "flstm-64", "flstm-32", "flstm-16", "lstm-iss", "lstm-svd")
+    models: tuple[str, ...] = ("lstm", "glstm2", "glstm4", "flstm-64", "flstm-32", "flstm-16", "lstm-iss", "lstm-svd",
+                               "toeplitz-4", "toeplitz-12", "toeplitz-16", "hybrid-4-32")
     embedding_size: int = 128
     hidden_size: int = 128
     num_layers: int = 1
@@ -66,7 +68,8 @@ class Config:
 
 
 PRESETS = {
-    # About five minutes on 2 CPU cores: small models, a 150k-token slice of train, 20k tokens of valid/test, 2 epochs.
+    # About ten minutes on 2 CPU cores: small models, a 150k-token slice of train, 20k tokens of valid/test, 2 epochs.
+    # toeplitz-12 and toeplitz-16 have exactly flstm-32's and glstm4's recurrent parameters at E = H = 128.
     "cpu": {},
     # H = 1024, two layers, the whole train split: meant for one GPU and one 10-minute run of all the models.
     "gpu": dict(embedding_size=1024, hidden_size=1024, num_layers=2, dropout=0.4, batch_size=64, eval_batch_size=32,
@@ -360,7 +363,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="directory with train/valid/test text files in PTB/WikiText form (default: shipped KJV)")
     parser.add_argument("--models", type=str, default=None,
-                        help="comma-separated: lstm, glstm<G>, flstm-<R>, lstm-iss, lstm-svd")
+                        help="comma-separated: lstm, glstm<G>, flstm-<R>, lstm-iss, lstm-svd, toeplitz-<r>, "
+                             "hybrid-<r>-<P> (see bench/lm/model.py)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/lm-<time>-<dev>.json)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
