@@ -18,6 +18,8 @@ fails with "cuda_runtime.h: No such file".
 Knobs (environment variables):
   LSTMKERN_SKIP_CUDA=1      build the CPU-only extension even where CUDA is available.
   LSTMKERN_SKIP_EXTENSION=1 build no extension at all (pure-Python install).
+  LSTMKERN_SKIP_EMU=1        skip lstmkern._emu, the CPU emulator of the CUDA kernels (built wherever a C++ compiler
+                            is: it needs no CUDA toolkit; see csrc/emu/emu.h).
   LSTMKERN_REQUIRE_CUDA=1   fail the install if the CUDA part cannot be built (CI sets it: no silent CPU fallback).
   CUDA_HOME                 the CUDA toolkit's folder (the one holding bin/nvcc and include/cuda_runtime.h).
   LSTMKERN_CUDA_ARCHS       space/semicolon/comma separated; "90a" compiles SASS for sm_90a, "compute_80" embeds PTX
@@ -110,6 +112,15 @@ def _make_build_ext(base):
     package, whose reference, Triton and CPU paths do not need it."""
 
     class BuildExtension(base):
+        def build_extension(self, ext):
+            if ext.name != "lstmkern._emu":
+                return super().build_extension(ext)
+            try:  # the emulator is for tests: its failure must not cost the user lstmkern._C
+                return super().build_extension(ext)
+            except Exception as err:  # noqa: BLE001 - compiler or linker failure
+                print(f"WARNING: lstmkern: the CPU emulator lstmkern._emu failed to build ({type(err).__name__}: "
+                      f"{err}); tests/test_emu.py will fail. Set LSTMKERN_SKIP_EMU=1 to skip it.", file=sys.stderr)
+
         def build_extensions(self):
             try:
                 return super().build_extensions()
@@ -132,6 +143,27 @@ def _to_cpu_only(ext) -> None:
     ext.define_macros = [(k, "0" if k == "LSTMKERN_WITH_CUDA" else v) for k, v in ext.define_macros]
     ext.libraries = [lib for lib in ext.libraries if lib not in CUDA_ONLY_LIBRARIES]
     ext.lstmkern_cuda = False
+
+
+# lstmkern._emu: the CUDA kernel sources (csrc/*.cu, through csrc/emu/kernel_*.cpp) and their launchers
+# (csrc/cuda_ops.cpp, through csrc/emu/launchers.cpp) compiled as host C++ against the emulator's CUDA headers in
+# csrc/emu (first on the include path), registering torch.ops.lstmkern_emu. Needs a C++20 compiler and torch only.
+EMU_SOURCES = ["csrc/emu/module.cpp", "csrc/emu/emu.cpp", "csrc/emu/launchers.cpp"] + [
+    f"csrc/emu/kernel_{name}.cpp"
+    for name in ("glstm_persistent", "glstm_cluster", "flstm_persistent", "flstm_cluster", "flstm_grid")]
+# -O2, not -O3: the emulated kernels run on tiny shapes in CI, where build time dominates.
+EMU_FLAGS = ["-O2", "-std=c++20", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-Werror"]
+
+
+def emu_extensions(cpp_extension) -> list:
+    """[the lstmkern._emu CppExtension], or [] with LSTMKERN_SKIP_EMU=1."""
+    if _env_flag("LSTMKERN_SKIP_EMU"):
+        return []
+    depends = sorted(str(p.relative_to(ROOT)) for p in [*CSRC.iterdir(), *(CSRC / "emu").iterdir()]
+                     if p.suffix in (".h", ".cuh", ".cu"))
+    return [cpp_extension.CppExtension(
+        "lstmkern._emu", list(EMU_SOURCES), include_dirs=[str(CSRC / "emu"), str(CSRC)], depends=depends,
+        define_macros=[("LSTMKERN_EMU", "1")], extra_compile_args={"cxx": EMU_FLAGS})]
 
 
 def native_extensions() -> tuple[list, dict]:
@@ -164,7 +196,7 @@ def native_extensions() -> tuple[list, dict]:
             "lstmkern._C", list(CPU_SOURCES), include_dirs=include_dirs, depends=depends,
             define_macros=[("LSTMKERN_WITH_CUDA", "0")], extra_compile_args={"cxx": HOST_FLAGS})
     build_ext = _make_build_ext(cpp_extension.BuildExtension).with_options(use_ninja=True)
-    return [extension], {"build_ext": build_ext}
+    return [extension] + emu_extensions(cpp_extension), {"build_ext": build_ext}
 
 
 if __name__ == "__main__":  # pip and setuptools run this file as __main__; tests import its helpers

@@ -9,9 +9,14 @@
 // float32 before the bias is added; the recurrence, the cell state and all gradients before the final conversion
 // are float32.
 #include <ATen/ATen.h>
+#if defined(LSTMKERN_EMU)
+// The CPU emulator's build of these launchers (csrc/emu): CPU tensors, ATen's CPU GEMMs, the kernels run emulated.
+#include "emu/c10_cuda_standins.h"
+#else
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#endif
 #include <torch/library.h>
 
 #include <limits>
@@ -24,6 +29,15 @@ namespace lstmkern {
 namespace {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The device the kernels run on: a CUDA GPU, or the CPU in the emulator's build (csrc/emu).
+#if defined(LSTMKERN_EMU)
+constexpr const char* kKernelDevice = "CPU (the emulator's device)";
+bool on_kernel_device(const at::Tensor& tensor) { return tensor.is_cpu(); }
+#else
+constexpr const char* kKernelDevice = "CUDA";
+bool on_kernel_device(const at::Tensor& tensor) { return tensor.is_cuda(); }
+#endif
 
 ElementKind element_kind_of(const at::Tensor& x) {
   switch (x.scalar_type()) {
@@ -39,7 +53,8 @@ ElementKind element_kind_of(const at::Tensor& x) {
 // `tensor` (named `name`) must be a contiguous CUDA tensor on x's device with the given dtype and shape.
 void check_tensor(const at::Tensor& tensor, const char* name, const at::Tensor& x, at::ScalarType dtype,
                   at::IntArrayRef shape) {
-  TORCH_CHECK_VALUE(tensor.is_cuda(), name, " must be a CUDA tensor, got device ", tensor.device());
+  TORCH_CHECK_VALUE(on_kernel_device(tensor), name, " must be a ", kKernelDevice, " tensor, got device ",
+                    tensor.device());
   TORCH_CHECK_VALUE(tensor.device() == x.device(), name, " must be on x's device ", x.device(), ", got ",
                     tensor.device());
   TORCH_CHECK_TYPE(tensor.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", tensor.scalar_type());
@@ -48,7 +63,7 @@ void check_tensor(const at::Tensor& tensor, const char* name, const at::Tensor& 
 }
 
 void check_x(const at::Tensor& x) {
-  TORCH_CHECK_VALUE(x.is_cuda(), "x must be a CUDA tensor, got device ", x.device());
+  TORCH_CHECK_VALUE(on_kernel_device(x), "x must be a ", kKernelDevice, " tensor, got device ", x.device());
   TORCH_CHECK_VALUE(x.dim() == 3, "x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_VALUE(x.is_contiguous(), "x must be contiguous");
   element_kind_of(x);
@@ -245,8 +260,8 @@ at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& output) {
 at::Tensor state_grad_or_null(const std::optional<at::Tensor>& grad_cell, const at::Tensor& x, int64_t T, int64_t B,
                               int64_t H) {
   if (!grad_cell.has_value()) return at::Tensor();
-  TORCH_CHECK_VALUE(grad_cell->is_cuda() && grad_cell->device() == x.device(), "grad_cell must be on x's device ",
-                    x.device(), ", got ", grad_cell->device());
+  TORCH_CHECK_VALUE(on_kernel_device(*grad_cell) && grad_cell->device() == x.device(),
+                    "grad_cell must be on x's device ", x.device(), ", got ", grad_cell->device());
   TORCH_CHECK_VALUE(grad_cell->sizes() == at::IntArrayRef({T, B, H}), "grad_cell must have shape (T, B, H) = (", T,
                     ", ", B, ", ", H, "), got ", grad_cell->sizes());
   return grad_cell->to(at::kFloat).contiguous();
@@ -568,7 +583,17 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
 }  // namespace
 }  // namespace lstmkern
 
-TORCH_LIBRARY_FRAGMENT(lstmkern_cuda, m) {
+// The emulator registers the same ops in its own library, for CPU tensors (csrc/emu/module.cpp defines its kernel ops
+// from csrc/kernel_op_schemas.h).
+#if defined(LSTMKERN_EMU)
+#define LSTMKERN_KERNEL_LIBRARY lstmkern_emu
+#define LSTMKERN_KERNEL_DISPATCH CPU
+#else
+#define LSTMKERN_KERNEL_LIBRARY lstmkern_cuda
+#define LSTMKERN_KERNEL_DISPATCH CUDA
+#endif
+
+TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // Opt-in dynamic shared memory per block of CUDA device `device` (cudaDevAttrMaxSharedMemoryPerBlockOptin).
   m.def("device_smem_optin(int device) -> int", &lstmkern::device_smem_optin);
   // How many clusters of the cluster F-LSTM forward with cluster_size CTAs for (hidden, rank, dtype) device `device`
@@ -581,7 +606,7 @@ TORCH_LIBRARY_FRAGMENT(lstmkern_cuda, m) {
         &lstmkern::flstm_grid_max_resident);
 }
 
-TORCH_LIBRARY_IMPL(lstmkern_cuda, CUDA, m) {
+TORCH_LIBRARY_IMPL(LSTMKERN_KERNEL_LIBRARY, LSTMKERN_KERNEL_DISPATCH, m) {
   m.impl("glstm_persistent_fwd", &lstmkern::glstm_persistent_fwd);
   m.impl("glstm_persistent_bwd", &lstmkern::glstm_persistent_bwd);
   m.impl("flstm_persistent_fwd", &lstmkern::flstm_persistent_fwd);

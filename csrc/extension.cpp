@@ -8,6 +8,7 @@
 
 #include <torch/library.h>
 
+#include "kernel_op_schemas.h"
 #include "persistent_layout.h"
 
 #ifndef LSTMKERN_WITH_CUDA
@@ -97,27 +98,8 @@ int64_t flstm_forward_grid_ctas(int64_t hidden, int64_t rank, c10::ScalarType dt
 }  // namespace lstmkern
 
 TORCH_LIBRARY(lstmkern_cuda, m) {
-  // Shapes: see lstmkern/reference.py. All tensors contiguous, CUDA, of x's dtype except `cell` / `grad_cell`
-  // (float32, the state dtype). Outputs follow the backend contract in lstmkern/backends/__init__.py.
-  // cluster_size: 0 = automatic (single CTA where the single-CTA forward and backward fit, else the smallest
-  // thread-block cluster that fits on compute capability 9.x; see glstm_fwd_cluster_size in persistent_layout.h),
-  // 1 = force the single-CTA kernel, 2 / 4 / 8 = force the cluster kernel with that many CTAs per group.
-  m.def("glstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-        "int cluster_size=0) -> (Tensor output, Tensor cell)");
-  // cluster_size as for the forward (0: single CTA where its backward fits, else the smallest fitting cluster on 9.x).
-  m.def("glstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
-        "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0) -> "
-        "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
-  // cluster_size: 0 = automatic (single CTA where it fits, else the smallest thread-block cluster that fits on compute
-  // capability 9.x; see flstm_fwd_cluster_size in persistent_layout.h), 1 = force the single-CTA kernel,
-  // 2 / 4 / 8 / 16 = force the cluster kernel with that many CTAs per batch tile. Where neither the single CTA nor a
-  // cluster fits, the automatic mode runs the grid-cooperative forward on the smallest fitting number of CTAs N <= SM
-  // count (flstm_fwd_grid_ctas); grid_ctas = N >= 1 forces that kernel (cluster_size must then be 0).
-  m.def("flstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
-        "int cluster_size=0, int grid_ctas=0) -> (Tensor output, Tensor cell)");
-  m.def("flstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
-        "Tensor weight_1, Tensor weight_2, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, "
-        "Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias)");
+  // The kernel ops (their schemas and arguments: csrc/kernel_op_schemas.h, shared with the emulator's lstmkern_emu).
+  for (const char* schema : lstmkern::kKernelOpSchemas) m.def(schema);
   // Dynamic shared memory (bytes per block) the persistent path needs: max over its forward and backward kernels.
   m.def("glstm_persistent_smem_bytes(int hidden_per_group, ScalarType dtype) -> int", &lstmkern::glstm_smem_bytes);
   m.def("flstm_persistent_smem_bytes(int hidden, int rank, ScalarType dtype) -> int", &lstmkern::flstm_smem_bytes);

@@ -155,7 +155,7 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
   const int gates_ld = static_cast<int>(layout.gates_ld);
   const int z_ld = static_cast<int>(layout.z_ld);
 
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);     // (Hs x w1h_ld)
   Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);       // (R x w2_ld)
   Element* h_own = reinterpret_cast<Element*>(smem + layout.h_offset);     // (BT x h_ld): own slice of h_{t-1}

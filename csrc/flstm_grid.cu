@@ -187,7 +187,7 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
   const int64_t rank_stride = batch_pad * R;  // floats between two ranks' partials
   float* const own_partial = partials + rank * rank_stride;
 
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);  // (Hs x w1h_ld)
   Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R x w2_ld)
   Element* h_tile = reinterpret_cast<Element*>(smem + layout.h_offset); // (BT x h_ld): a batch tile of own h_{t-1}

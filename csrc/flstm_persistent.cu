@@ -49,7 +49,7 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
                             int B, int I, int H, int R) {
   using Element = typename ElementOf<kKind>::type;
   const FlstmFwdLayout layout = flstm_fwd_layout(H, R, kKind);
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w1h_t = reinterpret_cast<Element*>(smem + layout.w1h_offset);  // (H x R)
   Element* w2_t = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R x 4H)
   float* h_tile = reinterpret_cast<float*>(smem + layout.h_offset);       // (BT x H)
@@ -120,7 +120,7 @@ flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
                             float* __restrict__ dh0, float* __restrict__ dc0, int T, int B, int I, int H, int R) {
   using Element = typename ElementOf<kKind>::type;
   const FlstmBwdLayout layout = flstm_bwd_layout(H, R, kKind);
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);               // (4H x R)
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);             // (R x H)
   float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);      // (BT x 4H)
@@ -189,32 +189,22 @@ template <ElementKind kKind>
 cudaError_t launch_fwd(const FlstmFwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   const int64_t smem_bytes = flstm_fwd_layout(args.H, args.R, kKind).total_bytes;
-  const cudaError_t err = cudaFuncSetAttribute(flstm_persistent_fwd_kernel<kKind>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem_bytes));
-  if (err != cudaSuccess) return err;
   const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
-  flstm_persistent_fwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+  return launch_plain(flstm_persistent_fwd_kernel<kKind>, grid, smem_bytes, stream,
       args.proj, static_cast<const Element*>(args.h0), args.c0, static_cast<const Element*>(args.weight_1),
       static_cast<const Element*>(args.weight_2), static_cast<Element*>(args.output), args.cell, args.T, args.B,
       args.I, args.H, args.R);
-  return cudaSuccess;
 }
 
 template <ElementKind kKind>
 cudaError_t launch_bwd(const FlstmBwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   const int64_t smem_bytes = flstm_bwd_layout(args.H, args.R, kKind).total_bytes;
-  const cudaError_t err = cudaFuncSetAttribute(flstm_persistent_bwd_kernel<kKind>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem_bytes));
-  if (err != cudaSuccess) return err;
   const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
-  flstm_persistent_bwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+  return launch_plain(flstm_persistent_bwd_kernel<kKind>, grid, smem_bytes, stream,
       args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
       static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2), args.dgates, args.dh0,
       args.dc0, args.T, args.B, args.I, args.H, args.R);
-  return cudaSuccess;
 }
 
 }  // namespace

@@ -75,7 +75,7 @@ glstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;  // first hidden unit of the group this CTA owns
 
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w_t = reinterpret_cast<Element*>(smem + layout.w_offset);
   // Two named pointers rather than an array: a runtime-indexed pointer array would live in a local-memory stack frame.
   HTile* const h_even = reinterpret_cast<HTile*>(smem + layout.h_offset[0]);  // h_{t-1} of even steps t
@@ -227,7 +227,7 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;
 
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);
   float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);
   float* const partial_even = reinterpret_cast<float*>(smem + layout.partial_offset[0]);  // written by even steps

@@ -37,7 +37,7 @@ glstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
   using HTile = std::conditional_t<kWmma, Element, float>;
 
   const GlstmFwdLayout layout = glstm_fwd_layout(Hg, kKind);
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w_t = reinterpret_cast<Element*>(smem + layout.w_offset);
   HTile* h_tile = reinterpret_cast<HTile*>(smem + layout.h_offset);
   float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);
@@ -152,7 +152,7 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
   constexpr int kBatchTile = kGlstmBwdBatchTile;
 
   const GlstmBwdLayout layout = glstm_bwd_layout(Hg, kKind);
-  extern __shared__ __align__(kSmemAlignment) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);
   float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);
   float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);
@@ -227,30 +227,20 @@ template <ElementKind kKind>
 cudaError_t launch_fwd(const GlstmFwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   const int64_t smem_bytes = glstm_fwd_layout(args.Hg, kKind).total_bytes;
-  const cudaError_t err = cudaFuncSetAttribute(glstm_persistent_fwd_kernel<kKind>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem_bytes));
-  if (err != cudaSuccess) return err;
   const dim3 grid((args.B + glstm_fwd_batch_tile(kKind) - 1) / glstm_fwd_batch_tile(kKind), args.G);
-  glstm_persistent_fwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+  return launch_plain(glstm_persistent_fwd_kernel<kKind>, grid, smem_bytes, stream,
       args.proj, static_cast<const Element*>(args.h0), args.c0, static_cast<const Element*>(args.weight_hh),
       static_cast<Element*>(args.output), args.cell, args.T, args.B, args.G, args.Hg);
-  return cudaSuccess;
 }
 
 template <ElementKind kKind>
 cudaError_t launch_bwd(const GlstmBwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   const int64_t smem_bytes = glstm_bwd_layout(args.Hg, kKind).total_bytes;
-  const cudaError_t err = cudaFuncSetAttribute(glstm_persistent_bwd_kernel<kKind>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem_bytes));
-  if (err != cudaSuccess) return err;
   const dim3 grid((args.B + kGlstmBwdBatchTile - 1) / kGlstmBwdBatchTile, args.G);
-  glstm_persistent_bwd_kernel<kKind><<<grid, kThreadsPerBlock, smem_bytes, stream>>>(
+  return launch_plain(glstm_persistent_bwd_kernel<kKind>, grid, smem_bytes, stream,
       args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
       static_cast<const Element*>(args.weight_hh), args.dgates, args.dh0, args.dc0, args.T, args.B, args.G, args.Hg);
-  return cudaSuccess;
 }
 
 }  // namespace

@@ -41,6 +41,37 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
   return __float2bfloat16_rn(value);
 }
 
+// The block's dynamic shared memory (the `extern __shared__` array of the launch's dynamicSmemBytes). One accessor
+// instead of an `extern __shared__` declaration per kernel, so the CPU emulator (csrc/emu, LSTMKERN_EMU) can hand each
+// emulated CTA its own buffer: the one place where the kernel sources branch for it.
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+#if defined(LSTMKERN_EMU)
+  return lstmkern_emu::dynamic_smem();
+#else
+  extern __shared__ __align__(kSmemAlignment) unsigned char lstmkern_dynamic_smem[];
+  return lstmkern_dynamic_smem;
+#endif
+}
+
+// Host side of a plain (single-CTA-per-work-item) kernel launch: raises the kernel's dynamic shared-memory limit to
+// `smem_bytes`, then launches `grid` CTAs of kThreadsPerBlock threads on `stream`. Every launch of the project goes
+// through cudaLaunchKernelEx (here, ClusterLaunch or CooperativeLaunch) rather than `<<<...>>>`, which is not C++:
+// the CPU emulator (csrc/emu) compiles these same sources and provides cudaLaunchKernelEx. Returns the error of
+// cudaFuncSetAttribute or of the launch itself.
+template <typename... Params, typename... Args>
+cudaError_t launch_plain(void (*kernel)(Params...), dim3 grid, int64_t smem_bytes, cudaStream_t stream,
+                         Args... args) {
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreadsPerBlock);
+  config.dynamicSmemBytes = static_cast<size_t>(smem_bytes);
+  config.stream = stream;
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
 // Host side of a thread-block-cluster kernel launch: grid (C * ceil(B / batch_tile), groups), cluster dims (C, 1, 1),
 // kThreadsPerBlock threads, `smem_bytes` of dynamic shared memory. prepare() raises the kernel's shared-memory limit
 // and, above the portable size 8, allows a non-portable cluster size; both attributes must be set before the occupancy

@@ -1,8 +1,9 @@
 """The "cuda" backend (persistent kernels) against the float64 reference, on a GPU (skipped without one).
 
-Tolerance rule: for every output and gradient, the kernel's relative error against the float64 reference (run on the
-same, already rounded inputs) may be at most K times the error of the reference itself run in the input dtype, plus a
-floor (a few units in the last place for fp16/bf16; 1e-5 for fp32, whose reference can be nearly exact by luck).
+Tolerance rule (tests/kernel_checks.py, shared with the emulator's tests/test_emu.py): for every output and gradient,
+the kernel's relative error against the float64 reference (run on the same, already rounded inputs) may be at most
+K times the error of the reference itself run in the input dtype, plus a floor (a few units in the last place for
+fp16/bf16; 1e-5 for fp32, whose reference can be nearly exact by luck).
 The kernels accumulate in float32 like the reference but in a different order (and keep the recurrent product in float32 where the reference rounds it to the input dtype), so
 their error is of the same size as the reference's own low-precision error.
 
@@ -34,13 +35,13 @@ import torch
 import lstmkern
 from lstmkern.backends import cuda as cuda_backend
 from lstmkern.backends import resolve_backend
-from lstmkern.reference import (flstm_reference, flstm_reference_backward, glstm_reference, glstm_reference_backward)
+from kernel_checks import (DTYPES, FLOOR, K, assert_close_like_reference, assert_forward_like_reference,  # noqa: F401
+                           assert_within_ulps, check_both_variants, check_forward_and_backward, flstm_inputs,
+                           glstm_inputs)
+from lstmkern.reference import flstm_reference, glstm_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-K = 3.0
-FLOOR = {torch.float32: 1e-5, torch.float16: 4 * 2.0**-10, torch.bfloat16: 4 * 2.0**-7}
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Large sizes are chosen for 227 KiB of opt-in shared memory (H100); a GPU with less skips them.
 GLSTM_SHAPES = [  # (T, B, G, Hg, Ig)
     (1, 1, 1, 1, 1),
@@ -84,18 +85,7 @@ FLSTM_SHAPES = [  # (T, B, I, H, R)
 ]
 
 
-def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
-
-
-def _assert_close_like_reference(name, kernel, reference_low, reference_64, dtype):
-    assert kernel.dtype == reference_low.dtype, (name, kernel.dtype, reference_low.dtype)
-    assert kernel.shape == reference_64.shape, (name, kernel.shape, reference_64.shape)
-    err_kernel = _rel_err(kernel, reference_64)
-    err_reference = _rel_err(reference_low, reference_64)
-    assert err_kernel <= K * err_reference + FLOOR[dtype], (
-        f"{name}: kernel error {err_kernel:.3e} > {K} x reference error {err_reference:.3e} + {FLOOR[dtype]:.1e}")
+_assert_close_like_reference = assert_close_like_reference  # the tolerance rule: tests/kernel_checks.py
 
 
 def _skip_if_unsupported(op, dtype, sizes):
@@ -117,78 +107,31 @@ def _skip_unless_clusters():
     return smem, cc
 
 
-def _randn(*shape, scale=1.0):
-    return (torch.randn(*shape, dtype=torch.float64, device="cuda") * scale)
-
-
 def _glstm_inputs(T, B, G, Hg, Ig, dtype):
-    H, I = G * Hg, G * Ig
-    x = _randn(T, B, I)
-    h0, c0 = _randn(B, H, scale=0.5), _randn(B, H, scale=0.5)
-    w_ih, w_hh = _randn(G, 4 * Hg, Ig, scale=Ig**-0.5), _randn(G, 4 * Hg, Hg, scale=Hg**-0.5)
-    bias = _randn(G, 4 * Hg, scale=0.1)
-    return [t.to(dtype) for t in (x, h0, c0, w_ih, w_hh, bias)]
+    return glstm_inputs(T, B, G, Hg, Ig, dtype, device="cuda")
 
 
 def _flstm_inputs(T, B, I, H, R, dtype):
-    x = _randn(T, B, I)
-    h0, c0 = _randn(B, H, scale=0.5), _randn(B, H, scale=0.5)
-    w1, w2 = _randn(R, I + H, scale=(I + H) ** -0.5), _randn(4 * H, R, scale=R**-0.5)
-    bias = _randn(4 * H, scale=0.1)
-    return [t.to(dtype) for t in (x, h0, c0, w1, w2, bias)]
+    return flstm_inputs(T, B, I, H, R, dtype, device="cuda")
 
 
-def _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, fwd=None, bwd=None):
+def _default_kernels(kind, fwd, bwd):
     """fwd / bwd: the functions under test, by default the cuda backend's."""
     default_fwd, default_bwd = (cuda_backend.glstm_fwd, cuda_backend.glstm_bwd) if kind == "glstm" else (
         cuda_backend.flstm_fwd, cuda_backend.flstm_bwd)
-    fwd, bwd = fwd or default_fwd, bwd or default_bwd
-    ref_fwd, ref_bwd = (glstm_reference, glstm_reference_backward) if kind == "glstm" else (
-        flstm_reference, flstm_reference_backward)
-    x, h0, c0, w_a, w_b, bias = inputs
-    bias = bias if with_bias else None
-    inputs64 = [None if t is None else t.double() for t in (x, h0, c0, w_a, w_b, bias)]
+    return fwd or default_fwd, bwd or default_bwd
 
-    output, cell = fwd(x, h0, c0, w_a, w_b, bias)
-    out_low, cell_low = ref_fwd(x, h0, c0, w_a, w_b, bias)
-    out_64, cell_64 = ref_fwd(*inputs64)
-    _assert_close_like_reference("output", output, out_low, out_64, dtype)
-    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
-    assert cell.dtype == torch.float32
 
-    T, B, H = output.shape
-    grad_output = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
-    grad_cell = torch.randn(T, B, H, device="cuda", dtype=torch.float64) if with_grad_cell else None
-    # Each backward runs on its own forward's saved output/cell (that is what autograd hands it).
-    grads = bwd(grad_output.to(dtype), None if grad_cell is None else grad_cell.float(), x, h0, c0, w_a, w_b, bias,
-                output, cell)
-    grads_low = ref_bwd(grad_output.to(dtype), None if grad_cell is None else grad_cell.float(), x, h0, c0, w_a, w_b,
-                        bias, out_low, cell_low)
-    grads_64 = ref_bwd(grad_output, grad_cell, *inputs64, out_64, cell_64)
-    names = ("dx", "dh0", "dc0", "dweight_a", "dweight_b", "dbias")
-    for name, g, g_low, g_64 in zip(names, grads, grads_low, grads_64):
-        _assert_close_like_reference(name, g, g_low, g_64, dtype)
-        assert g.is_contiguous(), name
+def _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, fwd=None, bwd=None):
+    check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, *_default_kernels(kind, fwd, bwd))
 
 
 def _check_both_variants(kind, inputs, dtype, fwd=None, bwd=None):
-    """:func:`_check_forward_and_backward` with bias and a cell-state gradient, then with neither."""
-    for with_bias, with_grad_cell in ((True, True), (False, False)):
-        _check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, fwd=fwd, bwd=bwd)
+    check_both_variants(kind, inputs, dtype, *_default_kernels(kind, fwd, bwd))
 
 
-def _assert_within_ulps(results, others, tolerance, other_name):
-    """(output, cell) of one kernel against another's, within ``tolerance`` relative error."""
-    for name, got, other in zip(("output", "cell"), results, others):
-        assert _rel_err(got, other) <= tolerance, f"{name}: {_rel_err(got, other):.3e} from {other_name}"
-
-
-def _assert_forward_like_reference(reference, inputs, output, cell, dtype):
-    """A forward-only kernel result against the reference in ``dtype`` and in float64 (the tolerance rule above)."""
-    out_low, cell_low = reference(*inputs)
-    out_64, cell_64 = reference(*(t.double() for t in inputs))
-    _assert_close_like_reference("output", output, out_low, out_64, dtype)
-    _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+_assert_within_ulps = assert_within_ulps
+_assert_forward_like_reference = assert_forward_like_reference
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -237,8 +180,8 @@ def test_glstm_forced_cluster_forward_equals_single_cta(forced, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", GLSTM_CLUSTER_SHAPES, ids=str)
 def test_glstm_cluster_backward_kernel_matches_reference(shape, dtype):
-    """The cluster backward kernel (the op's automatic choice where the single-CTA backward does not fit), which the
-    backend does not use yet: this test is what it has to pass before glstm_bwd switches to it from Triton's."""
+    """The cluster backward kernel (the op's automatic choice where the single-CTA backward does not fit, and
+    glstm_bwd's), called directly."""
     smem, cc = _skip_unless_clusters()
     T, B, G, Hg, Ig = shape
     if cuda_backend.glstm_cluster_size(Hg, dtype, smem, cc) < 2:

@@ -12,11 +12,9 @@ weights resident in shared memory:
 * G-LSTM groups too large for one CTA (e.g. Hg = 256 in bf16, where W_hh[g] alone is 512 KiB), on compute capability
   9.x: a thread-block cluster of C CTAs per (group, batch tile) (csrc/glstm_cluster.cu). CTA rank r keeps the gate
   rows of hidden units [r Hs, (r+1) Hs) resident, and the CTAs exchange their slices of h_t through distributed
-  shared memory with one cluster barrier per step. For these shapes :func:`glstm_bwd` runs the Triton backward
-  (lstmkern.backends.triton.glstm_bwd, on the saved output and cell). The extension also has a cluster backward
-  kernel (``glstm_persistent_bwd(..., cluster_size=0 or C)``; each CTA's gate rows contribute to all of dh_{t-1} and
-  the partials are summed through DSMEM), not used here until it has been validated on a GPU
-  (tests/test_gpu_cuda.py::test_glstm_cluster_backward_kernel_matches_reference); switching is one line in glstm_bwd.
+  shared memory with one cluster barrier per step. For these shapes :func:`glstm_bwd` runs the cluster backward
+  kernel (each CTA's gate rows contribute to all of dh_{t-1}, the partials summed through DSMEM; verified under the
+  CPU emulator, tests/test_emu.py, and on a GPU by tests/test_gpu_cuda.py), or Triton's where no cluster fits.
 * F-LSTM: one CTA per batch tile keeps all of W1_h (R x H) and W2 (4H x R); per step z = W1_h h, gates = P_t + W2 z.
 * F-LSTM layers too large for one CTA (e.g. H = 1024, R = 256 in bf16: 2.5 MiB of weights), on compute capability
   9.x: a thread-block cluster of C CTAs per batch tile (csrc/flstm_cluster.cu). CTA rank r owns hidden units
@@ -581,15 +579,19 @@ def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
 def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
     """(dx, dh0, dc0, dweight_ih, dweight_hh, dbias), each in x.dtype.
 
-    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster
-    forward covers) the Triton backward, which only needs the saved output and cell and follows the same reference
-    numerics. The cluster backward kernel (the op's automatic choice for those shapes) is not used until it has been
-    validated on a GPU; to switch, call the op for every shape.
+    The persistent backward kernels: the single-CTA kernel where it fits the device, else the cluster backward (the
+    op's automatic choice, glstm_bwd_cluster_size in csrc/persistent_layout.h: compute capability 9.x and a cluster
+    whose per-CTA share fits; verified against the reference under the CPU emulator, tests/test_emu.py); otherwise
+    the Triton backward, which only needs the saved output and cell and follows the same reference numerics.
     """
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    smem, _cc, _sm_count = _device_limits(index)
-    if glstm_smem_bytes(weight_hh.shape[2], x.dtype) > smem:
+    smem, cc, _sm_count = _device_limits(index)
+    Hg = weight_hh.shape[2]
+    cluster_fits = cc[0] == _CLUSTER_CAPABILITY_MAJOR and any(
+        _glstm_cluster_shape_ok(Hg, C) and glstm_cluster_bwd_smem_bytes(Hg, C, x.dtype) <= smem
+        for C in _CLUSTER_SIZES)
+    if glstm_smem_bytes(Hg, x.dtype) > smem and not cluster_fits:
         from . import triton as triton_backend
         return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
     return ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)

@@ -1,0 +1,4 @@
+// csrc/glstm_persistent.cu compiled as host C++ for the CPU emulator (see kernel_prelude.h).
+#include "kernel_prelude.h"
+
+#include "../glstm_persistent.cu"
