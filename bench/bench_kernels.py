@@ -587,6 +587,27 @@ def _build_loop(cfg: BenchConfig, mode: str, ctx: "RunContext", compiled: bool) 
                     detail="torch.compile(step, fullgraph=True) in a Python loop" if compiled else "eager loop")
 
 
+def flashrnn_layout(weight_hh: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, G: int) -> tuple[Tensor, Tensor, Tensor]:
+    """lstmkern's G-LSTM recurrent weights, bias and initial state in FlashRNN's layouts (its ``flashrnn(Wx, R, b,
+    states)`` with the default shapes): R (gates, heads, Hg out, Hg in) = weight_hh (G, 4Hg, Hg) split by gate (the
+    (out, in) order of nn.LSTM's weight_hh; checked against lstmkern.reference with FlashRNN's pure-PyTorch "vanilla"
+    backend), b (gates, heads, Hg), states (2, B, 1, heads, Hg) = (h0, c0). Heads are groups; the gate order i, f, g, o
+    is the same in both."""
+    hg = weight_hh.shape[2]
+    B = h0.shape[0]
+    R = weight_hh.view(G, 4, hg, hg).permute(1, 0, 2, 3).contiguous()
+    b = bias.view(G, 4, hg).permute(1, 0, 2).contiguous()
+    return R, b, torch.stack((h0, c0)).view(2, B, 1, G, hg)
+
+
+def flashrnn_input(x: Tensor, weight_ih: Tensor, G: int) -> Tensor:
+    """The grouped input projection that FlashRNN leaves to the caller, x (T, B, I) -> Wx (B, T, gates, heads, Hg)."""
+    T, B, I = x.shape
+    hg = weight_ih.shape[1] // 4
+    wx = torch.einsum("tbgi,gki->btkg", x.view(T, B, G, I // G), weight_ih)  # (B, T, 4Hg, G)
+    return wx.reshape(B, T, 4, hg, G).permute(0, 1, 2, 4, 3)
+
+
 def build_flashrnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
     """FlashRNN's head-wise LSTM (block-diagonal recurrence, heads = groups) plus the grouped input projection that
     FlashRNN leaves to the caller, so it computes the same G-LSTM layer as the lstmkern cases."""
@@ -601,23 +622,20 @@ def build_flashrnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
     except Exception as err:
         raise Skip(f"flashrnn not importable: {type(err).__name__}: {err} (pip install flashrnn)") from None
     train = mode == "fwdbwd"
-    B, T, G, hg, ig = cfg.B, cfg.T, cfg.G, cfg.H // cfg.G, cfg.I // cfg.G
+    B, T, G = cfg.B, cfg.T, cfg.G
     sets = make_input_sets(ctx.n_sets, T, B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
     weight_ih, weight_hh, bias = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, False)
-    # FlashRNN's layouts: recurrent matrix R (gates, heads, Hg, Hg), bias (gates, heads, Hg), pre-activations
-    # Wx (B, T, gates, heads, Hg) batch-first. Converted once here, outside the timed call.
-    R = weight_hh.view(G, 4, hg, hg).permute(1, 0, 3, 2).contiguous().requires_grad_(train)
-    b = bias.view(G, 4, hg).permute(1, 0, 2).contiguous().requires_grad_(train)
+    # FlashRNN's layouts (flashrnn_layout), converted once here, outside the timed call; the input projection
+    # (flashrnn_input) is part of the timed call, as it is of lstmkern's.
+    R, b, _ = flashrnn_layout(weight_hh, bias, sets[0].h0, sets[0].c0, G)
+    R, b = R.requires_grad_(train), b.requires_grad_(train)
     w_in = weight_ih.clone().requires_grad_(train)
     dtype_name = str(ctx.dtype).removeprefix("torch.")
-    # FlashRNN takes (S, B, 1, heads, Hg) initial states; ours are (B, H) -> (2, B, 1, G, Hg).
-    states = [torch.stack((s.h0, s.c0)).view(2, B, 1, G, hg) for s in sets]
+    states = [flashrnn_layout(weight_hh, bias, s.h0, s.c0, G)[2] for s in sets]
     state_of = {id(s): st for s, st in zip(sets, states)}
 
     def run_backend(backend: str, s: InputSet) -> Tensor:
-        xg = s.x.view(T, B, G, ig)
-        wx = torch.einsum("tbgi,gki->btkg", xg, w_in.view(G, 4 * hg, ig))  # (B, T, 4Hg, G)
-        wx = wx.reshape(B, T, 4, hg, G).permute(0, 1, 2, 4, 3)  # (B, T, gates, heads, Hg)
+        wx = flashrnn_input(s.x, w_in, G)  # (B, T, gates, heads, Hg)
         out, _ = flashrnn_fn(wx, R, b, states=state_of[id(s)], function="lstm", backend=backend, dtype=dtype_name)
         return out[0]  # h for every step, (B, T, heads, Hg)
 

@@ -2,8 +2,12 @@
 and grad_cell) at small awkward sizes, for NVIDIA compute-sanitizer on a GPU:
 
     for tool in memcheck racecheck initcheck synccheck; do
-        compute-sanitizer --tool $tool --error-exitcode 1 python bench/sanitize_small.py || echo "$tool FAILED"
+        PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --kernel-name kns=lstmkern \
+            --error-exitcode 1 python bench/sanitize_small.py || echo "$tool FAILED"
     done
+
+(bench/gpu.sh's memcheck and racecheck stages run exactly that: only lstmkern's kernels instrumented, PyTorch's
+caching allocator off so an out-of-bounds access into a pooled block is seen.)
 
 Sizes cross the batch tiles (8 rows FMA, 16 rows WMMA) and leave partial WMMA tiles (Hg not a multiple of 16).
 On compute capability 9.x it also runs the thread-block-cluster G-LSTM forward and backward (csrc/glstm_cluster.cu)
@@ -15,11 +19,14 @@ the GPU cannot make such a cluster resident).
 On compute capability 8.0 and newer it also runs the grid-cooperative F-LSTM forward (csrc/flstm_grid.cu) forced
 through the op's grid_ctas argument with 1 to 6 CTAs (its global-memory z exchange and grid barriers, the masked z
 columns where R is not a multiple of N, and the zero-filled padding rows of the last batch tile).
+Last, every kernel family on inputs that start one element into their storage (contiguous, element-aligned only).
 Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 C cluster size, N CTA count of the grid F-LSTM forward.
 """
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -120,9 +127,46 @@ def run_flstm_grid(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) 
     assert error <= TOLERANCE[dtype], f"flstm grid {sizes} {dtype}: output/cell error {error:.3e}"
 
 
+def _element_aligned(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t that starts one element into its storage (aligned to its element size only)."""
+    copy = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)[1:].view(t.shape)
+    return copy.copy_(t)
+
+
+def run_misaligned(dtype: torch.dtype) -> None:
+    """Every kernel family on inputs that start one element into their storage: under memcheck a kernel that assumed
+    more than element alignment of a user pointer shows as a misaligned access (the grid forward's h0 is copied by
+    its launcher, see csrc/cuda_ops.cpp aligned_or_copy)."""
+    ops = torch.ops.lstmkern_cuda
+    T, B, G, Hg, Ig = 2, 5, 2, 32, 3
+    glstm = [_rand(T, B, G * Ig, dtype=dtype), _rand(B, G * Hg, dtype=dtype), _rand(B, G * Hg, dtype=dtype),
+             _rand(G, 4 * Hg, Ig, dtype=dtype), _rand(G, 4 * Hg, Hg, dtype=dtype) * Hg**-0.5,
+             _rand(G, 4 * Hg, dtype=dtype)]
+    output, cell = ops.glstm_persistent_fwd(*map(_element_aligned, glstm), cluster_size=1)
+    ops.glstm_persistent_bwd(_element_aligned(torch.randn_like(output)), None, *map(_element_aligned, glstm),
+                             _element_aligned(output), _element_aligned(cell), cluster_size=1)
+    T, B, I, H, R = 2, 5, 3, 64, 32
+    flstm = [_rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype),
+             _rand(R, I + H, dtype=dtype) * (I + H) ** -0.5, _rand(4 * H, R, dtype=dtype) * R**-0.5,
+             _rand(4 * H, dtype=dtype)]
+    for forced in ({"cluster_size": 1}, {"grid_ctas": 2}):
+        output, cell = ops.flstm_persistent_fwd(*map(_element_aligned, flstm), **forced)
+    ops.flstm_persistent_bwd(_element_aligned(torch.randn_like(output)), None, *map(_element_aligned, flstm),
+                             _element_aligned(output), _element_aligned(cell))
+    torch.cuda.synchronize()
+    expected, _ = flstm_reference(*(t.double() for t in flstm))
+    error = (output.double() - expected).abs().max().item()
+    assert error <= TOLERANCE[dtype], f"flstm grid, element-aligned inputs, {dtype}: output error {error:.3e}"
+
+
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
+    start = time.monotonic()
+
+    def progress(what: str) -> None:  # a sanitizer run killed at its time limit still shows how far it got
+        print(f"sanitize_small: {what} done ({time.monotonic() - start:.0f} s)", flush=True)
+
     count = 0
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for with_bias, with_grad_cell in ((True, True), (False, False)):
@@ -132,6 +176,7 @@ def main() -> None:
             for sizes in FLSTM_SIZES:
                 run("flstm", sizes, dtype, with_bias, with_grad_cell)
                 count += 1
+    progress(f"{count} single-CTA forward+backward runs")
     cluster_count = 0
     flstm_cluster_count = 0
     if torch.cuda.get_device_capability()[0] == 9:
@@ -144,12 +189,17 @@ def main() -> None:
                     flstm_cluster_count += int(run_flstm_cluster(sizes, dtype, with_bias))
     else:
         print("sanitize_small: not compute capability 9.x, the cluster G-LSTM and F-LSTM kernels are not exercised")
+    progress(f"{cluster_count} cluster G-LSTM and {flstm_cluster_count} cluster F-LSTM runs")
     grid_count = 0
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for with_bias in (True, False):
             for sizes in FLSTM_GRID_SIZES:
                 run_flstm_grid(sizes, dtype, with_bias)
                 grid_count += 1
+    progress(f"{grid_count} grid F-LSTM runs")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        run_misaligned(dtype)
+    progress("element-aligned inputs")
     print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs, "
           f"{flstm_cluster_count} cluster F-LSTM forward runs and {grid_count} grid F-LSTM forward runs OK")
 
