@@ -202,12 +202,14 @@ flashrnn_stage() {
         fi
         install+=("$einops_wheel")
     fi
+    # The install's log is kept only when it fails (the device tool returns few files).
     if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$FLASHRNN_SITE" --upgrade \
         "${install[@]}" > "$OUT/flashrnn-install.log" 2>&1; then
         note "flashrnn: COULD NOT RUN (pip install of ${install[*]} failed, log $OUT/flashrnn-install.log)"
         STATUS=1
         return
     fi
+    rm -f "$OUT/flashrnn-install.log"
     export PYTHONPATH="$PYTHONPATH:$FLASHRNN_SITE"
     if run_stage flashrnn "$T_FLASHRNN" "$OUT/flashrnn.log" "$PYTHON" bench/flashrnn_warm.py; then
         FLASHRNN_STATE=ok
