@@ -11,7 +11,7 @@ export MAX_JOBS
 
 .PHONY: setup bench test lm clean
 
-$(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*)
+$(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*) $(wildcard csrc/emu/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install "$(TORCH_SPEC)" numpy pytest ninja pybind11 "setuptools>=64" wheel matplotlib
 	# No build isolation: the extension must be built against the torch installed above, not a fresh download.

@@ -228,8 +228,10 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
       const int j = idx - b * Hs;
       const float* gates_row = gates + b * gates_ld;
       float c = c_tile[b * Hs + j];
-      const float h = lstm_cell_forward(proj_i + gates_row[j], proj_f + gates_row[Hs + j],
-                                        proj_g + gates_row[2 * Hs + j], proj_o + gates_row[3 * Hs + j], c);
+      const float h = lstm_cell_forward(pre_activation<Element>(proj_i, gates_row[j]),
+                                        pre_activation<Element>(proj_f, gates_row[Hs + j]),
+                                        pre_activation<Element>(proj_g, gates_row[2 * Hs + j]),
+                                        pre_activation<Element>(proj_o, gates_row[3 * Hs + j]), c);
       const Element h_rounded = from_float<Element>(h);
       const int64_t state_idx = (static_cast<int64_t>(t) * B + batch_start + b) * H + unit_start + j;
       c_tile[b * Hs + j] = c;

@@ -274,8 +274,10 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
         const int b = idx / Hs;
         const int j = idx - b * Hs;
         const float* gates_row = gates + b * gates_ld;
-        const float h = lstm_cell_forward(proj_i + gates_row[j], proj_f + gates_row[Hs + j],
-                                          proj_g + gates_row[2 * Hs + j], proj_o + gates_row[3 * Hs + j], c);
+        const float h = lstm_cell_forward(pre_activation<Element>(proj_i, gates_row[j]),
+                                          pre_activation<Element>(proj_f, gates_row[Hs + j]),
+                                          pre_activation<Element>(proj_g, gates_row[2 * Hs + j]),
+                                          pre_activation<Element>(proj_o, gates_row[3 * Hs + j]), c);
         const int64_t state_idx = state_base + static_cast<int64_t>(b) * H + j;
         cell[state_idx] = c;
         output[state_idx] = from_float<Element>(h);  // the next step multiplies the rounded h, like the reference

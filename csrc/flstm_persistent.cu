@@ -22,8 +22,10 @@ namespace {
 
 constexpr int kBatchTile = kFlstmBatchTile;
 
-// out[b][n] = sum_k in[b][k] * weight[k * n_cols + n] for all kBatchTile rows of `in` (K columns) and n < n_cols.
-template <typename Weight>
+// out[b][n] = sum_k in[b][k] * weight[k * n_cols + n] for all kBatchTile rows of `in` (K columns) and n < n_cols,
+// rounded to OutputElement (and stored as float32): the forward's z = h W1_h^T is rounded to the element type like the
+// reference's matmul in x's dtype; the backward's products stay float32.
+template <typename OutputElement, typename Weight>
 __device__ __forceinline__ void tile_matmul(const float* __restrict__ in, int K, const Weight* __restrict__ weight,
                                             int n_cols, float* __restrict__ out) {
   for (int n = threadIdx.x; n < n_cols; n += blockDim.x) {
@@ -36,7 +38,7 @@ __device__ __forceinline__ void tile_matmul(const float* __restrict__ in, int K,
       for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(in[b * K + k], w, acc[b]);
     }
 #pragma unroll
-    for (int b = 0; b < kBatchTile; ++b) out[b * n_cols + n] = acc[b];
+    for (int b = 0; b < kBatchTile; ++b) out[b * n_cols + n] = to_float(from_float<OutputElement>(acc[b]));
   }
 }
 
@@ -85,9 +87,9 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
   __syncthreads();
 
   for (int t = 0; t < T; ++t) {
-    tile_matmul(h_tile, H, w1h_t, R, z_tile);  // z = h_{t-1} W1_h^T
+    tile_matmul<Element>(h_tile, H, w1h_t, R, z_tile);  // z = h_{t-1} W1_h^T, rounded to the element type
     __syncthreads();
-    tile_matmul(z_tile, R, w2_t, four_h, gates);  // gates = z W2^T
+    tile_matmul<float>(z_tile, R, w2_t, four_h, gates);  // gates = z W2^T (rounded in the cell)
     __syncthreads();
     for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
       const int b = idx / H;
@@ -96,9 +98,10 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
       const float* proj_row = proj + row * four_h;
       const float* gates_row = gates + b * four_h;
       float c = c_tile[b * H + j];
-      const float h = lstm_cell_forward(proj_row[j] + gates_row[j], proj_row[H + j] + gates_row[H + j],
-                                        proj_row[2 * H + j] + gates_row[2 * H + j],
-                                        proj_row[3 * H + j] + gates_row[3 * H + j], c);
+      const float h = lstm_cell_forward(pre_activation<Element>(proj_row[j], gates_row[j]),
+                                        pre_activation<Element>(proj_row[H + j], gates_row[H + j]),
+                                        pre_activation<Element>(proj_row[2 * H + j], gates_row[2 * H + j]),
+                                        pre_activation<Element>(proj_row[3 * H + j], gates_row[3 * H + j]), c);
       const Element h_rounded = from_float<Element>(h);
       const int64_t state_idx = row * H + j;
       c_tile[b * H + j] = c;
@@ -170,9 +173,9 @@ flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
       dc_tile[b * H + j] = grad.dc_prev;
     }
     __syncthreads();
-    tile_matmul(dgates_tile, four_h, w2, R, dz_tile);  // dz = dgates W2
+    tile_matmul<float>(dgates_tile, four_h, w2, R, dz_tile);  // dz = dgates W2
     __syncthreads();
-    tile_matmul(dz_tile, R, w1h, H, dh_tile);  // dh_{t-1} = dz W1_h
+    tile_matmul<float>(dz_tile, R, w1h, H, dh_tile);  // dh_{t-1} = dz W1_h
     __syncthreads();
   }
 

@@ -121,9 +121,10 @@ glstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
       const float* proj_row = proj + (row * G + group) * four_hg;
       const float* gates_row = gates + b * layout.gates_ld;
       float c = c_tile[b * Hg + j];
-      const float h = lstm_cell_forward(proj_row[j] + gates_row[j], proj_row[Hg + j] + gates_row[Hg + j],
-                                        proj_row[2 * Hg + j] + gates_row[2 * Hg + j],
-                                        proj_row[3 * Hg + j] + gates_row[3 * Hg + j], c);
+      const float h = lstm_cell_forward(pre_activation<Element>(proj_row[j], gates_row[j]),
+                                        pre_activation<Element>(proj_row[Hg + j], gates_row[Hg + j]),
+                                        pre_activation<Element>(proj_row[2 * Hg + j], gates_row[2 * Hg + j]),
+                                        pre_activation<Element>(proj_row[3 * Hg + j], gates_row[3 * Hg + j]), c);
       const Element h_rounded = from_float<Element>(h);
       const int64_t state_idx = row * H + static_cast<int64_t>(group) * Hg + j;
       c_tile[b * Hg + j] = c;

@@ -193,6 +193,14 @@ __device__ __forceinline__ float lstm_cell_forward(float pre_i, float pre_f, flo
   return gate_o * tanhf(c);
 }
 
+// One gate's pre-activation: the input projection P_t (float32) plus the recurrent product (float32 accumulation)
+// rounded to the element type first. The reference's recurrent matmul runs in x's dtype (lstmkern/reference.py), and
+// every forward kernel rounds it here, in one place, so the kernels and the reference round alike (the identity for
+// float32).
+template <typename Element> __device__ __forceinline__ float pre_activation(float proj, float product) {
+  return proj + to_float(from_float<Element>(product));
+}
+
 struct CellGrad {
   float d_i, d_f, d_g, d_o;  // gradients of the pre-activation gates
   float dc_prev;             // gradient flowing to c_{t-1}

@@ -268,3 +268,23 @@ def test_emulator_failures_name_the_problem():
             under_all_schedules(OPS.glstm_persistent_bwd, *args, cluster_size=2)
     finally:
         _emu.drop_barrier("")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Same numbers whichever kernel runs
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 3, 2, 32, 16), (4, 19, 5, 48, 32)], ids=str)  # (T, B, I, H, R)
+def test_flstm_forwards_round_alike(shape, dtype):
+    """The single-CTA forward and the grid forward on one CTA share the order of every product (z over all H units,
+    the gates over all R) in the emulator, and round where the reference rounds (z and the recurrent gate product to
+    the element type): bitwise equal. (On a GPU the fp16/bf16 gate products run on tensor cores in the grid forward,
+    so there only the fp32 results share the order.)"""
+    torch.manual_seed(sum(shape))
+    inputs = flstm_inputs(*shape, dtype, device="cpu")
+    single = OPS.flstm_persistent_fwd(*inputs, cluster_size=1)
+    grid = OPS.flstm_persistent_fwd(*inputs, grid_ctas=1)
+    for single_result, grid_result in zip(single, grid):
+        assert torch.equal(single_result, grid_result)
+

@@ -4,8 +4,8 @@ Tolerance rule (tests/kernel_checks.py, shared with the emulator's tests/test_em
 the kernel's relative error against the float64 reference (run on the same, already rounded inputs) may be at most
 K times the error of the reference itself run in the input dtype, plus a floor (a few units in the last place for
 fp16/bf16; 1e-5 for fp32, whose reference can be nearly exact by luck).
-The kernels accumulate in float32 like the reference but in a different order (and keep the recurrent product in float32 where the reference rounds it to the input dtype), so
-their error is of the same size as the reference's own low-precision error.
+The kernels accumulate in float32 like the reference but in a different order, and round the recurrent products to the
+input dtype where the reference does, so their error is of the same size as the reference's own low-precision error.
 
 The thread-block-cluster G-LSTM kernels (Hopper, compute capability 9.x) are held to the same rule at the headline
 group size Hg = 256 and an awkward one, and the cluster forward must match the single-CTA forward to a few units in
@@ -14,8 +14,8 @@ the last place where both run (same fragments, same k order, same cell code).
 The thread-block-cluster F-LSTM forward (Hopper) is held to the same rule at the flstm-infer shape (I = H = 1024,
 R = 256; C = 16 in fp16/bf16 on an H100, fp32 does not fit and is skipped) and an awkward one, with the backward
 delegated to Triton's through autograd; forced cluster sizes at small shapes must match the single-CTA forward to a few
-units in the last place of the element type (it differs only in the order z is summed and, in fp16/bf16, in rounding z
-to the element type as the reference does, where the single-CTA kernel keeps z in float32).
+units in the last place of the element type (it differs only in the order z is summed; all F-LSTM forwards round z and
+the gate product to the element type as the reference does).
 
 The grid-cooperative F-LSTM forward (compute capability >= 8.0) is held to the same rule at flstm-train's layer
 (I = H = 2048, R = 512, at small T and B: N = 64 CTAs in fp16/bf16 and 128 in fp32 on an H100) and an awkward shape (R
@@ -257,8 +257,8 @@ def test_flstm_cluster_matches_reference(shape, dtype):
 @pytest.mark.parametrize("forced", FLSTM_FORCED_CLUSTERS, ids=str)
 def test_flstm_forced_cluster_forward_equals_single_cta(forced, dtype):
     """cluster_size=C at a small shape: the single-CTA forward's result to a few units in the last place of the
-    element type (z summed per rank then over ranks instead of in one k loop; in fp16/bf16 also rounded to the element
-    type, as the reference does, and multiplied on tensor cores), and within the reference rule."""
+    element type (z summed per rank then over ranks instead of in one k loop, and in fp16/bf16 multiplied on tensor
+    cores), and within the reference rule."""
     smem, _cc = _skip_unless_clusters()
     C, T, B, I, H, R = forced
     torch.manual_seed(C * 1000 + H + T)
@@ -268,7 +268,7 @@ def test_flstm_forced_cluster_forward_equals_single_cta(forced, dtype):
     if cuda_backend.flstm_smem_bytes(H, R, dtype) <= smem:
         single_output, single_cell = fwd(x, h0, c0, w1, w2, bias, cluster_size=1)
         # fp32: both kernels are float32 FMA and differ only in the summation order of z (tens of ulps after a few
-        # steps at most); fp16/bf16: the rounding of z moves h by about one ulp of the element type.
+        # steps at most); fp16/bf16: a z rounded the other way moves h by about one ulp of the element type.
         ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
         _assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA kernel")
     _assert_forward_like_reference(flstm_reference, (x, h0, c0, w1, w2, bias), output, cell, dtype)
