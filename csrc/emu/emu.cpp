@@ -296,6 +296,15 @@ std::string run_group(const LaunchShape& shape, const std::function<void()>& bod
     if (ready.empty()) {
       if (std::all_of(group.fibers.begin(), group.fibers.end(),
                       [](const Fiber& fiber) { return fiber.state == Fiber::kDone; })) {
+        // The WMMA calls after the last barrier: the lanes of each warp must have made the same ones too.
+        for (const Fiber& fiber : group.fibers) {
+          const Fiber& leader = *(&fiber - fiber.context.thread_idx.x % 32);
+          if (fiber.context.wmma_signature != leader.context.wmma_signature) {
+            group.error = "lanes of warp " + std::to_string(fiber.context.thread_idx.x / 32) + " of " +
+                          cta_name(group.ctas[fiber.cta]) + " made different WMMA calls before exiting";
+            break;
+          }
+        }
         break;
       }
       if (!release_barriers(group)) {
