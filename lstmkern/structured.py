@@ -74,7 +74,8 @@ def toeplitz_like_dense(g: Tensor, h: Tensor) -> Tensor:
     """The block matrix whose block (q, p) is sum_i Z_1(g[q, p, i]) Z_-1(h[q, p, i]), built explicitly.
 
     Args: g, h (Q, C, r, n): generators of Q x C square blocks of size n.
-    Returns: (Q n, C n). The reference for :func:`toeplitz_like_matmul`; differentiable.
+    Returns: (Q n, C n). The reference for :func:`toeplitz_like_matmul`; differentiable. Literal matrix products,
+    O(r Q C n^3): meant for tests and inspection (seconds at n = 1024, far longer at n = 4096).
 
     Example::
         >>> g, h = torch.randn(4, 1, 2, 8), torch.randn(4, 1, 2, 8)
@@ -166,6 +167,9 @@ def _check_generators(g: Tensor, h: Tensor) -> None:
 # The module
 # ----------------------------------------------------------------------------------------------------------------
 
+_PRODUCTS = ("auto", "fft", "dense")
+
+
 def _lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
     """PyTorch's LSTM cell on pre-activation gates (B, 4H) (order i, f, g, o) in state dtype -> h, c (B, H)."""
     i, f, g, o = gates.chunk(4, dim=1)
@@ -193,6 +197,10 @@ class ToeplitzLikeLSTM(_StackedLSTM):
     Initialisation: every g and h entry uniform with variance (3 r H^2)^-1/2, so every entry of a block (a sum of
     r H products g h of independent zero-mean entries) has variance 1/(3H), that of nn.LSTM's uniform +-1/sqrt(H);
     the bias uniform in +-1/sqrt(H).
+    ``product``: "fft" multiplies every step through the FFT; "dense" forms the explicit matrices once per forward
+    call (from the generators, by the FFT applied to the identity, differentiably) and multiplies with matmul;
+    "auto" (default) takes the FFT from H >= 512 * max(1, r // 4), the CPU crossover bench/bench_structured.py
+    measured (README), and the formed matrices below it. Both compute the same function.
     dtypes: float64 and float32; float16/bfloat16 run their products and cell state in float32.
 
     Example::
@@ -203,9 +211,12 @@ class ToeplitzLikeLSTM(_StackedLSTM):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
-                 displacement_rank: int = 1, device=None, dtype=None):
+                 displacement_rank: int = 1, product: str = "auto", device=None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, "auto")
         _check_positive_int("displacement_rank", displacement_rank)
+        if product not in _PRODUCTS:
+            raise ValueError(f"product must be one of {', '.join(map(repr, _PRODUCTS))}, got {product!r}")
+        self.product = product
         if displacement_rank > hidden_size:
             raise ValueError(f"displacement_rank={displacement_rank} exceeds the block size hidden_size={hidden_size} "
                              f"(an H x H block has displacement rank at most H)")
@@ -222,6 +233,15 @@ class ToeplitzLikeLSTM(_StackedLSTM):
                 if bias:
                     self.register_parameter(f"bias_l{layer}{suffix}", nn.Parameter(torch.empty(4 * H, **factory)))
         self.reset_parameters()
+
+    @property
+    def uses_fft(self) -> bool:
+        """Whether forward multiplies through the FFT (else it forms the matrices once per call and uses matmul)."""
+        if self.product != "auto":
+            return self.product == "fft"
+        # CPU crossover measured by bench/bench_structured.py (README): the FFT wins from H = 512 at r <= 4 and
+        # later for larger r; below that the dense product of the formed matrix is faster.
+        return self.hidden_size >= 512 * max(1, self.displacement_rank // 4)
 
     def input_blocks(self, layer: int) -> int:
         """C_k = ceil(I_k / H): the number of H-wide column blocks of layer ``layer``'s input matrix."""
@@ -279,14 +299,20 @@ class ToeplitzLikeLSTM(_StackedLSTM):
         sdt = state_dtype(x.dtype)
         ih, hh = _spectra(ih_g, ih_h), _spectra(hh_g, hh_h)
         padded = nn.functional.pad(x.to(sdt), (0, ih_g.shape[1] * H - I))
+        product = _apply
+        if not self.uses_fft:
+            # Small H: W^T formed once per call as the FFT product of the identity (O(r C H^2 log H), differentiable
+            # in the generators), then every product is one matmul.
+            ih, hh = (_apply(torch.eye(s.h_hat.shape[1] * H, dtype=sdt, device=x.device), s) for s in (ih, hh))
+            product = torch.matmul
         # The input products of all steps at once (time-parallel); only the recurrent product stays in the loop.
-        proj = _apply(padded.reshape(T * B, padded.shape[-1]), ih).reshape(T, B, 4 * H)
+        proj = product(padded.reshape(T * B, padded.shape[-1]), ih).reshape(T, B, 4 * H)
         if bias is not None:
             proj = proj + bias.to(sdt)
         h, c = h0, c0.to(sdt)
         outputs, cells = [], []
         for t in range(T):
-            gates = proj[t] + _apply(h.to(sdt), hh)
+            gates = proj[t] + product(h.to(sdt), hh)
             h_s, c = _lstm_cell(gates, c)
             h = h_s.to(x.dtype)
             outputs.append(h)
@@ -324,7 +350,8 @@ class ToeplitzLikeLSTM(_StackedLSTM):
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def _extra_repr_sizes(self) -> str:
-        return f", displacement_rank={self.displacement_rank}"
+        product = f", product={self.product!r}" if self.product != "auto" else ""
+        return f", displacement_rank={self.displacement_rank}{product}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

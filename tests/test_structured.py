@@ -93,14 +93,17 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("product", ["fft", "dense"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"I{c['I']}H{c['H']}L{c['L']}r{c['r']}T{c['T']}"
                                                         f"{'bi' if c['bi'] else ''}")
-def test_module_matches_nn_lstm_with_the_explicit_matrices(cfg):
-    """Forward and every gradient (input, initial state, each generator, bias) of the FFT path against the dense
-    path: nn.LSTM's own float64 implementation running to_dense()'s explicit matrices."""
+def test_module_matches_nn_lstm_with_the_explicit_matrices(cfg, product):
+    """Forward and every gradient (input, initial state, each generator, bias) of the FFT path (and of the formed-
+    matrix path) against the dense path: nn.LSTM's own float64 implementation running to_dense()'s explicit
+    matrices."""
     torch.manual_seed(0)
     module = ToeplitzLikeLSTM(cfg["I"], cfg["H"], cfg["L"], bias=cfg["bias"], batch_first=cfg["bf"],
-                              bidirectional=cfg["bi"], displacement_rank=cfg["r"], dtype=F64)
+                              bidirectional=cfg["bi"], displacement_rank=cfg["r"], product=product, dtype=F64)
+    assert module.uses_fft == (product == "fft")
     lstm = module.to_dense()
     shape = (cfg["B"], cfg["T"], cfg["I"]) if cfg["bf"] else (cfg["T"], cfg["B"], cfg["I"])
     x = torch.randn(shape, dtype=F64, requires_grad=True)
@@ -128,9 +131,10 @@ def test_module_matches_nn_lstm_with_the_explicit_matrices(cfg):
         torch.testing.assert_close(g, expected[name], rtol=1e-11, atol=1e-11, msg=name)
 
 
-def test_packed_sequence_matches_nn_lstm():
+@pytest.mark.parametrize("product", ["fft", "dense"])
+def test_packed_sequence_matches_nn_lstm(product):
     torch.manual_seed(1)
-    module = ToeplitzLikeLSTM(4, 5, 2, bidirectional=True, displacement_rank=2, dtype=F64)
+    module = ToeplitzLikeLSTM(4, 5, 2, bidirectional=True, displacement_rank=2, product=product, dtype=F64)
     lstm = module.to_dense()
     x = torch.randn(6, 3, 4, dtype=F64)
     lengths = torch.tensor([3, 6, 1])
@@ -146,7 +150,7 @@ def test_packed_sequence_matches_nn_lstm():
 def test_empty_batch_and_empty_sequence():
     """B = 0: empty outputs of nn.LSTM's shapes (and zero, not missing, gradients); T = 0 (which nn.LSTM refuses):
     an empty output and the initial state unchanged."""
-    module = ToeplitzLikeLSTM(3, 4, 2, bidirectional=True, displacement_rank=2)
+    module = ToeplitzLikeLSTM(3, 4, 2, bidirectional=True, displacement_rank=2, product="fft")
     x = torch.randn(5, 0, 3)
     out, (h_n, c_n) = module(x)
     ref_out, (ref_h, ref_c) = module.to_dense()(x)
@@ -160,7 +164,7 @@ def test_empty_batch_and_empty_sequence():
 
 def test_float32_and_bfloat16_follow_float64():
     torch.manual_seed(2)
-    module = ToeplitzLikeLSTM(10, 12, 2, displacement_rank=3, dtype=F64)
+    module = ToeplitzLikeLSTM(10, 12, 2, displacement_rank=3, product="fft", dtype=F64)
     x = torch.randn(5, 3, 10, dtype=F64)
     expected, _ = module(x)
     out32, _ = module.float()(x.float())
@@ -212,6 +216,11 @@ def test_validation_errors_name_the_argument():
         ToeplitzLikeLSTM(4, 4, 1, True, False, 0.0, False, 2)      # displacement_rank is keyword-only
     with pytest.raises(ValueError, match="hidden_size"):
         ToeplitzLikeLSTM(4, 0, displacement_rank=1)
+    with pytest.raises(ValueError, match="product must be one of 'auto', 'fft', 'dense'"):
+        ToeplitzLikeLSTM(4, 4, product="fast")
+    assert not ToeplitzLikeLSTM(4, 256, displacement_rank=4).uses_fft          # "auto": the CPU crossover rule
+    assert ToeplitzLikeLSTM(4, 512, displacement_rank=4).uses_fft
+    assert not ToeplitzLikeLSTM(4, 1024, displacement_rank=16).uses_fft
     module = ToeplitzLikeLSTM(4, 6, displacement_rank=2)
     with pytest.raises(TypeError, match="dtype"):
         module(torch.randn(3, 2, 4, dtype=F64))
