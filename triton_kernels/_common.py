@@ -1,4 +1,5 @@
-"""Helpers shared by the lstmkern Triton kernels: dtypes, padding, autotune configs, activations, the LSTM cell.
+"""Helpers shared by the lstmkern Triton kernels: dtypes, padding, autotune configs, products, activations,
+the LSTM cell.
 
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, R rank, Hg = H / G, Ig = I / G.
 """
@@ -45,6 +46,49 @@ def make_configs(gpu: list[dict], interpreted: dict, num_warps: list[int] | None
         return [triton.Config(interpreted, num_warps=4, num_stages=1)]
     num_warps = num_warps or [4] * len(gpu)
     return [triton.Config(kw, num_warps=w, num_stages=num_stages) for kw, w in zip(gpu, num_warps)]
+
+
+# Layer dtypes (x's dtype) an autotune config may serve; see autotune_configs.
+ALL_DTYPES = tuple(TORCH_TO_TL)
+_TL_TO_TORCH = {tl_dtype: torch_dtype for torch_dtype, tl_dtype in TORCH_TO_TL.items()}
+
+
+def autotune_configs(gpu: list[dict], interpreted: dict, *, dtype_arg: str, dtypes: list[tuple] | None = None,
+                     num_warps: list[int] | None = None, num_stages: int = 3) -> dict:
+    """``triton.autotune`` keyword arguments: the configs of :func:`make_configs` and, on a GPU, a pruning hook that
+    keeps only the configs listed for the launch's dtype.
+
+    ``dtypes[i]``: the dtypes GPU config ``i`` may run with (default: all), read from the kernel argument
+    ``dtype_arg`` (a tensor's dtype, or a constexpr tl dtype). A config is left out for a dtype where it needs more
+    shared memory than a block may use, or spills registers; ``python -m triton_kernels.aot`` (run in CI by
+    tests/test_triton_aot.py) compiles every config the hook keeps and fails on either.
+    """
+    configs = make_configs(gpu, interpreted, num_warps, num_stages)
+    if INTERPRET or dtypes is None:
+        return dict(configs=configs)
+    assert len(dtypes) == len(gpu), "one dtype tuple per GPU config"
+    serves = {_config_key(config): frozenset(allowed) for config, allowed in zip(configs, dtypes)}
+
+    def keep_configs_for_dtype(configs, named_args, **kwargs):
+        value = named_args[dtype_arg] if dtype_arg in named_args else kwargs[dtype_arg]
+        dtype = value.dtype if isinstance(value, torch.Tensor) else _TL_TO_TORCH[value]
+        return [config for config in configs if dtype in serves[_config_key(config)]]
+
+    return dict(configs=configs, prune_configs_by=dict(early_config_prune=keep_configs_for_dtype))
+
+
+def _config_key(config: triton.Config) -> tuple:
+    return tuple(sorted(config.kwargs.items())), config.num_warps, config.num_stages
+
+
+@triton.jit
+def dot_acc(a, b, acc):
+    """acc + a @ b at full (IEEE) precision, accumulated and returned in acc's dtype (the state dtype).
+
+    The accumulator dtype is passed to tl.dot explicitly: Triton 3.6 asserts that a float64 accumulator matches
+    ``out_dtype``, whose default is float32, so a float64 product would not compile there otherwise.
+    """
+    return tl.dot(a, b, acc, input_precision="ieee", out_dtype=acc.dtype)
 
 
 @triton.jit

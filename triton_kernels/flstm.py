@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
+from ._common import (dot_acc, dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
                       step_epilogue)
 from .gemm import grouped_gemm
 
@@ -72,7 +72,7 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
         mask_k = (k0 + offs_k) < I
         x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
-        z = tl.dot(x, w1, z, input_precision="ieee")
+        z = dot_acc(x, w1, z)
         x_ptrs += BLOCK_K
         w1_ptrs += BLOCK_K
     z_op = z.to(w2_ptr.dtype.element_ty)
@@ -83,7 +83,7 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
         mask_n = offs_n < N
         w2 = tl.load(w2_ptr + offs_n[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_n[None, :],
                      other=0.0)  # (R_pad, BLOCK_N) tile of W2^T
-        p = tl.dot(z_op, w2, tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dt), input_precision="ieee")
+        p = dot_acc(z_op, w2, tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dt))
         if HAS_BIAS:
             p += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(acc_dt)[None, :]
         tl.store(p_ptr + offs_m[:, None] * N + offs_n[None, :], p, mask=mask_m[:, None] & mask_n[None, :])
@@ -130,18 +130,16 @@ def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr,
             mask_k = (k0 + offs_k) < H
             h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
             w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
-            z = tl.dot(h, w1, z, input_precision="ieee")
+            z = dot_acc(h, w1, z)
             h_ptrs += BLOCK_K
             w1_ptrs += BLOCK_K
         z_op = z.to(w2_ptr.dtype.element_ty)
         w2_ptrs = w2_ptr + offs_j[None, :] * R + offs_r[:, None]  # (BLOCK_R, BLOCK_H) tile of W2[gate*H + j, r]^T
         w2_mask = mask_r[:, None] & mask_j[None, :]
-        acc_i = tl.dot(z_op, tl.load(w2_ptrs, mask=w2_mask, other=0.0), acc_i, input_precision="ieee")
-        acc_f = tl.dot(z_op, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0), acc_f, input_precision="ieee")
-        acc_g = tl.dot(z_op, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0), acc_g,
-                       input_precision="ieee")
-        acc_o = tl.dot(z_op, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o,
-                       input_precision="ieee")
+        acc_i = dot_acc(z_op, tl.load(w2_ptrs, mask=w2_mask, other=0.0), acc_i)
+        acc_f = dot_acc(z_op, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0), acc_f)
+        acc_g = dot_acc(z_op, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0), acc_g)
+        acc_o = dot_acc(z_op, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o)
 
     p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
     unit_offs = offs_b[:, None] * H + offs_j[None, :]
@@ -190,11 +188,11 @@ def _flstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w1_ptr, w2_ptr, out_ptr, cell_
     out_ptrs = out_ptr + unit_offs
     cell_ptrs = cell_ptr + unit_offs
     for _t in range(T):
-        z = tl.dot(h, w1, tl.zeros((BLOCK_B, R_PAD), dtype=state_dt), input_precision="ieee").to(x_dt)
-        pre_i = tl.dot(z, w2_i, tl.load(p_ptrs, mask=mask, other=0.0), input_precision="ieee")
-        pre_f = tl.dot(z, w2_f, tl.load(p_ptrs + H, mask=mask, other=0.0), input_precision="ieee")
-        pre_g = tl.dot(z, w2_g, tl.load(p_ptrs + 2 * H, mask=mask, other=0.0), input_precision="ieee")
-        pre_o = tl.dot(z, w2_o, tl.load(p_ptrs + 3 * H, mask=mask, other=0.0), input_precision="ieee")
+        z = dot_acc(h, w1, tl.zeros((BLOCK_B, R_PAD), dtype=state_dt)).to(x_dt)
+        pre_i = dot_acc(z, w2_i, tl.load(p_ptrs, mask=mask, other=0.0))
+        pre_f = dot_acc(z, w2_f, tl.load(p_ptrs + H, mask=mask, other=0.0))
+        pre_g = dot_acc(z, w2_g, tl.load(p_ptrs + 2 * H, mask=mask, other=0.0))
+        pre_o = dot_acc(z, w2_o, tl.load(p_ptrs + 3 * H, mask=mask, other=0.0))
         h_state, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c)
         h = h_state.to(x_dt)
         tl.store(cell_ptrs, c, mask=mask)
@@ -266,16 +264,13 @@ def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
 
             w2_ptrs = w2_ptr + offs_j[:, None] * R + offs_r[None, :]  # (BLOCK_J, BLOCK_R) tile of W2[gate*H + j, r]
             w2_mask = mask_j[:, None] & mask_r[None, :]
-            dz = tl.dot(dpre_i, tl.load(w2_ptrs, mask=w2_mask, other=0.0).to(state_dt), dz, input_precision="ieee")
-            dz = tl.dot(dpre_f, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
-                        input_precision="ieee")
-            dz = tl.dot(dpre_g, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
-                        input_precision="ieee")
-            dz = tl.dot(dpre_o, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz,
-                        input_precision="ieee")
+            dz = dot_acc(dpre_i, tl.load(w2_ptrs, mask=w2_mask, other=0.0).to(state_dt), dz)
+            dz = dot_acc(dpre_f, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
+            dz = dot_acc(dpre_g, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
+            dz = dot_acc(dpre_o, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
         w1 = tl.load(w1_ptr + I + offs_r[:, None] * (I + H) + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :],
                      other=0.0)  # (BLOCK_R, BLOCK_K) tile of W1_h
-        acc = tl.dot(dz, w1.to(state_dt), acc, input_precision="ieee")
+        acc = dot_acc(dz, w1.to(state_dt), acc)
     tl.store(dh_prev_ptr + offs_b[:, None] * H + offs_k[None, :], acc, mask=mask_b[:, None] & mask_k[None, :])
 
 
@@ -408,3 +403,32 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + H, 1),
                  c_strides=(0, I, 1))
     return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_1, dweight_2, dbias
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ahead-of-time compile check
+# ----------------------------------------------------------------------------------------------------------------------
+# (T, B, I, H, R, forward path): the sequence-fused forward at the largest padded rank it accepts for each padded H
+# (16, 32, 64; ranks stay <= 4H), which is also the fused projection's largest padded rank (128), the step forward and
+# the two-GEMM projection beyond. Sizes are multiples of 16, as at typical shapes, so Triton specialises on the
+# alignment facts those launches carry.
+_AOT_LAYERS = ((2, 32, 32, 16, 64, "sequence"), (2, 32, 32, 32, 128, "sequence"), (2, 32, 64, 64, 64, "sequence"),
+               (2, 32, 128, 256, 256, "step"))
+
+
+def aot_launches(dtype: torch.dtype) -> None:
+    """Call this module's launchers as the backend does, on small CPU tensors of ``dtype``, for the ahead-of-time
+    compile check (:mod:`.aot` intercepts every kernel launch and compiles what it records; nothing runs here).
+
+    Covers every layer shape of ``_AOT_LAYERS``: forward with and without bias, backward with and without a cell
+    gradient, hence every kernel and every specialisation (pointer dtypes, constexpr flags, pads) an F-LSTM launches.
+    """
+    sdt = state_dtype(dtype)
+    for T, B, I, H, R, path in _AOT_LAYERS:
+        x = torch.zeros(T, B, I, dtype=dtype)
+        h0, c0 = torch.zeros(B, H, dtype=dtype), torch.zeros(B, H, dtype=dtype)
+        weight_1, weight_2 = torch.zeros(R, I + H, dtype=dtype), torch.zeros(4 * H, R, dtype=dtype)
+        for bias in (torch.zeros(4 * H, dtype=dtype), None):
+            output, cell = flstm_forward(x, h0, c0, weight_1, weight_2, bias, path=path)
+            for grad_cell in (torch.zeros(T, B, H, dtype=sdt), None):
+                flstm_backward(torch.zeros_like(output), grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)

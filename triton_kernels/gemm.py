@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TORCH_TO_TL, make_configs
+from ._common import TORCH_TO_TL, dot_acc, make_configs
 
 __all__ = ["grouped_gemm"]
 
@@ -64,7 +64,7 @@ def _grouped_gemm_kernel(
         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         if HAS_ROWSUM:
             row_sum += tl.sum(a.to(acc_dtype), axis=1)
-        acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision="ieee")
+        acc = dot_acc(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
 

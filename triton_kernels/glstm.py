@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import (dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
+from ._common import (dot_acc, dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
                       step_epilogue)
 from .gemm import grouped_gemm
 
@@ -77,10 +77,10 @@ def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out
         mask_k = (k0 + offs_k) < HG
         h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
         w_mask = mask_k[:, None] & mask_j[None, :]
-        acc_i = tl.dot(h, tl.load(w_ptrs, mask=w_mask, other=0.0), acc_i, input_precision="ieee")
-        acc_f = tl.dot(h, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0), acc_f, input_precision="ieee")
-        acc_g = tl.dot(h, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0), acc_g, input_precision="ieee")
-        acc_o = tl.dot(h, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0), acc_o, input_precision="ieee")
+        acc_i = dot_acc(h, tl.load(w_ptrs, mask=w_mask, other=0.0), acc_i)
+        acc_f = dot_acc(h, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0), acc_f)
+        acc_g = dot_acc(h, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0), acc_g)
+        acc_o = dot_acc(h, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0), acc_o)
         h_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
 
@@ -131,10 +131,10 @@ def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T
     out_ptrs = out_ptr + unit_offs
     cell_ptrs = cell_ptr + unit_offs
     for _t in range(T):
-        pre_i = tl.dot(h, w_i, tl.load(p_ptrs, mask=mask, other=0.0), input_precision="ieee")
-        pre_f = tl.dot(h, w_f, tl.load(p_ptrs + HG, mask=mask, other=0.0), input_precision="ieee")
-        pre_g = tl.dot(h, w_g, tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0), input_precision="ieee")
-        pre_o = tl.dot(h, w_o, tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0), input_precision="ieee")
+        pre_i = dot_acc(h, w_i, tl.load(p_ptrs, mask=mask, other=0.0))
+        pre_f = dot_acc(h, w_f, tl.load(p_ptrs + HG, mask=mask, other=0.0))
+        pre_g = dot_acc(h, w_g, tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0))
+        pre_o = dot_acc(h, w_o, tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0))
         h_state, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c)
         # The next step multiplies by h rounded to x's dtype, exactly as the reference does.
         h = h_state.to(out_ptr.dtype.element_ty)
@@ -208,13 +208,10 @@ def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
         # (BLOCK_J, BLOCK_K) tiles of W_hh[g, gate*Hg + j, k], in the state dtype like the reference's product.
         w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[:, None] * HG + offs_k[None, :]
         w_mask = mask_j[:, None] & mask_k[None, :]
-        acc = tl.dot(dpre_i, tl.load(w_ptrs, mask=w_mask, other=0.0).to(state_dt), acc, input_precision="ieee")
-        acc = tl.dot(dpre_f, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
-                     input_precision="ieee")
-        acc = tl.dot(dpre_g, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
-                     input_precision="ieee")
-        acc = tl.dot(dpre_o, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc,
-                     input_precision="ieee")
+        acc = dot_acc(dpre_i, tl.load(w_ptrs, mask=w_mask, other=0.0).to(state_dt), acc)
+        acc = dot_acc(dpre_f, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
+        acc = dot_acc(dpre_g, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
+        acc = dot_acc(dpre_o, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
     tl.store(dh_prev_ptr + offs_b[:, None] * H + group * HG + offs_k[None, :], acc,
              mask=mask_b[:, None] & mask_k[None, :])
 
@@ -323,3 +320,32 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(dgates, weight_ih, dx, groups=G, M=T * B, N=ig, K=four_hg, a_strides=(four_hg, G * four_hg, 1),
                  b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
     return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_ih, dweight_hh, dbias
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ahead-of-time compile check
+# ----------------------------------------------------------------------------------------------------------------------
+# (T, B, G, Ig, Hg, forward path): the sequence-fused forward at the largest padded Hg it accepts (its largest tiles;
+# smaller Hg pads only shrink them), the step forward beyond it. Sizes are multiples of 16, as at typical shapes, so
+# Triton specialises on the alignment facts those launches carry.
+_AOT_LAYERS = ((2, 32, 2, 64, 64, "sequence"), (2, 32, 2, 128, 128, "step"))
+
+
+def aot_launches(dtype: torch.dtype) -> None:
+    """Call this module's launchers as the backend does, on small CPU tensors of ``dtype``, for the ahead-of-time
+    compile check (:mod:`.aot` intercepts every kernel launch and compiles what it records; nothing runs here).
+
+    Covers every layer shape of ``_AOT_LAYERS``: forward with and without bias, backward with and without a cell
+    gradient, hence every kernel and every specialisation (pointer dtypes, constexpr flags, pads) a G-LSTM launches.
+    """
+    sdt = state_dtype(dtype)
+    for T, B, G, ig, hg, path in _AOT_LAYERS:
+        x = torch.zeros(T, B, G * ig, dtype=dtype)
+        h0, c0 = torch.zeros(B, G * hg, dtype=dtype), torch.zeros(B, G * hg, dtype=dtype)
+        weight_ih = torch.zeros(G, 4 * hg, ig, dtype=dtype)
+        weight_hh = torch.zeros(G, 4 * hg, hg, dtype=dtype)
+        for bias in (torch.zeros(G, 4 * hg, dtype=dtype), None):
+            output, cell = glstm_forward(x, h0, c0, weight_ih, weight_hh, bias, path=path)
+            for grad_cell in (torch.zeros(T, B, G * hg, dtype=sdt), None):
+                glstm_backward(torch.zeros_like(output), grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
+                               cell)
