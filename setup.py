@@ -164,7 +164,7 @@ def _to_cpu_only(ext) -> None:
 # lstmkern._emu: the CUDA kernel sources (csrc/*.cu, through csrc/emu/kernel_*.cpp) and their launchers
 # (csrc/cuda_ops.cpp, through csrc/emu/launchers.cpp) compiled as host C++ against the emulator's CUDA headers in
 # csrc/emu (first on the include path), registering torch.ops.lstmkern_emu. Needs a C++20 compiler and torch only.
-EMU_SOURCES = ["csrc/emu/module.cpp", "csrc/emu/emu.cpp", "csrc/emu/launchers.cpp"] + [
+EMU_SOURCES = ["csrc/emu/module.cpp", "csrc/emu/emu.cpp", "csrc/emu/launchers.cpp", "csrc/emu/self_test.cpp"] + [
     f"csrc/emu/kernel_{name}.cpp"
     for name in ("glstm_persistent", "glstm_cluster", "flstm_persistent", "flstm_cluster", "flstm_grid")]
 # -O2, not -O3: the emulated kernels run on tiny shapes in CI, where build time dominates.

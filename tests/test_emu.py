@@ -184,7 +184,7 @@ def test_flstm_single_cta_kernels_match_reference(shape, dtype):
     _kernels_run("flstm_persistent.cu")
 
 
-# (C, T, B, I, H, R): Rs = 8 (vectorised z exchange), Rs = 4, and C = 16 (non-portable size, Rs = 1: one column per item)
+# (C, T, B, I, H, R): Rs = 8 (vectorised z exchange), Rs = 4, C = 16 (non-portable size, Rs = 1: one column per item)
 FLSTM_CLUSTERS = [(2, 3, 19, 5, 32, 16), (4, 1, 2, 3, 64, 16), (16, 2, 3, 2, 256, 16)]
 
 
@@ -288,3 +288,23 @@ def test_flstm_forwards_round_alike(shape, dtype):
     for single_result, grid_result in zip(single, grid):
         assert torch.equal(single_result, grid_result)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The emulator's own checks
+
+
+@pytest.mark.parametrize("name, message", [
+    ("mixed_barriers", r"deadlock: .*__syncthreads at self_test\.cpp:\d+.*cluster\.sync at self_test\.cpp:\d+"),
+    ("divergent_barrier", r"divergent barrier: .* wait at self_test\.cpp:\d+ and at self_test\.cpp:\d+"),
+    ("misaligned_wmma", "WMMA pointer not 32-byte aligned"),
+    ("partial_warp_wmma", "made different WMMA calls"),
+    ("misaligned_ldcg", "__ldcg of a misaligned address"),
+    ("exited_peer", "map_shared_rank into cluster rank 0, which has exited"),
+    ("smem_without_attribute", r"65536 bytes exceeds the kernel's limit of 49152"),
+    ("cluster_of_16_without_attribute", "cluster of 16 CTAs without the non-portable cluster size attribute"),
+    ("smem_above_the_device", "cudaFuncSetAttribute refused 232464 bytes"),
+])
+def test_emulator_refuses_rule_breaking_kernels(name, message):
+    """Small kernels that each break one rule (csrc/emu/self_test.cpp): the launch fails with a message naming it."""
+    assert re.search(message, _emu.self_test(name)), _emu.self_test(name)

@@ -78,6 +78,9 @@ struct LaunchRecord {
 // The launches since the last call, oldest first.
 std::vector<LaunchRecord> take_launch_log();
 
+// Runs the rule-breaking kernel `name` of self_test.cpp; returns the launch's failure message ("" if it ran).
+std::string run_self_test(const std::string& name);
+
 // The details of the last failed launch ("" if none).
 const char* last_failure();
 // The described device (an H100 SXM).

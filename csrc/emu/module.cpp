@@ -7,10 +7,14 @@
 //                        others a seeded shuffle (a result that depends on it is a race);
 //   drop_barrier(site)   skip the barrier at "file.cu:line" ("" restores all): a planted race for the detector's test;
 //   take_launches()      the launches since the last call: dicts with kernel_file, grid, cluster, cooperative,
-//                        smem_bytes.
+//                        smem_bytes;
+//   self_test(name)      runs one of the rule-breaking kernels of self_test.cpp, returns the emulator's message.
 #include <Python.h>
 
 #include <torch/library.h>
+
+#include <stdexcept>
+#include <string>
 
 #include "../kernel_op_schemas.h"
 #include "emu.h"
@@ -56,10 +60,22 @@ PyObject* take_launches(PyObject*, PyObject*) {
   return list;
 }
 
+PyObject* self_test(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  try {
+    return PyUnicode_FromString(lstmkern_emu::run_self_test(name).c_str());
+  } catch (const std::exception& error) {
+    PyErr_SetString(PyExc_ValueError, error.what());
+    return nullptr;
+  }
+}
+
 PyMethodDef methods[] = {
     {"set_schedule", set_schedule, METH_O, "Order of the emulated threads per barrier interval (seed)."},
     {"drop_barrier", drop_barrier, METH_O, "Skip the barrier at 'file.cu:line' ('' for none)."},
     {"take_launches", take_launches, METH_NOARGS, "The emulated launches since the last call."},
+    {"self_test", self_test, METH_O, "Run a rule-breaking self-test kernel; returns the emulator's message."},
     {nullptr, nullptr, 0, nullptr},
 };
 
