@@ -9,7 +9,7 @@ MAX_JOBS ?= 2
 
 export MAX_JOBS
 
-.PHONY: setup bench test lm clean
+.PHONY: setup bench test lm clean wheels
 
 $(VENV)/.installed: setup.py pyproject.toml $(wildcard csrc/*) $(wildcard csrc/emu/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: setup
 
 lm: setup
 	$(PY) -m bench.lm.train $(ARGS)
+
+# FlashRNN (the benchmark's anchor) and einops as wheels for the GPU machine, which has no network: bench/gpu.sh call2
+# installs them from bench/wheels (kept out of git; the device call carries the folder).
+wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: -d bench/wheels flashrnn==1.0.8 einops==0.8.2
 
 clean:
 	rm -rf build lstmkern/_C*.so *.egg-info

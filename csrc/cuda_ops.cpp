@@ -19,6 +19,7 @@
 #endif
 #include <torch/library.h>
 
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <tuple>
@@ -67,6 +68,17 @@ void check_x(const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.dim() == 3, "x must be (T, B, I), got shape ", x.sizes());
   TORCH_CHECK_VALUE(x.is_contiguous(), "x must be contiguous");
   element_kind_of(x);
+}
+
+// `tensor` itself where its data pointer is a multiple of `alignment` bytes, else a contiguous copy in a fresh
+// allocation (CUDA allocations start 256-byte aligned, CPU ones 64). A contiguous tensor that views its storage at an
+// offset (e.g. torch.empty(n + 1)[1:].view(B, H), or one row of a larger batch) is only element-aligned, and a kernel
+// that reads it with vector loads would fault. Which pointers need more than element alignment: only h0 of the grid
+// F-LSTM forward (kFlstmGridH0Alignment = 16 bytes); every other user tensor is read element by element, and the
+// WMMA fragments and vector stores of the kernels touch only shared memory and buffers allocated here.
+at::Tensor aligned_or_copy(const at::Tensor& tensor, int64_t alignment) {
+  if (reinterpret_cast<uintptr_t>(tensor.const_data_ptr()) % static_cast<uintptr_t>(alignment) == 0) return tensor;
+  return tensor.clone(at::MemoryFormat::Contiguous);
 }
 
 void check_fits_int32(int64_t value, const char* what) {
@@ -118,6 +130,24 @@ int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, i
   const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
   int count = 0;
   C10_CUDA_CHECK(flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
+                                                   static_cast<int>(cluster_size), &count));
+  return count;
+}
+
+int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64_t cluster_size, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
+                    "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
+                    cluster_size, ", hidden_per_group = ", hidden_per_group);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
+                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
+  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
+                           : dtype == at::kHalf ? ElementKind::kFloat16
+                                                : ElementKind::kBFloat16;
+  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
+  if (glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind) > device_smem_optin(device)) return 0;
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(glstm_cluster_max_active_clusters(kind, static_cast<int>(hidden_per_group),
                                                    static_cast<int>(cluster_size), &count));
   return count;
 }
@@ -473,10 +503,12 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   if (bias.has_value()) proj = proj + bias->to(at::kFloat);
   proj = proj.contiguous();
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+  // The grid forward stages h0 with 16-byte loads (see aligned_or_copy); the other forwards read it element-wise.
+  const at::Tensor h0_kernel = plan.grid_ctas > 0 ? aligned_or_copy(h0, kFlstmGridH0Alignment) : h0;
 
   FlstmFwdArgs args{};
   args.proj = proj.const_data_ptr<float>();
-  args.h0 = h0.const_data_ptr();
+  args.h0 = h0_kernel.const_data_ptr();
   args.c0 = c0_state.const_data_ptr<float>();
   args.weight_1 = weight_1.const_data_ptr();
   args.weight_2 = weight_2.const_data_ptr();
@@ -600,6 +632,10 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // can hold at once (0: it cannot run there; lstmkern.backends.cuda then falls back for the non-portable C = 16).
   m.def("flstm_cluster_max_active_clusters(int device, int hidden, int rank, int cluster_size, ScalarType dtype) -> "
         "int", &lstmkern::flstm_cluster_max_active);
+  // The same for the cluster G-LSTM forward with cluster_size CTAs per (group, batch tile) of hidden_per_group units
+  // (bench/gpu_facts.py prints it: a layer needs G * ceil(B / 16) such clusters resident for one wave).
+  m.def("glstm_cluster_max_active_clusters(int device, int hidden_per_group, int cluster_size, ScalarType dtype) -> "
+        "int", &lstmkern::glstm_cluster_max_active);
   // How many CTAs of the grid F-LSTM forward (its shared memory for hidden, rank, grid_ctas, dtype) device `device` can
   // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
   m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",

@@ -81,7 +81,8 @@ struct alignas(sizeof(T) * kCount) Pack {
 };
 
 // Copies `tile_rows` rows of `cols` elements (cols * sizeof(Element) a multiple of 16, both row starts 16-byte
-// aligned) from global `source` (leading dimension source_ld) into the shared tile (tile_ld), as 16-byte L2 loads;
+// aligned: for h0 the launcher guarantees it, see kFlstmGridH0Alignment) from global `source` (leading dimension
+// source_ld) into the shared tile (tile_ld), as 16-byte L2 loads;
 // rows >= rows_valid are zero-filled instead (padding rows of the last batch tile: the MMAs multiply all BT rows).
 template <typename Element>
 __device__ __forceinline__ void stage_tile(const Element* source, int64_t source_ld, int rows_valid, int cols,
@@ -324,6 +325,8 @@ template <ElementKind kKind>
 cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials, void* z, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   if (!flstm_grid_shape_ok(args.H, args.R, ctas)) return cudaErrorInvalidValue;
+  // stage_tile reads h0 with 16-byte loads: a misaligned h0 would fault (the torch launcher copies such an h0 first).
+  if (reinterpret_cast<uintptr_t>(args.h0) % kFlstmGridH0Alignment != 0) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
   const cudaError_t err = prepare_grid_launch<kKind>(args.H, args.R, ctas, stream, launch);
   if (err != cudaSuccess) return err;

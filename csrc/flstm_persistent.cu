@@ -5,11 +5,12 @@
 // gates_t = P_t + W2 (W1_h h_{t-1}), P_t = W2 W1_x x_t + b precomputed by the launcher (two time-parallel GEMMs).
 // Forward: each CTA owns a batch tile and keeps all of W1_h (R x H) and W2 (4H x R) in shared memory for the whole
 // sequence; per step z = W1_h h_{t-1} (R per row), then gates = W2 z, then the cell (c in float32 shared memory).
-// Batch tiles are independent, so block barriers are the only synchronisation. Layers whose weights do not fit one
-// CTA's opt-in shared memory are not handled here (lstmkern.backends.cuda reports them unsupported and "auto"
-// falls back to Triton); a multi-CTA variant with a cluster/grid-wide reduction of z is future work.
+// Batch tiles are independent, so block barriers are the only synchronisation. Forwards whose weights do not fit one
+// CTA's opt-in shared memory run on several CTAs that reduce z between them: a thread-block cluster
+// (csrc/flstm_cluster.cu, compute capability 9.x) or the whole grid (csrc/flstm_grid.cu); cuda_ops.cpp picks the kernel.
 // Backward: reverse time with the same residency; dgates from the cell backward, dz = dgates W2, dh = dz W1_h (all
-// float32 FMA); weight gradients and dx are time-parallel GEMMs in the launcher.
+// float32 FMA); weight gradients and dx are time-parallel GEMMs in the launcher. There is no multi-CTA backward: where
+// this one does not fit, lstmkern.backends.cuda runs the Triton backward.
 //
 // All matrix products here are float32 FMA loops: one thread per output column with one register accumulator per
 // batch row, the weight operand stored so that a warp's threads read consecutive addresses and the activation

@@ -342,6 +342,18 @@ cudaError_t launch_on_clusters(Kernel kernel, int64_t smem_bytes, int batch_tile
 }
 
 template <ElementKind kKind>
+cudaError_t max_active_clusters(int Hg, int cluster_size, int* count) {
+  *count = 0;
+  if (!glstm_cluster_shape_ok(Hg, cluster_size)) return cudaErrorInvalidValue;
+  ClusterLaunch launch;
+  const cudaError_t err = launch.prepare(glstm_cluster_fwd_kernel<kKind>,
+                                         glstm_cluster_fwd_layout(Hg, cluster_size, kKind).total_bytes,
+                                         glstm_fwd_batch_tile(kKind), 1, 1, cluster_size, nullptr);
+  if (err != cudaSuccess) return err;
+  return launch.max_active_clusters(glstm_cluster_fwd_kernel<kKind>, count);
+}
+
+template <ElementKind kKind>
 cudaError_t launch_cluster_fwd(const GlstmFwdArgs& args, int cluster_size, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   if (!glstm_cluster_shape_ok(args.Hg, cluster_size)) return cudaErrorInvalidValue;
@@ -377,6 +389,11 @@ cudaError_t launch_glstm_cluster_bwd(ElementKind kind, const GlstmBwdArgs& args,
                                      cudaStream_t stream) {
   return dispatch_element_kind(
       kind, [&](auto element) { return launch_cluster_bwd<decltype(element)::value>(args, cluster_size, stream); });
+}
+
+cudaError_t glstm_cluster_max_active_clusters(ElementKind kind, int Hg, int cluster_size, int* count) {
+  return dispatch_element_kind(
+      kind, [&](auto element) { return max_active_clusters<decltype(element)::value>(Hg, cluster_size, count); });
 }
 
 }  // namespace lstmkern

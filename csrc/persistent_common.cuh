@@ -7,7 +7,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "persistent_layout.h"
 
@@ -53,16 +57,94 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
 #endif
 }
 
+// Host-side launch preparation that every launch of the process shares, per (device, kernel): the dynamic
+// shared-memory limit and the cluster-size attribute already set on it (cudaFuncSetAttribute), and the occupancy
+// answers already obtained (cudaOccupancyMaxActiveClusters / ...MaxActiveBlocksPerMultiprocessor) per (device,
+// kernel, shared memory, cluster size). Without it every launch paid for two attribute calls and an occupancy query,
+// and two host threads could race: thread A raises kernel K's limit to 200 KB, thread B lowers it to 100 KB for its
+// own smaller launch of K, and A's launch then fails with "invalid argument".
+// Thread safety: one process-wide mutex guards the tables and is held across each cudaFuncSetAttribute and occupancy
+// query, so they run once per key however many threads launch at once. The shared-memory limit is only ever raised
+// (a smaller request leaves the larger limit in place): it is a cap on what a launch may ask for, not a reservation,
+// so a launch and the occupancy query still see their own dynamicSmemBytes, and a limit some thread has seen set can
+// never be lowered under its launch. Likewise the non-portable cluster size, once allowed, stays allowed (it permits
+// clusters above 8, it does not change smaller ones). The occupancy of a configuration is a property of the device and
+// the compiled kernel, so caching it changes no answer. Tables grow by one entry per distinct key (a handful of
+// kernels times the layer shapes a process uses).
+class LaunchCache {
+ public:
+  // Makes sure `kernel` on the current device allows `smem_bytes` of dynamic shared memory and, with
+  // `non_portable_cluster`, clusters above the portable size 8. Returns the first failing call's error.
+  template <typename Kernel>
+  static cudaError_t prepare_kernel(Kernel kernel, int64_t smem_bytes, bool non_portable_cluster) {
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    LaunchCache& cache = instance();
+    const std::lock_guard<std::mutex> lock(cache.mutex_);
+    KernelState& state = cache.kernels_[KernelKey{device, reinterpret_cast<const void*>(kernel)}];
+    if (smem_bytes > state.smem_limit) {
+      err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+      if (err != cudaSuccess) return err;
+      state.smem_limit = smem_bytes;
+    }
+    if (non_portable_cluster && !state.non_portable_cluster) {
+      err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      if (err != cudaSuccess) return err;
+      state.non_portable_cluster = true;
+    }
+    return cudaSuccess;
+  }
+
+  // The occupancy answer for (current device, kernel, smem_bytes, cluster_size): `query(&count)` runs once per key
+  // (under the lock, after prepare_kernel) and its count is remembered; a failing query is not remembered.
+  template <typename Kernel, typename Query>
+  static cudaError_t occupancy(Kernel kernel, int64_t smem_bytes, int cluster_size, int* count, Query&& query) {
+    *count = 0;
+    int device = 0;
+    const cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    LaunchCache& cache = instance();
+    const std::lock_guard<std::mutex> lock(cache.mutex_);
+    const OccupancyKey key{device, reinterpret_cast<const void*>(kernel), smem_bytes, cluster_size};
+    const auto found = cache.occupancy_.find(key);
+    if (found != cache.occupancy_.end()) {
+      *count = found->second;
+      return cudaSuccess;
+    }
+    const cudaError_t query_err = query(count);
+    if (query_err == cudaSuccess) cache.occupancy_.emplace(key, *count);
+    return query_err;
+  }
+
+ private:
+  using KernelKey = std::pair<int, const void*>;                    // (device, kernel)
+  using OccupancyKey = std::tuple<int, const void*, int64_t, int>;  // (device, kernel, smem bytes, cluster size)
+  struct KernelState {
+    int64_t smem_limit = 0;  // 0: never raised (the default limit, 48 KiB, is not recorded)
+    bool non_portable_cluster = false;
+  };
+
+  static LaunchCache& instance() {
+    static LaunchCache cache;  // one per process: an inline function's static is shared by every translation unit
+    return cache;
+  }
+
+  std::mutex mutex_;
+  std::map<KernelKey, KernelState> kernels_;
+  std::map<OccupancyKey, int> occupancy_;
+};
+
 // Host side of a plain (single-CTA-per-work-item) kernel launch: raises the kernel's dynamic shared-memory limit to
-// `smem_bytes`, then launches `grid` CTAs of kThreadsPerBlock threads on `stream`. Every launch of the project goes
+// `smem_bytes` (once per device and kernel: LaunchCache), then launches `grid` CTAs of kThreadsPerBlock threads on
+// `stream`. Every launch of the project goes
 // through cudaLaunchKernelEx (here, ClusterLaunch or CooperativeLaunch) rather than `<<<...>>>`, which is not C++:
 // the CPU emulator (csrc/emu) compiles these same sources and provides cudaLaunchKernelEx. Returns the error of
 // cudaFuncSetAttribute or of the launch itself.
 template <typename... Params, typename... Args>
 cudaError_t launch_plain(void (*kernel)(Params...), dim3 grid, int64_t smem_bytes, cudaStream_t stream,
                          Args... args) {
-  const cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+  const cudaError_t err = LaunchCache::prepare_kernel(kernel, smem_bytes, false);
   if (err != cudaSuccess) return err;
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
@@ -75,7 +157,9 @@ cudaError_t launch_plain(void (*kernel)(Params...), dim3 grid, int64_t smem_byte
 // Host side of a thread-block-cluster kernel launch: grid (C * ceil(B / batch_tile), groups), cluster dims (C, 1, 1),
 // kThreadsPerBlock threads, `smem_bytes` of dynamic shared memory. prepare() raises the kernel's shared-memory limit
 // and, above the portable size 8, allows a non-portable cluster size; both attributes must be set before the occupancy
-// query as well as before the launch. Not copyable: `config` points at `attribute`.
+// query as well as before the launch. The attributes and the occupancy answer are set and asked once per device,
+// kernel and configuration (LaunchCache), so launches from several host threads at once are safe and a repeated
+// launch costs no attribute call or occupancy query. Not copyable: `config` points at `attribute`.
 struct ClusterLaunch {
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute attribute{};
@@ -87,10 +171,7 @@ struct ClusterLaunch {
   template <typename Kernel>
   cudaError_t prepare(Kernel kernel, int64_t smem_bytes, int batch_tile, int B, int groups, int cluster_size,
                       cudaStream_t stream) {
-    cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
-    if (err != cudaSuccess) return err;
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, cluster_size > 8 ? 1 : 0);
+    const cudaError_t err = LaunchCache::prepare_kernel(kernel, smem_bytes, cluster_size > 8);
     if (err != cudaSuccess) return err;
     config.gridDim = dim3(static_cast<unsigned>(cluster_size * ((B + batch_tile - 1) / batch_tile)),
                           static_cast<unsigned>(groups));
@@ -107,10 +188,12 @@ struct ClusterLaunch {
   }
 
   // How many clusters of this configuration can be resident at once: 0 where C CTAs with this much shared memory
-  // do not fit one GPC.
+  // do not fit one GPC. The answer does not depend on the grid size (only on the cluster size and the shared memory),
+  // so it is cached per (device, kernel, shared memory, cluster size).
   template <typename Kernel> cudaError_t max_active_clusters(Kernel kernel, int* count) const {
-    *count = 0;
-    return cudaOccupancyMaxActiveClusters(count, kernel, &config);
+    return LaunchCache::occupancy(kernel, static_cast<int64_t>(config.dynamicSmemBytes),
+                                  static_cast<int>(attribute.val.clusterDim.x), count,
+                                  [&](int* active) { return cudaOccupancyMaxActiveClusters(active, kernel, &config); });
   }
 
   // Launches, or returns cudaErrorInvalidClusterSize where no cluster can be resident (a clear error instead of a
@@ -128,8 +211,9 @@ struct ClusterLaunch {
 // `smem_bytes` of dynamic shared memory, launched with cudaLaunchAttributeCooperative so that
 // cooperative_groups::this_grid().sync() is valid in the kernel. All CTAs must be resident at once: launch() checks
 // that first (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count of the current device) and returns
-// cudaErrorCooperativeLaunchTooLarge instead of launching where they are not. Not copyable: `config` points at
-// `attribute`.
+// cudaErrorCooperativeLaunchTooLarge instead of launching where they are not. The shared-memory attribute and the
+// residency answer are set and asked once per device, kernel and shared memory (LaunchCache). Not copyable: `config`
+// points at `attribute`.
 struct CooperativeLaunch {
   cudaLaunchConfig_t config{};
   cudaLaunchAttribute attribute{};
@@ -140,8 +224,7 @@ struct CooperativeLaunch {
 
   template <typename Kernel>
   cudaError_t prepare(Kernel kernel, int64_t smem_bytes, int ctas, cudaStream_t stream) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
+    const cudaError_t err = LaunchCache::prepare_kernel(kernel, smem_bytes, false);
     if (err != cudaSuccess) return err;
     config.gridDim = dim3(static_cast<unsigned>(ctas));
     config.blockDim = dim3(kThreadsPerBlock);
@@ -154,21 +237,23 @@ struct CooperativeLaunch {
     return cudaSuccess;
   }
 
-  // How many CTAs of this configuration the current device can hold at once.
+  // How many CTAs of this configuration the current device can hold at once (cached per device, kernel and shared
+  // memory; cluster size 0 in LaunchCache's key stands for "no cluster").
   template <typename Kernel> cudaError_t max_resident_ctas(Kernel kernel, int* count) const {
-    *count = 0;
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    int sm_count = 0;
-    err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
-    if (err != cudaSuccess) return err;
-    int per_sm = 0;
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(config.blockDim.x),
-                                                        config.dynamicSmemBytes);
-    if (err != cudaSuccess) return err;
-    *count = per_sm * sm_count;
-    return cudaSuccess;
+    return LaunchCache::occupancy(kernel, static_cast<int64_t>(config.dynamicSmemBytes), 0, count, [&](int* resident) {
+      int device = 0;
+      cudaError_t err = cudaGetDevice(&device);
+      if (err != cudaSuccess) return err;
+      int sm_count = 0;
+      err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+      if (err != cudaSuccess) return err;
+      int per_sm = 0;
+      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(config.blockDim.x),
+                                                          config.dynamicSmemBytes);
+      if (err != cudaSuccess) return err;
+      *resident = per_sm * sm_count;
+      return cudaSuccess;
+    });
   }
 
   template <typename Kernel, typename... Args> cudaError_t launch(Kernel kernel, Args... args) const {

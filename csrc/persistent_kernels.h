@@ -5,10 +5,13 @@
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
 // tensors, call these functions and check the launch with C10_CUDA_KERNEL_LAUNCH_CHECK.
 //
-// Every function sets the kernel's dynamic shared memory limit (cudaFuncSetAttribute) and launches it on `stream`.
-// It returns the error of cudaFuncSetAttribute (and launches nothing when that failed); launch errors are left for
-// the caller's cudaGetLastError. Element pointers are `void*` of the type named by `kind` (float, __half or
-// __nv_bfloat16; at::Half / at::BFloat16 share those layouts). All tensors are contiguous; shapes as commented.
+// Every function makes sure the kernel's dynamic shared memory limit is raised (cudaFuncSetAttribute, once per device
+// and kernel: LaunchCache in persistent_common.cuh, safe from several host threads) and launches it on `stream` with
+// cudaLaunchKernelEx. It returns the error of cudaFuncSetAttribute (and launches nothing when that failed) or of the
+// launch call. Element pointers are `void*` of the type named by `kind` (float, __half or __nv_bfloat16; at::Half /
+// at::BFloat16 share those layouts). All tensors are contiguous; shapes as commented. Alignment: every pointer must be
+// aligned to its element type (torch guarantees that), and FlstmFwdArgs::h0 of the grid forward to 16 bytes (it is
+// read with 16-byte loads; the launcher in cuda_ops.cpp copies a misaligned h0, launch_flstm_grid_fwd refuses one).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -78,6 +81,9 @@ cudaError_t launch_glstm_cluster_fwd(ElementKind kind, const GlstmFwdArgs& args,
 // single-CTA backward and the cluster forward above.
 cudaError_t launch_glstm_cluster_bwd(ElementKind kind, const GlstmBwdArgs& args, int cluster_size,
                                      cudaStream_t stream);
+// How many clusters of the cluster G-LSTM forward with `cluster_size` CTAs (and its shared memory for Hg) the current
+// device can hold at once (cudaOccupancyMaxActiveClusters); 0 means it cannot be launched there. Launches nothing.
+cudaError_t glstm_cluster_max_active_clusters(ElementKind kind, int Hg, int cluster_size, int* count);
 cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream);
 cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream);
 // The thread-block-cluster F-LSTM forward (csrc/flstm_cluster.cu): same arguments and results as the single-CTA
@@ -95,9 +101,13 @@ cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, in
 // whole batch on `ctas` co-resident CTAs (H / ctas hidden units each) with z exchanged through the global workspace:
 // `partials` (ctas, Bp, R) float32 and `z` (Bp, R) element type, Bp = B rounded up to flstm_cluster_batch_tile(kind),
 // neither needs initialising. Needs compute capability >= 8.0 (the caller checks) and
-// flstm_grid_shape_ok(H, R, ctas) (cudaErrorInvalidValue otherwise); returns cudaErrorCooperativeLaunchTooLarge when
+// flstm_grid_shape_ok(H, R, ctas) and args.h0 aligned to kFlstmGridH0Alignment bytes (cudaErrorInvalidValue
+// otherwise); returns cudaErrorCooperativeLaunchTooLarge when
 // the ctas CTAs with flstm_grid_fwd_layout's shared memory cannot all be resident on the current device, and
 // otherwise the error of cudaLaunchKernelEx itself.
+// Alignment in bytes the grid forward needs of FlstmFwdArgs::h0: it stages h0 into shared memory with 16-byte loads,
+// like every later h_{t-1} (which it reads from its own 256-byte aligned output).
+constexpr int kFlstmGridH0Alignment = 16;
 cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, int ctas, float* partials, void* z,
                                   cudaStream_t stream);
 // How many CTAs of the grid F-LSTM forward (its shared memory for (H, R, ctas)) the current device can hold at once.
