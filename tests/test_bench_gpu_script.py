@@ -106,11 +106,11 @@ def test_each_call_fits_the_device_budget():
 
 
 def test_script_is_valid_bash_and_shellcheck_clean():
+    """bash -n always; shellcheck too where it is installed (it is no project dependency, so CI may lack it)."""
     assert subprocess.run(["bash", "-n", str(GPU_SH)]).returncode == 0
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (bash -n passed)")
-    proc = subprocess.run(["shellcheck", str(GPU_SH)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout
+    if shutil.which("shellcheck") is not None:
+        proc = subprocess.run(["shellcheck", str(GPU_SH)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
 
 
 def test_no_stage_prints_the_usage_and_fails(fake_gpu):
