@@ -18,8 +18,8 @@
 // map_shared_rank of a pointer outside the CTA's shared memory or into a CTA that has exited; __trap(); deadlock.
 // Shared memory starts as NaN bytes (0xFF) and ends at an inaccessible guard page.
 //
-// A new kernel file csrc/<name>.cu runs here once csrc/emu/kernel_<name>.cpp includes it (see the others) and setup.py's
-// EMU_SOURCES lists that file; it must launch through cudaLaunchKernelEx (launch_plain, ClusterLaunch,
+// A new kernel file csrc/<name>.cu runs here once csrc/emu/kernel_<name>.cpp includes it (see the others) and
+// setup.py's EMU_SOURCES lists that file; it must launch through cudaLaunchKernelEx (launch_plain, ClusterLaunch,
 // CooperativeLaunch) and reach shared memory through dynamic_smem(). A new kernel op goes into
 // csrc/kernel_op_schemas.h and its launcher into csrc/cuda_ops.cpp: both libraries then have it.
 #pragma once
