@@ -10,7 +10,8 @@ T, forward and backward, through the same layout conversion as the benchmark (fl
 the backends the benchmark tries in its order ("cuda_fused", then "cuda"), and compares h with lstmkern.reference in
 float64: the relative error must stay under the benchmark's tolerance for the dtype (REL_TOL).
 
-Usage (GPU machine, FlashRNN importable):  python bench/flashrnn_warm.py [--dtype bfloat16] [--steps 16]
+Usage (GPU machine, FlashRNN importable, in the repository root):
+    python -m bench.flashrnn_warm [--dtype bfloat16] [--steps 16]
 The last line is "flashrnn_warm: OK backend=... rel_err=... seconds=..." or "flashrnn_warm: FAILED ..." (exit 1).
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G.
 """

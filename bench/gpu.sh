@@ -211,7 +211,7 @@ flashrnn_stage() {
     fi
     rm -f "$OUT/flashrnn-install.log"
     export PYTHONPATH="$PYTHONPATH:$FLASHRNN_SITE"
-    if run_stage flashrnn "$T_FLASHRNN" "$OUT/flashrnn.log" "$PYTHON" bench/flashrnn_warm.py; then
+    if run_stage flashrnn "$T_FLASHRNN" "$OUT/flashrnn.log" "$PYTHON" -m bench.flashrnn_warm; then
         FLASHRNN_STATE=ok
         grep -E '^flashrnn_warm: ' "$OUT/flashrnn.log" | tail -n 1 | tee -a "$SUMMARY"
     else
@@ -257,7 +257,7 @@ for stage in "${STAGES[@]}"; do
         note "build: $(grep -cE 'warning( #[0-9A-Z-]+)?:' "$OUT/build.log") compiler warning lines (log $OUT/build.log)"
         ;;
     facts)
-        run_stage facts "$T_FACTS" "$OUT/facts.log" "$PYTHON" bench/gpu_facts.py
+        run_stage facts "$T_FACTS" "$OUT/facts.log" "$PYTHON" -m bench.gpu_facts
         sed 's/^/facts: /' "$OUT/facts.log" | tee -a "$SUMMARY" > /dev/null
         ;;
     cuda-tests)

@@ -12,7 +12,7 @@ kernel that lstmkern's "cuda" backend picks there and whether all the CTAs of on
   backend falls back to Triton).
 * single-CTA kernels: G * ceil(B / 16) CTAs against the SM count (more CTAs than resident ones is another wave).
 
-Usage (on the GPU machine, after the build):  python bench/gpu_facts.py [--dtype bfloat16]
+Usage (on the GPU machine, after the build, in the repository root):  python -m bench.gpu_facts [--dtype bfloat16]
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank, C cluster size,
 N CTA count of the grid F-LSTM forward.
 """

@@ -26,10 +26,10 @@ env_seen="NO_WERROR=${LSTMKERN_NO_WERROR:-} REQUIRE_CUDA=${LSTMKERN_REQUIRE_CUDA
 echo "ARGS $* | $env_seen ARCHS=${LSTMKERN_CUDA_ARCHS:-}" >> "$FAKE_LOG"
 case "$*" in
   "-m pip install"*) echo "csrc/x.cpp:1: warning: unused variable"; exit 0 ;;
-  "bench/gpu_facts.py"*) echo "GPU fake: 132 SMs"; echo "  glstm-train: 32 clusters needed, 33 resident -> one wave" ;;
+  "-m bench.gpu_facts"*) echo "GPU fake: 132 SMs"; echo "  glstm-train: 32 clusters needed, 33 resident -> one wave" ;;
   "-m pytest"*) echo "3 passed, 1 skipped in 2.00s" ;;
   "-c import einops") exit 0 ;;
-  "bench/flashrnn_warm.py"*) echo "flashrnn_warm: ${FAKE_WARM:-OK backend=cuda_fused rel_err=1e-03 seconds=60}";
+  "-m bench.flashrnn_warm"*) echo "flashrnn_warm: ${FAKE_WARM:-OK backend=cuda_fused rel_err=1e-03 seconds=60}";
                              [ -z "${FAKE_WARM:-}" ] ;;
   "-c from bench.bench_kernels import IMPL_NAMES"*) echo "lstmkern-cuda,cudnn" ;;
   "-m bench.bench_kernels"*) echo "| table |" ;;
@@ -140,7 +140,7 @@ def test_call2_memcheck_filters_the_kernels_and_warms_flashrnn_before_the_bench(
     assert "--tool memcheck" in sanitizer and "--kernel-name kns=lstmkern" in sanitizer
     assert "--error-exitcode 1" in sanitizer and "CACHING_OFF=1" in sanitizer
     order = [next(i for i, line in enumerate(calls.splitlines()) if key in line)
-             for key in ("-m pip install --no-build-isolation", "SANITIZER", "bench/flashrnn_warm.py",
+             for key in ("-m pip install --no-build-isolation", "SANITIZER", "-m bench.flashrnn_warm",
                          "-m bench.bench_kernels")]
     assert order == sorted(order)
     bench = next(line for line in calls.splitlines() if "-m bench.bench_kernels" in line)
