@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-BACKEND_NAMES = ("reference", "triton", "cuda")
+BACKEND_NAMES = ("reference", "triton", "cuda", "cpu")
 
 
 class LayerSizes(NamedTuple):
@@ -86,13 +86,16 @@ def resolve_backend(requested: str, op: str, device: torch.device, dtype: torch.
     """Turn ``requested`` ("auto" or a backend name) into the backend that will run, or raise a clear error.
 
     ``sizes`` is (T, B, I, H, G, R) as in :class:`LayerSizes`. "auto" takes the first of cuda (persistent kernels),
-    triton, reference that supports the device, dtype and sizes; on CPU tensors that is always the reference (the
-    Triton interpreter is a correctness tool, not a fast path).
+    triton, reference that supports the device, dtype and sizes; on CPU tensors it is the C++ "cpu" backend where it
+    supports the dtype and the extension is built, else the reference (the Triton interpreter is a correctness tool,
+    not a fast path).
     """
     if not isinstance(requested, str):
         raise TypeError(f"backend must be a str, got {type(requested).__name__}")
     if requested == "auto":
         if device.type != "cuda":
+            if device.type == "cpu" and _unsupported("cpu", op, device, dtype, sizes) is None:
+                return "cpu"
             return "reference"
         for name in _AUTO_ORDER:
             if _unsupported(name, op, device, dtype, sizes) is None:

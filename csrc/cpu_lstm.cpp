@@ -1,0 +1,720 @@
+// The "cpu" backend: G-LSTM and F-LSTM forward and backward on CPU tensors, registered as the torch.ops.lstmkern_cpu
+// ops (CPU kernels). Compiled into lstmkern._C in every build, with or without CUDA.
+//
+// Shape legend (as in lstmkern/reference.py): T steps, B batch, I inputs, H hidden units, G groups, Hg = H / G,
+// Ig = I / G, R rank. x (T, B, I); h0, c0 (B, H); G-LSTM weight_ih (G, 4Hg, Ig) (grouped input) or (G, 4Hg, I) (dense
+// input), weight_hh (G, 4Hg, Hg), bias (G, 4Hg); F-LSTM weight_1 (R, I + H), weight_2 (4H, R), bias (4H).
+// Outputs: output and cell (T, B, H); the backward returns dx, dh0, dc0, the weight gradients and dbias (always).
+// float32 and float64 (the element type is also the state type, as lstmkern.reference.state_dtype says).
+//
+// Structure (what makes it fast on a CPU, where the reference's per-step Python and temporaries cost more than the
+// arithmetic):
+//  * the input projection of all T steps is one large GEMM per group (MKL/OpenBLAS through ATen's cpublas), written
+//    straight into the gate buffer (T*B, G*4Hg); the bias is added inside the cell, not in a separate pass;
+//  * per step, one at::parallel_for over tasks (group g, chunk of hidden units): each task accumulates the recurrent
+//    product of its units' four gate rows onto the gate buffer (small GEMMs with beta = 1, no allocation; with MKL the
+//    weight slices are packed once per call, see StepOperands) and runs the vectorised cell for them, writing h_t and
+//    c_t straight into `output` and `cell`. A task reads only its slice of W_hh, so each thread streams a disjoint
+//    part of the weights every step. Small steps run as one serial task (a parallel region costs more than it saves);
+//  * F-LSTM needs z = W1_h h_{t-1} complete before any gate: two parallel regions per step (z by rank chunks, then
+//    gates + cell by unit chunks);
+//  * backward: the gates of every step recomputed time-parallel (large GEMMs) from the saved h, then the reverse walk
+//    with one parallel region per step for G-LSTM (task (g, chunk) forms its columns of dh_t = dgates_{t+1} W_hh[g]
+//    and runs the cell backward for the same units, in place in the gate buffer) and two for F-LSTM (dz_t by rank
+//    chunks, kept for the weight gradients); the weight gradients, dx and dbias are large GEMMs / one reduction after
+//    the loop.
+// The per-step GEMMs run single-threaded (SerialBlas; inside a parallel region MKL would anyway); the large ones outside
+// the loop use all threads.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+#include <initializer_list>
+#include <cstdint>
+
+#include "cpu_lstm.h"
+
+namespace lstmkern::cpu {
+namespace {
+
+using at::Tensor;
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Cell kernels of the best instruction set this CPU has.
+// ---------------------------------------------------------------------------------------------------------------------
+
+const CellKernels& cell_kernels() {
+  static const CellKernels* chosen = [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const CellKernels* avx2 = cell_kernels_avx2();
+    if (avx2 != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2;
+#endif
+    return cell_kernels_default();
+  }();
+  return *chosen;
+}
+
+void cell_forward(const CellForward<float>& a) { cell_kernels().forward_f32(a); }
+void cell_forward(const CellForward<double>& a) { cell_kernels().forward_f64(a); }
+void cell_backward(const CellBackward<float>& a) { cell_kernels().backward_f32(a); }
+void cell_backward(const CellBackward<double>& a) { cell_kernels().backward_f64(a); }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Row-major GEMM: C (M x N, ldc) = alpha * op(A) op(B) + beta * C, op(A) M x K, op(B) K x N.
+// ---------------------------------------------------------------------------------------------------------------------
+
+}  // namespace
+}  // namespace lstmkern::cpu
+
+// The Fortran BLAS that libtorch links (MKL in the x86-64 wheels, OpenBLAS elsewhere) is called directly: the per-step
+// products are many small GEMMs into views of preallocated buffers, where a tensor-level call (at::addmm_ on
+// from_blob views) costs more in dispatch and TensorImpl construction than the product itself. ATen's own
+// at::native::cpublas::gemm overloads are not exported from libtorch. Declared weak, so an extension loaded into a
+// torch without these symbols still imports (and takes the at::addmm_ path below).
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+// MKL's packed GEMM (float32 only): a weight packed once per call into MKL's internal blocked layout, then multiplied
+// every step without being re-packed (an unpacked small-batch GEMM re-packs the whole weight on every call, which
+// costs as much as the product). oneDNN's RNN primitive, behind nn.LSTM on CPU, does the same with its own kernels.
+size_t sgemm_pack_get_size_(const char* identifier, const int* m, const int* n, const int* k) __attribute__((weak));
+void sgemm_pack_(const char* identifier, const char* trans, const int* m, const int* n, const int* k,
+                 const float* alpha, const float* src, const int* ld, float* dest) __attribute__((weak));
+void sgemm_compute_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* a,
+                    const int* lda, const float* b, const int* ldb, const float* beta, float* c, const int* ldc)
+    __attribute__((weak));
+// MKL's per-thread thread count (returns the previous setting; 0 = none set).
+int MKL_Set_Num_Threads_Local(int nthreads) __attribute__((weak));
+}
+
+namespace lstmkern::cpu {
+namespace {
+
+template <typename T>
+at::Tensor matrix_view(const T* data, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  // op(X) as a (rows x cols) tensor over X's row-major storage (X itself is cols x rows when transposed).
+  auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  return transposed ? at::from_blob(const_cast<T*>(data), {rows, cols}, {1, ld}, options)
+                    : at::from_blob(const_cast<T*>(data), {rows, cols}, {ld, 1}, options);
+}
+
+template <typename T>
+bool call_blas(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+               int64_t ldb, T beta, T* c, int64_t ldc) {
+  constexpr int64_t kIntMax = 2147483647;
+  if (std::max({m, n, k, lda, ldb, ldc}) > kIntMax) return false;
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const int ldai = static_cast<int>(lda), ldbi = static_cast<int>(ldb), ldci = static_cast<int>(ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_ == nullptr) return false;
+    sgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  } else {
+    if (dgemm_ == nullptr) return false;
+    dgemm_(&ta, &tb, &mi, &ni, &ki, &alpha, a, &ldai, b, &ldbi, &beta, c, &ldci);
+  }
+  return true;
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta * C (a BLAS may not touch C at all here)
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = 0; c < N; ++c) C[r * ldc + c] = beta == T(0) ? T(0) : beta * C[r * ldc + c];
+    return;
+  }
+  // BLAS is column-major: a row-major matrix is its column-major transpose, so C^T = op(B)^T op(A)^T.
+  if (call_blas<T>(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', N, M, K, alpha, B, ldb, A, lda, beta, C, ldc)) return;
+  matrix_view(C, M, N, ldc, false).addmm_(matrix_view(A, M, K, lda, trans_a), matrix_view(B, K, N, ldb, trans_b),
+                                          beta, alpha);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Step operands: the weight side op(W) (K x N) of the per-step products C (M x N) = A (M x K) op(W) + beta * C, with
+// the same M (the batch) every step. Packed once per op call where MKL's packed GEMM is there (float32), else plain.
+// ---------------------------------------------------------------------------------------------------------------------
+
+bool fits_int(std::initializer_list<int64_t> values) {
+  for (int64_t v : values)
+    if (v > 2147483647) return false;
+  return true;
+}
+
+template <typename T>
+struct StepOperand {
+  bool trans = false;  // op(W) = W^T: W is stored (N x K), row-major with leading dimension ldw
+  int64_t N = 0, K = 0, ldw = 0;
+  const T* w = nullptr;
+  float* packed = nullptr;  // MKL packed form of op(W) for M = the batch, or nullptr
+
+  void multiply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed != nullptr && M > 0) {
+        const char p = 'P', n = 'N';
+        const int ni = static_cast<int>(N), mi = static_cast<int>(M), ki = static_cast<int>(K);
+        const int ldai = static_cast<int>(lda), ldci = static_cast<int>(ldc);
+        // Column-major C^T (N x M) = op(W)^T (packed) A^T.
+        sgemm_compute_(&p, &n, &ni, &mi, &ki, packed, &ni, A, &ldai, &beta, C, &ldci);
+        return;
+      }
+    }
+    gemm<T>(false, trans, M, N, K, T(1), A, lda, w, ldw, beta, C, ldc);
+  }
+};
+
+// Owns the packed buffers of a set of step operands.
+template <typename T>
+class StepOperands {
+ public:
+  explicit StepOperands(int64_t M) : M_(M) {}
+
+  // Index of the new operand op(W) (K x N); see StepOperand.
+  size_t add(bool trans, int64_t N, int64_t K, const T* w, int64_t ldw) {
+    StepOperand<T> op;
+    op.trans = trans, op.N = N, op.K = K, op.w = w, op.ldw = ldw;
+    operands_.push_back(op);
+    return operands_.size() - 1;
+  }
+
+  // Packs every operand (in parallel: each is independent), where packing applies.
+  void pack() {
+    if constexpr (std::is_same_v<T, float>) {
+      if (sgemm_pack_get_size_ == nullptr || sgemm_pack_ == nullptr || sgemm_compute_ == nullptr || M_ == 0) return;
+      std::vector<int64_t> offsets(operands_.size() + 1, 0);
+      for (size_t i = 0; i < operands_.size(); ++i) {
+        const StepOperand<T>& op = operands_[i];
+        int64_t bytes = 0;
+        if (op.N > 0 && op.K > 0 && fits_int({op.N, op.K, M_, op.ldw})) {
+          const int ni = static_cast<int>(op.N), mi = static_cast<int>(M_), ki = static_cast<int>(op.K);
+          bytes = static_cast<int64_t>(sgemm_pack_get_size_("A", &ni, &mi, &ki));
+        }
+        offsets[i + 1] = offsets[i] + (bytes + 63) / 64 * 64;  // 64-byte aligned starts
+      }
+      if (offsets.back() == 0) return;
+      storage_ = at::empty({offsets.back() + 64}, at::TensorOptions().dtype(at::kByte));
+      auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(storage_.data_ptr()) + 63) & ~uintptr_t{63});
+      // Serially: MKL threads each pack itself where it is worth it, and a parallel region around MKL calls costs
+      // a scheduler slice per call on a loaded machine.
+      for (size_t i = 0; i < operands_.size(); ++i) {
+        StepOperand<T>& op = operands_[i];
+        if (offsets[i + 1] == offsets[i]) continue;
+        op.packed = reinterpret_cast<float*>(base + offsets[i]);
+        const char a = 'A', tr = op.trans ? 'T' : 'N';
+        const int ni = static_cast<int>(op.N), mi = static_cast<int>(M_), ki = static_cast<int>(op.K);
+        const int ld = static_cast<int>(op.ldw);
+        const float one = 1.0f;
+        sgemm_pack_(&a, &tr, &ni, &mi, &ki, &one, op.w, &ld, op.packed);
+      }
+    }
+  }
+
+  const StepOperand<T>& operator[](size_t i) const { return operands_[i]; }
+
+ private:
+  int64_t M_;
+  std::vector<StepOperand<T>> operands_;
+  at::Tensor storage_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Work split of one step: tasks = (group, chunk of `chunk` consecutive hidden units / rank columns).
+// ---------------------------------------------------------------------------------------------------------------------
+
+// Below this many multiply-adds per task, the fork/join of a parallel region costs more than it saves.
+constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
+// Chunks are whole 64-byte lines of float32 (or double) where the size allows, so tasks do not share cache lines.
+constexpr int64_t kChunkAlign = 16;
+
+struct Split {
+  int64_t chunk;             // units per task (the last chunk of a group may be shorter)
+  int64_t chunks_per_group;  // ceil(units / chunk)
+  int64_t tasks;             // groups * chunks_per_group
+  int64_t grain;             // at::parallel_for grain: tasks (serial) or 1
+
+  int64_t group(int64_t task) const { return task / chunks_per_group; }
+  int64_t begin(int64_t task) const { return (task % chunks_per_group) * chunk; }
+  int64_t size(int64_t task, int64_t units) const { return std::min(chunk, units - begin(task)); }
+};
+
+// `units` per group, `macs_per_unit` multiply-adds per unit of one step (over the whole batch).
+Split split_units(int64_t groups, int64_t units, int64_t macs_per_unit) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t total = groups * units;
+  const int64_t by_work = std::max<int64_t>(1, total * macs_per_unit / kMinTaskMacs);
+  // Up to 4 tasks per thread: enough to even out groups that do not divide among the threads.
+  const int64_t want = std::min<int64_t>(threads > 1 ? 4 * threads : 1, by_work);
+  int64_t chunk = (total + want - 1) / want;
+  chunk = std::min(units, std::max<int64_t>(1, (chunk + kChunkAlign - 1) / kChunkAlign * kChunkAlign));
+  chunk = std::max<int64_t>(chunk, 1);
+  Split s;
+  s.chunk = chunk;
+  s.chunks_per_group = units == 0 ? 1 : (units + chunk - 1) / chunk;
+  s.tasks = groups * s.chunks_per_group;
+  s.grain = (want <= 1 || s.tasks <= 1) ? std::max<int64_t>(s.tasks, 1) : 1;
+  return s;
+}
+
+// While alive, the BLAS calls of this thread run single-threaded. The per-step products are threaded by the tasks
+// around them (inside a parallel region MKL runs sequentially by itself); where a step runs as one serial task, MKL
+// would otherwise open its own parallel region for every small product, and on a loaded machine each region can cost
+// a scheduler slice while its threads wait for one another.
+class SerialBlas {
+ public:
+  SerialBlas() : previous_(MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : -1) {}
+  ~SerialBlas() {
+    if (previous_ >= 0) MKL_Set_Num_Threads_Local(previous_);
+  }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  int previous_;
+};
+
+template <typename F>
+void for_each_task(const Split& s, const F& body) {
+  if (s.tasks == 0) return;
+  at::parallel_for(0, s.tasks, s.grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) body(task);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Checks (the Python layer validated already; these keep a direct torch.ops call from reading out of bounds).
+// ---------------------------------------------------------------------------------------------------------------------
+
+void check_tensor(const Tensor& t, const char* name, const Tensor& x, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu(), "lstmkern_cpu: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), "lstmkern_cpu: ", name, " must have x's dtype ", x.scalar_type(),
+              ", got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, "lstmkern_cpu: ", name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "lstmkern_cpu: ", name, " must be contiguous");
+}
+
+void check_x(const Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu(), "lstmkern_cpu: x must be a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "lstmkern_cpu: dtype must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "lstmkern_cpu: x must be a contiguous (T, B, I) tensor");
+}
+
+struct GlstmSizes {
+  int64_t T, B, I, H, G, Hg, Ig;
+  bool dense;  // weight_ih (G, 4Hg, I): every group reads all of x
+};
+
+GlstmSizes glstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+                       const Tensor& weight_hh, const std::optional<Tensor>& bias) {
+  check_x(x);
+  TORCH_CHECK(weight_hh.dim() == 3 && weight_ih.dim() == 3, "lstmkern_cpu: weight_ih and weight_hh must be 3-D");
+  GlstmSizes s;
+  s.T = x.size(0), s.B = x.size(1), s.I = x.size(2);
+  s.G = weight_hh.size(0), s.Hg = weight_hh.size(2), s.H = s.G * s.Hg, s.Ig = weight_ih.size(2);
+  s.dense = s.Ig == s.I;
+  TORCH_CHECK(s.dense || s.Ig * s.G == s.I, "lstmkern_cpu: weight_ih's last dimension must be I / G or I");
+  check_tensor(weight_hh, "weight_hh", x, {s.G, 4 * s.Hg, s.Hg});
+  check_tensor(weight_ih, "weight_ih", x, {s.G, 4 * s.Hg, s.Ig});
+  check_tensor(h0, "h0", x, {s.B, s.H});
+  check_tensor(c0, "c0", x, {s.B, s.H});
+  if (bias.has_value()) check_tensor(*bias, "bias", x, {s.G, 4 * s.Hg});
+  return s;
+}
+
+struct FlstmSizes {
+  int64_t T, B, I, H, R;
+};
+
+FlstmSizes flstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
+                       const Tensor& weight_2, const std::optional<Tensor>& bias) {
+  check_x(x);
+  TORCH_CHECK(h0.dim() == 2 && weight_1.dim() == 2, "lstmkern_cpu: h0 and weight_1 must be 2-D");
+  FlstmSizes s;
+  s.T = x.size(0), s.B = x.size(1), s.I = x.size(2), s.H = h0.size(1), s.R = weight_1.size(0);
+  check_tensor(weight_1, "weight_1", x, {s.R, s.I + s.H});
+  check_tensor(weight_2, "weight_2", x, {4 * s.H, s.R});
+  check_tensor(h0, "h0", x, {s.B, s.H});
+  check_tensor(c0, "c0", x, {s.B, s.H});
+  if (bias.has_value()) check_tensor(*bias, "bias", x, {4 * s.H});
+  return s;
+}
+
+void check_backward_extras(const Tensor& x, const Tensor& grad_output, const std::optional<Tensor>& grad_cell,
+                           const Tensor& output, const Tensor& cell, int64_t H) {
+  const int64_t T = x.size(0), B = x.size(1);
+  check_tensor(grad_output, "grad_output", x, {T, B, H});
+  if (grad_cell.has_value()) check_tensor(*grad_cell, "grad_cell", x, {T, B, H});
+  check_tensor(output, "output", x, {T, B, H});
+  check_tensor(cell, "cell", x, {T, B, H});
+}
+
+template <typename T>
+const T* ptr_or_null(const std::optional<Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// G-LSTM
+// ---------------------------------------------------------------------------------------------------------------------
+
+// gates (T*B, G*4Hg) = input projection of every step (no bias).
+template <typename T>
+void glstm_input_projection(const GlstmSizes& s, const T* x, const T* w_ih, T* gates) {
+  const int64_t ld = s.G * 4 * s.Hg, rows = s.T * s.B;
+  if (s.dense) {  // one GEMM with weight_ih viewed as (G*4Hg, I)
+    gemm<T>(false, true, rows, ld, s.I, T(1), x, s.I, w_ih, s.I, T(0), gates, ld);
+    return;
+  }
+  for (int64_t g = 0; g < s.G; ++g)
+    gemm<T>(false, true, rows, 4 * s.Hg, s.Ig, T(1), x + g * s.Ig, s.I, w_ih + g * 4 * s.Hg * s.Ig, s.Ig, T(0),
+            gates + g * 4 * s.Hg, ld);
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+                                         const Tensor& weight_hh, const std::optional<Tensor>& bias) {
+  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias);
+  Tensor output = at::empty({s.T, s.B, s.H}, x.options());
+  Tensor cell = at::empty({s.T, s.B, s.H}, x.options());
+  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B;
+  Tensor gates = at::empty({s.T * B, ld}, x.options());
+  T* gp = gates.data_ptr<T>();
+  glstm_input_projection<T>(s, x.data_ptr<T>(), weight_ih.data_ptr<T>(), gp);
+  const T* w_hh = weight_hh.data_ptr<T>();
+  const T* b = ptr_or_null<T>(bias);
+  T* out = output.data_ptr<T>();
+  T* cl = cell.data_ptr<T>();
+  const Split split = split_units(s.G, Hg, B * 4 * Hg);
+  // Operand 4 * task + q: the rows of W_hh[g] for gate q of the task's units, transposed (Hg x n).
+  StepOperands<T> w_step(B);
+  for (int64_t task = 0; task < split.tasks; ++task) {
+    const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
+    for (int64_t q = 0; q < 4; ++q) w_step.add(true, n, Hg, w_hh + (g * 4 * Hg + q * Hg + u0) * Hg, Hg);
+  }
+  w_step.pack();
+  SerialBlas serial_blas;
+  for (int64_t t = 0; t < s.T; ++t) {
+    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * H;
+    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+    T* gates_t = gp + t * B * ld;
+    for_each_task(split, [&](int64_t task) {
+      const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
+      T* gates_gu = gates_t + g * 4 * Hg + u0;
+      for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += h_prev[g] W_hh[g][q*Hg + u0 ...]^T
+        w_step[4 * task + q].multiply(B, h_prev + g * Hg, H, T(1), gates_gu + q * Hg, ld);
+      cell_forward(CellForward<T>{B, n, gates_gu, ld, Hg, b == nullptr ? nullptr : b + g * 4 * Hg + u0,
+                                  c_prev + g * Hg + u0, H, cl + t * B * H + g * Hg + u0, H,
+                                  out + t * B * H + g * Hg + u0, H});
+    });
+  }
+  return {output, cell};
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
+    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
+    const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
+    const Tensor& output, const Tensor& cell) {
+  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, s.H);
+  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B;
+  const T* xp = x.data_ptr<T>();
+  const T* w_ih = weight_ih.data_ptr<T>();
+  const T* w_hh = weight_hh.data_ptr<T>();
+  const T* h0p = h0.data_ptr<T>();
+  const T* out = output.data_ptr<T>();
+  const T* cl = cell.data_ptr<T>();
+  const T* b = ptr_or_null<T>(bias);
+  const T* go = grad_output.data_ptr<T>();
+  const T* gc = ptr_or_null<T>(grad_cell);
+
+  // Pre-activations of every step, time-parallel: input projection + h_{t-1} W_hh^T (h_{t-1} = h0, then output).
+  Tensor gates = at::empty({TB, ld}, x.options());
+  T* gp = gates.data_ptr<T>();
+  glstm_input_projection<T>(s, xp, w_ih, gp);
+  for (int64_t g = 0; g < G; ++g) {
+    const T* w = w_hh + g * 4 * Hg * Hg;
+    gemm<T>(false, true, B, 4 * Hg, Hg, T(1), h0p + g * Hg, H, w, Hg, T(1), gp + g * 4 * Hg, ld);
+    gemm<T>(false, true, TB - B, 4 * Hg, Hg, T(1), out + g * Hg, H, w, Hg, T(1), gp + B * ld + g * 4 * Hg, ld);
+  }
+
+  Tensor dh0 = at::empty({B, H}, x.options());
+  Tensor dc0 = at::zeros({B, H}, x.options());  // carries dc backwards through the loop, ends as dc0
+  Tensor dh_next = at::empty({B, H}, x.options());
+  T* dc = dc0.data_ptr<T>();
+  T* dhn = dh_next.data_ptr<T>();
+  const Split split = split_units(G, Hg, B * 4 * Hg);
+  // Task (g, chunk): its columns of dh = dgates_{t+1}[g] W_hh[g] (dgates of step t + 1 are complete: previous
+  // region), then the cell backward of step t for the same units. The gate buffer becomes dgates in place.
+  StepOperands<T> w_step(B);  // operand `task`: the task's columns of W_hh[g] (4Hg x n)
+  for (int64_t task = 0; task < split.tasks; ++task) {
+    const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
+    w_step.add(false, n, 4 * Hg, w_hh + g * 4 * Hg * Hg + u0, Hg);
+  }
+  w_step.pack();
+  auto dh_columns = [&](int64_t task, const T* dgates, T* dst) {
+    const int64_t g = split.group(task), u0 = split.begin(task);
+    w_step[task].multiply(B, dgates + g * 4 * Hg, ld, T(0), dst + g * Hg + u0, H);
+  };
+  SerialBlas serial_blas;
+  for (int64_t t = s.T - 1; t >= 0; --t) {
+    const bool last = t == s.T - 1;
+    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+    T* gates_t = gp + t * B * ld;
+    for_each_task(split, [&](int64_t task) {
+      const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
+      if (!last) dh_columns(task, gates_t + B * ld, dhn);
+      const int64_t off = t * B * H + g * Hg + u0;
+      cell_backward(CellBackward<T>{B, n, gates_t + g * 4 * Hg + u0, ld, Hg,
+                                    b == nullptr ? nullptr : b + g * 4 * Hg + u0, c_prev + g * Hg + u0, H, cl + off, H,
+                                    go + off, H, last ? nullptr : dhn + g * Hg + u0, H,
+                                    gc == nullptr ? nullptr : gc + off, H, dc + g * Hg + u0, H});
+    });
+  }
+  T* dh0p = dh0.data_ptr<T>();
+  for_each_task(split, [&](int64_t task) { dh_columns(task, gp, dh0p); });
+
+  // Weight gradients and dx: large GEMMs over all T*B rows of dgates.
+  Tensor dweight_ih = at::empty_like(weight_ih);
+  Tensor dweight_hh = at::empty_like(weight_hh);
+  Tensor dx = at::empty_like(x);
+  T* dwi = dweight_ih.data_ptr<T>();
+  T* dwh = dweight_hh.data_ptr<T>();
+  T* dxp = dx.data_ptr<T>();
+  for (int64_t g = 0; g < G; ++g) {
+    const T* dg = gp + g * 4 * Hg;
+    T* dw = dwh + g * 4 * Hg * Hg;
+    gemm<T>(true, false, 4 * Hg, Hg, B, T(1), dg, ld, h0p + g * Hg, H, T(0), dw, Hg);
+    gemm<T>(true, false, 4 * Hg, Hg, TB - B, T(1), dg + B * ld, ld, out + g * Hg, H, T(1), dw, Hg);
+  }
+  if (s.dense) {
+    gemm<T>(true, false, ld, s.I, TB, T(1), gp, ld, xp, s.I, T(0), dwi, s.I);
+    gemm<T>(false, false, TB, s.I, ld, T(1), gp, ld, w_ih, s.I, T(0), dxp, s.I);
+  } else {
+    for (int64_t g = 0; g < G; ++g) {
+      const T* dg = gp + g * 4 * Hg;
+      gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0), dwi + g * 4 * Hg * s.Ig, s.Ig);
+      gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0), dxp + g * s.Ig,
+              s.I);
+    }
+  }
+  Tensor dbias = at::sum(gates, {0}).view({G, 4 * Hg});
+  return {dx, dh0, dc0, dweight_ih, dweight_hh, dbias};
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// F-LSTM
+// ---------------------------------------------------------------------------------------------------------------------
+
+template <typename T>
+std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
+                                         const Tensor& weight_2, const std::optional<Tensor>& bias) {
+  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias);
+  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, ld1 = I + H, TB = s.T * s.B;
+  Tensor output = at::empty({s.T, B, H}, x.options());
+  Tensor cell = at::empty({s.T, B, H}, x.options());
+  Tensor gates = at::empty({TB, 4 * H}, x.options());
+  Tensor z_x = at::empty({TB, R}, x.options());
+  Tensor z_h = at::empty({B, R}, x.options());
+  const T* w1 = weight_1.data_ptr<T>();
+  const T* w2 = weight_2.data_ptr<T>();
+  const T* b = ptr_or_null<T>(bias);
+  T* gp = gates.data_ptr<T>();
+  T* zh = z_h.data_ptr<T>();
+  T* out = output.data_ptr<T>();
+  T* cl = cell.data_ptr<T>();
+  // Input projection of all steps: W2 (W1_x x_t), as the reference orders it.
+  gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
+  gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
+  const Split z_split = split_units(1, R, B * H);
+  const Split unit_split = split_units(1, H, B * 4 * R);
+  // Operands: z task i -> rows r0.. of W1_h, transposed (H x n); unit task j, gate q -> z_split.tasks + 4 j + q: rows
+  // q*H + u0.. of W2, transposed (R x n).
+  StepOperands<T> w_step(B);
+  for (int64_t task = 0; task < z_split.tasks; ++task)
+    w_step.add(true, z_split.size(task, R), H, w1 + z_split.begin(task) * ld1 + I, ld1);
+  for (int64_t task = 0; task < unit_split.tasks; ++task)
+    for (int64_t q = 0; q < 4; ++q)
+      w_step.add(true, unit_split.size(task, H), R, w2 + (q * H + unit_split.begin(task)) * R, R);
+  w_step.pack();
+  const size_t gate_ops = static_cast<size_t>(z_split.tasks);
+  SerialBlas serial_blas;
+  for (int64_t t = 0; t < s.T; ++t) {
+    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * H;
+    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+    T* gates_t = gp + t * B * 4 * H;
+    for_each_task(z_split, [&](int64_t task) {  // z_h[:, r0 .. r0+n) = h_{t-1} W1_h[r0 .. r0+n)^T
+      w_step[task].multiply(B, h_prev, H, T(0), zh + z_split.begin(task), R);
+    });
+    for_each_task(unit_split, [&](int64_t task) {
+      const int64_t u0 = unit_split.begin(task), n = unit_split.size(task, H);
+      for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += z_h W2[q*H + u0 ...]^T
+        w_step[gate_ops + 4 * task + q].multiply(B, zh, R, T(1), gates_t + q * H + u0, 4 * H);
+      cell_forward(CellForward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
+                                  cl + t * B * H + u0, H, out + t * B * H + u0, H});
+    });
+  }
+  return {output, cell};
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
+    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
+    const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
+    const Tensor& output, const Tensor& cell) {
+  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, s.H);
+  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, ld1 = I + H, TB = s.T * s.B;
+  const T* xp = x.data_ptr<T>();
+  const T* h0p = h0.data_ptr<T>();
+  const T* w1 = weight_1.data_ptr<T>();
+  const T* w2 = weight_2.data_ptr<T>();
+  const T* out = output.data_ptr<T>();
+  const T* cl = cell.data_ptr<T>();
+  const T* b = ptr_or_null<T>(bias);
+  const T* go = grad_output.data_ptr<T>();
+  const T* gc = ptr_or_null<T>(grad_cell);
+
+  // z = W1 [x_t; h_{t-1}] and the pre-activations W2 z of every step, time-parallel.
+  Tensor z = at::empty({TB, R}, x.options());
+  Tensor gates = at::empty({TB, 4 * H}, x.options());
+  T* zp = z.data_ptr<T>();
+  T* gp = gates.data_ptr<T>();
+  gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
+  gemm<T>(false, true, B, R, H, T(1), h0p, H, w1 + I, ld1, T(1), zp, R);
+  gemm<T>(false, true, TB - B, R, H, T(1), out, H, w1 + I, ld1, T(1), zp + B * R, R);
+  gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
+
+  Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
+  Tensor dh0 = at::empty({B, H}, x.options());
+  Tensor dc0 = at::zeros({B, H}, x.options());
+  Tensor dh_next = at::empty({B, H}, x.options());
+  T* dzp = dz.data_ptr<T>();
+  T* dc = dc0.data_ptr<T>();
+  T* dhn = dh_next.data_ptr<T>();
+  const Split unit_split = split_units(1, H, B * R);
+  const Split z_split = split_units(1, R, B * 4 * H);
+  // Operands: unit task j -> columns u0.. of W1_h (R x n); z task i -> unit_split.tasks + i: columns r0.. of W2
+  // (4H x n).
+  StepOperands<T> w_step(B);
+  for (int64_t task = 0; task < unit_split.tasks; ++task)
+    w_step.add(false, unit_split.size(task, H), R, w1 + I + unit_split.begin(task), ld1);
+  for (int64_t task = 0; task < z_split.tasks; ++task)
+    w_step.add(false, z_split.size(task, R), 4 * H, w2 + z_split.begin(task), R);
+  w_step.pack();
+  const size_t z_ops = static_cast<size_t>(unit_split.tasks);
+  SerialBlas serial_blas;
+  for (int64_t t = s.T - 1; t >= 0; --t) {
+    const bool last = t == s.T - 1;
+    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+    T* gates_t = gp + t * B * 4 * H;
+    for_each_task(unit_split, [&](int64_t task) {  // dh columns from dz_{t+1}, then the cell backward of step t
+      const int64_t u0 = unit_split.begin(task), n = unit_split.size(task, H);
+      if (!last) w_step[task].multiply(B, dzp + (t + 1) * B * R, R, T(0), dhn + u0, H);
+      const int64_t off = t * B * H + u0;
+      cell_backward(CellBackward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
+                                    cl + off, H, go + off, H, last ? nullptr : dhn + u0, H,
+                                    gc == nullptr ? nullptr : gc + off, H, dc + u0, H});
+    });
+    for_each_task(z_split, [&](int64_t task) {  // dz_t[:, r0 .. r0+n) = dgates_t W2[:, r0 .. r0+n)
+      w_step[z_ops + task].multiply(B, gates_t, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
+    });
+  }
+  T* dh0p = dh0.data_ptr<T>();
+  for_each_task(unit_split, [&](int64_t task) {
+    w_step[task].multiply(B, dzp, R, T(0), dh0p + unit_split.begin(task), H);
+  });
+
+  Tensor dweight_1 = at::empty_like(weight_1);
+  Tensor dweight_2 = at::empty_like(weight_2);
+  Tensor dx = at::empty_like(x);
+  T* dw1 = dweight_1.data_ptr<T>();
+  gemm<T>(true, false, 4 * H, R, TB, T(1), gp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
+  gemm<T>(true, false, R, I, TB, T(1), dzp, R, xp, I, T(0), dw1, ld1);
+  gemm<T>(true, false, R, H, B, T(1), dzp, R, h0p, H, T(0), dw1 + I, ld1);
+  gemm<T>(true, false, R, H, TB - B, T(1), dzp + B * R, R, out, H, T(1), dw1 + I, ld1);
+  gemm<T>(false, false, TB, I, R, T(1), dzp, R, w1, ld1, T(0), dx.data_ptr<T>(), I);
+  Tensor dbias = at::sum(gates, {0});
+  return {dx, dh0, dc0, dweight_1, dweight_2, dbias};
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Op entry points
+// ---------------------------------------------------------------------------------------------------------------------
+
+std::tuple<Tensor, Tensor> glstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+                                     const Tensor& weight_hh, const std::optional<Tensor>& bias) {
+  check_x(x);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd",
+                                    [&] { return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias); });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_bwd(
+    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
+    const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
+    const Tensor& output, const Tensor& cell) {
+  check_x(x);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_bwd", [&] {
+    return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell);
+  });
+}
+
+std::tuple<Tensor, Tensor> flstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
+                                     const Tensor& weight_2, const std::optional<Tensor>& bias) {
+  check_x(x);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd",
+                                    [&] { return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias); });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_bwd(
+    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
+    const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
+    const Tensor& output, const Tensor& cell) {
+  check_x(x);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_bwd", [&] {
+    return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell);
+  });
+}
+
+std::string cell_isa() { return cell_kernels().isa; }
+
+}  // namespace
+}  // namespace lstmkern::cpu
+
+TORCH_LIBRARY(lstmkern_cpu, m) {
+  // Shapes, dtypes and the backward contract: lstmkern/backends/__init__.py and the legend at the top of this file.
+  m.def("glstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias) -> "
+        "(Tensor output, Tensor cell)");
+  m.def("glstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, "
+        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, Tensor dc0, "
+        "Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
+  m.def("flstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias) -> "
+        "(Tensor output, Tensor cell)");
+  m.def("flstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_1, "
+        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, Tensor dc0, "
+        "Tensor dweight_1, Tensor dweight_2, Tensor dbias)");
+  // The instruction set of the cell kernels this CPU runs ("avx2" or "default"), for benchmark records.
+  m.def("cell_isa() -> str", &lstmkern::cpu::cell_isa);
+}
+
+TORCH_LIBRARY_IMPL(lstmkern_cpu, CPU, m) {
+  m.impl("glstm_fwd", &lstmkern::cpu::glstm_fwd);
+  m.impl("glstm_bwd", &lstmkern::cpu::glstm_bwd);
+  m.impl("flstm_fwd", &lstmkern::cpu::flstm_fwd);
+  m.impl("flstm_bwd", &lstmkern::cpu::flstm_bwd);
+}

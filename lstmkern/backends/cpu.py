@@ -1,0 +1,90 @@
+"""The "cpu" backend: C++ kernels for CPU tensors from the ``lstmkern._C`` extension (csrc/cpu_lstm.cpp), built in
+every install (with or without CUDA). "auto" picks it for CPU tensors wherever the extension is there.
+
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank.
+
+How one call runs (no Python per step, no allocation per step):
+
+* the input projection of all T steps is one large GEMM (per group for a grouped G-LSTM input), written into the
+  gate buffer (T*B, 4H);
+* per step, the recurrent product and the pointwise cell are one ``at::parallel_for`` over tasks (group, chunk of
+  hidden units): a task multiplies h_{t-1} by its units' rows of W_hh[g] (small GEMMs into the gate buffer, with the
+  weights packed once per call where the BLAS is MKL) and runs the fused, vectorised cell (AVX2 + SLEEF's exp/tanh
+  where the CPU has AVX2, else scalar) for those units, writing h_t and c_t into ``output`` and ``cell``; F-LSTM first
+  forms
+  z = h_{t-1} W1_h^T by rank chunks (a second region per step);
+* backward recomputes every step's gates time-parallel from the saved ``output``, walks back with one region per step
+  (G-LSTM: dh columns of W_hh[g], then the cell backward of the same units; F-LSTM: plus dz_t by rank chunks), then
+  forms the weight gradients, dx and dbias as large GEMMs after the loop.
+
+Numerics follow :mod:`lstmkern.reference` (same formulas, same order within a step; GEMM summation order differs),
+in float32 or float64, which is also the state dtype. float16 and bfloat16 are refused: the reference rounds every
+recurrent product and h to the element type, and the kernels would need a second type path to match it.
+
+Example::
+    >>> import torch, lstmkern
+    >>> layer = lstmkern.GLSTM(64, 64, groups=4)          # CPU tensors: backend "auto" resolves to "cpu"
+    >>> out, (h_n, c_n) = layer(torch.randn(10, 3, 64))
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+__all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "cell_isa"]
+
+# The dense-input G-LSTM (weight_ih (G, 4Hg, I): every group reads all of x) is one GEMM for the input projection.
+# Projections (LSTMP) are not implemented here yet: "auto" then falls back to the reference.
+SUPPORTS_DENSE_INPUT = True
+
+_DTYPES = (torch.float32, torch.float64)
+_OPS = ("glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd")
+
+
+@functools.lru_cache(maxsize=None)
+def _extension_problem() -> str | None:
+    """None when lstmkern._C loads and registers CPU kernels for every lstmkern_cpu op, else why not."""
+    try:
+        from .. import _C  # noqa: F401  (loading the library registers the ops)
+    except ImportError as err:
+        return f"the extension lstmkern._C is not built or does not load ({err}); reinstall lstmkern"
+    for name in _OPS:
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"lstmkern_cpu::{name}", "CPU"):
+            return f"the extension lstmkern._C registers no CPU kernel for lstmkern_cpu::{name} (an older build?)"
+    return None
+
+
+def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str | None:
+    """None when this backend can run ``op`` ("glstm" or "flstm") on tensors of ``device`` and ``dtype``, otherwise the
+    reason. Sizes do not limit it."""
+    if op not in ("glstm", "flstm"):
+        raise ValueError(f"op must be 'glstm' or 'flstm', got {op!r}")
+    if torch.device(device).type != "cpu":
+        return f"backend 'cpu' needs CPU tensors, got device {torch.device(device).type}"
+    if dtype not in _DTYPES:
+        return (f"dtype {dtype} is not supported by the CPU kernels (float32 and float64 only); use 'reference' for "
+                f"float16 / bfloat16")
+    return _extension_problem()
+
+
+def cell_isa() -> str:
+    """The instruction set the CPU kernels' pointwise cell runs with here: "avx2" or "default"."""
+    return torch.ops.lstmkern_cpu.cell_isa()
+
+
+def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
+    return torch.ops.lstmkern_cpu.glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+
+
+def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
+    return torch.ops.lstmkern_cpu.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
+                                            cell)
+
+
+def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
+    return torch.ops.lstmkern_cpu.flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
+
+
+def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
+    return torch.ops.lstmkern_cpu.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)

@@ -1,0 +1,219 @@
+"""The "cpu" backend (C++ kernels in csrc/cpu_*.cpp): forward and backward against the float64 reference, float32 held
+to the reference's own float32 error, gradcheck, the parallel split, and the "auto" choice for CPU tensors.
+
+Shape legend: T steps, B batch, I inputs, H hidden units, G groups, R rank."""
+import pytest
+import torch
+
+import lstmkern
+from lstmkern import reference
+from lstmkern.backends import cpu, resolve_backend
+
+from helpers import rel_err
+
+F32, F64 = torch.float32, torch.float64
+EPS32 = torch.finfo(F32).eps
+# (T, B, I, H, G, dense input): T = 1, B = 1, G = 3, odd and non-power-of-two sizes, a dense-input layer.
+GLSTM_SHAPES = [(1, 1, 3, 3, 1, False), (5, 2, 6, 9, 3, False), (4, 3, 12, 15, 3, False), (7, 1, 5, 7, 1, False),
+                (6, 4, 7, 10, 2, True)]
+# (T, B, I, H, R)
+FLSTM_SHAPES = [(1, 1, 3, 5, 1), (5, 2, 6, 9, 7), (4, 3, 7, 10, 17), (6, 1, 4, 11, 3)]
+# Large enough that one step is split over several tasks (with 2 threads), incl. a partial last chunk of units.
+GLSTM_PARALLEL_SHAPES = [(6, 8, 96, 200, 1, False), (5, 8, 96, 192, 3, False)]
+FLSTM_PARALLEL_SHAPES = [(5, 8, 40, 200, 40)]
+
+
+def test_backend_is_available_here():
+    # The extension is part of every install (CI builds it): the backend must not be silently missing.
+    assert cpu.unsupported("glstm", torch.device("cpu"), F32, (4, 2, 8, 8, 2, 0, 0, False)) is None
+    assert cpu.cell_isa() in ("avx2", "default")
+
+
+def _glstm_inputs(T, B, I, H, G, dense, dtype, bias=True, gen_seed=0):
+    g = torch.Generator().manual_seed(gen_seed)
+    hg = H // G
+    ig = I if dense else I // G
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
+    return [rnd(T, B, I), rnd(B, H, scale=0.5), rnd(B, H), rnd(G, 4 * hg, ig, scale=0.5),
+            rnd(G, 4 * hg, hg, scale=0.5), rnd(G, 4 * hg) if bias else None]
+
+
+def _flstm_inputs(T, B, I, H, R, dtype, bias=True, gen_seed=0):
+    g = torch.Generator().manual_seed(gen_seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
+    return [rnd(T, B, I), rnd(B, H, scale=0.5), rnd(B, H), rnd(R, I + H, scale=0.5), rnd(4 * H, R, scale=0.5),
+            rnd(4 * H) if bias else None]
+
+
+def _f64(tensors):
+    return [None if t is None else t.to(F64) for t in tensors]
+
+
+def _run(op, inputs, grad_cell_given, gen_seed=1):
+    """cpu forward + backward, and the float64 reference forward + backward on the same (rounded) inputs."""
+    fwd = getattr(cpu, f"{op}_fwd")
+    bwd = getattr(cpu, f"{op}_bwd")
+    ref_fwd = getattr(reference, f"{op}_reference")
+    ref_bwd = getattr(reference, f"{op}_reference_backward")
+    out, cell = fwd(*inputs)
+    g = torch.Generator().manual_seed(gen_seed)
+    grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(out.dtype)
+    grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(cell.dtype) if grad_cell_given else None
+    grads = bwd(grad_out, grad_cell, *inputs, out, cell)
+    ref = _f64(inputs)
+    ref_out, ref_cell = ref_fwd(*ref)
+    # The backward is checked on the kernel's own saved output/cell (its contract), so the forward's rounding does not
+    # count twice.
+    ref_grads = ref_bwd(grad_out.to(F64), None if grad_cell is None else grad_cell.to(F64), *ref, out.to(F64),
+                        cell.to(F64))
+    return [out, cell, *grads], [ref_out, ref_cell, *ref_grads]
+
+
+def _names(op):
+    weights = ("dweight_ih", "dweight_hh") if op == "glstm" else ("dweight_1", "dweight_2")
+    return ("output", "cell", "dx", "dh0", "dc0", *weights, "dbias")
+
+
+def _check_float64(op, inputs, grad_cell_given):
+    got, want = _run(op, _f64(inputs), grad_cell_given)
+    for name, a, e in zip(_names(op), got, want):
+        assert a.dtype == F64 and a.shape == e.shape, name
+        assert rel_err(a, e) < 1e-13, f"{name}: relative error {rel_err(a, e):.2e}"
+
+
+def _check_float32(op, inputs, grad_cell_given):
+    """float32 cpu vs float64 reference, held to 4x the float32 reference's own error on the same inputs (at least
+    4 ulp of 1: a reference that happens to round luckily on tiny shapes must not demand exactness)."""
+    got, want = _run(op, [None if t is None else t.to(F32) for t in inputs], grad_cell_given)
+    ref32, _ = _run_reference32(op, inputs, grad_cell_given)
+    for name, a, e, r in zip(_names(op), got, want, ref32):
+        assert a.dtype == F32 and a.shape == e.shape, name
+        bound = 4 * max(rel_err(r, e), EPS32)
+        assert rel_err(a, e) <= bound, f"{name}: relative error {rel_err(a, e):.2e} > {bound:.2e}"
+
+
+def _run_reference32(op, inputs, grad_cell_given):
+    """The reference backend itself in float32 (same inputs and upstream gradients as _run)."""
+    x32 = [None if t is None else t.to(F32) for t in inputs]
+    ref_fwd = getattr(reference, f"{op}_reference")
+    ref_bwd = getattr(reference, f"{op}_reference_backward")
+    out, cell = ref_fwd(*x32)
+    g = torch.Generator().manual_seed(1)
+    grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(F32)
+    grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(F32) if grad_cell_given else None
+    # Gradients on the float32 cpu forward's saved states, like _run, so both are judged on the same out/cell.
+    cpu_out, cpu_cell = getattr(cpu, f"{op}_fwd")(*x32)
+    grads = ref_bwd(grad_out, grad_cell, *x32, cpu_out, cpu_cell)
+    return [out, cell, *grads], None
+
+
+@pytest.mark.parametrize("shape", GLSTM_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_glstm_float64_matches_reference(shape, bias, grad_cell):
+    _check_float64("glstm", _glstm_inputs(*shape, F64, bias=bias), grad_cell)
+
+
+@pytest.mark.parametrize("shape", FLSTM_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_flstm_float64_matches_reference(shape, bias, grad_cell):
+    _check_float64("flstm", _flstm_inputs(*shape, F64, bias=bias), grad_cell)
+
+
+@pytest.mark.parametrize("shape", GLSTM_SHAPES + GLSTM_PARALLEL_SHAPES)
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_glstm_float32_within_reference_error(shape, grad_cell):
+    _check_float32("glstm", _glstm_inputs(*shape, F64), grad_cell)
+
+
+@pytest.mark.parametrize("shape", FLSTM_SHAPES + FLSTM_PARALLEL_SHAPES)
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_flstm_float32_within_reference_error(shape, grad_cell):
+    _check_float32("flstm", _flstm_inputs(*shape, F64), grad_cell)
+
+
+@pytest.mark.parametrize("op,shape", [("glstm", s) for s in GLSTM_PARALLEL_SHAPES]
+                         + [("flstm", s) for s in FLSTM_PARALLEL_SHAPES])
+def test_parallel_split_matches_single_thread(op, shape):
+    """The same call on 1 and 2 threads (different task splits of every step) agrees to float64 rounding."""
+    inputs = (_glstm_inputs if op == "glstm" else _flstm_inputs)(*shape, F64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _run(op, inputs, True)
+        torch.set_num_threads(2)
+        two, _ = _run(op, inputs, True)
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(_names(op), one, two):
+        assert rel_err(a, b) < 1e-13, name
+
+
+@pytest.mark.parametrize("op", ["glstm", "flstm"])
+def test_empty_batch_is_safe(op):
+    """B = 0 reaches the kernels only when called directly (the ops handle it before): empty outputs, zero gradients."""
+    inputs = _glstm_inputs(3, 0, 6, 9, 3, False, F32) if op == "glstm" else _flstm_inputs(3, 0, 6, 9, 4, F32)
+    out, cell = getattr(cpu, f"{op}_fwd")(*inputs)
+    assert out.shape == (3, 0, 9) and cell.shape == (3, 0, 9)
+    grads = getattr(cpu, f"{op}_bwd")(torch.zeros_like(out), None, *inputs, out, cell)
+    for g, like in zip(grads, (*inputs[:5], inputs[5])):
+        assert g.shape == like.shape and not g.any()
+
+
+def test_gradcheck_glstm_through_the_public_api():
+    T, B, I, H, G = 3, 2, 6, 6, 3
+    x, h0, c0, w_ih, w_hh, b = [t.requires_grad_() for t in _glstm_inputs(T, B, I, H, G, False, F64)]
+
+    def f(x, h0, c0, w_ih, w_hh, b):
+        out, (h_n, c_n) = lstmkern.glstm_forward(x, (h0, c0), w_ih, w_hh, b, backend="cpu")
+        return out, c_n
+    assert torch.autograd.gradcheck(f, (x, h0, c0, w_ih, w_hh, b))
+
+
+def test_gradcheck_flstm_through_the_public_api():
+    T, B, I, H, R = 3, 2, 4, 5, 3
+    x, h0, c0, w1, w2, b = [t.requires_grad_() for t in _flstm_inputs(T, B, I, H, R, F64)]
+
+    def f(x, h0, c0, w1, w2, b):
+        out, (h_n, c_n) = lstmkern.flstm_forward(x, (h0, c0), w1, w2, b, backend="cpu")
+        return out, c_n
+    assert torch.autograd.gradcheck(f, (x, h0, c0, w1, w2, b))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_auto_picks_cpu_for_cpu_tensors(dtype):
+    for op, sizes in (("glstm", (4, 2, 8, 8, 2, 0, 0, False)), ("flstm", (4, 2, 8, 8, 1, 3, 0, False))):
+        assert resolve_backend("auto", op, torch.device("cpu"), dtype, sizes) == "cpu"
+
+
+def test_auto_falls_back_to_reference_for_bfloat16_and_cpu_refuses_it_by_name():
+    sizes = (4, 2, 8, 8, 2, 0, 0, False)
+    assert resolve_backend("auto", "glstm", torch.device("cpu"), torch.bfloat16, sizes) == "reference"
+    with pytest.raises(ValueError, match="bfloat16"):
+        resolve_backend("cpu", "glstm", torch.device("cpu"), torch.bfloat16, sizes)
+    assert "CPU tensors" in cpu.unsupported("glstm", torch.device("cuda"), F32, sizes)
+
+
+@pytest.mark.parametrize("module", ["GLSTM", "FLSTM"])
+def test_modules_on_cpu_run_the_cpu_kernels_under_auto(module, monkeypatch):
+    """GLSTM / FLSTM with the default backend="auto" on CPU tensors call this backend's forward and backward."""
+    calls = []
+    op = "glstm" if module == "GLSTM" else "flstm"
+    for kind in ("fwd", "bwd"):
+        real = getattr(cpu, f"{op}_{kind}")
+
+        def spy(*args, _real=real, _kind=kind):
+            calls.append(_kind)
+            return _real(*args)
+        monkeypatch.setattr(cpu, f"{op}_{kind}", spy)
+    layer = lstmkern.GLSTM(12, 18, groups=3) if module == "GLSTM" else lstmkern.FLSTM(12, 18, rank=5)
+    x = torch.randn(4, 3, 12, requires_grad=True)
+    out, (h_n, c_n) = layer(x)
+    out.sum().backward()
+    assert calls == ["fwd", "bwd"]
+    assert x.grad is not None and torch.isfinite(x.grad).all()
