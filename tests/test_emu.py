@@ -289,6 +289,20 @@ def test_flstm_forwards_round_alike(shape, dtype):
         assert torch.equal(single_result, grid_result)
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+def test_grid_forward_takes_a_misaligned_h0(dtype):
+    """A contiguous h0 whose storage offset is not a multiple of 16 bytes (one row of a larger batch, say): the grid
+    forward stages h0 with 16-byte loads, which the emulator checks (a misaligned __ldcg fails the launch), so the
+    launcher must hand it an aligned copy; the result is that of the aligned h0."""
+    torch.manual_seed(11)
+    x, h0, c0, w1, w2, bias = flstm_inputs(2, 3, 4, 32, 16, dtype, device="cpu")
+    misaligned = torch.empty(h0.numel() + 1, dtype=dtype)[1:].view_as(h0).copy_(h0)
+    assert misaligned.is_contiguous() and misaligned.data_ptr() % 16 != 0
+    aligned_results = OPS.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, grid_ctas=2)
+    misaligned_results = under_all_schedules(OPS.flstm_persistent_fwd, x, misaligned, c0, w1, w2, bias, grid_ctas=2)
+    for aligned_result, misaligned_result in zip(aligned_results, misaligned_results):
+        assert torch.equal(aligned_result, misaligned_result)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The emulator's own checks
