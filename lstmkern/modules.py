@@ -186,8 +186,7 @@ class _StackedLSTM(nn.Module):
                 seq = layer_input
                 if direction == 1:
                     seq = seq.flip(0) if reverse is None else _gather_time(seq, reverse)
-                out, cell = run_layer(self._op, seq, h0[k], c0[k], *self.layer_parameters(layer, direction),
-                                      self.backend, self.layer_projection(layer, direction))
+                out, cell = self._run_layer(layer, direction, seq, h0[k], c0[k])
                 h_n.append(out[last, batch])
                 c_n.append(cell[last, batch].to(x.dtype))
                 if direction == 1:
@@ -197,6 +196,12 @@ class _StackedLSTM(nn.Module):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+    def _run_layer(self, layer: int, direction: int, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
+        """One layer and direction over time-major x (T, B, I_k) -> (output (T, B, P), cell (T, B, H)): the cell of
+        every step, since packed sequences end at different steps. Subclasses with another layer override this."""
+        return run_layer(self._op, x, h0, c0, *self.layer_parameters(layer, direction), self.backend,
+                         self.layer_projection(layer, direction))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -319,36 +319,6 @@ class ToeplitzLikeLSTM(_StackedLSTM):
             cells.append(c)
         return torch.stack(outputs), torch.stack(cells)
 
-    def _run_stack(self, x: Tensor, h0: Tensor, c0: Tensor, lengths: Optional[Tensor]):
-        # The same walk over layers and directions as _StackedLSTM._run_stack, with this module's layer.
-        T, B = x.shape[0], x.shape[1]
-        batch = torch.arange(B, device=x.device)
-        if lengths is None:
-            last = torch.full((B,), T - 1, device=x.device, dtype=torch.long)
-            reverse = None
-        else:
-            last = (lengths - 1).to(x.device)
-            reverse = _reverse_index(lengths, T, x.device)
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                seq = layer_input
-                if direction == 1:
-                    seq = seq.flip(0) if reverse is None else _gather_time(seq, reverse)
-                out, cell = self._run_layer(layer, direction, seq, h0[k], c0[k])
-                h_n.append(out[last, batch])
-                c_n.append(cell[last, batch].to(x.dtype))
-                if direction == 1:
-                    out = out.flip(0) if reverse is None else _gather_time(out, reverse)
-                outputs.append(out)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
-
     def _extra_repr_sizes(self) -> str:
         product = f", product={self.product!r}" if self.product != "auto" else ""
         return f", displacement_rank={self.displacement_rank}{product}"
