@@ -67,7 +67,7 @@ def test_flstm_bad_inputs(index, value, exc, match):
 
 def test_backend_names():
     args = _glstm_args()
-    with pytest.raises(ValueError, match="backend must be one of 'auto', 'reference', 'triton', 'cuda'; got 'cudnn'"):
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'reference', 'triton', 'cuda', 'cpu'; got 'cudnn'"):
         lstmkern.glstm_forward(*args, backend="cudnn")
     with pytest.raises(TypeError, match="backend must be a str"):
         lstmkern.glstm_forward(*args, backend=None)
@@ -80,7 +80,7 @@ def test_cuda_backend_on_cpu_tensors_is_a_clear_error():
         lstmkern.flstm_forward(*_flstm_args(), backend="cuda")
 
 
-def test_auto_on_cpu_is_the_reference():
+def test_auto_on_cpu_is_the_cpu_backend_where_it_applies_else_the_reference():
     from lstmkern.backends import resolve_backend
-    for dtype in (torch.float32, torch.float64, torch.bfloat16):
-        assert resolve_backend("auto", "glstm", torch.device("cpu"), dtype, (3, 2, 6, 9, 3, 0)) == "reference"
+    for dtype, expected in ((torch.float32, "cpu"), (torch.float64, "cpu"), (torch.bfloat16, "reference")):
+        assert resolve_backend("auto", "glstm", torch.device("cpu"), dtype, (3, 2, 6, 9, 3, 0)) == expected
