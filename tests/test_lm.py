@@ -162,3 +162,32 @@ def test_structured_and_hybrid_models_train(tmp_path):
         assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
         assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
         assert math.isfinite(row["test_ppl"])
+
+
+def test_projected_models_train(tmp_path):
+    """lstmp-<P>, glstmp<G>-<P>, flstmp-<R>-<P> (the f-lm table's shapes, scaled down): true parameter counts, the
+    decoder reads P features, and they train end to end on the corpus."""
+    from bench.lm.model import build_recurrent, check_model_name, count_parameters
+
+    for bad in ("lstmp", "lstmp-0", "glstmp4", "flstmp-3"):
+        with pytest.raises(ValueError, match="unknown model"):
+            check_model_name(bad)
+    E, H, P, G, R = 12, 16, 4, 2, 6
+    lstmp = build_recurrent("lstmp-4", E, H, 1, 0.0)
+    glstmp = build_recurrent("glstmp2-4", E, H, 1, 0.0)
+    flstmp = build_recurrent("flstmp-6-4", E, H, 1, 0.0)
+    assert count_parameters(lstmp) == 4 * H * (E + P) + 8 * H + P * H
+    assert count_parameters(glstmp) == 4 * H * (E + P) // G + 4 * H + P * H
+    assert count_parameters(flstmp) == R * (E + P) + 4 * H * R + 4 * H + P * H
+    rows = lm_train.main([
+        "--models", "lstmp-4,glstmp2-4,flstmp-6-4", "--device", "cpu", "--embedding-size", str(E),
+        "--hidden-size", str(H), "--max-train-tokens", "3000", "--max-eval-tokens", "600", "--batch-size", "8",
+        "--bptt", "10", "--epochs", "1", "--max-steps", "12", "--lr", "0.02", "--log-interval", "0", "--no-plot",
+        "--out", str(tmp_path / "lm.json")])
+    vocab = 10001
+    for row, recurrent in zip(rows, (lstmp, glstmp, flstmp)):
+        assert row["recurrent_params"] == count_parameters(recurrent)
+        assert row["total_params"] == row["recurrent_params"] + vocab * E + (P + 1) * vocab
+        losses = row["train_losses"]
+        assert len(losses) == 12 and all(math.isfinite(v) for v in losses)
+        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses

@@ -11,6 +11,10 @@ Recurrent layer names (the ``--models`` list of ``python -m bench.lm.train``):
     flstm-<R>   lstmkern.FLSTM with rank R in every layer, e.g. flstm-64; plain "flstm" is full rank
     lstm-iss    nn.LSTM trained with lstmkern.compress.iss's group-lasso penalty, then shrunk (see train.py)
     lstm-svd    nn.LSTM trained, then made low-rank by lstmkern.compress.low_rank(part="joint") and fine-tuned
+    lstmp-<P>           torch.nn.LSTM with proj_size=P (LSTMP; f-lm's BIGLSTM shape, scaled down), e.g. lstmp-64
+    glstmp<G>-<P>       lstmkern.GLSTM with G groups and proj_size=P (the paper's G-LSTM of an LSTMP), e.g. glstmp4-64
+    flstmp-<R>-<P>      lstmkern.FLSTM with rank R and proj_size=P (the paper's F-LSTM of an LSTMP), e.g. flstmp-32-64
+                        (the projected models' decoder reads P features)
     toeplitz-<r>        lstmkern.ToeplitzLikeLSTM, gate matrices Toeplitz-like of displacement rank r, e.g. toeplitz-4
     hybrid-<r>-<P>      lstmkern.CompactLSTM (Lu et al.'s hybrid): the L Toeplitz-like layers of toeplitz-<r>, then one
                         LSTMP layer (nn.LSTM, proj_size=P) on top, so one layer deeper than the others; the decoder
@@ -29,6 +33,10 @@ _GLSTM_NAME = re.compile(r"^glstm(\d+)?$")
 _FLSTM_NAME = re.compile(r"^flstm(?:-(\d+))?$")
 _TOEPLITZ_NAME = re.compile(r"^toeplitz-([1-9]\d*)$")
 _HYBRID_NAME = re.compile(r"^hybrid-([1-9]\d*)-([1-9]\d*)$")
+_LSTMP_NAME = re.compile(r"^lstmp-([1-9]\d*)$")
+_GLSTMP_NAME = re.compile(r"^glstmp([1-9]\d*)-([1-9]\d*)$")
+_FLSTMP_NAME = re.compile(r"^flstmp-([1-9]\d*)-([1-9]\d*)$")
+_NAMED = (_GLSTM_NAME, _FLSTM_NAME, _TOEPLITZ_NAME, _HYBRID_NAME, _LSTMP_NAME, _GLSTMP_NAME, _FLSTMP_NAME)
 PLAIN_LSTM_NAMES = ("lstm", "lstm-iss", "lstm-svd")
 
 
@@ -36,11 +44,12 @@ def check_model_name(name: str) -> None:
     """Raise ValueError unless ``name`` is one of the recurrent layer names above."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    if name in PLAIN_LSTM_NAMES or any(p.match(name) for p in (_GLSTM_NAME, _FLSTM_NAME, _TOEPLITZ_NAME, _HYBRID_NAME)):
+    if name in PLAIN_LSTM_NAMES or any(p.match(name) for p in _NAMED):
         return
     raise ValueError(f"unknown model {name!r}: expected one of lstm, glstm<G> (e.g. glstm4), flstm-<R> "
-                     f"(e.g. flstm-64), lstm-iss, lstm-svd, toeplitz-<r> (e.g. toeplitz-4), hybrid-<r>-<P> "
-                     f"(e.g. hybrid-4-32)")
+                     f"(e.g. flstm-64), lstm-iss, lstm-svd, lstmp-<P> (e.g. lstmp-64), glstmp<G>-<P> (e.g. "
+                     f"glstmp4-64), flstmp-<R>-<P> (e.g. flstmp-32-64), toeplitz-<r> (e.g. toeplitz-4), "
+                     f"hybrid-<r>-<P> (e.g. hybrid-4-32)")
 
 
 def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
@@ -64,6 +73,15 @@ def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: in
         rank = int(match.group(1)) if match.group(1) else None
         return lstmkern.FLSTM(input_size, hidden_size, num_layers, dropout=between_layers, rank=rank,
                               backend=backend, **factory)
+    if match := _LSTMP_NAME.match(name):
+        return nn.LSTM(input_size, hidden_size, num_layers, dropout=between_layers, proj_size=int(match.group(1)),
+                       **factory)
+    if match := _GLSTMP_NAME.match(name):
+        return lstmkern.GLSTM(input_size, hidden_size, num_layers, dropout=between_layers,
+                              proj_size=int(match.group(2)), groups=int(match.group(1)), backend=backend, **factory)
+    if match := _FLSTMP_NAME.match(name):
+        return lstmkern.FLSTM(input_size, hidden_size, num_layers, dropout=between_layers,
+                              proj_size=int(match.group(2)), rank=int(match.group(1)), backend=backend, **factory)
     if match := _TOEPLITZ_NAME.match(name):
         return lstmkern.ToeplitzLikeLSTM(input_size, hidden_size, num_layers, dropout=between_layers,
                                          displacement_rank=int(match.group(1)), **factory)

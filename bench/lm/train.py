@@ -41,7 +41,8 @@ RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 class Config:
     """Hyper-parameters of one benchmark run (the same for every model in it)."""
     models: tuple[str, ...] = ("lstm", "glstm2", "glstm4", "flstm-64", "flstm-32", "flstm-16", "lstm-iss", "lstm-svd",
-                               "toeplitz-4", "toeplitz-12", "toeplitz-16", "hybrid-4-32")
+                               "toeplitz-4", "toeplitz-12", "toeplitz-16", "hybrid-4-32",
+                               "lstmp-64", "glstmp4-64", "flstmp-32-64")
     embedding_size: int = 128
     hidden_size: int = 128
     num_layers: int = 1
@@ -74,7 +75,8 @@ PRESETS = {
     # H = 1024, two layers, the whole train split: meant for one GPU and one 10-minute run of all the models.
     "gpu": dict(embedding_size=1024, hidden_size=1024, num_layers=2, dropout=0.4, batch_size=64, eval_batch_size=32,
                 epochs=2, lr=1e-3, max_train_tokens=0, svd_rank=256, log_interval=100,
-                models=("lstm", "glstm2", "glstm4", "glstm8", "flstm-512", "flstm-256", "lstm-iss", "lstm-svd")),
+                models=("lstm", "glstm2", "glstm4", "glstm8", "flstm-512", "flstm-256", "lstm-iss", "lstm-svd",
+                        "lstmp-512", "glstmp4-512", "flstmp-256-512")),
 }
 
 
