@@ -11,15 +11,25 @@ Shape legend (as everywhere in lstmkern):
 
 What one case measures (one config x one implementation x one mode):
     ms, ms_p20, ms_p80   median and 20th/80th percentiles of the wall time of one call. On a GPU:
-                         triton.testing.do_bench (CUDA events, L2 flushed between calls) after warm-up calls that absorb compilation and
-                         autotuning; on CPU: time.perf_counter around each call. Every call takes the next of several
-                         pre-generated random input sets (x, h0, c0 and the upstream gradient), so no call re-reads the
-                         inputs the previous one left in cache.
-    tflops               the model's FLOPs / median time. FLOPs count the GEMMs of the model the implementation runs
-                         (input projection + recurrence; pointwise work is not counted), x3 for fwdbwd.
-    floor_ms             max(FLOPs / matmul rate, compulsory bytes / copy bandwidth), both ceilings measured in this run
-                         (a large matmul and a large device copy). It ignores the sequential dependency through time, so
-                         it is a lower bound no recurrent kernel can reach at small batch; ``frac_of_floor`` = floor/ms.
+                         triton.testing.do_bench (CUDA events, L2 flushed between calls) after warm-up calls that absorb
+                         compilation and autotuning. On CPU: time.perf_counter around each call, with the
+                         implementations of one (config, mode) interleaved: every repetition times one call of each, in
+                         an order that rotates from repetition to repetition, after two warm-up calls each; so a burst
+                         of load from other processes hits all of them alike instead of one implementation's whole
+                         series (a shared machine otherwise produces nonsense ratios). Every call takes the next of
+                         several pre-generated random input sets (x, h0, c0 and the upstream gradient), so no call
+                         re-reads the inputs the previous one left in cache.
+    spread, unstable     spread = (ms_p80 - ms_p20) / ms. Above UNSTABLE_SPREAD the whole (config, mode) group is
+                         measured once more (``remeasured``); a row still above it is flagged ``unstable`` (and its
+                         speed-ups marked) rather than reported as if it were a number.
+    tflops               GPU only (null on CPU): the model's FLOPs / median time. FLOPs count the GEMMs of the model the
+                         implementation runs (input projection + recurrence; pointwise work is not counted), x3 for
+                         fwdbwd.
+    floor_ms             GPU only (null on CPU): max(FLOPs / matmul rate, compulsory bytes / copy bandwidth), both
+                         ceilings measured in this run (a large matmul and a large device copy). It ignores the
+                         sequential dependency through time, so it is a lower bound no recurrent kernel can reach at
+                         small batch; ``frac_of_floor`` = floor/ms. On a CPU shared with other processes neither ceiling
+                         means anything, so neither is measured there.
     peak_mb              extra memory one call allocates (CUDA caching allocator peak minus what was allocated before
                          the call) plus the bytes of the one input set and weights it uses; null on CPU.
     max_rel_err/correct  lstmkern implementations only: normwise relative error max|a - ref| / max|ref|, maximised over
@@ -29,8 +39,11 @@ What one case measures (one config x one implementation x one mode):
 Modes: ``fwd`` runs the forward under torch.no_grad(); ``fwdbwd`` runs forward + backward with a random upstream
 gradient on the output (x requires grad, as it would inside a stacked model).
 
-Without CUDA this runs a tiny CPU smoke set (reference, interpreted Triton, nn.LSTM, the naive loop) and writes its json
-to a temporary directory unless ``--out`` is given, so CI never dirties the tree.
+Without CUDA (or with --device cpu) this runs the CPU set: lstmkern's C++ "cpu" backend against nn.LSTM of the same
+size (oneDNN's fused LSTM where torch has it) and of the same parameter count, the reference backend and the naive
+loop, at T=64, B=16 (CPU_DEFAULT; ``--configs cpu-targets`` is issue 14's comparison at I=H=1024 and 128; ``--configs
+cpu-glstm,cpu-flstm`` the tiny smoke set, which also runs interpreted Triton). ``--threads`` fixes torch's thread
+count. The json goes to a temporary directory unless ``--out`` is given, so CI never dirties the tree.
 """
 from __future__ import annotations
 
@@ -53,11 +66,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESS_START = time.monotonic()  # --time-budget counts from here (CUDA start-up and the ceilings included)
 
 IMPL_NAMES = (
-    "lstmkern-cuda", "lstmkern-triton", "lstmkern-reference",
+    "lstmkern-cuda", "lstmkern-triton", "lstmkern-cpu", "lstmkern-reference",
     "cudnn", "cudnn-sameparams", "torch-naive", "torch-compile", "flashrnn",
 )
-LSTMKERN_IMPLS = ("lstmkern-cuda", "lstmkern-triton", "lstmkern-reference")
-IMPL_TIERS = (("lstmkern-cuda", "lstmkern-triton", "cudnn", "cudnn-sameparams", "flashrnn"),
+LSTMKERN_IMPLS = ("lstmkern-cuda", "lstmkern-triton", "lstmkern-cpu", "lstmkern-reference")
+IMPL_TIERS = (("lstmkern-cuda", "lstmkern-triton", "lstmkern-cpu", "cudnn", "cudnn-sameparams", "flashrnn"),
               ("lstmkern-reference", "torch-naive"), ("torch-compile",))
 MODES = ("fwd", "fwdbwd")
 SWEEP_PARAMS = ("H", "G", "R", "B", "T")
@@ -72,6 +85,11 @@ FLASHRNN_SOURCE = ("FlashRNN speed experiments, NX-AI/flashrnn flashrnn/speed_ex
 # Correctness tolerance of the normwise relative error against float64, per dtype. bf16 keeps 8 mantissa bits and h is
 # rounded to it every step, so a few ulps of drift over --check-t steps is expected; fp32 allows for TF32 GEMMs.
 REL_TOL = {"bfloat16": 3e-2, "float16": 1e-2, "float32": 5e-3, "float64": 1e-9}
+
+# A row whose (p80 - p20) / median exceeds this is re-measured once, then flagged unstable.
+UNSTABLE_SPREAD = 0.25
+# On CPU the Triton backend runs interpreted: only on configs this small (T * B * max(I, H)).
+CPU_TRITON_MAX_WORK = 4096
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -88,6 +106,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                "  python -m bench.bench_kernels --configs glstm-infer,flstm-infer\n"
                "  python -m bench.bench_kernels --sweep H --values 256,512,1024 --base glstm-infer\n"
                "  python -m bench.bench_kernels --sweep G --impls lstmkern-cuda,cudnn\n"
+               "  python -m bench.bench_kernels --device cpu --threads 2 --configs cpu-targets\n"
                "  python -m bench.bench_kernels --list")
     p.add_argument("--configs", default=None,
                    help="comma-separated config names (see --list); default: all default configs of the device")
@@ -107,7 +126,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-sets", type=int, default=None, help="random input sets rotated per call (GPU 4, CPU 2)")
     p.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up time per case (GPU)")
     p.add_argument("--rep-ms", type=float, default=100.0, help="do_bench measuring time per case (GPU)")
-    p.add_argument("--cpu-reps", type=int, default=7, help="timed calls per case on CPU")
+    p.add_argument("--cpu-reps", type=int, default=7,
+                   help="interleaved repetitions on CPU (each times one call of every implementation of the case)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for the whole run (CPU); default: torch's own choice")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds after start-up after which no new case starts (the rest is recorded as skipped)")
     p.add_argument("--check-t", type=int, default=32, help="time steps of the float64 correctness check")
@@ -170,11 +192,28 @@ GPU_CONFIGS = {c.name: c for c in (
                 source=FLASHRNN_SOURCE),
 )}
 
-# Tiny shapes so the CPU set (Triton interpreted) finishes in well under two minutes on two cores.
 CPU_CONFIGS = {c.name: c for c in (
+    # Tiny smoke shapes (Triton interpreted runs only here; the test suite and the CPU sweeps use them).
     BenchConfig("cpu-glstm", "glstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, G=4),
     BenchConfig("cpu-flstm", "flstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, R=8),
+    # T=64, B=16 (issue 14's batch and length) at sizes that keep the default CPU run short.
+    BenchConfig("cpu-h256-g1", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=256, H=256, G=1),
+    BenchConfig("cpu-h256-g4", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=256, H=256, G=4),
+    BenchConfig("cpu-h256-r64", "flstm", ("fwd", "fwdbwd"), B=16, T=64, I=256, H=256, R=64),
+    BenchConfig("cpu-h128-g1", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=128, H=128, G=1),
+    BenchConfig("cpu-h128-g4", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=128, H=128, G=4),
+    BenchConfig("cpu-h128-r32", "flstm", ("fwd", "fwdbwd"), B=16, T=64, I=128, H=128, R=32),
+    # Issue 14's targets: I = H = 1024.
+    BenchConfig("cpu-h1024-g1", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=1024, H=1024, G=1),
+    BenchConfig("cpu-h1024-g4", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=1024, H=1024, G=4),
+    BenchConfig("cpu-h1024-r256", "flstm", ("fwd", "fwdbwd"), B=16, T=64, I=1024, H=1024, R=256),
 )}
+# What `make bench` runs on a CPU, and named sets --configs also accepts.
+CPU_DEFAULT = ("cpu-h256-g1", "cpu-h256-g4", "cpu-h256-r64", "cpu-h128-g1", "cpu-h128-g4", "cpu-h128-r32")
+CONFIG_SETS = {
+    "cpu-targets": ("cpu-h1024-g1", "cpu-h1024-g4", "cpu-h1024-r256", "cpu-h128-g1", "cpu-h128-g4", "cpu-h128-r32"),
+    "cpu-smoke": ("cpu-glstm", "cpu-flstm"),
+}
 
 DEFAULT_SWEEP_VALUES = {
     "gpu": {"H": [256, 512, 1024, 2048], "G": [1, 2, 4, 8, 16], "R": [64, 128, 256, 512],
@@ -508,6 +547,8 @@ def _lstmkern_check(lstmkern, backend: str, cfg: BenchConfig, mode: str, s: Inpu
 
 def build_lstmkern(backend: str, cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
     lstmkern, resolve_backend = _lstmkern_api()
+    if backend == "triton" and ctx.device.type != "cuda" and cfg.T * cfg.B * max(cfg.I, cfg.H) > CPU_TRITON_MAX_WORK:
+        raise Skip("the Triton backend runs interpreted on CPU: only on the tiny smoke configs (cpu-glstm, cpu-flstm)")
     train = mode == "fwdbwd"
     sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
     weights = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, train)
@@ -670,6 +711,7 @@ def build_flashrnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
 BUILDERS: dict[str, Callable[[BenchConfig, str, "RunContext"], Prepared]] = {
     "lstmkern-cuda": lambda cfg, mode, ctx: build_lstmkern("cuda", cfg, mode, ctx),
     "lstmkern-triton": lambda cfg, mode, ctx: build_lstmkern("triton", cfg, mode, ctx),
+    "lstmkern-cpu": lambda cfg, mode, ctx: build_lstmkern("cpu", cfg, mode, ctx),
     "lstmkern-reference": lambda cfg, mode, ctx: build_lstmkern("reference", cfg, mode, ctx),
     "cudnn": build_cudnn,
     "cudnn-sameparams": build_cudnn_sameparams,
@@ -704,27 +746,79 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def time_call(call: Callable[[], None], grad_to_none: list[Tensor], ctx: RunContext) -> tuple[float, float, float]:
-    """(median, p20, p80) in ms of one call, after warm-up calls (which also absorb compilation and autotuning)."""
+def _clear_grads(tensors: list[Tensor]) -> None:
+    for t in tensors:
+        t.grad = None
+
+
+def warm_up(prepared: "Prepared") -> None:
+    """Two calls before timing (they also absorb compilation and autotuning)."""
     for _ in range(2):
-        call()
-        for t in grad_to_none:
-            t.grad = None
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize()
-        import triton.testing
-        q50, q20, q80 = triton.testing.do_bench(call, warmup=ctx.warmup_ms, rep=ctx.rep_ms, grad_to_none=grad_to_none,
-                                                quantiles=[0.5, 0.2, 0.8])
-        return float(q50), float(q20), float(q80)
-    times = []
-    for _ in range(max(3, ctx.cpu_reps)):
-        for t in grad_to_none:
-            t.grad = None
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return _quantile(times, 0.5), _quantile(times, 0.2), _quantile(times, 0.8)
+        prepared.call()
+        _clear_grads(prepared.grad_to_none)
+
+
+def time_gpu(prepared: "Prepared", ctx: RunContext) -> tuple[float, float, float]:
+    """(median, p20, p80) in ms of one call by triton.testing.do_bench (CUDA events, L2 flushed between calls)."""
+    import triton.testing
+    torch.cuda.synchronize()
+    q50, q20, q80 = triton.testing.do_bench(prepared.call, warmup=ctx.warmup_ms, rep=ctx.rep_ms,
+                                            grad_to_none=prepared.grad_to_none, quantiles=[0.5, 0.2, 0.8])
+    return float(q50), float(q20), float(q80)
+
+
+def time_interleaved(group: dict[str, "Prepared"], reps: int) -> dict[str, list[float]]:
+    """CPU wall times (ms) of ``reps`` calls of every implementation in ``group``, interleaved: repetition r times one
+    call of each, starting at implementation r mod n, so position in the round does not favour anyone and a burst of
+    outside load lands on all of them."""
+    names = list(group)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            prepared = group[name]
+            _clear_grads(prepared.grad_to_none)
+            start = time.perf_counter()
+            prepared.call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def summarize(times: list[float]) -> tuple[float, float, float]:
+    """(median, p20, p80) of a list of times."""
+    ordered = sorted(times)
+    return _quantile(ordered, 0.5), _quantile(ordered, 0.2), _quantile(ordered, 0.8)
+
+
+def spread_of(ms: float, p20: float, p80: float) -> float:
+    """(p80 - p20) / median: the relative width of the middle of the distribution."""
+    return (p80 - p20) / ms if ms > 0 else math.inf
+
+
+def measure_group(group: dict[str, "Prepared"], ctx: RunContext) -> dict[str, dict]:
+    """Timing of every implementation of one (config, mode): {name: {ms, ms_p20, ms_p80, spread, unstable,
+    remeasured, reps}}. A group with any row above UNSTABLE_SPREAD is measured once more (all of it on CPU, to keep the
+    interleaving; the unstable rows on GPU) and the second measurement is kept."""
+    for prepared in group.values():
+        warm_up(prepared)
+    reps = max(3, ctx.cpu_reps)
+
+    def measure(names: list[str]) -> dict[str, tuple[float, float, float]]:
+        if ctx.device.type == "cuda":
+            return {n: time_gpu(group[n], ctx) for n in names}
+        return {n: summarize(t) for n, t in time_interleaved({n: group[n] for n in names}, reps).items()}
+
+    result = measure(list(group))
+    unstable = [n for n, q in result.items() if spread_of(*q) > UNSTABLE_SPREAD]
+    remeasured = set()
+    if unstable:
+        again = list(group) if ctx.device.type != "cuda" else unstable
+        result.update(measure(again))
+        remeasured = set(again)
+    return {n: {"ms": q[0], "ms_p20": q[1], "ms_p80": q[2], "spread": spread_of(*q),
+                "unstable": spread_of(*q) > UNSTABLE_SPREAD, "remeasured": n in remeasured,
+                "reps": None if ctx.device.type == "cuda" else reps}
+            for n, q in result.items()}
 
 
 def measure_peak_mb(call: Callable[[], None], grad_to_none: list[Tensor], io_bytes: int,
@@ -791,16 +885,21 @@ def _dtype_name(dt: torch.dtype) -> str:
     return str(dt).removeprefix("torch.")
 
 
-def run_case(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceilings: dict) -> dict:
-    """Build, check, time one case. Returns the json record; raises Skip when it cannot run."""
+def prepare_case(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext) -> tuple["Prepared", float | None]:
+    """Build one implementation of (cfg, mode) and run its correctness check; raises Skip when it cannot run here."""
     prepared = BUILDERS[impl](cfg, mode, ctx)
-    max_rel_err = prepared.check() if prepared.check is not None else None
-    ms, p20, p80 = time_call(prepared.call, prepared.grad_to_none, ctx)
-    peak_mb = measure_peak_mb(prepared.call, prepared.grad_to_none, prepared.io_bytes, ctx.device)
+    return prepared, (prepared.check() if prepared.check is not None else None)
+
+
+def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceilings: dict | None, prepared: "Prepared",
+                max_rel_err: float | None, timing: dict, peak_mb: float | None) -> dict:
+    """The json record of one case. tflops / floor_ms / frac_of_floor only where ``ceilings`` were measured (GPU)."""
+    ms = timing["ms"]
     elem = torch.empty((), dtype=ctx.dtype).element_size()
     flops = model_flops(prepared.model, mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.G, prepared.R)
     nbytes = compulsory_bytes(mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.params, elem)
-    floor_ms = max(flops / (ceilings["matmul_tflops"] * 1e9), nbytes / (ceilings["copy_gbps"] * 1e6))
+    floor_ms = (max(flops / (ceilings["matmul_tflops"] * 1e9), nbytes / (ceilings["copy_gbps"] * 1e6))
+                if ceilings is not None else None)
     tol = REL_TOL[_dtype_name(ctx.dtype)]
     nonfinite = max_rel_err is not None and not math.isfinite(max_rel_err)
     if nonfinite:  # NaN/inf in the implementation's results: not representable in strict json, and never correct
@@ -808,12 +907,16 @@ def run_case(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceilings: 
     return {
         "config": cfg.name, "impl": impl_label(impl, ctx.device), "mode": mode, "dtype": _dtype_name(ctx.dtype),
         "B": cfg.B, "T": cfg.T, "I": cfg.I, "H": prepared.H, "G": prepared.G, "R": prepared.R,
-        "ms": ms, "ms_p20": p20, "ms_p80": p80, "tflops": flops / (ms * 1e-3) / 1e12, "floor_ms": floor_ms,
+        "ms": ms, "ms_p20": timing["ms_p20"], "ms_p80": timing["ms_p80"],
+        "tflops": flops / (ms * 1e-3) / 1e12 if ceilings is not None else None, "floor_ms": floor_ms,
         "peak_mb": peak_mb, "max_rel_err": max_rel_err,
         "correct": (max_rel_err is not None and max_rel_err <= tol) if prepared.check is not None else None,
+        "spread": timing["spread"], "unstable": timing["unstable"],
         # extra fields
+        "remeasured": timing["remeasured"], "reps": timing["reps"],
         "op": cfg.op, "model": prepared.model, "params": prepared.params, "flops": flops, "bytes": nbytes,
-        "frac_of_floor": floor_ms / ms, "rel_tol": tol if impl in LSTMKERN_IMPLS else None,
+        "frac_of_floor": floor_ms / ms if floor_ms is not None else None,
+        "rel_tol": tol if impl in LSTMKERN_IMPLS else None,
         "check_T": min(ctx.check_t, cfg.T) if max_rel_err is not None else None,
         "sweep": cfg.sweep, "sweep_value": cfg.sweep_value, "detail": prepared.detail, "nonfinite": nonfinite,
     }
@@ -830,22 +933,39 @@ def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def markdown_table(cases: list[dict], dense_impl: str) -> str:
-    """One row per case; speed-ups (baseline ms / lstmkern ms) only on lstmkern rows."""
+def baseline_impls(device: torch.device) -> list[str]:
+    """The speed-up columns: nn.LSTM of the same size and of the same parameter count, the naive loop, FlashRNN (GPU)."""
+    bases = [impl_label("cudnn", device), impl_label("cudnn-sameparams", device), "torch-naive"]
+    return bases + (["flashrnn"] if device.type == "cuda" else [])
+
+
+def markdown_table(cases: list[dict], device: torch.device) -> str:
+    """One row per case; speed-ups (baseline ms / lstmkern ms) only on lstmkern rows, marked "?" where either
+    measurement was unstable. TFLOP/s and % of floor only on a GPU (on a shared CPU they would mean nothing)."""
+    on_gpu = device.type == "cuda"
     by_key = {(c["config"], c["mode"], c["impl"]): c for c in cases}
-    header = ["config", "mode", "impl", "H", "ms (p20–p80)", "TFLOP/s", "% of floor", "peak MB", "max rel err", "ok",
-              f"× {dense_impl}", "× torch-naive", "× flashrnn"]
+    bases = baseline_impls(device)
+    header = ["config", "mode", "impl", "H", "ms (p20–p80)", "spread"]
+    header += ["TFLOP/s", "% of floor", "peak MB"] if on_gpu else []
+    header += ["max rel err", "ok"] + [f"× {b}" for b in bases]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in cases:
         speedups = []
-        for base in (dense_impl, "torch-naive", "flashrnn"):
+        for base in bases:
             b = by_key.get((c["config"], c["mode"], base))
-            speedups.append(f"{b['ms'] / c['ms']:.3g}×" if b is not None and c["impl"] in LSTMKERN_IMPLS else "—")
+            if b is None or c["impl"] not in LSTMKERN_IMPLS:
+                speedups.append("—")
+            else:
+                shaky = "?" if (b.get("unstable") or c.get("unstable")) else ""
+                speedups.append(f"{b['ms'] / c['ms']:.3g}×{shaky}")
         ok = "—" if c["correct"] is None else ("yes" if c["correct"] else "**NO**")
-        row = [c["config"], c["mode"], c["impl"], str(c["H"]),
-               f"{c['ms']:.3f} ({c['ms_p20']:.3f}–{c['ms_p80']:.3f})", f"{c['tflops']:.3g}",
-               f"{100 * c['frac_of_floor']:.1f}%", _fmt(c["peak_mb"], ".0f"), _fmt(c["max_rel_err"], ".1e"), ok,
-               *speedups]
+        spread = f"{100 * c['spread']:.0f}%" + (" **unstable**" if c.get("unstable") else "")
+        row = [c["config"], c["mode"], c["impl"], str(c["H"]), f"{c['ms']:.3f} ({c['ms_p20']:.3f}–{c['ms_p80']:.3f})",
+               spread]
+        if on_gpu:
+            row += [_fmt(c["tflops"], ".3g"),
+                    "—" if c["frac_of_floor"] is None else f"{100 * c['frac_of_floor']:.1f}%", _fmt(c["peak_mb"], ".0f")]
+        row += [_fmt(c["max_rel_err"], ".1e"), ok, *speedups]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -911,15 +1031,15 @@ def _slug(text: str) -> str:
 
 def select(args: argparse.Namespace, on_gpu: bool) -> tuple[list[BenchConfig], list[str], list[str]]:
     """Configs, implementations and notes from the command line."""
-    registry = GPU_CONFIGS if on_gpu else CPU_CONFIGS
     known = {**GPU_CONFIGS, **CPU_CONFIGS}
     notes = []
     configs: list[BenchConfig] = []
     if args.configs or not args.sweep:
-        names = args.configs.split(",") if args.configs else list(registry)
+        names = args.configs.split(",") if args.configs else list(GPU_CONFIGS if on_gpu else CPU_DEFAULT)
+        names = [n for name in names for n in CONFIG_SETS.get(name, (name,))]
         for name in names:
             if name not in known:
-                raise SystemExit(f"--configs: unknown config {name!r}; known: {', '.join(known)}")
+                raise SystemExit(f"--configs: unknown config {name!r}; known: {', '.join([*known, *CONFIG_SETS])}")
             configs.append(known[name])
     if args.sweep:
         base_name = args.base or ({"R": "flstm-infer"}.get(args.sweep, "glstm-infer") if on_gpu
@@ -951,9 +1071,9 @@ def select(args: argparse.Namespace, on_gpu: bool) -> tuple[list[BenchConfig], l
             raise SystemExit(f"--impls: unknown implementation(s) {bad}; expected a subset of {IMPL_NAMES}")
     if not on_gpu:
         notes.append("No CUDA device" + (" (--device cpu)" if args.device == "cpu" else "") +
-                     ": ran the CPU smoke set; GPU configs skipped: " +
+                     ": ran the CPU set; GPU configs skipped: " +
                      ", ".join(GPU_CONFIGS[n].describe() for n in GPU_CONFIGS) +
-                     ". Timings on CPU (Triton interpreted) say nothing about GPU speed.")
+                     ". Timings on CPU say nothing about GPU speed (Triton runs interpreted there).")
     return configs, impls, notes
 
 
@@ -973,6 +1093,40 @@ def output_path(out: str | None, on_gpu: bool, device_name: str, stamp: _dt.date
     return path
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def cpu_facts() -> dict:
+    """What a CPU timing depends on: model, cores, torch threads, load, the BLAS/oneDNN torch has, and the instruction
+    set of lstmkern's CPU cell kernels."""
+    facts = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+             "loadavg": _loadavg(), "mkldnn": torch.backends.mkldnn.is_available(),
+             "mkl": torch.backends.mkl.is_available(), "lstmkern_cpu_cell_isa": None}
+    try:
+        from lstmkern.backends import cpu as cpu_backend
+        if cpu_backend.unsupported("glstm", torch.device("cpu"), torch.float32, (1, 1, 1, 1, 1, 0)) is None:
+            facts["lstmkern_cpu_cell_isa"] = cpu_backend.cell_isa()
+    except Exception:  # noqa: BLE001 - the facts are informative; a missing backend shows up as skipped cases
+        pass
+    return facts
+
+
 def main(args: argparse.Namespace) -> int:
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     if args.list:
@@ -980,7 +1134,14 @@ def main(args: argparse.Namespace) -> int:
             print(f"{reg_name} configs:")
             for c in reg.values():
                 print(f"  {c.describe()}" + (f"  [source: {c.source}]" if c.source else ""))
+        print(f"CPU default: {', '.join(CPU_DEFAULT)}")
+        for name, members in CONFIG_SETS.items():
+            print(f"set {name}: {', '.join(members)}")
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     configs, impls, notes = select(args, on_gpu)
     device = torch.device("cuda" if on_gpu else "cpu")
     dtype = getattr(torch, args.dtype or ("bfloat16" if on_gpu else "float32"))
@@ -988,14 +1149,16 @@ def main(args: argparse.Namespace) -> int:
                      check_t=args.check_t, no_check=args.no_check, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
                      cpu_reps=args.cpu_reps, compile_on_cpu=bool(args.impls) and "torch-compile" in impls)
     device_name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
-    dense_impl = impl_label("cudnn", device)
     for note in notes:
         log("NOTE: " + note)
+    facts = None if on_gpu else cpu_facts()
     log(f"device: {device_name}, dtype {_dtype_name(dtype)}, torch {torch.__version__}"
-        + (f", TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}" if not on_gpu else ""))
-    ceilings = measure_ceilings(ctx)
-    log(f"ceilings: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s ({ceilings['matmul']}), "
-        f"copy {ceilings['copy_gbps']:.1f} GB/s ({ceilings['copy']})")
+        + (f", TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}, {facts}" if not on_gpu else ""))
+    ceilings = None
+    if on_gpu:  # on a CPU shared with other processes a measured "ceiling" is noise, and so would be % of it
+        ceilings = measure_ceilings(ctx)
+        log(f"ceilings: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s ({ceilings['matmul']}), "
+            f"copy {ceilings['copy_gbps']:.1f} GB/s ({ceilings['copy']})")
 
     stamp = _dt.datetime.now(_dt.timezone.utc)
     out_path = output_path(args.out, on_gpu, device_name, stamp)
@@ -1009,12 +1172,13 @@ def main(args: argparse.Namespace) -> int:
         "device": device_name, "torch": torch.__version__, "triton": triton_version, "commit": read_commit(),
         "timestamp": stamp.isoformat(timespec="seconds"), "cases": [],
         # extra fields
-        "complete": False, "dtype": _dtype_name(dtype), "ceilings": ceilings, "skipped": [], "notes": notes,
-        "configs": [{**vars(c), "modes": list(c.modes)} for c in configs],
-        "flashrnn_config_source": FLASHRNN_SOURCE, "input_sets": ctx.n_sets,
+        "complete": False, "dtype": _dtype_name(dtype), "ceilings": ceilings, "cpu": facts, "skipped": [],
+        "notes": notes, "configs": [{**vars(c), "modes": list(c.modes)} for c in configs],
+        "flashrnn_config_source": FLASHRNN_SOURCE, "input_sets": ctx.n_sets, "unstable_spread": UNSTABLE_SPREAD,
         "timing": ("triton.testing.do_bench (CUDA events, L2 flushed), quantiles 0.5/0.2/0.8, warmup_ms=%g rep_ms=%g"
                    % (ctx.warmup_ms, ctx.rep_ms) if on_gpu
-                   else f"time.perf_counter, {max(3, ctx.cpu_reps)} calls after 2 warm-up calls"),
+                   else f"time.perf_counter, {max(3, ctx.cpu_reps)} interleaved repetitions (one call of every "
+                        f"implementation of the case each, rotating order) after 2 warm-up calls each"),
         "check": None if ctx.no_check else f"float64 lstmkern.reference on the first min(T, {ctx.check_t}) steps",
         "triton_interpret": os.environ.get("TRITON_INTERPRET"),
     }
@@ -1023,48 +1187,68 @@ def main(args: argparse.Namespace) -> int:
     def save() -> None:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
-    # Most telling implementations first, so a --time-budget (or a killed run) loses the least: lstmkern's kernels
-    # and their direct competitors, then the slow loops, then torch.compile (whose compile time dominates).
-    tiers = [[i for i in impls if i in tier] for tier in IMPL_TIERS]
-    jobs = [(cfg, mode, impl) for tier in tiers for cfg in configs for mode in cfg.modes for impl in tier]
+    def skip(cfg: BenchConfig, mode: str, impl: str, reason: str) -> None:
+        skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode, "reason": reason})
+
+    # One (config, mode) at a time: all its implementations are built, checked, then timed together (interleaved on
+    # CPU). Within a group the most telling implementations come first, so a --time-budget loses the least.
+    ordered = [i for tier in IMPL_TIERS for i in impls if i in tier]
+    groups = [(cfg, mode) for cfg in configs for mode in cfg.modes]
     failed = False
-    for n, (cfg, mode, impl) in enumerate(jobs, 1):
-        tag = f"[{n}/{len(jobs)}] {cfg.name} {mode} {impl_label(impl, device)}"
-        if args.time_budget is not None and time.monotonic() - PROCESS_START > args.time_budget:
-            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode,
-                            "reason": f"--time-budget {args.time_budget:g} s used up"})
-            log(f"{tag} skipped: time budget used up")
-            continue
-        log(f"{tag} ...")
-        try:
-            rec = run_case(cfg, impl, mode, ctx, ceilings)
-        except Skip as why:
-            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode, "reason": str(why)})
-            log(f"{tag} skipped: {why}")
-        except Exception as err:  # a crash in one implementation must not lose the others' results
-            reason = f"error: {type(err).__name__}: {err}"
-            skipped.append({"config": cfg.name, "impl": impl_label(impl, device), "mode": mode, "reason": reason})
-            failed |= impl in LSTMKERN_IMPLS
-            log(f"{tag} FAILED: {reason}\n{traceback.format_exc()}")
-        else:
-            cases.append(rec)
-            if rec["correct"] is False:
-                failed = True
-            err_txt = "" if rec["max_rel_err"] is None else f", max_rel_err {rec['max_rel_err']:.1e}" + (
-                "" if rec["correct"] else " NOT CORRECT")
-            if rec["nonfinite"]:
-                err_txt = ", NON-FINITE results: NOT CORRECT"
-            log(f"{tag} {rec['ms']:.3f} ms ({rec['ms_p20']:.3f}-{rec['ms_p80']:.3f}), {rec['tflops']:.3g} TFLOP/s, "
-                f"{100 * rec['frac_of_floor']:.1f}% of floor{err_txt}")
-        finally:
-            gc.collect()
-            if on_gpu:
-                torch.cuda.empty_cache()
+    for n, (cfg, mode) in enumerate(groups, 1):
+        tag = f"[{n}/{len(groups)}] {cfg.name} {mode}"
+        group: dict[str, Prepared] = {}
+        errors: dict[str, float | None] = {}
+        for impl in ordered:
+            if args.time_budget is not None and time.monotonic() - PROCESS_START > args.time_budget:
+                skip(cfg, mode, impl, f"--time-budget {args.time_budget:g} s used up")
+                log(f"{tag} {impl_label(impl, device)} skipped: time budget used up")
+                continue
+            try:
+                group[impl], errors[impl] = prepare_case(cfg, impl, mode, ctx)
+            except Skip as why:
+                skip(cfg, mode, impl, str(why))
+                log(f"{tag} {impl_label(impl, device)} skipped: {why}")
+            except Exception as err:  # a crash in one implementation must not lose the others' results
+                skip(cfg, mode, impl, f"error: {type(err).__name__}: {err}")
+                failed |= impl in LSTMKERN_IMPLS
+                log(f"{tag} {impl_label(impl, device)} FAILED: {type(err).__name__}: {err}\n{traceback.format_exc()}")
+        if group:
+            log(f"{tag}: timing {', '.join(impl_label(i, device) for i in group)} ...")
+            try:
+                timings = measure_group(group, ctx)
+            except Exception as err:  # e.g. out of memory while timing: record it, keep the other groups
+                for impl in group:
+                    skip(cfg, mode, impl, f"error while timing: {type(err).__name__}: {err}")
+                failed |= any(i in LSTMKERN_IMPLS for i in group)
+                log(f"{tag} timing FAILED: {type(err).__name__}: {err}\n{traceback.format_exc()}")
+                timings = {}
+            for impl, timing in timings.items():
+                prepared = group[impl]
+                peak_mb = measure_peak_mb(prepared.call, prepared.grad_to_none, prepared.io_bytes, device)
+                rec = case_record(cfg, impl, mode, ctx, ceilings, prepared, errors[impl], timing, peak_mb)
+                cases.append(rec)
+                failed |= rec["correct"] is False
+                err_txt = "" if rec["max_rel_err"] is None else f", max_rel_err {rec['max_rel_err']:.1e}" + (
+                    "" if rec["correct"] else " NOT CORRECT")
+                if rec["nonfinite"]:
+                    err_txt = ", NON-FINITE results: NOT CORRECT"
+                rate = (f", {rec['tflops']:.3g} TFLOP/s, {100 * rec['frac_of_floor']:.1f}% of floor"
+                        if rec["tflops"] is not None else "")
+                flag = " UNSTABLE" if rec["unstable"] else (" (re-measured)" if rec["remeasured"] else "")
+                log(f"{tag} {rec['impl']}: {rec['ms']:.3f} ms ({rec['ms_p20']:.3f}-{rec['ms_p80']:.3f}, spread "
+                    f"{100 * rec['spread']:.0f}%{flag}){rate}{err_txt}")
+        del group
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
         save()
     # Report in config order, then mode, then implementation order.
     config_rank = {c.name: k for k, c in enumerate(configs)}
     impl_rank = {impl_label(i, device): k for k, i in enumerate(IMPL_NAMES)}
     cases.sort(key=lambda c: (config_rank[c["config"]], MODES.index(c["mode"]), impl_rank[c["impl"]]))
+    if facts is not None:
+        facts["loadavg_end"] = _loadavg()
     result["complete"] = True
     save()
 
@@ -1072,10 +1256,21 @@ def main(args: argparse.Namespace) -> int:
     print(f"## lstmkern kernel benchmark — {device_name}, {_dtype_name(dtype)}, torch {torch.__version__}, "
           f"triton {triton_version}, commit {result['commit'][:12]}")
     print()
-    print(f"Ceilings measured in this run: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s, "
-          f"copy {ceilings['copy_gbps']:.1f} GB/s. Speed-up columns: baseline ms / lstmkern ms.")
+    if ceilings is not None:
+        print(f"Ceilings measured in this run: matmul {ceilings['matmul_tflops']:.2f} TFLOP/s, "
+              f"copy {ceilings['copy_gbps']:.1f} GB/s. Speed-up columns: baseline ms / lstmkern ms.")
+    else:
+        print(f"CPU: {facts['cpu_model']}, {facts['torch_threads']} torch threads of {facts['cpu_count']} cores, "
+              f"load average {facts['loadavg']} at the start and {facts['loadavg_end']} at the end; lstmkern cpu "
+              f"cell kernels: {facts['lstmkern_cpu_cell_isa']}. {max(3, ctx.cpu_reps)} interleaved repetitions. "
+              f"Speed-up columns: baseline ms / lstmkern ms (? = from an unstable row).")
     print()
-    print(markdown_table(cases, dense_impl) if cases else "(no case ran)")
+    print(markdown_table(cases, device) if cases else "(no case ran)")
+    unstable = [c for c in cases if c["unstable"]]
+    if unstable:
+        print()
+        print(f"Unstable (spread above {100 * UNSTABLE_SPREAD:.0f}% after one re-measurement; the machine was busy): "
+              + ", ".join(f"{c['config']} {c['mode']} {c['impl']}" for c in unstable))
     if skipped:
         print()
         print("Skipped:")
@@ -1085,7 +1280,7 @@ def main(args: argparse.Namespace) -> int:
         print()
         print("Note: " + note)
     if not args.no_plot:
-        for path in plot_sweeps(cases, dense_impl, out_path.with_suffix("")):
+        for path in plot_sweeps(cases, impl_label("cudnn", device), out_path.with_suffix("")):
             print(f"plot: {path}")
     print()
     print(f"json: {out_path}")

@@ -16,17 +16,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import bench.bench_kernels as bench_kernels  # noqa: E402
 from bench.bench_kernels import (  # noqa: E402
-    CPU_CONFIGS, REL_TOL, flstm_naive, glstm_naive, model_flops, param_count, same_params_hidden, sweep_configs,
+    CPU_CONFIGS, REL_TOL, UNSTABLE_SPREAD, Prepared, RunContext, flstm_naive, glstm_naive, markdown_table,
+    measure_group, model_flops, param_count, same_params_hidden, sweep_configs,
 )
 from lstmkern.reference import flstm_reference, glstm_reference  # noqa: E402
 
 CASE_KEYS = {"config", "impl", "mode", "dtype", "B", "T", "I", "H", "G", "R", "ms", "ms_p20", "ms_p80", "tflops",
-             "floor_ms", "peak_mb", "max_rel_err", "correct"}
+             "floor_ms", "peak_mb", "max_rel_err", "correct", "spread", "unstable", "remeasured"}
+SMOKE = ("--configs", "cpu-glstm,cpu-flstm", "--cpu-reps", "3")
 TOP_KEYS = {"device", "torch", "triton", "commit", "timestamp", "cases"}
 
 
-def _run_bench(*args: str, timeout: float = 85.0) -> subprocess.CompletedProcess:
+def _run_bench(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TRITON_INTERPRET="1", PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "bench.bench_kernels", "--device", "cpu", *args], cwd=REPO_ROOT,
@@ -36,7 +39,7 @@ def _run_bench(*args: str, timeout: float = 85.0) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    proc = _run_bench("--out", str(out))
+    proc = _run_bench(*SMOKE, "--out", str(out))
     return proc, out
 
 
@@ -51,6 +54,8 @@ def test_smoke_run_exits_cleanly_and_writes_json(smoke_run):
     assert result["timestamp"][:4].isdigit() and "T" in result["timestamp"]
     assert result["complete"] is True
     assert result["cases"], "no case ran"
+    assert result["cpu"]["torch_threads"] >= 1 and result["cpu"]["cpu_model"]
+    assert result["ceilings"] is None  # not measured on CPU
     for case in result["cases"]:
         assert CASE_KEYS <= set(case), f"case lacks {CASE_KEYS - set(case)}: {case}"
 
@@ -60,8 +65,10 @@ def test_smoke_run_timings_are_sane(smoke_run):
     for case in json.loads(out.read_text())["cases"]:
         assert case["ms"] > 0 and case["ms_p20"] > 0, case
         assert case["ms_p20"] <= case["ms"] <= case["ms_p80"], case
-        assert case["tflops"] > 0 and math.isfinite(case["tflops"]), case
-        assert case["floor_ms"] > 0, case
+        assert case["spread"] == pytest.approx((case["ms_p80"] - case["ms_p20"]) / case["ms"]), case
+        assert case["unstable"] == (case["spread"] > UNSTABLE_SPREAD), case
+        # No TFLOP/s or floor on a CPU (shared, unmeasured ceilings: the numbers would mean nothing).
+        assert case["tflops"] is None and case["floor_ms"] is None and case["frac_of_floor"] is None, case
         assert case["peak_mb"] is None  # no allocator statistics on CPU
 
 
@@ -76,11 +83,11 @@ def test_smoke_run_lstmkern_impls_are_correct(smoke_run):
         if not case["impl"].startswith("lstmkern-"):
             assert case["correct"] is None and case["max_rel_err"] is None, case
     # Every implementation that can run on CPU did, for every smoke config and mode.
-    expected = {"lstmkern-reference", "nn-lstm", "nn-lstm-sameparams", "torch-naive"}
+    expected = {"lstmkern-cpu", "lstmkern-reference", "nn-lstm", "nn-lstm-sameparams", "torch-naive"}
     if importlib.util.find_spec("lstmkern.backends.triton") is not None:
         expected.add("lstmkern-triton")  # interpreted
     ran = {(c["config"], c["mode"], c["impl"]) for c in result["cases"]}
-    for cfg in CPU_CONFIGS.values():
+    for cfg in (CPU_CONFIGS["cpu-glstm"], CPU_CONFIGS["cpu-flstm"]):  # the smoke set SMOKE runs
         for mode in cfg.modes:
             missing = {i for i in expected if (cfg.name, mode, i) not in ran}
             assert not missing, f"{cfg.name} {mode}: {missing} did not run; skipped: {result.get('skipped')}"
@@ -90,7 +97,8 @@ def test_smoke_run_prints_table_and_gpu_skips(smoke_run):
     proc, out = smoke_run
     assert "| config | mode | impl |" in proc.stdout
     assert "| cpu-glstm | fwd | lstmkern-reference |" in proc.stdout
-    assert "× nn-lstm" in proc.stdout and "× torch-naive" in proc.stdout
+    assert "× nn-lstm |" in proc.stdout and "× nn-lstm-sameparams" in proc.stdout and "× torch-naive" in proc.stdout
+    assert "TFLOP/s" not in proc.stdout and "% of floor" not in proc.stdout
     assert "GPU configs skipped" in proc.stdout and "glstm-train" in proc.stdout
     assert str(out) in proc.stdout
 
@@ -166,3 +174,98 @@ def test_sweeps_keep_shapes_valid():
         sweep_configs(base, "G", [3])
     with pytest.raises(ValueError, match="flstm"):
         sweep_configs(base, "R", [4])
+
+
+# --- Timing: interleaving, spread, the unstable flag and the one re-measurement -------------------------------------
+
+class _FakeClock:
+    """Stands in for the time module inside bench_kernels: perf_counter advances only when a fake call runs."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def monotonic(self):
+        return self.now
+
+
+def _fake_prepared(clock, durations_ms, log=None, name=None):
+    """A Prepared whose k-th call takes durations_ms[k % len] on the fake clock."""
+    count = [0]
+
+    def call():
+        clock.now += durations_ms[count[0] % len(durations_ms)] / 1e3
+        count[0] += 1
+        if log is not None:
+            log.append(name)
+    return Prepared(call=call, grad_to_none=[], model="dense", H=1, G=None, R=None, params=1, io_bytes=0)
+
+
+def _ctx(reps):
+    return RunContext(device=torch.device("cpu"), dtype=torch.float32, n_sets=1, seed=0, check_t=1, no_check=True,
+                      warmup_ms=0, rep_ms=0, cpu_reps=reps)
+
+
+def test_steady_rows_are_stable_and_measured_once(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(bench_kernels, "time", clock)
+    group = {"a": _fake_prepared(clock, [2.0]), "b": _fake_prepared(clock, [3.0, 3.1])}
+    timing = measure_group(group, _ctx(7))
+    assert timing["a"]["ms"] == pytest.approx(2.0) and timing["a"]["spread"] == pytest.approx(0.0)
+    assert timing["b"]["ms_p20"] >= 3.0 and timing["b"]["ms_p80"] <= 3.1
+    for t in timing.values():
+        assert t["unstable"] is False and t["remeasured"] is False and t["reps"] == 7
+
+
+def test_noisy_row_is_remeasured_with_its_group_and_flagged(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(bench_kernels, "time", clock)
+    group = {"steady": _fake_prepared(clock, [1.0]), "noisy": _fake_prepared(clock, [1.0, 5.0, 1.0, 9.0])}
+    timing = measure_group(group, _ctx(8))
+    assert timing["noisy"]["unstable"] is True and timing["noisy"]["spread"] > UNSTABLE_SPREAD
+    assert timing["steady"]["unstable"] is False
+    # The whole group is measured again (interleaving is kept), not only the noisy row.
+    assert timing["noisy"]["remeasured"] is True and timing["steady"]["remeasured"] is True
+
+
+def test_a_burst_that_passes_is_not_flagged_after_the_remeasurement(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(bench_kernels, "time", clock)
+    # 2 warm-up calls, then 5 noisy timed calls, then steady: the second measurement is kept.
+    durations = [1.0, 1.0, 1.0, 20.0, 1.0, 20.0, 1.0] + [1.0] * 100
+    group = {"x": _fake_prepared(clock, durations)}
+    timing = measure_group(group, _ctx(5))
+    assert timing["x"]["remeasured"] is True
+    assert timing["x"]["unstable"] is False and timing["x"]["ms"] == pytest.approx(1.0)
+
+
+def test_repetitions_interleave_in_rotating_order(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(bench_kernels, "time", clock)
+    order = []
+    group = {n: _fake_prepared(clock, [1.0], order, n) for n in ("a", "b", "c")}
+    measure_group(group, _ctx(3))
+    timed = order[6:]  # after two warm-up calls each
+    assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def _case(impl, ms, unstable=False, correct=None):
+    return {"config": "k", "mode": "fwd", "impl": impl, "H": 8, "ms": ms, "ms_p20": ms, "ms_p80": ms,
+            "spread": 0.5 if unstable else 0.0, "unstable": unstable, "tflops": 1.0, "frac_of_floor": 0.5,
+            "peak_mb": None, "max_rel_err": None if correct is None else 1e-7, "correct": correct}
+
+
+def test_table_marks_unstable_rows_and_shows_rates_only_on_gpu():
+    cases = [_case("lstmkern-cpu", 1.0, correct=True), _case("nn-lstm", 2.0, unstable=True),
+             _case("nn-lstm-sameparams", 4.0)]
+    cpu_table = markdown_table(cases, torch.device("cpu"))
+    assert "TFLOP/s" not in cpu_table and "% of floor" not in cpu_table
+    row = next(line for line in cpu_table.splitlines() if "| lstmkern-cpu |" in line)
+    cells = row.replace(" ", "")
+    assert "|2×?|" in cells and "|4×|" in cells  # nn-lstm was unstable: its ratio is marked
+    assert "**unstable**" in next(line for line in cpu_table.splitlines() if "| nn-lstm |" in line)
+    gpu_cases = [dict(c, impl=c["impl"].replace("nn-lstm", "cudnn")) for c in cases]
+    gpu_table = markdown_table(gpu_cases, torch.device("cuda"))
+    assert "TFLOP/s" in gpu_table and "% of floor" in gpu_table and "× cudnn-sameparams" in gpu_table
