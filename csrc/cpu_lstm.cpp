@@ -236,8 +236,10 @@ class StepOperands {
 // Work split of one step: tasks = (group, chunk of `chunk` consecutive hidden units / rank columns).
 // ---------------------------------------------------------------------------------------------------------------------
 
-// Below this many multiply-adds per task, the fork/join of a parallel region costs more than it saves.
-constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
+// Below this many multiply-adds per task (~50-100 us of one core), the fork/join of a parallel region costs more than
+// it saves; on a machine shared with other processes one region can cost a whole scheduler slice, so small layers
+// (e.g. H = 128, B = 16: 1M per step) run each step as one serial task.
+constexpr int64_t kMinTaskMacs = int64_t{1} << 21;
 // Chunks are whole 64-byte lines of float32 (or double) where the size allows, so tasks do not share cache lines.
 constexpr int64_t kChunkAlign = 16;
 

@@ -19,8 +19,10 @@ GLSTM_SHAPES = [(1, 1, 3, 3, 1, False), (5, 2, 6, 9, 3, False), (4, 3, 12, 15, 3
 # (T, B, I, H, R)
 FLSTM_SHAPES = [(1, 1, 3, 5, 1), (5, 2, 6, 9, 7), (4, 3, 7, 10, 17), (6, 1, 4, 11, 3)]
 # Large enough that one step is split over several tasks (with 2 threads), incl. a partial last chunk of units.
-GLSTM_PARALLEL_SHAPES = [(6, 8, 96, 200, 1, False), (5, 8, 96, 192, 3, False)]
-FLSTM_PARALLEL_SHAPES = [(5, 8, 40, 200, 40)]
+# (cpu_lstm.cpp's split_units gives G = 1, H = 360 four chunks of 96 units, the last one 72; G = 3, Hg = 192 one task
+# per group; F-LSTM H = 400, R = 160 two unit chunks, and two rank chunks in the backward.)
+GLSTM_PARALLEL_SHAPES = [(4, 16, 96, 360, 1, False), (3, 16, 96, 576, 3, False)]
+FLSTM_PARALLEL_SHAPES = [(4, 16, 40, 400, 160)]
 
 
 def test_backend_is_available_here():
