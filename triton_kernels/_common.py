@@ -40,28 +40,34 @@ def dot_pad(n: int) -> int:
 
 
 def make_configs(gpu: list[dict], interpreted: dict, num_warps: list[int] | None = None,
-                 num_stages: int = 3) -> list[triton.Config]:
-    """Autotune configs: ``gpu`` (with matching ``num_warps``) on a GPU, the single ``interpreted`` one otherwise."""
+                 num_stages: int | list[int] = 3) -> list[triton.Config]:
+    """Autotune configs: ``gpu`` (with matching ``num_warps`` and ``num_stages``, one value or one per config) on a
+    GPU, the single ``interpreted`` one otherwise."""
     if INTERPRET:
         return [triton.Config(interpreted, num_warps=4, num_stages=1)]
     num_warps = num_warps or [4] * len(gpu)
-    return [triton.Config(kw, num_warps=w, num_stages=num_stages) for kw, w in zip(gpu, num_warps)]
+    num_stages = [num_stages] * len(gpu) if isinstance(num_stages, int) else num_stages
+    return [triton.Config(kw, num_warps=w, num_stages=st) for kw, w, st in zip(gpu, num_warps, num_stages)]
 
 
 # Layer dtypes (x's dtype) an autotune config may serve; see autotune_configs.
 ALL_DTYPES = tuple(TORCH_TO_TL)
+F64 = (torch.float64,)
+F32 = (torch.float32,)
+HALF = (torch.float16, torch.bfloat16)
 _TL_TO_TORCH = {tl_dtype: torch_dtype for torch_dtype, tl_dtype in TORCH_TO_TL.items()}
 
 
-def autotune_configs(gpu: list[dict], interpreted: dict, *, dtype_arg: str, dtypes: list[tuple] | None = None,
-                     num_warps: list[int] | None = None, num_stages: int = 3) -> dict:
+def autotune_configs(gpu: list[dict], interpreted: dict, *, dtype_arg, dtypes: list[tuple] | None = None,
+                     num_warps: list[int] | None = None, num_stages: int | list[int] = 3) -> dict:
     """``triton.autotune`` keyword arguments: the configs of :func:`make_configs` and, on a GPU, a pruning hook that
     keeps only the configs listed for the launch's dtype.
 
-    ``dtypes[i]``: the dtypes GPU config ``i`` may run with (default: all), read from the kernel argument
-    ``dtype_arg`` (a tensor's dtype, or a constexpr tl dtype). A config is left out for a dtype where it needs more
-    shared memory than a block may use, or spills registers; ``python -m triton_kernels.aot`` (run in CI by
-    tests/test_triton_aot.py) compiles every config the hook keeps and fails on either.
+    ``dtypes[i]``: the dtypes GPU config ``i`` may run with, read from the kernel argument named ``dtype_arg`` (a
+    tensor's dtype, or a constexpr tl dtype), or computed by ``dtype_arg(named_args, constexprs)`` when it is a
+    function. A config is left out for a dtype where it needs more shared memory than a block may use, or spills
+    registers: ``python -m triton_kernels.aot`` (run in CI by tests/test_triton_aot.py) compiles every config this
+    hook keeps, under CI's Triton and the GPU image's, and fails on either.
     """
     configs = make_configs(gpu, interpreted, num_warps, num_stages)
     if INTERPRET or dtypes is None:
@@ -70,8 +76,11 @@ def autotune_configs(gpu: list[dict], interpreted: dict, *, dtype_arg: str, dtyp
     serves = {_config_key(config): frozenset(allowed) for config, allowed in zip(configs, dtypes)}
 
     def keep_configs_for_dtype(configs, named_args, **kwargs):
-        value = named_args[dtype_arg] if dtype_arg in named_args else kwargs[dtype_arg]
-        dtype = value.dtype if isinstance(value, torch.Tensor) else _TL_TO_TORCH[value]
+        if callable(dtype_arg):
+            dtype = dtype_arg(named_args, kwargs)
+        else:
+            value = named_args[dtype_arg] if dtype_arg in named_args else kwargs[dtype_arg]
+            dtype = value.dtype if isinstance(value, torch.Tensor) else _TL_TO_TORCH[value]
         return [config for config in configs if dtype in serves[_config_key(config)]]
 
     return dict(configs=configs, prune_configs_by=dict(early_config_prune=keep_configs_for_dtype))

@@ -2,18 +2,20 @@
 
     python -m triton_kernels.aot [--arch 90] [--dtypes float64,float32,float16,bfloat16] [--jobs 2] [--json FILE]
 
-(from the repository root, with TRITON_INTERPRET unset; exit status 1 when any compile fails a rule). For each layer
-dtype, each kernel module's ``aot_launches(dtype)`` (where it has one) calls the module's own launchers on small CPU tensors the way the
-backend does, with every kernel launch intercepted and recorded instead of run, so the check sees exactly the
-argument dtypes, constexprs and alignments the launchers produce, and a new launcher, kernel or call site is checked
-without being listed here. Every kernel of the package must be launched by some module's ``aot_launches``.
+Run from the repository root with TRITON_INTERPRET unset; the exit status is 1 when any compile breaks a rule below.
 
-For each recorded launch, the configs the autotuner may pick are the kernel's own (``kernel.configs`` after its
-``prune_configs``, i.e. its ``early_config_prune``); each is specialised with Triton's own binder (the same signature,
-constexprs and divisibility-16 attributes ``kernel[grid](...)`` would compile on a GPU: integers equal to 1 become
-constants, multiples of 16 and 16-byte aligned pointers carry the alignment fact). Identical specialisations are
-compiled once, in parallel worker processes, by ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))``:
-Triton's front end, its LLVM back end and its bundled ptxas need no GPU. A compile then fails the check when
+Which launches: for each layer dtype, each kernel module's ``aot_launches(dtype)`` calls the module's own launchers
+on small CPU tensors the way the backend does, with every kernel launch intercepted and recorded instead of run. The
+check so sees the argument dtypes, constexprs and alignments the launchers really produce, and a new launcher, kernel
+or call site is checked without being listed here; a kernel that no ``aot_launches`` reaches is an error.
+
+Which configs: those the autotuner may pick, i.e. ``kernel.configs`` after the kernel's own ``prune_configs`` (its
+``early_config_prune``, see :func:`._common.autotune_configs`). Each is specialised with Triton's own binder: the
+signature, constexprs and divisibility-16 attributes ``kernel[grid](...)`` would compile on a GPU (integers equal to
+1 become constants, multiples of 16 and 16-byte aligned pointers carry the alignment fact). Per kernel x layer dtype x
+config x shape constexpr one representative variant is compiled (:func:`representatives`), with
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` in parallel worker processes: Triton's front
+end, its LLVM back end and its bundled ptxas need no GPU. A compile breaks a rule when
 
 * it raises (e.g. Triton 3.6 rejects a float64 ``tl.dot`` whose ``out_dtype`` is not the accumulator's),
 * the kernel needs more shared memory (``metadata.shared``) than one block may use on that architecture,
@@ -161,9 +163,9 @@ def specialisations(launches, kernels, target: GPUTarget) -> list[Specialisation
 
 def representatives(specs: list[Specialisation]) -> list[Specialisation]:
     """One specialisation to compile per kernel x layer dtype x autotune config x shape constexpr (pads, the dtype
-    of a product): of the variants that differ only in boolean feature flags (bias, accumulate, cell gradient, ...),
-    the dtypes of pointers that feed no product directly, or alignment facts, the one with the most flags on and then
-    the most 4- and 8-byte pointers, i.e. the most code and the widest loads.
+    of a product) x memory layout (unit strides): of the variants that differ only in boolean feature flags (bias,
+    accumulate, cell gradient, ...), the dtypes of pointers that feed no product directly, or alignment facts, the
+    one with the most flags on and then the most 4- and 8-byte pointers, i.e. the most code and the widest loads.
 
     Compiling every variant for every config would take CI tens of minutes; the variants of a group share their tiles
     and products, which is what decides shared memory and registers. ``represents`` counts a group's variants.
@@ -173,9 +175,10 @@ def representatives(specs: list[Specialisation]) -> list[Specialisation]:
         fn = _jit_function(getattr(importlib.import_module(spec.module), spec.kernel))
         declared = {p.name for p in fn.params if p.is_constexpr}
         names = list(spec.signature)
+        # Pads and product dtypes, and integers specialised to 1 (unit strides: the operands' memory layout).
         shape = tuple(sorted((names[path[0]], repr(value)) for path, value in spec.constexprs.items()
-                             if names[path[0]] in declared and names[path[0]] not in spec.config
-                             and not isinstance(value, bool)))
+                             if names[path[0]] not in spec.config and not isinstance(value, bool)
+                             and (names[path[0]] in declared or value == 1)))
         for dtype in spec.dtypes:
             key = (spec.module, spec.kernel, str(dtype), repr(sorted(spec.config.items())),
                    repr(sorted(spec.options.items())), shape)

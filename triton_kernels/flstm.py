@@ -21,8 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (dot_acc, dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
-                      step_epilogue)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
+                      new_buffer, state_dtype, step_epilogue)
 from .gemm import grouped_gemm
 
 __all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
@@ -44,9 +44,11 @@ def flstm_sequence_fits(hidden_size: int, rank: int) -> bool:
 # Input projection with z on chip
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(gpu=[dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64), dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
-                              dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32)],
-                         interpreted=dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32)),
+    **autotune_configs(gpu=[dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64), dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
+                            dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32), dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32)],
+                       # The dtypes each config serves: elsewhere it spills registers on sm_90.
+                       dtype_arg="w2_ptr", dtypes=[HALF, HALF, HALF, ALL_DTYPES],
+                       interpreted=dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32)),
     key=["M_BUCKET", "I", "H", "R"],
 )
 @triton.jit(do_not_specialize=["M", "M_BUCKET"])
@@ -93,9 +95,12 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
 # Forward: one fused recurrent step
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(
+    **autotune_configs(
         gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_H=64, BLOCK_K=64, BLOCK_R=32),
-             dict(BLOCK_B=64, BLOCK_H=64, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=128, BLOCK_R=64)],
+             dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=128, BLOCK_R=64), dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=32, BLOCK_R=16)],
+        num_stages=[3, 3, 3, 1],
+        # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
+        dtype_arg="w2_ptr", dtypes=[F32 + HALF, HALF, HALF, ALL_DTYPES],
         interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, BLOCK_R=16)),
     key=["B", "H", "R"],
 )
@@ -150,9 +155,20 @@ def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr,
 # ----------------------------------------------------------------------------------------------------------------------
 # Forward: all T steps in one launch (small H and R)
 # ----------------------------------------------------------------------------------------------------------------------
+def _sequence_class(named_args, constexprs):
+    """What the sequence kernel's configs depend on: the dtype, with float32 at padded rank 128 apart (it spills with
+    the 8 warps every other float32 shape needs, and fits with 4)."""
+    dtype = named_args["w2_ptr"].dtype
+    return "float32, R_PAD > 64" if dtype == torch.float32 and constexprs["R_PAD"] > 64 else dtype
+
+
 @triton.autotune(
-    configs=make_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64)], num_warps=[4, 4, 8],
-                         interpreted=dict(BLOCK_B=16)),
+    **autotune_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64), dict(BLOCK_B=16), dict(BLOCK_B=16)],
+                       num_warps=[4, 4, 8, 8, 4], num_stages=[3, 3, 3, 3, 1],
+                       # The dtypes each config serves: elsewhere it spills registers on sm_90.
+                       dtype_arg=_sequence_class,
+                       dtypes=[HALF, HALF, HALF, F32 + F64, ("float32, R_PAD > 64",)],
+                       interpreted=dict(BLOCK_B=16)),
     key=["B", "H", "R"],
 )
 @triton.jit(do_not_specialize=["T"])
@@ -206,9 +222,12 @@ def _flstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w1_ptr, w2_ptr, out_ptr, cell_
 # Backward: one reverse-time fused step
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(
-        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=64, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_J=64, BLOCK_K=64, BLOCK_R=32),
-             dict(BLOCK_B=64, BLOCK_J=32, BLOCK_K=64, BLOCK_R=64)],
+    **autotune_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=32, BLOCK_J=16, BLOCK_K=32, BLOCK_R=32),
+             dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32, BLOCK_R=16)],
+        num_warps=[4, 4, 4, 8], num_stages=[1, 2, 3, 1],
+        # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
+        dtype_arg="w2_ptr", dtypes=[F32 + HALF, F32 + HALF, HALF, F64],
         interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16, BLOCK_R=16)),
     key=["B", "H", "R", "HAS_GRAD_CELL"],
 )

@@ -16,16 +16,29 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import TORCH_TO_TL, dot_acc, make_configs
+from ._common import ALL_DTYPES, F32, F64, HALF, TORCH_TO_TL, autotune_configs, dot_acc
 
 __all__ = ["grouped_gemm"]
 
 
+def _operands(named_args, constexprs):
+    """What the autotune configs depend on: the operands' dtype, or "mixed" for the float32 products of a half
+    layer's backward (a float32 gradient times a half weight, widened in registers, or float32 operands whose
+    product lands in a half weight gradient), which need many more registers than a pure float32 product."""
+    a, b, c = (named_args[name].dtype for name in ("a_ptr", "b_ptr", "c_ptr"))
+    if a != b or (a == torch.float32 and c in (torch.float16, torch.bfloat16)):
+        return "mixed"
+    return a
+
+
+# Which operand dtypes each config serves: the rest spill registers on sm_90 (see tests/test_triton_aot.py).
 @triton.autotune(
-    configs=make_configs(
+    **autotune_configs(
         gpu=[dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32), dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32),
-             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32), dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64)],
-        num_warps=[8, 4, 4, 4],
+             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32), dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64),
+             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=16)],
+        num_warps=[8, 4, 4, 4, 4],
+        dtype_arg=_operands, dtypes=[F32 + HALF, F32 + HALF, F64 + HALF, HALF, ALL_DTYPES + ("mixed",)],
         interpreted=dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32)),
     key=["M_BUCKET", "N", "K"],
     restore_value=["c_ptr"],  # with ACCUMULATE, each timing run must start from the same C

@@ -21,8 +21,8 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import (dot_acc, dot_pad, lstm_cell, lstm_cell_backward, make_configs, new_buffer, state_dtype,
-                      step_epilogue)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
+                      new_buffer, state_dtype, step_epilogue)
 from .gemm import grouped_gemm
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
@@ -41,9 +41,12 @@ def glstm_sequence_fits(hidden_per_group: int) -> bool:
 # Forward: one fused recurrent step
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(
+    **autotune_configs(
         gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64), dict(BLOCK_B=32, BLOCK_H=32, BLOCK_K=64),
-             dict(BLOCK_B=64, BLOCK_H=64, BLOCK_K=32), dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=64)],
+             dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=64), dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=32)],
+        num_stages=[3, 3, 3, 1],
+        # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
+        dtype_arg="w_hh_ptr", dtypes=[ALL_DTYPES, F32 + HALF, HALF, F32 + F64],
         interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16)),
     key=["B", "HG", "G"],
 )
@@ -94,8 +97,12 @@ def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out
 # Forward: all T steps in one launch
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64)], num_warps=[4, 4, 8],
-                         interpreted=dict(BLOCK_B=16)),
+    **autotune_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64), dict(BLOCK_B=16)],
+                       num_warps=[4, 4, 8, 8],
+                       # The dtypes each config serves: elsewhere it spills registers on sm_90 (float32 needs 8 warps
+                       # for its 4 float32 weight tiles; see tests/test_triton_aot.py).
+                       dtype_arg="w_hh_ptr", dtypes=[HALF + F64, HALF, HALF, F32 + F64],
+                       interpreted=dict(BLOCK_B=16)),
     key=["B", "HG", "G"],
 )
 @triton.jit(do_not_specialize=["T"])
@@ -149,9 +156,14 @@ def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T
 # Backward: one reverse-time fused step
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
-    configs=make_configs(
+    **autotune_configs(
         gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_K=64),
-             dict(BLOCK_B=64, BLOCK_J=32, BLOCK_K=64), dict(BLOCK_B=16, BLOCK_J=64, BLOCK_K=64)],
+             dict(BLOCK_B=16, BLOCK_J=64, BLOCK_K=64), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32),
+             dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32)],
+        num_warps=[4, 4, 4, 4, 8], num_stages=[3, 3, 3, 1, 1],
+        # The dtypes each config serves: elsewhere it spills registers on sm_90 or (BLOCK_B=64, float32) needs more
+        # than 227 KiB of shared memory (see tests/test_triton_aot.py).
+        dtype_arg="w_hh_ptr", dtypes=[F32 + HALF, F32 + HALF, F32, F32 + HALF, F64],
         interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16)),
     key=["B", "HG", "G", "HAS_GRAD_CELL"],
 )
