@@ -25,6 +25,24 @@ inline typename S::V sigmoid(typename S::V x) {
   return S::div(S::splat(1), S::add(S::splat(1), S::exp(S::neg(x))));
 }
 
+template <typename S>
+struct Gates {
+  typename S::V i, f, g, o;
+};
+
+// The four activated gates of `n` units: pre-activations at gates[k * gate_stride] (+ bias[k * gate_stride] if given)
+// for the gates i, f, g, o (k = 0..3), then sigmoid, sigmoid, tanh, sigmoid. Shared by the forward and the backward
+// (which recomputes them), so both see the same values.
+template <typename T, typename S>
+inline Gates<S> activated_gates(const T* gates, const T* bias, int64_t gate_stride, int n) {
+  typename S::V pre[4];
+  for (int k = 0; k < 4; ++k) {
+    pre[k] = S::load(gates + k * gate_stride, n);
+    if (bias != nullptr) pre[k] = S::add(pre[k], S::load(bias + k * gate_stride, n));
+  }
+  return {sigmoid<S>(pre[0]), sigmoid<S>(pre[1]), S::tanh(pre[2]), sigmoid<S>(pre[3])};
+}
+
 template <typename T, typename S>
 void cell_forward(const CellForward<T>& a) {
   using V = typename S::V;
@@ -33,15 +51,8 @@ void cell_forward(const CellForward<T>& a) {
     const T* gr = a.gates + r * a.gates_ld;
     for (int64_t u = 0; u < a.units; u += S::kWidth) {
       const int n = static_cast<int>(std::min<int64_t>(S::kWidth, a.units - u));
-      V pi = S::load(gr + u, n), pf = S::load(gr + gs + u, n), pg = S::load(gr + 2 * gs + u, n);
-      V po = S::load(gr + 3 * gs + u, n);
-      if (a.bias != nullptr) {
-        pi = S::add(pi, S::load(a.bias + u, n));
-        pf = S::add(pf, S::load(a.bias + gs + u, n));
-        pg = S::add(pg, S::load(a.bias + 2 * gs + u, n));
-        po = S::add(po, S::load(a.bias + 3 * gs + u, n));
-      }
-      const V i = sigmoid<S>(pi), f = sigmoid<S>(pf), g = S::tanh(pg), o = sigmoid<S>(po);
+      const Gates<S> gate = activated_gates<T, S>(gr + u, a.bias == nullptr ? nullptr : a.bias + u, gs, n);
+      const V i = gate.i, f = gate.f, g = gate.g, o = gate.o;
       const V c = S::add(S::mul(f, S::load(a.c_prev + r * a.c_prev_ld + u, n)), S::mul(i, g));
       S::store(a.c + r * a.c_ld + u, c, n);
       S::store(a.h + r * a.h_ld + u, S::mul(o, S::tanh(c)), n);
@@ -58,15 +69,8 @@ void cell_backward(const CellBackward<T>& a) {
     T* gr = a.gates + r * a.gates_ld;
     for (int64_t u = 0; u < a.units; u += S::kWidth) {
       const int n = static_cast<int>(std::min<int64_t>(S::kWidth, a.units - u));
-      V pi = S::load(gr + u, n), pf = S::load(gr + gs + u, n), pg = S::load(gr + 2 * gs + u, n);
-      V po = S::load(gr + 3 * gs + u, n);
-      if (a.bias != nullptr) {
-        pi = S::add(pi, S::load(a.bias + u, n));
-        pf = S::add(pf, S::load(a.bias + gs + u, n));
-        pg = S::add(pg, S::load(a.bias + 2 * gs + u, n));
-        po = S::add(po, S::load(a.bias + 3 * gs + u, n));
-      }
-      const V i = sigmoid<S>(pi), f = sigmoid<S>(pf), g = S::tanh(pg), o = sigmoid<S>(po);
+      const Gates<S> gate = activated_gates<T, S>(gr + u, a.bias == nullptr ? nullptr : a.bias + u, gs, n);
+      const V i = gate.i, f = gate.f, g = gate.g, o = gate.o;
       const V tanh_c = S::tanh(S::load(a.c + r * a.c_ld + u, n));
       V dh = S::load(a.grad_h + r * a.grad_h_ld + u, n);
       if (a.grad_h_next != nullptr) dh = S::add(S::load(a.grad_h_next + r * a.grad_h_next_ld + u, n), dh);
