@@ -51,6 +51,15 @@ ElementKind element_kind_of(const at::Tensor& x) {
   }
 }
 
+// The element kind of a query op's `dtype` (occupancy questions asked before any tensor exists).
+ElementKind query_element_kind(at::ScalarType dtype) {
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
+                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
+  return dtype == at::kFloat  ? ElementKind::kFloat32
+         : dtype == at::kHalf ? ElementKind::kFloat16
+                              : ElementKind::kBFloat16;
+}
+
 // `tensor` (named `name`) must be a contiguous CUDA tensor on x's device with the given dtype and shape.
 void check_tensor(const at::Tensor& tensor, const char* name, const at::Tensor& x, at::ScalarType dtype,
                   at::IntArrayRef shape) {
@@ -121,11 +130,7 @@ int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, i
   TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM forward takes "
                     "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
                     "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
-                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
-  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
-                           : dtype == at::kHalf ? ElementKind::kFloat16
-                                                : ElementKind::kBFloat16;
+  const ElementKind kind = query_element_kind(dtype);
   if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
   const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
   int count = 0;
@@ -138,11 +143,7 @@ int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64
   TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
                     "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
                     cluster_size, ", hidden_per_group = ", hidden_per_group);
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
-                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
-  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
-                           : dtype == at::kHalf ? ElementKind::kFloat16
-                                                : ElementKind::kBFloat16;
+  const ElementKind kind = query_element_kind(dtype);
   if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
   if (glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind) > device_smem_optin(device)) return 0;
   const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
@@ -156,11 +157,7 @@ int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, in
   TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM forward takes grid_ctas >= 1, "
                     "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
                     ", hidden = ", hidden, ", rank = ", rank);
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "dtype must be float32, "
-                   "float16 or bfloat16 for the persistent CUDA kernels, got ", dtype);
-  const ElementKind kind = dtype == at::kFloat  ? ElementKind::kFloat32
-                           : dtype == at::kHalf ? ElementKind::kFloat16
-                                                : ElementKind::kBFloat16;
+  const ElementKind kind = query_element_kind(dtype);
   if (device_cc_major(static_cast<int>(device)) < 8) return 0;
   const int64_t smem_bytes = flstm_grid_smem_bytes(hidden, rank, grid_ctas, kind);
   if (smem_bytes > device_smem_optin(device)) return 0;  // cudaFuncSetAttribute would refuse it
