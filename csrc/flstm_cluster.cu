@@ -66,60 +66,13 @@
 #include <cooperative_groups.h>
 #include <mma.h>
 
+#include "cluster_exchange.cuh"
 #include "persistent_common.cuh"
 #include "persistent_kernels.h"
 #include "tile_products.cuh"
 
 namespace lstmkern {
 namespace {
-
-// kCount values of T as one aligned vector, so a copy is one vector load or store (16 bytes for four floats).
-template <typename T, int kCount>
-struct alignas(sizeof(T) * kCount) Pack {
-  T values[kCount];
-};
-
-// Phase 2 of the step (see the header): for rows b < batch_rows and the CTA's columns q in [z_col_start,
-// z_col_start + Rs), z[b][q] = sum over ranks 0, 1, ..., C-1 of partial_rank[b][q] (read through DSMEM), rounded to
-// the element type and stored into z[b][q] of every CTA of the cluster. kVector adjacent columns per item (Rs must be
-// a multiple of kVector). All C loads of an item are issued before the first add, so their latencies overlap; the
-// order of the sum is fixed, so the result does not depend on timing.
-// `Cluster` is cooperative_groups::cluster_group (a template parameter because that type only exists when compiling
-// for sm_90 and newer).
-template <int kVector, typename Cluster, typename Element>
-__device__ __forceinline__ void reduce_and_broadcast_z(const Cluster& cluster, int rank, int cluster_size,
-                                                       const float* partial, int partial_ld, Element* z_tile, int z_ld,
-                                                       int batch_rows, int z_col_start, int Rs) {
-  using PartialVector = Pack<float, kVector>;
-  using ZVector = Pack<Element, kVector>;
-  const int vectors_per_row = Rs / kVector;
-  for (int idx = threadIdx.x; idx < batch_rows * vectors_per_row; idx += blockDim.x) {
-    const int b = idx / vectors_per_row;
-    const int q = z_col_start + (idx - b * vectors_per_row) * kVector;
-    const PartialVector* source = reinterpret_cast<const PartialVector*>(partial + b * partial_ld + q);
-    PartialVector parts[kFlstmClusterMaxSize];
-#pragma unroll
-    for (int peer = 0; peer < kFlstmClusterMaxSize; ++peer) {
-      if (peer < cluster_size) parts[peer] = *cluster.map_shared_rank(source, static_cast<unsigned>(peer));
-    }
-    ZVector z_values;
-#pragma unroll
-    for (int v = 0; v < kVector; ++v) {
-      float sum = parts[0].values[v];
-#pragma unroll
-      for (int peer = 1; peer < kFlstmClusterMaxSize; ++peer) {
-        if (peer < cluster_size) sum += parts[peer].values[v];
-      }
-      z_values.values[v] = from_float<Element>(sum);
-    }
-    ZVector* target = reinterpret_cast<ZVector*>(z_tile + b * z_ld + q);
-    // Peers are visited starting at this rank so the C CTAs do not all store into the same CTA at once.
-    for (int peer = 0; peer < cluster_size; ++peer) {
-      const int peer_rank = (rank + peer) % cluster_size;
-      *cluster.map_shared_rank(target, static_cast<unsigned>(peer_rank)) = z_values;
-    }
-  }
-}
 
 template <ElementKind kKind>
 __global__ void __launch_bounds__(kThreadsPerBlock)
@@ -204,7 +157,8 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
     }
     cluster.sync();  // barrier 1: every CTA's partial of step t is visible (and every WAR of the step is ordered)
 
-    // 2. Reduce this CTA's Rs columns over the C partials in rank order, round to the element type, push everywhere:
+    // 2. Reduce this CTA's Rs columns over the C partials in rank order, round to the element type, push everywhere
+    // (reduce_and_broadcast_z, csrc/cluster_exchange.cuh, shared with the backward):
     // four adjacent columns per item where Rs allows it (the headline shape: Rs = 16), one otherwise.
     if (Rs % kZVector == 0) {
       reduce_and_broadcast_z<kZVector>(cluster, rank, cluster_size, partial, partial_ld, z_tile, z_ld, batch_rows,
