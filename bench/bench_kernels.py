@@ -7,6 +7,7 @@ Shape legend (as everywhere in lstmkern):
     T  time steps            B  batch size
     I  input features        H  hidden units
     G  groups (G-LSTM)       R  rank of the factorization (F-LSTM)
+    P  projection (LSTMP, nn.LSTM's proj_size; 0 = none): the output and the recurrent input are P wide
     Ig = I / G, Hg = H / G   per-group input and hidden sizes
 
 What one case measures (one config x one implementation x one mode):
@@ -32,6 +33,9 @@ What one case measures (one config x one implementation x one mode):
                          means anything, so neither is measured there.
     peak_mb              extra memory one call allocates (CUDA caching allocator peak minus what was allocated before
                          the call) plus the bytes of the one input set and weights it uses; null on CPU.
+    split                fwdbwd cases: per-call milliseconds of the forward, the backward's recurrence and the
+                         backward's time-parallel GEMMs (gate recompute, dx, weight gradients), from extra profiled
+                         calls after the timing (bench/phases.py; ``--no-split`` turns it off).
     max_rel_err/correct  lstmkern implementations only: normwise relative error max|a - ref| / max|ref|, maximised over
                          output, h_n, c_n (and for fwdbwd dx, dh0, dc0 and every weight gradient), against the float64
                          reference of lstmkern.reference on the same inputs cut to the first ``--check-t`` steps.
@@ -44,6 +48,9 @@ size (oneDNN's fused LSTM where torch has it) and of the same parameter count, t
 loop, at T=64, B=16 (CPU_DEFAULT; ``--configs cpu-targets`` is issue 14's comparison at I=H=1024 and 128; ``--configs
 cpu-glstm,cpu-flstm`` the tiny smoke set, which also runs interpreted Triton). ``--threads`` fixes torch's thread
 count. The json goes to a temporary directory unless ``--out`` is given, so CI never dirties the tree.
+
+``--configs biglstm`` (GPU) is issue 13's comparison in the shape of f-lm's BIGLSTM scaled to one GPU: LSTMP cells
+H = 4096 projected to P = 1024, as G-LSTM G = 4 and F-LSTM R = 512, against cuDNN's nn.LSTM(proj_size=1024).
 """
 from __future__ import annotations
 
@@ -78,6 +85,8 @@ SWEEP_PARAMS = ("H", "G", "R", "B", "T")
 # Where glstm-flashrnn comes from: FlashRNN's speed experiments (the head-dimension figure of the README and of the
 # paper, arXiv:2412.07752) run B=16, T=1024, bfloat16, hidden size 768 split into (head dim, heads) pairs; (64, 12) is
 # the pair their batch-size and sequence-length experiments also use. Heads map to G-LSTM groups.
+BIGLSTM_SOURCE = ("Kuchaiev & Ginsburg 2017 (f-lm): BIGLSTM = LSTMP 8192 cells projected to 1024; here H = 4096 so that "
+                  "one layer fits one GPU comfortably")
 FLASHRNN_SOURCE = ("FlashRNN speed experiments, NX-AI/flashrnn flashrnn/speed_experiments/kernel_speed_benchmark.py "
                    "(head-dimension benchmark: B=16, T=1024, bfloat16, hidden 768 as head_dim x heads; (64, 12) also "
                    "used by its batch-size and sequence-length benchmarks), README speed figure and arXiv:2412.07752")
@@ -135,6 +144,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-t", type=int, default=32, help="time steps of the float64 correctness check")
     p.add_argument("--no-check", action="store_true", help="skip the float64 correctness check")
     p.add_argument("--no-plot", action="store_true", help="do not write the sweep plot")
+    p.add_argument("--no-split", action="store_true",
+                   help="do not profile the fwd / recurrent bwd / GEMM split of fwdbwd cases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="list the configs and exit")
     return p
@@ -157,6 +168,8 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/bench_kernels.py` without an
 
 from torch import Tensor, nn  # noqa: E402
 
+from bench.phases import profile_split, split_table  # noqa: E402
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Configs
@@ -174,13 +187,19 @@ class BenchConfig:
     H: int
     G: int | None = None
     R: int | None = None
+    P: int = 0
     source: str | None = None
     sweep: str | None = None
     sweep_value: int | None = None
 
     def describe(self) -> str:
-        extra = f"G{self.G}" if self.op == "glstm" else f"R{self.R}"
+        extra = (f"G{self.G}" if self.op == "glstm" else f"R{self.R}") + (f" P{self.P}" if self.P else "")
         return f"{self.name}: {self.op} {'+'.join(self.modes)} B{self.B} T{self.T} I{self.I} H{self.H} {extra}"
+
+    @property
+    def out(self) -> int:
+        """Width of the output and of the recurrent input: P with a projection, else H."""
+        return self.P or self.H
 
 
 GPU_CONFIGS = {c.name: c for c in (
@@ -190,12 +209,23 @@ GPU_CONFIGS = {c.name: c for c in (
     BenchConfig("flstm-train", "flstm", ("fwdbwd",), B=64, T=256, I=2048, H=2048, R=512),
     BenchConfig("glstm-flashrnn", "glstm", ("fwd", "fwdbwd"), B=16, T=1024, I=768, H=768, G=12,
                 source=FLASHRNN_SOURCE),
+    # f-lm's BIGLSTM (8192 cells projected to 1024, 1024-wide input) scaled to one GPU: H = 4096, P = 1024. The paper's
+    # G-LSTM and F-LSTM variants of it; the cudnn rows are nn.LSTM(1024, 4096, proj_size=1024).
+    BenchConfig("biglstm-g4", "glstm", ("fwd", "fwdbwd"), B=64, T=128, I=1024, H=4096, G=4, P=1024,
+                source=BIGLSTM_SOURCE),
+    BenchConfig("biglstm-f512", "flstm", ("fwd", "fwdbwd"), B=64, T=128, I=1024, H=4096, R=512, P=1024,
+                source=BIGLSTM_SOURCE),
 )}
+# What a GPU run does without --configs (the BIGLSTM pair is asked for by name: --configs biglstm).
+GPU_DEFAULT = ("glstm-infer", "glstm-train", "flstm-infer", "flstm-train", "glstm-flashrnn")
 
 CPU_CONFIGS = {c.name: c for c in (
     # Tiny smoke shapes (Triton interpreted runs only here; the test suite and the CPU sweeps use them).
     BenchConfig("cpu-glstm", "glstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, G=4),
     BenchConfig("cpu-flstm", "flstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, R=8),
+    # Projected (LSTMP) smoke shapes: the BIGLSTM comparison's code path at a size the CPU runs in seconds.
+    BenchConfig("cpu-lstmp-g2", "glstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, G=2, P=16),
+    BenchConfig("cpu-lstmp-r8", "flstm", ("fwd", "fwdbwd"), B=3, T=8, I=32, H=32, R=8, P=16),
     # T=64, B=16 (issue 14's batch and length) at sizes that keep the default CPU run short.
     BenchConfig("cpu-h256-g1", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=256, H=256, G=1),
     BenchConfig("cpu-h256-g4", "glstm", ("fwd", "fwdbwd"), B=16, T=64, I=256, H=256, G=4),
@@ -213,6 +243,8 @@ CPU_DEFAULT = ("cpu-h256-g1", "cpu-h256-g4", "cpu-h256-r64", "cpu-h128-g1", "cpu
 CONFIG_SETS = {
     "cpu-targets": ("cpu-h1024-g1", "cpu-h1024-g4", "cpu-h1024-r256", "cpu-h128-g1", "cpu-h128-g4", "cpu-h128-r32"),
     "cpu-smoke": ("cpu-glstm", "cpu-flstm"),
+    "cpu-lstmp": ("cpu-lstmp-g2", "cpu-lstmp-r8"),
+    "biglstm": ("biglstm-g4", "biglstm-f512"),
 }
 
 DEFAULT_SWEEP_VALUES = {
@@ -236,8 +268,12 @@ def sweep_configs(base: BenchConfig, param: str, values: list[int]) -> list[Benc
         if param == "H":
             changes["I"] = v
         cfg = replace(base, name=f"{base.name}:{param}={v}", sweep=param, sweep_value=v, source=None, **changes)
-        if cfg.op == "glstm" and (cfg.H % cfg.G or cfg.I % cfg.G):
-            raise ValueError(f"--sweep {param}: value {v} gives H={cfg.H}, I={cfg.I} not divisible by G={cfg.G}")
+        if cfg.op == "glstm" and (cfg.H % cfg.G or cfg.I % cfg.G or cfg.P % cfg.G):
+            raise ValueError(f"--sweep {param}: value {v} gives H={cfg.H}, I={cfg.I}, P={cfg.P} not divisible by "
+                             f"G={cfg.G}")
+        if cfg.P and cfg.P >= cfg.H:
+            raise ValueError(f"--sweep {param}: value {v} gives H={cfg.H} <= P={cfg.P} (a projection is narrower "
+                             "than the cell, as in nn.LSTM)")
         out.append(cfg)
     return out
 
@@ -246,22 +282,30 @@ def sweep_configs(base: BenchConfig, param: str, values: list[int]) -> list[Benc
 # Model arithmetic: parameters, FLOPs, compulsory bytes
 # ----------------------------------------------------------------------------------------------------------------------
 
-def param_count(model: str, I: int, H: int, G: int | None = None, R: int | None = None) -> int:
-    """Parameters of one layer: "glstm" (with its one bias), "flstm", or "dense" (nn.LSTM with b_ih and b_hh)."""
+def param_count(model: str, I: int, H: int, G: int | None = None, R: int | None = None, P: int = 0) -> int:
+    """Parameters of one layer: "glstm" (with its one bias), "flstm", or "dense" (nn.LSTM with b_ih and b_hh); with a
+    projection P > 0 the recurrent input is P wide and weight_hr (P, H) is added."""
+    rec, proj = (P or H), P * H
     if model == "glstm":
-        return 4 * H * (I + H) // G + 4 * H
+        return 4 * H * (I + rec) // G + 4 * H + proj
     if model == "flstm":
-        return R * (I + H) + 4 * H * R + 4 * H
+        return R * (I + rec) + 4 * H * R + 4 * H + proj
     if model == "dense":
-        return 4 * H * (I + H) + 8 * H
+        return 4 * H * (I + rec) + 8 * H + proj
     raise ValueError(f"model must be 'glstm', 'flstm' or 'dense', got {model!r}")
 
 
-def same_params_hidden(I: int, target_params: int) -> int:
-    """Hidden size h of an nn.LSTM(I, h) whose parameter count 4h^2 + (4I + 8)h is closest to ``target_params``.
+def same_params_hidden(I: int, target_params: int, P: int = 0) -> int:
+    """Hidden size h of an nn.LSTM(I, h) (nn.LSTM(I, h, proj_size=P) if P) whose parameter count is closest to
+    ``target_params``.
 
-    Solves 4h^2 + (4I + 8)h - P = 0 for its positive root, then picks the better of the two neighbouring integers.
+    Without a projection the count 4h^2 + (4I + 8)h is quadratic in h: its positive root, then the better of the two
+    neighbouring integers. With one it is linear, (4(I + P) + 8 + P) h.
     """
+    if P:
+        root = target_params / (4.0 * (I + P) + 8.0 + P)
+        candidates = {max(1, math.floor(root)), max(1, math.ceil(root))}
+        return min(candidates, key=lambda h: (abs(param_count("dense", I, h, P=P) - target_params), h))
     a, b, c = 4.0, 4.0 * I + 8.0, -float(target_params)
     root = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
     candidates = {max(1, math.floor(root)), max(1, math.ceil(root))}
@@ -269,30 +313,35 @@ def same_params_hidden(I: int, target_params: int) -> int:
 
 
 def model_flops(model: str, mode: str, T: int, B: int, I: int, H: int, G: int | None = None,
-                R: int | None = None) -> float:
-    """GEMM FLOPs of one layer over the sequence (2 per multiply-add); fwdbwd counts 3x the forward."""
+                R: int | None = None, P: int = 0) -> float:
+    """GEMM FLOPs of one layer over the sequence (2 per multiply-add); fwdbwd counts 3x the forward. With a projection
+    the recurrent input is P wide and every step adds the (B x H) x (H x P) projection."""
+    rec = P or H
     if model == "glstm":
-        fwd = 2.0 * T * B * 4 * H * (I // G + H // G)
+        fwd = 2.0 * T * B * 4 * H * (I // G + rec // G)
     elif model == "flstm":
-        fwd = 2.0 * T * B * R * (I + H) + 2.0 * T * B * 4 * H * R
+        fwd = 2.0 * T * B * R * (I + rec) + 2.0 * T * B * 4 * H * R
     elif model == "dense":
-        fwd = 2.0 * T * B * 4 * H * (I + H)
+        fwd = 2.0 * T * B * 4 * H * (I + rec)
     else:
         raise ValueError(f"model must be 'glstm', 'flstm' or 'dense', got {model!r}")
+    fwd += 2.0 * T * B * H * P
     return fwd * (3.0 if mode == "fwdbwd" else 1.0)
 
 
-def compulsory_bytes(mode: str, T: int, B: int, I: int, H: int, params: int, elem: int) -> float:
+def compulsory_bytes(mode: str, T: int, B: int, I: int, H: int, params: int, elem: int, P: int = 0) -> float:
     """Bytes a fully fused implementation cannot avoid moving through DRAM.
 
-    fwd: read x and the weights once, write the output. fwdbwd adds: write the float32 cell states the backward needs,
-    then read the upstream gradient, h, the cell states, x and the weights again, and write dx and the weight gradients.
+    fwd: read x and the weights once, write the output (P wide with a projection). fwdbwd adds: write the float32 cell
+    states the backward needs, then read the upstream gradient, h, the cell states, x and the weights again, and write
+    dx and the weight gradients.
     """
-    fwd = elem * (T * B * I + T * B * H + params)
+    out = P or H
+    fwd = elem * (T * B * I + T * B * out + params)
     if mode == "fwd":
         return float(fwd)
     cell_fp32 = 4 * T * B * H
-    bwd = elem * (2 * T * B * H + 2 * T * B * I + 2 * params) + cell_fp32
+    bwd = elem * (2 * T * B * out + 2 * T * B * I + 2 * params) + cell_fp32
     return float(fwd + cell_fp32 + bwd)
 
 
@@ -397,14 +446,15 @@ def compiled_step(op: str) -> Callable:
 @dataclass
 class InputSet:
     x: Tensor        # (T, B, I)
-    h0: Tensor       # (B, H)
+    h0: Tensor       # (B, P or H)
     c0: Tensor       # (B, H)
-    grad: Tensor     # (T, B, H) upstream gradient of the output
+    grad: Tensor     # (T, B, P or H) upstream gradient of the output
 
 
 def make_input_sets(n: int, T: int, B: int, I: int, H: int, dtype: torch.dtype, device: torch.device, seed: int,
-                    requires_grad: bool) -> list[InputSet]:
-    """``n`` independent random input sets; the same seed gives the same tensors to every implementation with this H."""
+                    requires_grad: bool, P: int = 0) -> list[InputSet]:
+    """``n`` independent random input sets; the same seed gives the same tensors to every implementation with this H
+    (and P: with a projection h0 and the output gradient are P wide)."""
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape: int) -> Tensor:
@@ -413,7 +463,7 @@ def make_input_sets(n: int, T: int, B: int, I: int, H: int, dtype: torch.dtype, 
     sets = []
     for _ in range(n):
         x = randn(T, B, I).requires_grad_(requires_grad)
-        sets.append(InputSet(x=x, h0=0.5 * randn(B, H), c0=randn(B, H), grad=randn(T, B, H)))
+        sets.append(InputSet(x=x, h0=0.5 * randn(B, P or H), c0=randn(B, H), grad=randn(T, B, P or H)))
     return sets
 
 
@@ -422,20 +472,24 @@ def _uniform(gen: torch.Generator, shape: tuple[int, ...], bound: float, dtype, 
 
 
 def make_weights(cfg: BenchConfig, dtype: torch.dtype, device: torch.device, seed: int,
-                 requires_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                 requires_grad: bool) -> tuple[Tensor, ...]:
     """(weight_ih, weight_hh, bias) for glstm or (weight_1, weight_2, bias) for flstm, scaled like nn.LSTM's init
-    (uniform in +-1/sqrt(fan-in of the recurrent block)) so the gates stay in the non-saturated range."""
+    (uniform in +-1/sqrt(fan-in of the recurrent block)) so the gates stay in the non-saturated range; with a
+    projection (cfg.P > 0) a fourth tensor, weight_hr (P, H)."""
     gen = torch.Generator(device=device).manual_seed(seed + 1)
+    rec = cfg.out
     if cfg.op == "glstm":
         G, hg, ig = cfg.G, cfg.H // cfg.G, cfg.I // cfg.G
         k = 1.0 / math.sqrt(hg)
-        ws = (_uniform(gen, (G, 4 * hg, ig), k, dtype, device), _uniform(gen, (G, 4 * hg, hg), k, dtype, device),
+        ws = (_uniform(gen, (G, 4 * hg, ig), k, dtype, device), _uniform(gen, (G, 4 * hg, rec // G), k, dtype, device),
               _uniform(gen, (G, 4 * hg), k, dtype, device))
     else:
         R, I, H = cfg.R, cfg.I, cfg.H
-        ws = (_uniform(gen, (R, I + H), 1.0 / math.sqrt(I + H), dtype, device),
+        ws = (_uniform(gen, (R, I + rec), 1.0 / math.sqrt(I + rec), dtype, device),
               _uniform(gen, (4 * H, R), 1.0 / math.sqrt(R), dtype, device),
               _uniform(gen, (4 * H,), 1.0 / math.sqrt(H), dtype, device))
+    if cfg.P:
+        ws += (_uniform(gen, (cfg.P, cfg.H), 1.0 / math.sqrt(cfg.H), dtype, device),)
     return tuple(w.requires_grad_(requires_grad) for w in ws)
 
 
@@ -464,6 +518,7 @@ class Prepared:
     io_bytes: int              # one input set + the weights
     check: Callable[[], float] | None = None   # normwise relative error vs float64 (lstmkern impls)
     detail: str = ""
+    P: int = 0
 
 
 class _Rotation:
@@ -529,8 +584,9 @@ def _lstmkern_check(lstmkern, backend: str, cfg: BenchConfig, mode: str, s: Inpu
     for t in leaves:
         t.requires_grad_(train)
     x, h0, c0, *w = leaves
+    w_hr = w[3] if len(w) == 4 else None  # weight_hr (P, H) of a projected config
     with torch.set_grad_enabled(train):
-        out, (h_n, c_n) = forward(x, (h0, c0), *w, backend=backend)
+        out, (h_n, c_n) = forward(x, (h0, c0), *w[:3], weight_hr=w_hr, backend=backend)
     grad = s.grad[:tc]
     got = [out, h_n, c_n]
     if train:
@@ -541,7 +597,8 @@ def _lstmkern_check(lstmkern, backend: str, cfg: BenchConfig, mode: str, s: Inpu
         ref_out, ref_cell = ref_fwd(*f64)
         want = [ref_out, ref_out[-1], ref_cell[-1]]
         if train:
-            want += list(ref_bwd(grad.to(torch.float64), None, *f64, ref_out, ref_cell))
+            grads = ref_bwd(grad.to(torch.float64), None, *f64[:6], ref_out, ref_cell, *f64[6:])
+            want += list(grads)
     return max(rel_err(a, e) for a, e in zip(got, want))
 
 
@@ -550,18 +607,19 @@ def build_lstmkern(backend: str, cfg: BenchConfig, mode: str, ctx: "RunContext")
     if backend == "triton" and ctx.device.type != "cuda" and cfg.T * cfg.B * max(cfg.I, cfg.H) > CPU_TRITON_MAX_WORK:
         raise Skip("the Triton backend runs interpreted on CPU: only on the tiny smoke configs (cpu-glstm, cpu-flstm)")
     train = mode == "fwdbwd"
-    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train)
+    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, cfg.H, ctx.dtype, ctx.device, ctx.seed, train, cfg.P)
     weights = make_weights(cfg, ctx.dtype, ctx.device, ctx.seed, train)
-    # The backend contract (lstmkern.backends): sizes = (T, B, I, H, G, R) with G = 1 for F-LSTM, R = 0 for G-LSTM.
-    sizes = (cfg.T, cfg.B, cfg.I, cfg.H, cfg.G if cfg.op == "glstm" else 1, cfg.R if cfg.op == "flstm" else 0)
+    # The backend contract (lstmkern.backends): sizes = (T, B, I, H, G, R, P) with G = 1 for F-LSTM, R = 0 for G-LSTM.
+    sizes = (cfg.T, cfg.B, cfg.I, cfg.H, cfg.G if cfg.op == "glstm" else 1, cfg.R if cfg.op == "flstm" else 0, cfg.P)
     try:
         resolve_backend(backend, cfg.op, ctx.device, ctx.dtype, sizes)
     except ValueError as err:
         raise Skip(str(err)) from None
     forward = lstmkern.glstm_forward if cfg.op == "glstm" else lstmkern.flstm_forward
+    w_hr = weights[3] if cfg.P else None
 
     def run(s: InputSet) -> Tensor:
-        return forward(s.x, (s.h0, s.c0), *weights, backend=backend)[0]
+        return forward(s.x, (s.h0, s.c0), *weights[:3], weight_hr=w_hr, backend=backend)[0]
 
     check = None
     if not ctx.no_check:
@@ -570,25 +628,25 @@ def build_lstmkern(backend: str, cfg: BenchConfig, mode: str, ctx: "RunContext")
     return Prepared(call=_make_call(run, sets, mode), grad_to_none=[*weights, *(s.x for s in sets)] if train else [],
                     model=cfg.op, H=cfg.H, G=cfg.G if cfg.op == "glstm" else None,
                     R=cfg.R if cfg.op == "flstm" else None,
-                    params=param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R),
+                    params=param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R, cfg.P),
                     io_bytes=_nbytes(sets[0].x, sets[0].h0, sets[0].c0, *weights) + (_nbytes(sets[0].grad) if train
                                                                                       else 0),
-                    check=check, detail=f"backend={backend!r}")
+                    check=check, detail=f"backend={backend!r}", P=cfg.P)
 
 
 def _build_dense(cfg: BenchConfig, mode: str, ctx: "RunContext", H: int, detail: str) -> Prepared:
     train = mode == "fwdbwd"
     torch.manual_seed(ctx.seed + 2)
-    lstm = nn.LSTM(cfg.I, H, device=ctx.device, dtype=ctx.dtype)
+    lstm = nn.LSTM(cfg.I, H, proj_size=cfg.P, device=ctx.device, dtype=ctx.dtype)
     lstm.requires_grad_(train)
-    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, H, ctx.dtype, ctx.device, ctx.seed, train)
+    sets = make_input_sets(ctx.n_sets, cfg.T, cfg.B, cfg.I, H, ctx.dtype, ctx.device, ctx.seed, train, cfg.P)
 
     def run(s: InputSet) -> Tensor:
         return lstm(s.x, (s.h0.unsqueeze(0), s.c0.unsqueeze(0)))[0]
 
     params = list(lstm.parameters())
     return Prepared(call=_make_call(run, sets, mode), grad_to_none=[*params, *(s.x for s in sets)] if train else [],
-                    model="dense", H=H, G=None, R=None, params=param_count("dense", cfg.I, H),
+                    model="dense", H=H, G=None, R=None, params=param_count("dense", cfg.I, H, P=cfg.P), P=cfg.P,
                     io_bytes=_nbytes(sets[0].x, sets[0].h0, sets[0].c0, *params) + (_nbytes(sets[0].grad) if train
                                                                                      else 0),
                     detail=detail)
@@ -596,18 +654,24 @@ def _build_dense(cfg: BenchConfig, mode: str, ctx: "RunContext", H: int, detail:
 
 def build_cudnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
     backend = "cuDNN" if ctx.device.type == "cuda" and torch.backends.cudnn.is_available() else "native (no cuDNN)"
-    return _build_dense(cfg, mode, ctx, cfg.H, f"nn.LSTM({cfg.I}, {cfg.H}) via {backend}")
+    proj = f", proj_size={cfg.P}" if cfg.P else ""
+    return _build_dense(cfg, mode, ctx, cfg.H, f"nn.LSTM({cfg.I}, {cfg.H}{proj}) via {backend}")
 
 
 def build_cudnn_sameparams(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
-    target = param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R)
-    h = same_params_hidden(cfg.I, target)
-    return _build_dense(cfg, mode, ctx, h, f"nn.LSTM({cfg.I}, {h}): {param_count('dense', cfg.I, h)} params vs "
-                                           f"{target} of the compact model")
+    target = param_count(cfg.op, cfg.I, cfg.H, cfg.G, cfg.R, cfg.P)
+    h = same_params_hidden(cfg.I, target, cfg.P)
+    if cfg.P and h <= cfg.P:
+        raise Skip(f"an nn.LSTM with proj_size={cfg.P} and {target} parameters would need hidden_size {h} <= proj_size")
+    proj = f", proj_size={cfg.P}" if cfg.P else ""
+    return _build_dense(cfg, mode, ctx, h, f"nn.LSTM({cfg.I}, {h}{proj}): {param_count('dense', cfg.I, h, P=cfg.P)} "
+                                           f"params vs {target} of the compact model")
 
 
 def _build_loop(cfg: BenchConfig, mode: str, ctx: "RunContext", compiled: bool) -> Prepared:
     train = mode == "fwdbwd"
+    if cfg.P:
+        raise Skip("the naive loops have no projection (the nn.LSTM(proj_size) rows are the plain-PyTorch baseline)")
     if compiled and ctx.device.type != "cuda" and not ctx.compile_on_cpu:
         raise Skip("not in the CPU smoke set (compiling takes longer than its whole budget); "
                    "ask for it with --impls torch-compile")
@@ -654,6 +718,8 @@ def build_flashrnn(cfg: BenchConfig, mode: str, ctx: "RunContext") -> Prepared:
     FlashRNN leaves to the caller, so it computes the same G-LSTM layer as the lstmkern cases."""
     if cfg.op != "glstm":
         raise Skip("FlashRNN has no factorized (F-LSTM) recurrence")
+    if cfg.P:
+        raise Skip("FlashRNN has no projection (LSTMP)")
     if ctx.device.type != "cuda":
         raise Skip("FlashRNN's kernels need CUDA")
     if ctx.dtype not in (torch.bfloat16, torch.float16, torch.float32):
@@ -896,8 +962,8 @@ def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceiling
     """The json record of one case. tflops / floor_ms / frac_of_floor only where ``ceilings`` were measured (GPU)."""
     ms = timing["ms"]
     elem = torch.empty((), dtype=ctx.dtype).element_size()
-    flops = model_flops(prepared.model, mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.G, prepared.R)
-    nbytes = compulsory_bytes(mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.params, elem)
+    flops = model_flops(prepared.model, mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.G, prepared.R, prepared.P)
+    nbytes = compulsory_bytes(mode, cfg.T, cfg.B, cfg.I, prepared.H, prepared.params, elem, prepared.P)
     floor_ms = (max(flops / (ceilings["matmul_tflops"] * 1e9), nbytes / (ceilings["copy_gbps"] * 1e6))
                 if ceilings is not None else None)
     tol = REL_TOL[_dtype_name(ctx.dtype)]
@@ -906,7 +972,7 @@ def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceiling
         max_rel_err = None
     return {
         "config": cfg.name, "impl": impl_label(impl, ctx.device), "mode": mode, "dtype": _dtype_name(ctx.dtype),
-        "B": cfg.B, "T": cfg.T, "I": cfg.I, "H": prepared.H, "G": prepared.G, "R": prepared.R,
+        "B": cfg.B, "T": cfg.T, "I": cfg.I, "H": prepared.H, "G": prepared.G, "R": prepared.R, "P": prepared.P,
         "ms": ms, "ms_p20": timing["ms_p20"], "ms_p80": timing["ms_p80"],
         "tflops": flops / (ms * 1e-3) / 1e12 if ceilings is not None else None, "floor_ms": floor_ms,
         "peak_mb": peak_mb, "max_rel_err": max_rel_err,
@@ -919,6 +985,7 @@ def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceiling
         "rel_tol": tol if impl in LSTMKERN_IMPLS else None,
         "check_T": min(ctx.check_t, cfg.T) if max_rel_err is not None else None,
         "sweep": cfg.sweep, "sweep_value": cfg.sweep_value, "detail": prepared.detail, "nonfinite": nonfinite,
+        "split": None,
     }
 
 
@@ -960,7 +1027,8 @@ def markdown_table(cases: list[dict], device: torch.device) -> str:
                 speedups.append(f"{b['ms'] / c['ms']:.3g}×{shaky}")
         ok = "—" if c["correct"] is None else ("yes" if c["correct"] else "**NO**")
         spread = f"{100 * c['spread']:.0f}%" + (" **unstable**" if c.get("unstable") else "")
-        row = [c["config"], c["mode"], c["impl"], str(c["H"]), f"{c['ms']:.3f} ({c['ms_p20']:.3f}–{c['ms_p80']:.3f})",
+        width = f"{c['H']} P{c['P']}" if c.get("P") else str(c["H"])
+        row = [c["config"], c["mode"], c["impl"], width, f"{c['ms']:.3f} ({c['ms_p20']:.3f}–{c['ms_p80']:.3f})",
                spread]
         if on_gpu:
             row += [_fmt(c["tflops"], ".3g"),
@@ -1035,7 +1103,7 @@ def select(args: argparse.Namespace, on_gpu: bool) -> tuple[list[BenchConfig], l
     notes = []
     configs: list[BenchConfig] = []
     if args.configs or not args.sweep:
-        names = args.configs.split(",") if args.configs else list(GPU_CONFIGS if on_gpu else CPU_DEFAULT)
+        names = args.configs.split(",") if args.configs else list(GPU_DEFAULT if on_gpu else CPU_DEFAULT)
         names = [n for name in names for n in CONFIG_SETS.get(name, (name,))]
         for name in names:
             if name not in known:
@@ -1227,6 +1295,11 @@ def main(args: argparse.Namespace) -> int:
                 prepared = group[impl]
                 peak_mb = measure_peak_mb(prepared.call, prepared.grad_to_none, prepared.io_bytes, device)
                 rec = case_record(cfg, impl, mode, ctx, ceilings, prepared, errors[impl], timing, peak_mb)
+                if mode == "fwdbwd" and not args.no_split:
+                    try:
+                        rec["split"] = profile_split(prepared.call, prepared.grad_to_none, device)
+                    except Exception as err:  # the split is a diagnosis: losing it must not lose the timing
+                        log(f"{tag} {rec['impl']}: time split failed: {type(err).__name__}: {err}")
                 cases.append(rec)
                 failed |= rec["correct"] is False
                 err_txt = "" if rec["max_rel_err"] is None else f", max_rel_err {rec['max_rel_err']:.1e}" + (
@@ -1266,6 +1339,14 @@ def main(args: argparse.Namespace) -> int:
               f"Speed-up columns: baseline ms / lstmkern ms (? = from an unstable row).")
     print()
     print(markdown_table(cases, device) if cases else "(no case ran)")
+    split = split_table(cases)
+    if split:
+        print()
+        print("Where a training call's time goes (extra profiled calls after the timing, per call; "
+              + ("kernel time on the GPU" if on_gpu else "self CPU time with profiler overhead: read as proportions;"
+                 " the C++ cpu backend's ops do their BLAS calls inside and show as one recurrent block") + "):")
+        print()
+        print(split)
     unstable = [c for c in cases if c["unstable"]]
     if unstable:
         print()

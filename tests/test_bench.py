@@ -21,11 +21,13 @@ from bench.bench_kernels import (  # noqa: E402
     CPU_CONFIGS, REL_TOL, UNSTABLE_SPREAD, Prepared, RunContext, flstm_naive, glstm_naive, markdown_table,
     measure_group, model_flops, param_count, same_params_hidden, sweep_configs,
 )
+from bench.phases import PHASES, attribute, profile_split  # noqa: E402
+from lstmkern.backends import get_backend  # noqa: E402
 from lstmkern.reference import flstm_reference, glstm_reference  # noqa: E402
 
 CASE_KEYS = {"config", "impl", "mode", "dtype", "B", "T", "I", "H", "G", "R", "ms", "ms_p20", "ms_p80", "tflops",
              "floor_ms", "peak_mb", "max_rel_err", "correct", "spread", "unstable", "remeasured"}
-SMOKE = ("--configs", "cpu-glstm,cpu-flstm", "--cpu-reps", "3")
+SMOKE = ("--configs", "cpu-glstm,cpu-flstm,cpu-lstmp", "--cpu-reps", "3")
 TOP_KEYS = {"device", "torch", "triton", "commit", "timestamp", "cases"}
 
 
@@ -91,6 +93,35 @@ def test_smoke_run_lstmkern_impls_are_correct(smoke_run):
         for mode in cfg.modes:
             missing = {i for i in expected if (cfg.name, mode, i) not in ran}
             assert not missing, f"{cfg.name} {mode}: {missing} did not run; skipped: {result.get('skipped')}"
+    # Projected configs: every backend that declares projections, and nn.LSTM(proj_size) as the baseline.
+    expected_p = {"lstmkern-reference", "nn-lstm"} | {
+        f"lstmkern-{name}" for name in ("cpu", "triton")
+        if f"lstmkern-{name}" in expected and getattr(get_backend(name), "SUPPORTS_PROJECTION", False)}
+    for cfg in (CPU_CONFIGS["cpu-lstmp-g2"], CPU_CONFIGS["cpu-lstmp-r8"]):
+        for mode in cfg.modes:
+            missing = {i for i in expected_p if (cfg.name, mode, i) not in ran}
+            assert not missing, f"{cfg.name} {mode}: {missing} did not run; skipped: {result.get('skipped')}"
+            for case in result["cases"]:
+                if case["config"] == cfg.name:
+                    assert case["P"] == cfg.P, case
+
+
+def test_smoke_run_splits_every_training_case(smoke_run):
+    proc, out = smoke_run
+    cases = json.loads(out.read_text())["cases"]
+    assert any(c["mode"] == "fwdbwd" for c in cases)
+    for case in cases:
+        if case["mode"] == "fwd":
+            assert case["split"] is None, case
+            continue
+        split = case["split"]
+        assert split is not None and split["calls"] >= 1, case
+        assert split["fwd_ms"] > 0 and split["bwd_recurrent_ms"] + split["bwd_gemm_ms"] > 0, case
+        assert split["unattributed_ms"] is None, case  # only kernels on a GPU can be unclaimed
+    # The reference backward's weight gradients are ATen matrix products: the split must see them.
+    ref = [c for c in cases if c["impl"] == "lstmkern-reference" and c["mode"] == "fwdbwd"]
+    assert ref and all(c["split"]["bwd_gemm_ms"] > 0 for c in ref)
+    assert "| config | impl | fwd ms | bwd recurrent ms | bwd GEMMs ms |" in proc.stdout
 
 
 def test_smoke_run_prints_table_and_gpu_skips(smoke_run):
@@ -140,6 +171,13 @@ def test_naive_flstm_loop_matches_float64_reference():
 def test_param_counts_match_the_modules_they_describe():
     I, H = 12, 20
     assert param_count("dense", I, H) == sum(p.numel() for p in torch.nn.LSTM(I, H).parameters())
+    assert param_count("dense", I, H, P=6) == sum(p.numel() for p in torch.nn.LSTM(I, H, proj_size=6).parameters())
+    import lstmkern
+    for P in (0, 6):
+        glstm = lstmkern.GLSTM(I, H, proj_size=P, groups=2)
+        assert param_count("glstm", I, H, G=2, P=P) == sum(p.numel() for p in glstm.parameters())
+        flstm = lstmkern.FLSTM(I, H, proj_size=P, rank=5)
+        assert param_count("flstm", I, H, R=5, P=P) == sum(p.numel() for p in flstm.parameters())
     # G-LSTM keeps one bias; with G = 1 it is nn.LSTM minus the duplicated bias.
     assert param_count("glstm", I, H, G=1) == param_count("dense", I, H) - 4 * H
     assert param_count("glstm", I, H, G=4) == 4 * (4 * 5 * 3 + 4 * 5 * 5 + 4 * 5)
@@ -154,6 +192,73 @@ def test_same_params_hidden_solves_the_quadratic():
         h = same_params_hidden(I, target)
         best = min(range(1, 4 * H), key=lambda k: abs(param_count("dense", I, k) - target))
         assert abs(param_count("dense", I, h) - target) == abs(param_count("dense", I, best) - target)
+
+
+def test_same_params_hidden_with_a_projection():
+    for I, h, P in ((1024, 4096, 1024), (32, 40, 16), (33, 17, 16)):
+        assert same_params_hidden(I, param_count("dense", I, h, P=P), P) == h
+
+
+def test_flop_counts_with_a_projection():
+    T, B, I, H, P = 3, 2, 8, 12, 6
+    proj = 2 * T * B * H * P
+    assert model_flops("dense", "fwd", T, B, I, H, P=P) == 2 * T * B * 4 * H * (I + P) + proj
+    assert model_flops("glstm", "fwd", T, B, I, H, G=2, P=P) == 2 * T * B * 4 * H * (I + P) / 2 + proj
+    assert model_flops("flstm", "fwd", T, B, I, H, R=5, P=P) == 2 * T * B * 5 * (I + P) + 2 * T * B * 4 * H * 5 + proj
+
+
+class _Event:
+    """A stand-in for a profiler FunctionEvent with what bench.phases reads."""
+
+    def __init__(self, name, parent=None, kernels=(), device=False, device_us=0.0, self_cpu_us=0.0):
+        from types import SimpleNamespace
+        self.name, self.cpu_parent, self.cpu_children = name, parent, []
+        self.kernels = [SimpleNamespace(name=k, duration=d) for k, d in kernels]
+        self.device_type = torch.autograd.DeviceType.CUDA if device else torch.autograd.DeviceType.CPU
+        self.device_time_total, self.self_cpu_time_total = device_us, self_cpu_us
+        if parent is not None:
+            parent.cpu_children.append(self)
+
+
+def test_gpu_attribution_by_launching_op_and_kernel_name():
+    fwd_op = _Event("lstmkern::glstm_fwd", kernels=[("_grouped_gemm_kernel", 5.0), ("glstm_cluster_fwd", 40.0)])
+    node = _Event("autograd::engine::evaluate_function: GeneratedBackwardFor_lstmkern_glstm_fwd_defaultBackward")
+    bwd_op = _Event("lstmkern::glstm_bwd", parent=node, kernels=[("glstm_cluster_bwd", 70.0)])
+    launch = _Event("cudaLaunchKernel", parent=bwd_op, kernels=[("sm90_xmma_gemm_bf16bf16_bf16f32", 20.0),
+                                                                ("_flstm_projection_kernel", 3.0)])
+    grad_acc = _Event("autograd::engine::evaluate_function: torch::autograd::AccumulateGrad",
+                      kernels=[("vectorized_elementwise_kernel", 2.0)])
+    # Device-side records of the same kernels, plus one nobody launched through a recorded operation.
+    device = [_Event(k, device=True, device_us=d) for k, d in
+              (("a", 5.0), ("b", 40.0), ("c", 70.0), ("d", 20.0), ("e", 3.0), ("f", 2.0), ("orphan", 11.0))]
+    totals = attribute([fwd_op, node, bwd_op, launch, grad_acc, *device], on_gpu=True)
+    assert totals == {"fwd": 45.0, "bwd_recurrent": 72.0, "bwd_gemm": 23.0, "unattributed": 11.0}
+
+
+def test_cpu_attribution_by_self_time():
+    fwd_op = _Event("lstmkern::flstm_fwd", self_cpu_us=10.0)
+    mm_fwd = _Event("aten::mm", parent=fwd_op, self_cpu_us=4.0)
+    node = _Event("autograd::engine::evaluate_function: X", self_cpu_us=1.0)
+    bwd_mm = _Event("aten::mm", parent=node, self_cpu_us=6.0)
+    bwd_other = _Event("aten::tanh", parent=node, self_cpu_us=2.0)
+    totals = attribute([fwd_op, mm_fwd, node, bwd_mm, bwd_other], on_gpu=False)
+    assert totals == {"fwd": 14.0, "bwd_recurrent": 3.0, "bwd_gemm": 6.0}
+    assert set(totals) == set(PHASES)
+
+
+def test_profile_split_of_a_real_training_call():
+    import lstmkern
+    torch.manual_seed(3)
+    x = torch.randn(5, 2, 6, requires_grad=True)
+    w = [torch.randn(3, 8, 2, requires_grad=True), torch.randn(3, 8, 2, requires_grad=True),
+         torch.randn(3, 8, requires_grad=True)]
+    h0, c0, grad = torch.zeros(2, 6), torch.zeros(2, 6), torch.randn(5, 2, 6)
+
+    def call():
+        out, _ = lstmkern.glstm_forward(x, (h0, c0), *w, backend="reference")
+        out.backward(grad)
+    split = profile_split(call, [x, *w], torch.device("cpu"), calls=2)
+    assert split["calls"] == 2 and split["fwd_ms"] > 0 and split["bwd_recurrent_ms"] > 0 and split["bwd_gemm_ms"] > 0
 
 
 def test_flop_counts():
