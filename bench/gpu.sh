@@ -15,7 +15,8 @@
 # gpu-tests (tests/test_triton.py on the GPU; tests/test_cuda_build.py stays CI's), memcheck and racecheck
 # (compute-sanitizer on bench/sanitize_small.py, instrumenting only lstmkern's kernels), flashrnn (install FlashRNN from
 # bench/wheels and warm its JIT build: bench/flashrnn_warm.py), bench (bench_kernels, default configs), sweep (H and G
-# sweeps), lm (the language-model benchmark's GPU preset; a call of its own). Old names: tests = cuda-tests gpu-tests,
+# sweeps), biglstm (the LSTMP configs of f-lm's BIGLSTM shape vs nn.LSTM(proj_size)), lm (the language-model
+# benchmark's GPU preset; a call of its own). Old names: tests = cuda-tests gpu-tests,
 # sanitize = memcheck racecheck.
 #
 # Everything goes to $OUT (default ./gpu-out): one log per stage (build.log, facts.log, cuda-tests.log, ...), bench.md
@@ -24,7 +25,7 @@
 # failing stage does not stop the later ones; exit status 1 if any stage failed.
 #
 # Time limits per stage (seconds): T_BUILD=120 T_FACTS=20 T_CUDA_TESTS=150 T_GPU_TESTS=40 T_MEMCHECK=50
-# T_RACECHECK=60 T_FLASHRNN=80 T_BENCH=80 T_SWEEP=300 T_LM=380. The benchmark also gets --time-budget (T_BENCH - 20):
+# T_RACECHECK=60 T_FLASHRNN=80 T_BENCH=80 T_SWEEP=300 T_BIGLSTM=120 T_LM=380. The benchmark also gets --time-budget (T_BENCH - 20):
 # it stops starting new cases in time to write its json, most telling implementations first (IMPL_TIERS).
 # Other knobs: PYTHON (default python3, the GPU image's interpreter), BENCH_ARGS (extra bench_kernels arguments),
 # SWEEP_IMPLS, LM_ARGS, PYTEST_ARGS (extra pytest arguments), FLASHRNN_WHEELS (default bench/wheels),
@@ -51,6 +52,7 @@ T_RACECHECK=${T_RACECHECK:-60}
 T_FLASHRNN=${T_FLASHRNN:-80}
 T_BENCH=${T_BENCH:-80}
 T_SWEEP=${T_SWEEP:-300}
+T_BIGLSTM=${T_BIGLSTM:-120}
 T_LM=${T_LM:-380}
 BENCH_ARGS=${BENCH_ARGS:-}
 LM_ARGS=${LM_ARGS:-}
@@ -286,6 +288,14 @@ for stage in "${STAGES[@]}"; do
         collect_results "$marker"
         rm -f "$marker"
         ;;
+    biglstm)
+        # Issue 13's comparison: f-lm's BIGLSTM shape (LSTMP H 4096 -> P 1024) as G-LSTM G4 / F-LSTM R512 vs
+        # nn.LSTM(proj_size=1024).
+        marker=$(mktemp)
+        run_bench biglstm "$T_BIGLSTM" --configs biglstm --impls lstmkern-cuda,lstmkern-triton,cudnn,cudnn-sameparams
+        collect_results "$marker"
+        rm -f "$marker"
+        ;;
     sweep)
         marker=$(mktemp)
         half=$((T_SWEEP / 2))
@@ -305,7 +315,7 @@ for stage in "${STAGES[@]}"; do
         ;;
     *)
         note "unknown stage '$stage' (expected call1, call2, build, facts, cuda-tests, gpu-tests, tests, memcheck," \
-            "racecheck, sanitize, flashrnn, bench, sweep, lm)"
+            "racecheck, sanitize, flashrnn, bench, biglstm, sweep, lm)"
         STATUS=1
         ;;
     esac
