@@ -1,6 +1,7 @@
 """Tests of lstmkern.compress.iss (Intrinsic Sparse Structures): penalty, zero_small_, shrink (CPU, float64).
 
-The components are enumerated here independently, entry by entry, from the definition (Wen et al. 2018)."""
+The components are enumerated here independently, entry by entry, from the definition (Wen et al. 2018); with a
+projection (proj_size = P) a unit's component is its gate rows and its column of W_hr, and P is never shrunk."""
 import pytest
 import torch
 from torch import nn
@@ -15,6 +16,8 @@ F64 = torch.float64
 def component_entries(model, heads, layer, d, k):
     """Set of (parameter name or "head{i}", index tuple) of unit k's component in (layer, direction d)."""
     L, H = model.num_layers, model.hidden_size
+    P = model.proj_size
+    W = P or H  # width of the recurrent input and of the output
     D = 2 if model.bidirectional else 1
     sfxs = ("", "_reverse")[:D]
     sfx = sfxs[d]
@@ -25,19 +28,25 @@ def component_entries(model, heads, layer, d, k):
         assert name in params, name
         entries.add((name, index))
 
-    I_k = model.input_size if layer == 0 else D * H
+    I_k = model.input_size if layer == 0 else D * W
+    # Readers of unit k's value: without a projection its own recurrent column, the next layer and the heads; with one
+    # only its column of W_hr (the recurrence, the next layer and the heads read the P-wide h).
+    reads_h = P == 0
+    if P:
+        for r in range(P):
+            add(f"weight_hr_l{layer}{sfx}", (r, k))
     if isinstance(model, nn.LSTM):
         for g in range(4):
             row = g * H + k
             add_row = [(f"weight_ih_l{layer}{sfx}", (row, c)) for c in range(I_k)]
-            add_row += [(f"weight_hh_l{layer}{sfx}", (row, c)) for c in range(H)]
+            add_row += [(f"weight_hh_l{layer}{sfx}", (row, c)) for c in range(W)]
             if model.bias:
                 add_row += [(f"bias_ih_l{layer}{sfx}", (row,)), (f"bias_hh_l{layer}{sfx}", (row,))]
             for name, idx in add_row:
                 add(name, idx)
-        for r in range(4 * H):
+        for r in range(4 * H if reads_h else 0):
             add(f"weight_hh_l{layer}{sfx}", (r, k))
-        if layer + 1 < L:
+        if layer + 1 < L and reads_h:
             for s2 in sfxs:
                 for r in range(4 * H):
                     add(f"weight_ih_l{layer + 1}{s2}", (r, d * H + k))
@@ -47,20 +56,24 @@ def component_entries(model, heads, layer, d, k):
         g, j = divmod(k, hg)
         for gate in range(4):
             row = gate * hg + j
-            for c in range(I_k // G):
+            for c in range(I_k // G if model.group_input else I_k):
                 add(f"weight_ih_l{layer}{sfx}", (g, row, c))
-            for c in range(hg):
+            for c in range(W // G):
                 add(f"weight_hh_l{layer}{sfx}", (g, row, c))
             if model.bias:
                 add(f"bias_l{layer}{sfx}", (g, row))
-        for r in range(4 * hg):
+        for r in range(4 * hg if reads_h else 0):
             add(f"weight_hh_l{layer}{sfx}", (g, r, j))
-        if layer + 1 < L:
+        if layer + 1 < L and reads_h:
             ig_next = D * H // G
             f = d * H + k
             for s2 in sfxs:
                 for r in range(4 * hg):
-                    add(f"weight_ih_l{layer + 1}{s2}", (f // ig_next, r, f % ig_next))
+                    if model.group_input:
+                        add(f"weight_ih_l{layer + 1}{s2}", (f // ig_next, r, f % ig_next))
+                    else:  # every group of the next layer reads feature f
+                        for g2 in range(G):
+                            add(f"weight_ih_l{layer + 1}{s2}", (g2, r, f))
     else:  # FLSTM
         R = model.ranks[layer]
         for gate in range(4):
@@ -68,13 +81,13 @@ def component_entries(model, heads, layer, d, k):
                 add(f"weight_2_l{layer}{sfx}", (gate * H + k, c))
             if model.bias:
                 add(f"bias_l{layer}{sfx}", (gate * H + k,))
-        for r in range(R):
+        for r in range(R if reads_h else 0):
             add(f"weight_1_l{layer}{sfx}", (r, I_k + k))
-        if layer + 1 < L:
+        if layer + 1 < L and reads_h:
             for s2 in sfxs:
                 for r in range(model.ranks[layer + 1]):
                     add(f"weight_1_l{layer + 1}{s2}", (r, d * H + k))
-    if layer + 1 == L:
+    if layer + 1 == L and reads_h:
         for i, head in enumerate(heads):
             for r in range(head.out_features):
                 entries.add((f"head{i}", (r, d * H + k)))
@@ -111,45 +124,60 @@ def make(kind, I, H, L, bidirectional, seed, **kw):
     torch.manual_seed(seed)
     if kind == "lstm":
         return nn.LSTM(I, H, L, bidirectional=bidirectional, dtype=F64, **kw)
+    if kw.get("proj_size") or not kw.get("group_input", True):
+        kw.setdefault("backend", "reference")  # the projected / dense-input forms run on the float64 reference
     if kind == "glstm":
         return lstmkern.GLSTM(I, H, L, groups=kw.pop("groups"), bidirectional=bidirectional, dtype=F64, **kw)
     return lstmkern.FLSTM(I, H, rank=kw.pop("rank"), num_layers=L, bidirectional=bidirectional, dtype=F64, **kw)
 
 
-MODELS = [
-    ("lstm", dict(I=3, H=4, L=2, bidirectional=True)),
-    ("lstm", dict(I=2, H=3, L=1, bidirectional=False, bias=False)),
-    ("glstm", dict(I=6, H=6, L=2, bidirectional=True, groups=3)),
-    ("flstm", dict(I=3, H=5, L=2, bidirectional=True, rank=[4, 3])),
-]
+# name -> (kind for make(), config). "p": projected (proj_size); "dense": a G-LSTM with group_input=False.
+MODELS = {
+    "lstm": ("lstm", dict(I=3, H=4, L=2, bidirectional=True)),
+    "lstm-1layer": ("lstm", dict(I=2, H=3, L=1, bidirectional=False, bias=False)),
+    "glstm": ("glstm", dict(I=6, H=6, L=2, bidirectional=True, groups=3)),
+    "flstm": ("flstm", dict(I=3, H=5, L=2, bidirectional=True, rank=[4, 3])),
+    "glstm-dense": ("glstm", dict(I=5, H=6, L=2, bidirectional=True, groups=3, group_input=False)),
+    "lstmp": ("lstm", dict(I=3, H=5, L=2, bidirectional=True, proj_size=2)),
+    "lstmp-1layer": ("lstm", dict(I=2, H=3, L=1, bidirectional=False, bias=False, proj_size=1)),
+    "glstmp-G1": ("glstm", dict(I=3, H=5, L=2, bidirectional=True, groups=1, proj_size=3)),
+    "glstmp-G2": ("glstm", dict(I=4, H=6, L=2, bidirectional=True, groups=2, proj_size=2)),
+    "glstmp-dense-G2": ("glstm", dict(I=5, H=8, L=2, bidirectional=True, groups=2, proj_size=2, group_input=False)),
+    "flstmp": ("flstm", dict(I=3, H=5, L=2, bidirectional=True, rank=[4, 3], proj_size=2)),
+}
 
 
-@pytest.mark.parametrize("kind,cfg", MODELS)
-def test_penalty_matches_hand_computation_and_gradients_reach_every_component(kind, cfg):
+@pytest.mark.parametrize("name", MODELS)
+def test_penalty_matches_hand_computation_and_gradients_reach_every_component(name):
+    kind, cfg = MODELS[name]
     model = make(kind, seed=0, **cfg)
-    D = 2 if model.bidirectional else 1
-    heads = [nn.Linear(D * model.hidden_size, 2, dtype=F64), nn.Linear(D * model.hidden_size, 1, dtype=F64)]
+    D, W = (2 if model.bidirectional else 1), model.proj_size or model.hidden_size
+    heads = [nn.Linear(D * W, 2, dtype=F64), nn.Linear(D * W, 1, dtype=F64)]
     eps = 1e-3
     value = iss.penalty(model, heads, eps=eps)
     expected = hand_penalty(model, heads, eps)
     torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
     value.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    grads.update({f"head{i}": h.weight.grad.clone() for i, h in enumerate(heads)})
+    params = dict(model.named_parameters()) | {f"head{i}": h.weight for i, h in enumerate(heads)}
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in params.items()}
     assert all(h.bias.grad is None for h in heads)
-    for p in list(model.parameters()) + [h.weight for h in heads]:
+    for p in params.values():
         p.grad = None
     expected.backward()
-    table = lookup(model, heads)
-    for name in grads:
-        reference = table[name].grad
-        torch.testing.assert_close(grads[name], reference, rtol=1e-10, atol=1e-14)
+    for n, p in params.items():
+        # Weights in no component get no gradient at all: with a projection the heads (they read the P-wide h) and
+        # FLSTM's W1 (it reads x and the P-wide h).
+        in_none = model.proj_size > 0 and (n.startswith("head") or n.startswith("weight_1_"))
+        if in_none:
+            assert grads[n] is None and p.grad is None, n
+            continue
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-10, atol=1e-14)
         # Every entry that belongs to a component gets a gradient (FLSTM layer 0's x columns of W1 belong to none).
-        covered = grads[name] != 0
-        if kind == "flstm" and name.startswith("weight_1_l0"):
+        covered = grads[n] != 0
+        if kind == "flstm" and n.startswith("weight_1_l0"):
             assert not covered[:, :model.input_size].any() and covered[:, model.input_size:].all()
         else:
-            assert covered.all(), name
+            assert covered.all(), n
 
 
 def test_zero_small_counts_and_zeroes():
@@ -171,52 +199,96 @@ def test_zero_small_counts_and_zeroes():
     assert iss.zero_small_(model, [head], threshold) == 0
 
 
+def test_zero_small_with_projection_leaves_consumers_and_w1_alone():
+    model = make("flstm", I=3, H=4, L=1, bidirectional=False, seed=1, rank=3, proj_size=2)
+    head = nn.Linear(2, 2, dtype=F64)
+    with torch.no_grad():
+        model.weight_hr_l0[1, 3] = 1e-5  # unit 3's W_hr column: zeroed
+        model.weight_2_l0[5, 0] = -1e-5  # unit 1's gate row: zeroed
+        model.weight_1_l0[0, 4] = 1e-5   # reads the P-wide h: left alone
+        head.weight[0, 1] = 1e-6         # reads the P-wide h: left alone
+    smallest = min(p.abs().min().item() for p in [model.weight_2_l0, model.weight_hr_l0, model.bias_l0]
+                   if p.abs().min() > 1e-4)
+    threshold = min(5e-5, smallest)
+    assert iss.zero_small_(model, [head], threshold) == 2
+    assert model.weight_hr_l0[1, 3] == 0 and model.weight_2_l0[5, 0] == 0
+    assert model.weight_1_l0[0, 4] == 1e-5 and head.weight[0, 1] == 1e-6
+    lstmp = make("lstm", I=3, H=4, L=1, bidirectional=False, seed=1, proj_size=3)
+    with torch.no_grad():
+        lstmp.weight_hr_l0[2, 0] = 2e-5
+    assert iss.zero_small_(lstmp, [], 5e-5) == 1 and lstmp.weight_hr_l0[2, 0] == 0
+
+
 CHOSEN = {
     "lstm": [(0, 0, 1), (0, 0, 3), (0, 1, 0), (0, 1, 1), (0, 1, 3), (1, 0, 2), (1, 1, 2), (1, 1, 0)],
     # GLSTM (H=6, G=3, Hg=2): layer 0 removes one unit per group and direction; layer 1 has a group with no zeros.
     "glstm": [(0, d, k) for d in (0, 1) for k in (1, 2, 5)] + [(0, 0, 0), (1, 0, 0), (1, 0, 3), (1, 1, 1)],
     "flstm": [(0, 0, 4), (0, 1, 0), (0, 1, 2), (1, 0, 1), (1, 1, 1), (1, 1, 3)],
+    "glstm-dense": [(0, d, k) for d in (0, 1) for k in (1, 2, 5)] + [(0, 0, 0), (1, 0, 0), (1, 0, 3), (1, 1, 1)],
+    # LSTMP (H=5, P=2): at least P + 1 = 3 units stay, so layer 0 removes 2 of its 3 all-zero units per direction.
+    "lstmp": [(0, 0, 0), (0, 0, 2), (0, 0, 4), (0, 1, 1), (0, 1, 3), (0, 1, 4), (1, 0, 1), (1, 1, 0), (1, 1, 2)],
+    # G=1, H=5, P=3: at least 4 units stay.
+    "glstmp-G1": [(0, 0, 0), (0, 0, 3), (0, 1, 2), (1, 0, 4)],
+    # G=2, Hg=3, Pg=1: at least 2 units per group stay, so every group removes at most one (layer 1 has two all-zero
+    # units in every group and direction).
+    "glstmp-G2": [(0, 0, 0), (0, 0, 1), (0, 0, 3), (0, 1, 2), (0, 1, 4), (0, 1, 5), (1, 0, 0), (1, 0, 1), (1, 0, 3),
+                  (1, 0, 4), (1, 1, 0), (1, 1, 2), (1, 1, 4), (1, 1, 5)],
+    # G=2, Hg=4, Pg=1: layer 0 removes 2 per group and direction; layer 1's group 0 of direction 0 has no zeros.
+    "glstmp-dense-G2": [(0, 0, 0), (0, 0, 1), (0, 0, 4), (0, 0, 5), (0, 1, 1), (0, 1, 2), (0, 1, 3), (0, 1, 6),
+                        (0, 1, 7), (1, 0, 7), (1, 1, 0), (1, 1, 6)],
+    # H=5, P=2: layer 1 removes 2 of 3 (at least 3 stay).
+    "flstmp": [(0, 0, 4), (0, 1, 0), (0, 1, 2), (1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 1, 0), (1, 1, 1), (1, 1, 3)],
 }
-EXPECTED_H = {"lstm": [2, 3], "glstm": [3, 6], "flstm": [4, 4]}
+EXPECTED_H = {"lstm": [2, 3], "glstm": [3, 6], "flstm": [4, 4], "glstm-dense": [3, 6], "lstmp": [3, 4],
+              "glstmp-G1": [4, 5], "glstmp-G2": [4, 4], "glstmp-dense-G2": [4, 8], "flstmp": [4, 3]}
 
 
-@pytest.mark.parametrize("kind,cfg", [m for m in MODELS if m[1]["L"] == 2])
-def test_shrink_after_zeroing_is_exact(kind, cfg):
+@pytest.mark.parametrize("name", list(CHOSEN))
+def test_shrink_after_zeroing_is_exact(name):
+    kind, cfg = MODELS[name]
     model = make(kind, seed=2, batch_first=True, **cfg)
-    D, H = 2, model.hidden_size
-    head = nn.Linear(D * H, 3, dtype=F64)
-    zero_components_(model, [head], CHOSEN[kind])
+    D, H, P = 2, model.hidden_size, model.proj_size
+    W = P or H  # output and recurrent width: unchanged by shrinking with a projection
+    head = nn.Linear(D * W, 3, dtype=F64)
+    zero_components_(model, [head], CHOSEN[name])
     norms = iss.component_norms(model, [head])
-    for layer, d, k in CHOSEN[kind]:
+    for layer, d, k in CHOSEN[name]:
         assert norms[layer][d, k] == 0
     small, (small_head,), report = iss.shrink(model, [head])
     assert isinstance(small, StackedLSTM)
-    assert report.hidden_before == [H, H] and report.hidden_after == EXPECTED_H[kind] == small.hidden_sizes
-    assert small_head.in_features == D * EXPECTED_H[kind][-1]
+    assert report.hidden_before == [H, H] and report.hidden_after == EXPECTED_H[name] == small.hidden_sizes
+    assert small_head.in_features == D * (P or EXPECTED_H[name][-1])
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
     for index, layer in enumerate(small.layers):
-        assert type(layer) is type(model) and layer.num_layers == 1
+        assert type(layer) is type(model) and layer.num_layers == 1 and layer.proj_size == P
         if kind == "glstm":
-            assert layer.groups == model.groups
+            assert layer.groups == model.groups and layer.group_input == model.group_input
         if kind == "flstm":
             assert layer.ranks == [model.ranks[index]]
     x = torch.randn(3, 5, model.input_size, dtype=F64)  # (B, T, I)
     out, (h_n, c_n) = model(x)
     small_out, (small_h, small_c) = small(x)
     torch.testing.assert_close(small_head(small_out), head(out), rtol=0, atol=1e-12)
-    # Final states of the surviving units are unchanged; removed units' states were zero (zero initial state).
+    if P:  # the P-wide output itself is unchanged
+        torch.testing.assert_close(small_out, out, rtol=0, atol=1e-12)
+    # Final states of the surviving units are unchanged (all of the P-wide h with a projection); removed units' states
+    # were zero (zero initial state).
+    kept = [[[u for u in range(H) if u not in report.removed[layer][d]] for d in range(D)] for layer in range(2)]
     for layer in range(2):
         for d in range(D):
-            kept = [u for u in range(H) if u not in report.removed[layer][d]]
-            torch.testing.assert_close(small_h[layer][d], h_n[layer * D + d][:, kept], rtol=0, atol=1e-12)
-            torch.testing.assert_close(small_c[layer][d], c_n[layer * D + d][:, kept], rtol=0, atol=1e-12)
-            assert torch.all(h_n[layer * D + d][:, report.removed[layer][d]] == 0)
-    # A non-zero initial state, restricted to the surviving units, gives the same outputs too.
-    h0, c0 = torch.randn(2, 2 * D, 3, H, dtype=F64)
-    kept = [[[u for u in range(H) if u not in report.removed[layer][d]] for d in range(D)] for layer in range(2)]
-    small_hx = tuple([torch.stack([s[layer * D + d][:, kept[layer][d]] for d in range(D)]) for layer in range(2)]
-                     for s in (h0, c0))
-    torch.testing.assert_close(small_head(small(x, small_hx)[0]), head(model(x, (h0, c0))[0]), rtol=0, atol=1e-12)
+            removed, k = report.removed[layer][d], layer * D + d
+            h_cols = list(range(P)) if P else kept[layer][d]
+            torch.testing.assert_close(small_h[layer][d], h_n[k][:, h_cols], rtol=0, atol=1e-12)
+            torch.testing.assert_close(small_c[layer][d], c_n[k][:, kept[layer][d]], rtol=0, atol=1e-12)
+            assert torch.all(c_n[k][:, removed] == 0) and (P or torch.all(h_n[k][:, removed] == 0))
+    # A non-zero initial state, restricted to the surviving units (c, and h without a projection), gives the same
+    # outputs too.
+    h0, c0 = torch.randn(2 * D, 3, W, dtype=F64), torch.randn(2 * D, 3, H, dtype=F64)
+    small_h0 = [torch.stack([h0[layer * D + d][:, list(range(P)) if P else kept[layer][d]] for d in range(D)])
+                for layer in range(2)]
+    small_c0 = [torch.stack([c0[layer * D + d][:, kept[layer][d]] for d in range(D)]) for layer in range(2)]
+    torch.testing.assert_close(small_head(small(x, (small_h0, small_c0))[0]), head(model(x, (h0, c0))[0]), rtol=0,
+                               atol=1e-12)
     # PackedSequence through the stack.
     lengths = torch.tensor([5, 2, 4])
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -236,12 +308,41 @@ def test_shrink_without_consumers_keeps_last_layer_and_leaves_input_unchanged():
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
+def test_projected_shrink_without_consumers_shrinks_the_last_layer_too():
+    """With a projection the output is the P-wide h, which shrinking keeps: the last layer's units can go as well."""
+    model = make("lstm", I=3, H=6, L=2, bidirectional=False, seed=4, proj_size=2)
+    zero_components_(model, [], [(0, 0, 2), (1, 0, 1), (1, 0, 5)])
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    small, heads, report = iss.shrink(model, [])
+    assert heads == [] and report.hidden_after == [5, 4] and report.removed == [[[2]], [[1, 5]]]
+    assert [layer.weight_hr_l0.shape for layer in small.layers] == [(2, 5), (2, 4)]
+    x = torch.randn(4, 2, 3, dtype=F64)
+    out, (h_n, c_n) = model(x)
+    small_out, (small_h, small_c) = small(x)
+    torch.testing.assert_close(small_out, out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(small_h[1][0], h_n[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(small_c[1][0], c_n[1][:, [0, 2, 3, 4]], rtol=0, atol=1e-12)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_stacked_lstm_chains_projected_layers():
+    stack = StackedLSTM([nn.LSTM(4, 6, proj_size=2, bidirectional=True, dtype=F64),
+                         nn.LSTM(4, 3, bidirectional=True, dtype=F64)])
+    out, (h_n, c_n) = stack(torch.randn(5, 2, 4, dtype=F64))
+    assert out.shape == (5, 2, 6) and h_n[0].shape == (2, 2, 2) and c_n[0].shape == (2, 2, 6)
+    with pytest.raises(ValueError, match=r"layers\[1\].input_size must be 4"):
+        StackedLSTM([nn.LSTM(4, 6, proj_size=2, bidirectional=True), nn.LSTM(12, 3, bidirectional=True)])
+
+
 def test_bad_arguments():
     model = make("lstm", I=3, H=4, L=1, bidirectional=False, seed=0)
     with pytest.raises(TypeError, match="consumers"):
         iss.penalty(model, nn.Linear(4, 2, dtype=F64))
     with pytest.raises(ValueError, match="in_features"):
         iss.penalty(model, [nn.Linear(5, 2, dtype=F64)])
+    projected = make("lstm", I=3, H=4, L=1, bidirectional=True, seed=0, proj_size=2)
+    with pytest.raises(ValueError, match=r"in_features must be D\*P = 4"):  # they read the P-wide output
+        iss.shrink(projected, [nn.Linear(8, 2, dtype=F64)])
     with pytest.raises(TypeError, match="model"):
         iss.shrink(nn.GRU(3, 4), [])
     with pytest.raises(ValueError, match="threshold"):

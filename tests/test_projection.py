@@ -209,14 +209,23 @@ def test_projected_module_under_compile_matches_eager():
         torch.testing.assert_close(g[0], w[0])
 
 
-@pytest.mark.parametrize("model", [lambda: nn.LSTM(4, 6, proj_size=2), lambda: lstmkern.FLSTM(4, 6, proj_size=2),
-                                   lambda: lstmkern.GLSTM(4, 6, groups=2, group_input=False)],
+@pytest.mark.parametrize("model", [lambda: nn.LSTM(4, 6, proj_size=2, dtype=F64),
+                                   lambda: lstmkern.FLSTM(4, 6, proj_size=2, backend="reference", dtype=F64),
+                                   lambda: lstmkern.GLSTM(4, 6, groups=2, group_input=False, backend="reference",
+                                                          dtype=F64)],
                          ids=["lstm-proj", "flstm-proj", "glstm-dense-input"])
-def test_compression_tools_refuse_what_they_do_not_handle_yet(model):
+def test_compression_tools_take_projected_and_dense_input_models(model):
+    """The compression tools accept both forms (their exactness is tested in tests/test_compress_*.py); low_rank still
+    refuses a G-LSTM with more than one group."""
     from lstmkern.compress import iss, low_rank
     module = model()
-    if not isinstance(module, lstmkern.FLSTM):  # low_rank takes nn.LSTM and GLSTM only
-        with pytest.raises(ValueError, match="do not handle"):
+    x = torch.randn(3, 2, 4, dtype=F64)
+    if isinstance(module, lstmkern.GLSTM):
+        with pytest.raises(ValueError, match="groups=1"):
             low_rank(module, 2)
-    with pytest.raises(ValueError, match="do not handle"):
-        iss.penalty(module, [])
+    else:
+        torch.testing.assert_close(low_rank(module, "full", backend="reference")(x)[0], module(x)[0], rtol=0,
+                                   atol=1e-12)
+    assert torch.isfinite(iss.penalty(module, []))
+    small, _, _ = iss.shrink(module, [])  # nothing is all-zero: the same model, one StackedLSTM layer
+    torch.testing.assert_close(small(x)[0], module(x)[0], rtol=0, atol=1e-12)

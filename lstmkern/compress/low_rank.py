@@ -1,18 +1,20 @@
 """Low-rank factorization of a trained LSTM (Winata et al. 2019, "On the Effectiveness of Low-Rank Matrix
 Factorization for LSTM Model Compression"), by truncated SVD or semi-NMF, run on lstmkern's F-LSTM op.
 
-Shape legend: T time steps, B batch, L layers, D directions (2 if bidirectional else 1), H hidden units,
-I_k input features of layer k (I_0 = input_size, I_k = D*H after that), m x n a matrix being factorized,
-r the rank kept for one matrix, R the rank of an F-LSTM layer.
+Shape legend: T time steps, B batch, L layers, D directions (2 if bidirectional else 1), H hidden (cell) units,
+P the recurrent and output width (proj_size if > 0, else H), I_k input features of layer k (I_0 = input_size,
+I_k = D*P after that), m x n a matrix being factorized, r the rank kept for one matrix, R the rank of an F-LSTM layer.
 
-A layer's gates are W_ih x + W_hh h + b with W_ih (4H, I_k), W_hh (4H, H). Four ways to factorize (``part``):
+A layer's gates are W_ih x + W_hh h + b with W_ih (4H, I_k), W_hh (4H, P). Four ways to factorize (``part``):
 
-    "joint"  [W_ih W_hh] ~ U V              -> exactly an F-LSTM layer: W2 = U (4H, R), W1 = V (R, I_k + H)
-    "ih"     W_ih ~ U_x V_x, W_hh dense     -> W2 = [U_x  W_hh],  W1 = blockdiag(V_x, I_H)
+    "joint"  [W_ih W_hh] ~ U V              -> exactly an F-LSTM layer: W2 = U (4H, R), W1 = V (R, I_k + P)
+    "ih"     W_ih ~ U_x V_x, W_hh dense     -> W2 = [U_x  W_hh],  W1 = blockdiag(V_x, I_P)
     "hh"     W_hh ~ U_h V_h, W_ih dense     -> W2 = [W_ih U_h],   W1 = blockdiag(I_{I_k}, V_h)
     "both"   both, separately               -> W2 = [U_x  U_h],   W1 = blockdiag(V_x, V_h)
 
-so every variant runs as gates = W2 (W1 [x; h]) + b through :func:`lstmkern.flstm_forward`'s op.
+so every variant runs as gates = W2 (W1 [x; h]) + b through :func:`lstmkern.flstm_forward`'s op. A projection
+(LSTMP, h = W_hr (o * tanh c) with W_hr (P, H)) is not factorized: it is copied unchanged into the result, which
+runs it exactly as the original did.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..modules import FLSTM, GLSTM, _StackedLSTM
-from ._weights import check_lstm_like, dense_weights, suffixes
+from ._weights import check_lstm_like, dense_weights, projection, suffixes
 
 __all__ = ["low_rank", "LowRankLSTM", "select_rank", "svd_factors", "semi_nmf", "SemiNMFResult"]
 
@@ -154,24 +156,26 @@ class LowRankLSTM(_StackedLSTM):
     """An LSTM whose W_ih and/or W_hh are stored as separate low-rank factors, run on the F-LSTM op.
 
     Built by :func:`low_rank` with part "ih", "hh" or "both"; call convention of nn.LSTM (``forward(input, hx=None)``,
-    batch_first, PackedSequence, h_n/c_n (L*D, B, H)). Parameters per layer k and direction suffix ("" / "_reverse"):
+    batch_first, PackedSequence, h_n (L*D, B, P), c_n (L*D, B, H)). Parameters per layer k and direction suffix
+    ("" / "_reverse"):
 
         factorized W_ih:  weight_ih_u_l{k}{sfx} (4H, r_x), weight_ih_v_l{k}{sfx} (r_x, I_k)   W_ih ~ U V
         dense W_ih:       weight_ih_l{k}{sfx} (4H, I_k)
-        factorized W_hh:  weight_hh_u_l{k}{sfx} (4H, r_h), weight_hh_v_l{k}{sfx} (r_h, H)
-        dense W_hh:       weight_hh_l{k}{sfx} (4H, H)
+        factorized W_hh:  weight_hh_u_l{k}{sfx} (4H, r_h), weight_hh_v_l{k}{sfx} (r_h, P)
+        dense W_hh:       weight_hh_l{k}{sfx} (4H, P)
         bias_l{k}{sfx} (4H,)  (nn.LSTM's two biases summed)
+        weight_hr_l{k}{sfx} (P, H)  only with proj_size = P > 0 (as nn.LSTM; never factorized)
 
     Only these are parameters, so ``sum(p.numel() for p in m.parameters())`` is the true size: r (m + n) per
     factorized matrix. Each forward assembles the F-LSTM weights W2 = [U_x U_h] (4H, R) and W1 = blockdiag(V_x, V_h)
-    (R, I_k + H) (a dense part enters W2 as itself and W1 as an identity block), differentiably, so the module trains.
+    (R, I_k + P) (a dense part enters W2 as itself and W1 as an identity block), differentiably, so the module trains.
 
     Compute overhead of the block layout: the F-LSTM op multiplies all of W1, zero blocks included. Per step and
-    batch row, W1 [x; h] costs R (I_k + H) multiply-adds where the factors alone need r_x I_k + r_h H, so the zero
-    blocks add r_x H + r_h I_k; a dense part enters as an identity block (I_k^2 extra for "hh", H^2 for "ih") and
-    its own 4H x I_k (or 4H x H) product moves into W2. The W2 stage costs 4H R, exactly what the factors need. The
-    recurrent path (W1[:, I_k:], then W2) is what every step waits on: for "ih" it is (r_x + H) H + 4H (r_x + H)
-    against nn.LSTM's 4H^2, i.e. slower. part="joint" (a plain F-LSTM) has no zero blocks; prefer it for speed.
+    batch row, W1 [x; h] costs R (I_k + P) multiply-adds where the factors alone need r_x I_k + r_h P, so the zero
+    blocks add r_x P + r_h I_k; a dense part enters as an identity block (I_k^2 extra for "hh", P^2 for "ih") and
+    its own 4H x I_k (or 4H x P) product moves into W2. The W2 stage costs 4H R, exactly what the factors need. The
+    recurrent path (W1[:, I_k:], then W2) is what every step waits on: for "ih" it is (r_x + P) P + 4H (r_x + P)
+    against nn.LSTM's 4H P, i.e. slower. part="joint" (a plain F-LSTM) has no zero blocks; prefer it for speed.
     """
 
     _op = "flstm"
@@ -179,8 +183,10 @@ class LowRankLSTM(_StackedLSTM):
 
     def __init__(self, input_size: int, hidden_size: int, ranks_ih: Optional[list[list[int]]],
                  ranks_hh: Optional[list[list[int]]], num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, backend: str = "auto"):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, backend)
+                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 backend: str = "auto"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+                         backend)
         D = self.num_directions
         if ranks_ih is None and ranks_hh is None:
             raise ValueError("ranks_ih and ranks_hh are both None: at least one matrix must be factorized "
@@ -194,7 +200,8 @@ class LowRankLSTM(_StackedLSTM):
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
             for direction, sfx in enumerate(self._suffixes()):
-                for name, ranks, cols in (("ih", self.ranks_ih, self.layer_input_size(layer)), ("hh", self.ranks_hh, H)):
+                for name, ranks, cols in (("ih", self.ranks_ih, self.layer_input_size(layer)),
+                                          ("hh", self.ranks_hh, self.output_size)):
                     if ranks is None:
                         self.register_parameter(f"weight_{name}_l{layer}{sfx}",
                                                 nn.Parameter(torch.empty(4 * H, cols, **factory)))
@@ -206,11 +213,12 @@ class LowRankLSTM(_StackedLSTM):
                                                 nn.Parameter(torch.empty(r, cols, **factory)))
                 if bias:
                     self.register_parameter(f"bias_l{layer}{sfx}", nn.Parameter(torch.empty(4 * H, **factory)))
+        self._register_projections(factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """nn.LSTM's uniform +-1/sqrt(H) for dense matrices and biases; factors U (4H, r), V (r, n) uniform with
-        variance 1/sqrt(3 H r) each, so every entry of U V has nn.LSTM's variance 1/(3H). (:func:`low_rank`
+        """nn.LSTM's uniform +-1/sqrt(H) for dense matrices (W_hr too) and biases; factors U (4H, r), V (r, n) uniform
+        with variance 1/sqrt(3 H r) each, so every entry of U V has nn.LSTM's variance 1/(3H). (:func:`low_rank`
         overwrites all of this with the factorization.)"""
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
@@ -240,7 +248,7 @@ class LowRankLSTM(_StackedLSTM):
         return out
 
     def layer_parameters(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """(W1 (R, I_k + H), W2 (4H, R), bias) for the F-LSTM op, assembled from the stored factors."""
+        """(W1 (R, I_k + P), W2 (4H, R), bias) for the F-LSTM op, assembled from the stored factors."""
         left, right = [], []
         for u_or_w, v in self._blocks(layer, direction):
             left.append(u_or_w)
@@ -251,7 +259,8 @@ class LowRankLSTM(_StackedLSTM):
         return w1, w2, b
 
     def effective_weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """(W_ih (4H, I_k), W_hh (4H, H), bias) this module computes with: U V for a factorized matrix."""
+        """(W_ih (4H, I_k), W_hh (4H, P), bias) this module computes with: U V for a factorized matrix (the projection,
+        if any, is :meth:`layer_projection`'s)."""
         (a, va), (h, vh) = self._blocks(layer, direction)
         b = getattr(self, f"bias_l{layer}{self._suffixes()[direction]}") if self.bias else None
         return (a if va is None else a @ va), (h if vh is None else h @ vh), b
@@ -265,12 +274,14 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
     """Factorize a trained LSTM's gate matrices into low-rank products (Winata et al. 2019).
 
     Args:
-        model: an nn.LSTM (any num_layers, bidirectional, batch_first, bias; no proj_size) or an lstmkern.GLSTM with
-            groups=1. It is not modified.
+        model: an nn.LSTM (any num_layers, bidirectional, batch_first, bias, proj_size), an lstmkern.GLSTM with
+            groups=1 or an lstmkern.FLSTM (refactorized from its product W2 W1). It is not modified. A projection
+            W_hr (proj_size = P > 0) is kept as it is: W_hh (4H, P) is what gets factorized, and the result has the
+            same proj_size and W_hr.
         rank: an int (the rank of every factorized matrix), a float in (0, 1] (per matrix, the smallest rank keeping
             that fraction of sum(sigma^2)), or "full" (every singular value: with method="svd" the result computes
             what ``model`` computes, to rounding). See :func:`select_rank`.
-        part: "joint" factorizes [W_ih W_hh] (4H, I_k + H) and returns an :class:`lstmkern.FLSTM` with per-layer ranks
+        part: "joint" factorizes [W_ih W_hh] (4H, I_k + P) and returns an :class:`lstmkern.FLSTM` with per-layer ranks
             (an F-LSTM has one rank per layer, so with a float rank and two directions the larger one is used);
             "ih", "hh" or "both" factorize W_ih, W_hh or both separately and return a :class:`LowRankLSTM`.
         method: "svd" (truncated SVD, optimal in Frobenius norm) or "semi_nmf" (:func:`semi_nmf`, W ~ F G^T with the
@@ -286,8 +297,9 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
         >>> flstm = low_rank(lstm, 0.9)                     # F-LSTM keeping 90% of each layer's energy
         >>> sep = low_rank(lstm, 32, part="hh", method="semi_nmf")
         >>> out, (h_n, c_n) = sep(torch.randn(10, 4, 64))
+        >>> lstmp = low_rank(torch.nn.LSTM(64, 128, proj_size=32), 0.9)   # an FLSTM with proj_size=32, same W_hr
     """
-    check_lstm_like(model, "model", (nn.LSTM, GLSTM))
+    check_lstm_like(model, "model", (nn.LSTM, GLSTM, FLSTM))
     if isinstance(model, GLSTM) and model.groups != 1:
         raise ValueError(f"model must be a GLSTM with groups=1 (a block-diagonal matrix is not low-rank "
                          f"factorized here), got groups={model.groups}")
@@ -300,7 +312,8 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
     ref = next(model.parameters())
     L, D, H = model.num_layers, (2 if model.bidirectional else 1), model.hidden_size
     common = dict(num_layers=L, bias=model.bias, batch_first=model.batch_first, dropout=model.dropout,
-                  bidirectional=model.bidirectional, device=ref.device, dtype=ref.dtype, backend=backend)
+                  bidirectional=model.bidirectional, proj_size=model.proj_size, device=ref.device, dtype=ref.dtype,
+                  backend=backend)
     dense = [[dense_weights(model, layer, d) for d in range(D)] for layer in range(L)]
 
     def ranks_for(matrix: str) -> list[list[int]]:
@@ -327,6 +340,7 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
                     p2.copy_(w2)
                     if pb is not None:
                         pb.copy_(b)
+        _copy_projections(model, module)
         return module.train(model.training)
 
     ranks_ih = ranks_for("ih") if part in ("ih", "both") else None
@@ -345,7 +359,18 @@ def low_rank(model, rank: Rank, *, part: str = "joint", method: str = "svd", see
                         getattr(module, f"weight_{name}_v_l{layer}{sfx}").copy_(v)
                 if b is not None:
                     getattr(module, f"bias_l{layer}{sfx}").copy_(b)
+    _copy_projections(model, module)
     return module.train(model.training)
+
+
+def _copy_projections(model, module) -> None:
+    """W_hr of every layer and direction of ``model`` into ``module`` (both have the same proj_size)."""
+    with torch.no_grad():
+        for layer in range(model.num_layers):
+            for d in range(2 if model.bidirectional else 1):
+                w_hr = projection(model, layer, d)
+                if w_hr is not None:
+                    module.layer_projection(layer, d).copy_(w_hr)
 
 
 # Safe for torch.load(weights_only=True), like GLSTM and FLSTM (see lstmkern/modules.py).

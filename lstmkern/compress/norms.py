@@ -1,6 +1,7 @@
 """Norms and singular values of an LSTM's gate matrices: the numbers that tell how far a model can be factorized.
 
-Shape legend: L layers, D directions, H hidden units, I_k input features of layer k.
+Shape legend: L layers, D directions, H hidden (cell) units, P the recurrent width (proj_size if > 0, else H), I_k
+input features of layer k.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ MATRIX_NAMES = ("W_ih", "W_hh", "[W_ih W_hh]")
 class NormRow:
     """Norms of one matrix of one layer and direction (computed in float64).
 
-    matrix: "W_ih" (4H, I_k), "W_hh" (4H, H) or "[W_ih W_hh]" (4H, I_k + H).
+    matrix: "W_ih" (4H, I_k), "W_hh" (4H, P) or "[W_ih W_hh]" (4H, I_k + P).
     rank_90 / rank_99: the smallest rank keeping 90% / 99% of sum(sigma^2) (what ``low_rank(model, 0.9)`` picks).
     singular_values: all of them, descending, float64 (CPU).
     """
@@ -63,7 +64,8 @@ def norm_report(model) -> NormReport:
 
     Args:
         model: nn.LSTM, lstmkern.GLSTM (its block-diagonal matrices), lstmkern.FLSTM (the products W2 W1) or
-            :class:`LowRankLSTM` (the products of its factors). Biases are not included.
+            :class:`LowRankLSTM` (the products of its factors), projected or not. Biases and the projection W_hr
+            (which :func:`low_rank` keeps unfactorized) are not included.
     Returns:
         :class:`NormReport`, a list of :class:`NormRow`; ``print(report)`` shows the table.
 

@@ -1,6 +1,7 @@
 """StackedLSTM: single-layer LSTMs chained, so every layer can have its own hidden size (what ISS shrinking yields).
 
-Shape legend: T time steps, B batch, L layers, D directions (2 if bidirectional else 1), H_l hidden units of layer l.
+Shape legend: T time steps, B batch, L layers, D directions (2 if bidirectional else 1), H_l hidden (cell) units of
+layer l, P_l its output width (its proj_size if > 0, else H_l).
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ class StackedLSTM(nn.Module):
     per-layer hidden sizes, dropout between layers, and nn.LSTM's call convention for the input and output.
 
     ``forward(input, hx=None) -> output, (h_n, c_n)``: input (T, B, I) (or (B, T, I) with batch_first, or a
-    PackedSequence) and output (T, B, D*H_{L-1}) exactly like nn.LSTM. Because the layers' sizes differ, the states
-    are per layer: hx is None or a pair (h0, c0) of length-L sequences of (D, B, H_l) tensors, and h_n, c_n are tuples
-    of L tensors (D, B, H_l).
+    PackedSequence) and output (T, B, D*P_{L-1}) exactly like nn.LSTM. Because the layers' sizes differ, the states
+    are per layer: hx is None or a pair (h0, c0) of length-L sequences of (D, B, P_l) and (D, B, H_l) tensors, and
+    h_n, c_n are tuples of L tensors (D, B, P_l) and (D, B, H_l). Layers may be projected (proj_size > 0).
 
     Example::
         >>> stack = StackedLSTM([nn.LSTM(8, 5), nn.LSTM(5, 3)])
@@ -40,7 +41,9 @@ class StackedLSTM(nn.Module):
             if layer.bidirectional != first.bidirectional or layer.batch_first != first.batch_first:
                 raise ValueError(f"layers[{i}] must match layers[0] in bidirectional and batch_first")
             if i > 0:
-                expected = layers[i - 1].hidden_size * (2 if first.bidirectional else 1)
+                previous = layers[i - 1]
+                width = getattr(previous, "proj_size", 0) or previous.hidden_size
+                expected = width * (2 if first.bidirectional else 1)
                 if layer.input_size != expected:
                     raise ValueError(f"layers[{i}].input_size must be {expected} (the previous layer's output "
                                      f"features), got {layer.input_size}")
