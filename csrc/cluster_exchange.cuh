@@ -35,9 +35,9 @@ struct DiscardColumnSums {
 // 0, 1, ..., C-1 of partial_rank[b][q] (read through DSMEM), rounded to the element type and stored into z[b][q] of
 // every CTA of the cluster. kVector adjacent columns per item (Rs must be a multiple of kVector). All C loads of an
 // item are issued before the first add, so their latencies overlap; the order of the sum is fixed, so the result does
-// not depend on timing. column_sums(b, q, sums, rounded) also receives the sums of columns q .. q + kVector - 1 of row b,
-// float32 and rounded (Pack<float, kVector>, Pack<Element, kVector>), so a kernel can store them to global memory:
-// exactly one CTA of the cluster sees each column.
+// not depend on timing. column_sums(b, q, sums, rounded) also receives the sums of columns q .. q + kVector - 1 of
+// row b, float32 and rounded (Pack<float, kVector>, Pack<Element, kVector>), so a kernel can store them to global
+// memory: exactly one CTA of the cluster sees each column.
 // `Cluster` is cooperative_groups::cluster_group (a template parameter because that type only exists when compiling
 // for sm_90 and newer).
 template <int kVector, typename Cluster, typename Element, typename ColumnSums = DiscardColumnSums>

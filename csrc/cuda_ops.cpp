@@ -1,7 +1,8 @@
 // CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
 // (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
-// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu, csrc/flstm_cluster.cu and
-// csrc/flstm_grid.cu on the current stream (the grid F-LSTM forward's global workspace is allocated here).
+// kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu, csrc/flstm_cluster.cu,
+// csrc/flstm_cluster_bwd.cu and csrc/flstm_grid.cu on the current stream (the grid F-LSTM forward's global workspace
+// is allocated here).
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 // C thread-block-cluster size of the cluster kernels, N CTA count of the grid F-LSTM forward.
@@ -136,6 +137,22 @@ int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, i
   int count = 0;
   C10_CUDA_CHECK(flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
                                                    static_cast<int>(cluster_size), &count));
+  return count;
+}
+
+// The same for the cluster F-LSTM backward (its own shared memory for hidden, rank).
+int64_t flstm_cluster_bwd_max_active(int64_t device, int64_t hidden, int64_t rank, int64_t cluster_size,
+                                     at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM backward takes "
+                    "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
+                    "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
+  const ElementKind kind = query_element_kind(dtype);
+  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
+  if (flstm_cluster_bwd_smem_bytes(hidden, rank, cluster_size, kind) > device_smem_optin(device)) return 0;
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(flstm_cluster_bwd_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
+                                                       static_cast<int>(cluster_size), &count));
   return count;
 }
 
@@ -547,10 +564,41 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   return {output, cell};
 }
 
+// Which F-LSTM backward kernel runs: 0 picks flstm_bwd_cluster_size (the single-CTA backward where it fits, else the
+// smallest fitting cluster on 9.x; what lstmkern.backends.cuda's rule assumes), 1 or C forces that kernel. Raises
+// ValueError naming the reason where the kernel cannot run on `device`.
+int flstm_backward_cluster_size(int64_t requested, int64_t h, int64_t r, ElementKind kind, at::ScalarType dtype,
+                                int device) {
+  const int64_t smem_optin = device_smem_optin(device);
+  const int cc_major = device_cc_major(device);
+  int64_t cluster_size = requested;
+  if (requested == 0) {
+    cluster_size = flstm_bwd_cluster_size(h, r, kind, smem_optin, cc_major);
+    TORCH_CHECK_VALUE(cluster_size != 0, "the F-LSTM backward kernel with H = ", h, ", R = ", r, " in ", dtype,
+                      " needs ", flstm_bwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one "
+                      "CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster applies (compute "
+                      "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
+                      "per-CTA share fitting; see lstmkern.backends.cuda.flstm_bwd_cluster_size)");
+  } else {
+    TORCH_CHECK_VALUE(requested == 1 || flstm_cluster_shape_ok(h, r, requested), "cluster_size must be 0 "
+                      "(automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R a "
+                      "multiple of 16; got cluster_size = ", requested, " for H = ", h, ", R = ", r);
+  }
+  if (cluster_size == 1) {
+    check_device_fits(device, flstm_bwd_layout(h, r, kind).total_bytes, "the F-LSTM backward kernel");
+  } else {
+    TORCH_CHECK_VALUE(cc_major == 9, "the cluster F-LSTM backward kernel needs compute capability 9.x (thread-block "
+                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind),
+                      "the cluster F-LSTM backward kernel");
+  }
+  return static_cast<int>(cluster_size);
+}
+
 Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
                            const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_1,
                            const at::Tensor& weight_2, const std::optional<at::Tensor>& bias,
-                           const at::Tensor& output, const at::Tensor& cell) {
+                           const at::Tensor& output, const at::Tensor& cell, int64_t cluster_size) {
   const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
   const at::ScalarType dtype = x.scalar_type();
   TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
@@ -566,7 +614,7 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
             at::zeros_like(weight_2), at::zeros({4 * d.H}, x.options())};
   }
   const ElementKind kind = element_kind_of(x);
-  check_device_fits(x.get_device(), flstm_bwd_layout(d.H, d.R, kind).total_bytes, "the F-LSTM backward kernel");
+  const int cluster = flstm_backward_cluster_size(cluster_size, d.H, d.R, kind, dtype, x.get_device());
 
   // Time-parallel recompute: z = [x_t; h_{t-1}] W1^T, pre = z W2^T (x's dtype) -> float32 + bias.
   const at::Tensor h_prev = previous_hidden(h0, output);
@@ -596,11 +644,25 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
   args.I = static_cast<int>(d.I);
   args.H = static_cast<int>(d.H);
   args.R = static_cast<int>(d.R);
-  C10_CUDA_CHECK(launch_flstm_persistent_bwd(kind, args, c10::cuda::getCurrentCUDAStream()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor dg = dgates.view({d.T * d.B, 4 * d.H});
-  const at::Tensor dz = at::mm(dg, weight_2.to(at::kFloat));  // (T*B, R)
+  at::Tensor dz;  // (T*B, R) float32: dgates W2
+  if (cluster == 1) {
+    C10_CUDA_CHECK(launch_flstm_persistent_bwd(kind, args, stream));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dz = at::mm(dg, weight_2.to(at::kFloat));
+  } else {
+    // The cluster backward reduces dz across the cluster every step anyway and writes it out (float32).
+    dz = at::empty({d.T * d.B, d.R}, x.options().dtype(at::kFloat));
+    const cudaError_t err = launch_flstm_cluster_bwd(kind, args, cluster, dz.mutable_data_ptr<float>(), stream);
+    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster F-LSTM backward with C = ", cluster, " CTAs of ",
+                flstm_cluster_bwd_smem_bytes(d.H, d.R, cluster, kind), " bytes of shared memory each cannot be "
+                "resident on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0; clusters of 16 "
+                "need a GPC with 16 free SMs and the non-portable cluster size); force a larger cluster_size or use "
+                "the Triton backend");
+    C10_CUDA_CHECK(err);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   const at::Tensor dweight_2 = at::mm(dg.t(), z.to(at::kFloat));
   const at::Tensor dweight_1 = at::mm(dz.t(), xh.to(at::kFloat));
   const at::Tensor dx = at::mm(dz, weight_1.narrow(1, 0, d.I).to(at::kFloat)).view({d.T, d.B, d.I});
@@ -629,6 +691,10 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // can hold at once (0: it cannot run there; lstmkern.backends.cuda then falls back for the non-portable C = 16).
   m.def("flstm_cluster_max_active_clusters(int device, int hidden, int rank, int cluster_size, ScalarType dtype) -> "
         "int", &lstmkern::flstm_cluster_max_active);
+  // The same for the cluster F-LSTM backward (its own shared memory; lstmkern.backends.cuda runs Triton's backward
+  // where it is 0).
+  m.def("flstm_cluster_bwd_max_active_clusters(int device, int hidden, int rank, int cluster_size, "
+        "ScalarType dtype) -> int", &lstmkern::flstm_cluster_bwd_max_active);
   // The same for the cluster G-LSTM forward with cluster_size CTAs per (group, batch tile) of hidden_per_group units
   // (bench/gpu_facts.py prints it: a layer needs G * ceil(B / 16) such clusters resident for one wave).
   m.def("glstm_cluster_max_active_clusters(int device, int hidden_per_group, int cluster_size, ScalarType dtype) -> "

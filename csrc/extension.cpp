@@ -79,6 +79,21 @@ int64_t flstm_forward_cluster_size(int64_t hidden, int64_t rank, c10::ScalarType
   return flstm_fwd_cluster_size(hidden, rank, element_kind_of(dtype), smem_optin, static_cast<int>(cc_major));
 }
 
+int64_t flstm_cluster_bwd_smem(int64_t hidden, int64_t rank, int64_t cluster_size, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM backward takes "
+                    "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
+                    "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
+  return flstm_cluster_bwd_smem_bytes(hidden, rank, cluster_size, kind);
+}
+
+int64_t flstm_backward_cluster_size(int64_t hidden, int64_t rank, c10::ScalarType dtype, int64_t smem_optin,
+                                    int64_t cc_major) {
+  TORCH_CHECK_VALUE(hidden >= 1, "hidden must be >= 1, got ", hidden);
+  TORCH_CHECK_VALUE(rank >= 1, "rank must be >= 1, got ", rank);
+  return flstm_bwd_cluster_size(hidden, rank, element_kind_of(dtype), smem_optin, static_cast<int>(cc_major));
+}
+
 int64_t flstm_grid_smem(int64_t hidden, int64_t rank, int64_t grid_ctas, c10::ScalarType dtype) {
   const ElementKind kind = element_kind_of(dtype);
   TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM forward takes grid_ctas >= 1, "
@@ -125,6 +140,12 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::flstm_grid_smem);
   m.def("flstm_forward_grid_ctas(int hidden, int rank, ScalarType dtype, int smem_optin, int sm_count) -> int",
         &lstmkern::flstm_forward_grid_ctas);
+  // The cluster F-LSTM backward: bytes per CTA with cluster_size CTAs (ValueError where C is not accepted), and the
+  // backward kernel the op's automatic mode picks (flstm_bwd_cluster_size: 1, C, or 0).
+  m.def("flstm_cluster_bwd_smem_bytes(int hidden, int rank, int cluster_size, ScalarType dtype) -> int",
+        &lstmkern::flstm_cluster_bwd_smem);
+  m.def("flstm_backward_cluster_size(int hidden, int rank, ScalarType dtype, int smem_optin, int cc_major) -> int",
+        &lstmkern::flstm_backward_cluster_size);
 }
 
 namespace {

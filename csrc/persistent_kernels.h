@@ -1,5 +1,5 @@
 // Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/glstm_cluster.cu,
-// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu, csrc/flstm_grid.cu).
+// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu, csrc/flstm_cluster_bwd.cu, csrc/flstm_grid.cu).
 //
 // The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
@@ -97,6 +97,17 @@ cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args,
 // current device can hold at once (cudaOccupancyMaxActiveClusters); 0 means it cannot be launched there (e.g. no GPC
 // with 16 free SMs for C = 16). Launches nothing.
 cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
+// The thread-block-cluster F-LSTM backward (csrc/flstm_cluster_bwd.cu): same arguments and results as the
+// single-CTA backward, plus `dz` (T, B, R) float32, written: dz_t = dgates_t W2, from which the caller forms dW1 and
+// dx.
+// Each batch tile runs on a cluster of `cluster_size` CTAs (2, 4, 8, or 16 with the non-portable cluster size
+// allowed). Needs compute capability 9.x (the caller checks) and flstm_cluster_shape_ok(H, R, cluster_size)
+// (cudaErrorInvalidValue otherwise); returns cudaErrorInvalidClusterSize when no cluster of that size with
+// flstm_cluster_bwd_layout's shared memory can be resident, and otherwise the error of cudaLaunchKernelEx itself.
+cudaError_t launch_flstm_cluster_bwd(ElementKind kind, const FlstmBwdArgs& args, int cluster_size, float* dz,
+                                     cudaStream_t stream);
+// How many clusters of the cluster F-LSTM backward with `cluster_size` CTAs the current device can hold at once.
+cudaError_t flstm_cluster_bwd_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
 // The grid-cooperative F-LSTM forward (csrc/flstm_grid.cu): same arguments and results as the single-CTA forward, the
 // whole batch on `ctas` co-resident CTAs (H / ctas hidden units each) with z exchanged through the global workspace:
 // `partials` (ctas, Bp, R) float32 and `z` (Bp, R) element type, Bp = B rounded up to flstm_cluster_batch_tile(kind),

@@ -359,10 +359,81 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_cluster_smem_bytes(int64_t h, int64
                                                     : -1;
 }
 
+// F-LSTM backward on a thread-block cluster (csrc/flstm_cluster_bwd.cu), the forward's decomposition in reverse time
+// and the same shape rule (flstm_cluster_shape_ok) and batch tile (flstm_cluster_batch_tile). CTA rank r keeps its
+// units' weights as stored (the transposes of the forward's tiles), each the row-major B operand of one product:
+//   w2:           W2 rows of the CTA's units' gates, (4Hs x w2_ld) element type, w2[(g Hs + j) * w2_ld + q] =
+//                 W2[g H + r Hs + j][q] (partial dz = dgates_own w2).
+//   w1h:          W1_h columns of the CTA's units, (R x w1h_ld) element type, w1h[q * w1h_ld + k] = W1[q][I + r Hs + k]
+//                 (dh_{t-1}[own] = dz w1h).
+//   dgates:       the CTA's gate gradients of the step, (BT x dgates_ld) in the element type (the A operand of the
+//                 partial product; rounded for fp16/bf16), column g Hs + j.
+//   partial[0,1]: double-buffered float32 (BT x partial_ld) partial dz; step t writes partial[t % 2], and the dh tile
+//                 of step t (BT x dh_ld float32, the recurrent gradient reaching h_{t-1} of the CTA's units) lives in
+//                 partial[(t + 1) % 2], so each buffer is max(partial_ld, dh_ld) wide (hazards: flstm_cluster_bwd.cu).
+//   dz:           the full, reduced dz (BT x dz_ld) in the element type (the A operand of the dh product); every CTA
+//                 receives every column through DSMEM.
+//   dc:           the CTA's dc slice (BT x Hs) float32.
+struct FlstmClusterBwdLayout {
+  int64_t units_per_cta, batch_tile, w2_ld, w1h_ld, dgates_ld, partial_ld, dh_ld, dz_ld;
+  int64_t w2_offset, w1h_offset, dgates_offset, partial_offset[2], dz_offset, dc_offset, total_bytes;
+};
+
+// Only meaningful where flstm_cluster_shape_ok(h, r, cluster_size).
+LSTMKERN_HOST_DEVICE constexpr FlstmClusterBwdLayout flstm_cluster_bwd_layout(int64_t h, int64_t r,
+                                                                              int64_t cluster_size, ElementKind kind) {
+  FlstmClusterBwdLayout layout{};
+  const int64_t bt = flstm_cluster_batch_tile(kind);
+  const int64_t hs = h / cluster_size;
+  const int64_t elem = element_bytes(kind);
+  layout.units_per_cta = hs;
+  layout.batch_tile = bt;
+  layout.w2_ld = operand_tile_ld(r, kind);
+  layout.w1h_ld = operand_tile_ld(hs, kind);
+  layout.dgates_ld = operand_tile_ld(4 * hs, kind);
+  layout.partial_ld = float_tile_ld(r, kind);
+  layout.dh_ld = float_tile_ld(hs, kind);
+  layout.dz_ld = operand_tile_ld(r, kind);
+  const int64_t partial_bytes = bt * (layout.partial_ld > layout.dh_ld ? layout.partial_ld : layout.dh_ld) * 4;
+  int64_t end = 0;
+  layout.w2_offset = carve(end, 4 * hs * layout.w2_ld * elem);
+  layout.w1h_offset = carve(end, r * layout.w1h_ld * elem);
+  layout.dgates_offset = carve(end, bt * layout.dgates_ld * elem);
+  layout.partial_offset[0] = carve(end, partial_bytes);
+  layout.partial_offset[1] = carve(end, partial_bytes);
+  layout.dz_offset = carve(end, bt * layout.dz_ld * elem);
+  layout.dc_offset = carve(end, bt * hs * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// Bytes per CTA of the cluster F-LSTM backward with `cluster_size` CTAs, or -1 where that size is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t flstm_cluster_bwd_smem_bytes(int64_t h, int64_t r, int64_t cluster_size,
+                                                                    ElementKind kind) {
+  return flstm_cluster_shape_ok(h, r, cluster_size) ? flstm_cluster_bwd_layout(h, r, cluster_size, kind).total_bytes
+                                                    : -1;
+}
+
+// How the F-LSTM backward runs (the op's automatic choice; same convention as glstm_bwd_cluster_size): 1 = the
+// single-CTA backward fits; else the smallest C in (2, 4, 8, 16) accepted for (h, r) whose per-CTA backward layout
+// fits, on compute capability 9.x; else 0. lstmkern.backends.cuda.flstm_bwd_cluster_size mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int flstm_bwd_cluster_size(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
+                                                          int cc_major) {
+  if (flstm_bwd_layout(h, r, kind).total_bytes <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return 0;
+}
+
 // How the F-LSTM forward runs (same convention as glstm_fwd_cluster_size): 1 = the single-CTA kernels (forward and
 // backward have the same footprint, so both fit); else the smallest C in (2, 4, 8, 16) accepted for (h, r) whose
-// per-CTA layout fits, on compute capability 9.x (the backward then runs elsewhere, see lstmkern/backends/cuda.py);
-// 0 = neither. lstmkern.backends.cuda.flstm_cluster_size mirrors this.
+// per-CTA layout fits, on compute capability 9.x (the backward then runs on its own cluster choice,
+// flstm_bwd_cluster_size, or on Triton's; see lstmkern/backends/cuda.py); 0 = neither.
+// lstmkern.backends.cuda.flstm_cluster_size mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
                                                           int cc_major) {
   if (flstm_persistent_smem_bytes(h, r, kind) <= smem_optin) return 1;
@@ -472,6 +543,15 @@ static_assert(flstm_fwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9)
 static_assert(flstm_cluster_smem_bytes(1024, 256, 32, ElementKind::kBFloat16) == -1);
 static_assert(flstm_cluster_smem_bytes(1024, 72, 16, ElementKind::kBFloat16) == -1);  // R not whole WMMA tiles
 static_assert(flstm_cluster_smem_bytes(1000, 256, 2, ElementKind::kBFloat16) == -1);  // Hs = 500 not whole tiles
+// Its backward at C = 16: 256 x 264 x 2 (W2 rows) + 256 x 72 x 2 (W1_h columns) + 16 x 264 x 2 (dgates)
+// + 2 x 16 x 260 x 4 (partial dz / dh) + 16 x 264 x 2 (dz) + 16 x 64 x 4 (dc) = 226304 bytes; C = 8 would need 270336
+// bytes for W2's rows alone.
+static_assert(flstm_cluster_bwd_smem_bytes(1024, 256, 16, ElementKind::kBFloat16) ==
+              256 * 264 * 2 + 256 * 72 * 2 + 16 * 264 * 2 + 2 * 16 * 260 * 4 + 16 * 264 * 2 + 16 * 64 * 4);
+static_assert(flstm_bwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 9) == 16);
+static_assert(flstm_bwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 8) == 0);
+static_assert(flstm_bwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9) == 1);
+static_assert(flstm_cluster_bwd_smem_bytes(1024, 72, 16, ElementKind::kBFloat16) == -1);
 // flstm-train (H = 2048, R = 512) in bf16 on an H100 (227 KiB, 132 SMs): N = 64 CTAs of 32 units: 32 x 520 x 2 (W1_h)
 // + 512 x 136 x 2 (W2) + 16 x 40 x 2 (h) + 16 x 520 x 2 (z) + 16 x 132 x 4 (gates) = 198912 bytes; N = 32 would need
 // 270336 bytes for W2 alone. flstm-infer (H = 1024, R = 256) in bf16 on an A100 (163 KiB, 108 SMs): N = 32.

@@ -22,13 +22,13 @@ from lstmkern.backends import cuda as cuda_backend
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu", "flstm_cluster.cu",
-                  "flstm_grid.cu")
+                  "flstm_cluster_bwd.cu", "flstm_grid.cu")
 # One kernel template per (op, direction, variant), each instantiated for float32, float16 and bfloat16.
 EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
                                          "glstm_cluster_fwd_kernel", "glstm_cluster_bwd_kernel",
                                          "flstm_persistent_fwd_kernel",
                                          "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel",
-                                         "flstm_grid_fwd_kernel")}
+                                         "flstm_cluster_bwd_kernel", "flstm_grid_fwd_kernel")}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -138,6 +138,28 @@ def test_python_flstm_cluster_rule_matches_the_extension_choice(dtype, ops):
                 for cc in ((8, 0), (9, 0), (10, 0)):
                     assert cuda_backend.flstm_cluster_size(h, r, dtype, smem, cc) == query(h, r, dtype, smem,
                                                                                             cc[0]), (h, r, smem, cc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_cluster_bwd_formula_and_rule_match_the_kernel_layout(dtype, ops):
+    """flstm_cluster_bwd_smem_bytes / flstm_bwd_cluster_size (Python) and flstm_cluster_bwd_layout /
+    flstm_bwd_cluster_size (what the backward op carves and picks) agree."""
+    for C in (2, 4, 8, 16):
+        for h in range(16 * C, 16 * C * 12 + 1, 16 * C):
+            for r in (16, 32, 48, 64, 80, 128, 256, 512):
+                assert cuda_backend.flstm_cluster_bwd_smem_bytes(h, r, C, dtype) == ops.flstm_cluster_bwd_smem_bytes(
+                    h, r, C, dtype), (h, r, C)
+    for h, r, C in ((1024, 256, 32), (1024, 256, 1), (48, 16, 2), (1024, 72, 16), (0, 16, 2)):
+        with pytest.raises(ValueError, match="cluster"):
+            ops.flstm_cluster_bwd_smem_bytes(h, r, C, dtype)
+        with pytest.raises(ValueError, match="cluster"):
+            cuda_backend.flstm_cluster_bwd_smem_bytes(h, r, C, dtype)
+    for h in (1, 16, 64, 256, 320, 512, 768, 1024, 2048):
+        for r in (1, 16, 35, 64, 128, 256, 512):
+            for smem in (48 * 1024, A100_SMEM_OPTIN, 232448):
+                for cc in ((8, 0), (9, 0), (10, 0)):
+                    expected = ops.flstm_backward_cluster_size(h, r, dtype, smem, cc[0])
+                    assert cuda_backend.flstm_bwd_cluster_size(h, r, dtype, smem, cc) == expected, (h, r, smem, cc)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -274,10 +296,14 @@ def test_unsupported_on_cpu_and_for_float64():
 
 
 def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_clusters: int = 1,
-                  sm_count: int = H100_SMS, max_resident_ctas: int | None = None) -> None:
+                  sm_count: int = H100_SMS, max_resident_ctas: int | None = None,
+                  max_active_bwd_clusters: int | None = None) -> None:
     """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one);
-    max_resident_ctas: what the grid forward's co-residency query answers (default: one CTA per SM)."""
+    max_resident_ctas: what the grid forward's co-residency query answers (default: one CTA per SM);
+    max_active_bwd_clusters: the cluster F-LSTM backward's residency (default: max_active_clusters)."""
     resident = sm_count if max_resident_ctas is None else max_resident_ctas
+    bwd_active = max_active_clusters if max_active_bwd_clusters is None else max_active_bwd_clusters
+    monkeypatch.setattr(cuda_backend, "_flstm_cluster_bwd_max_active", lambda *args: bwd_active)
     monkeypatch.setattr(cuda_backend, "_flstm_grid_max_resident", lambda *args: resident)
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
     monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc, sm_count))
@@ -321,9 +347,13 @@ def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatc
     _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_clusters=0)
     assert "cannot make resident" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
     _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0))
-    # The cluster forward is only offered when the Triton backward can take over.
+    # The backward of the cluster forward runs on the cluster backward (C = 16 for flstm-infer), so Triton is not
+    # needed; only where that backward cannot be resident must the Triton backward take over.
     from lstmkern.backends import triton as triton_backend
     monkeypatch.setattr(triton_backend, "unsupported", lambda *args: "no Triton today")
+    assert cuda_backend.flstm_bwd_cluster_size(1024, 256, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 16
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer) is None
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_bwd_clusters=0)
     reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
     assert "Triton" in reason and "no Triton today" in reason
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None
@@ -362,8 +392,8 @@ class _RecordingOps:
         self.calls.append("glstm_persistent_bwd")
         return "persistent"
 
-    def flstm_persistent_bwd(self, *args, **kwargs):
-        self.calls.append("flstm_persistent_bwd")
+    def flstm_persistent_bwd(self, *args, cluster_size=0):
+        self.calls.append(("flstm_persistent_bwd", cluster_size))
         return "persistent"
 
 
@@ -395,9 +425,10 @@ def test_glstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypa
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_flstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypatch):
-    """flstm_bwd: the persistent backward op where the single-CTA kernels fit, else Triton's backward (under the Triton
-    interpreter on CPU tensors, with a simulated device whose shared memory is too small for H = 32, R = 16)."""
+def test_flstm_bwd_rule_runs_a_persistent_backward_wherever_one_fits(monkeypatch):
+    """flstm_bwd: the single-CTA backward where it fits, else the cluster backward (compute capability 9.x, resident),
+    else Triton's backward (under the Triton interpreter on CPU tensors, with simulated devices whose shared memory is
+    too small for one CTA at H = 32, R = 16)."""
     from lstmkern.backends import triton as triton_backend
     from lstmkern.reference import flstm_reference
 
@@ -413,14 +444,20 @@ def test_flstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypa
     output, cell = flstm_reference(x, h0, c0, w1, w2, bias)
     args = (torch.randn(T, B, H), None, x, h0, c0, w1, w2, bias, output, cell)
 
-    _simulate_gpu(monkeypatch, cuda_backend.flstm_smem_bytes(H, R, torch.float32), (9, 0))
-    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls == ["flstm_persistent_bwd"]
+    single = cuda_backend.flstm_smem_bytes(H, R, torch.float32)
+    _simulate_gpu(monkeypatch, single, (9, 0))
+    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls == [("flstm_persistent_bwd", 1)]
 
-    _simulate_gpu(monkeypatch, cuda_backend.flstm_smem_bytes(H, R, torch.float32) - 1, (9, 0))
-    delegated = cuda_backend.flstm_bwd(*args)
-    assert recording.calls == ["flstm_persistent_bwd"]  # not called again
-    for got, expected in zip(delegated, triton_backend.flstm_bwd(*args)):
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    _simulate_gpu(monkeypatch, single - 1, (9, 0))  # C = 2 CTAs of 16 units
+    assert cuda_backend.flstm_cluster_bwd_smem_bytes(H, R, 2, torch.float32) < single - 1
+    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls[-1] == ("flstm_persistent_bwd", 2)
+
+    for device in ({"cc": (8, 0)}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):  # no clusters; none resident
+        _simulate_gpu(monkeypatch, single - 1, **device)
+        delegated = cuda_backend.flstm_bwd(*args)
+        assert len(recording.calls) == 2  # not called again
+        for got, expected in zip(delegated, triton_backend.flstm_bwd(*args)):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def _ptxas_report(nvcc: str, source: Path, tmp_path: Path) -> str:

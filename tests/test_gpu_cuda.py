@@ -13,9 +13,10 @@ the last place where both run (same fragments, same k order, same cell code).
 
 The thread-block-cluster F-LSTM forward (Hopper) is held to the same rule at the flstm-infer shape (I = H = 1024,
 R = 256; C = 16 in fp16/bf16 on an H100, fp32 does not fit and is skipped) and an awkward one, with the backward
-delegated to Triton's through autograd; forced cluster sizes at small shapes must match the single-CTA forward to a few
-units in the last place of the element type (it differs only in the order z is summed; all F-LSTM forwards round z and
-the gate product to the element type as the reference does).
+the cuda backend picks (the cluster backward, csrc/flstm_cluster_bwd.cu, where one fits; else Triton's); forced
+cluster sizes at small shapes hold both kernels to the same rule, and the forward to the single-CTA forward's result
+to a few units in the last place of the element type (it differs only in the order z is summed; all F-LSTM forwards
+round z and the gate product to the element type as the reference does).
 
 The grid-cooperative F-LSTM forward (compute capability >= 8.0) is held to the same rule at flstm-train's layer
 (I = H = 2048, R = 512, at small T and B: N = 64 CTAs in fp16/bf16 and 128 in fp32 on an H100) and an awkward shape (R
@@ -259,7 +260,8 @@ def test_flstm_matches_reference(shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", FLSTM_CLUSTER_SHAPES, ids=str)
 def test_flstm_cluster_matches_reference(shape, dtype):
-    """The backend's own choice beyond one CTA: cluster forward, Triton backward (called the way autograd calls it)."""
+    """The backend's own choice beyond one CTA: cluster forward, the cluster backward where one fits (else Triton's),
+    called the way autograd calls them."""
     smem, cc = _skip_unless_clusters()
     T, B, I, H, R = shape
     if cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) < 2:
@@ -305,6 +307,49 @@ def test_flstm_cluster_size_argument_is_checked():
         x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 16, torch.float32)
         with pytest.raises(ValueError, match="compute capability 9.x"):
             fwd(x, h0, c0, w1, w2, bias, cluster_size=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", FLSTM_FORCED_CLUSTERS, ids=str)
+def test_flstm_forced_cluster_backward_matches_reference(forced, dtype):
+    """cluster_size=C for both the forward and the backward kernel (csrc/flstm_cluster_bwd.cu) at small shapes: B past
+    the batch tiles, T = 1, C = 16 (Rs = 1 and 2), with and without bias and a cell-state gradient."""
+    _skip_unless_clusters()
+    C, T, B, I, H, R = forced
+    torch.manual_seed(C * 1000 + H + T + 1)
+    inputs = _flstm_inputs(T, B, I, H, R, dtype)
+    ops = torch.ops.lstmkern_cuda
+
+    def fwd(*args):
+        return ops.flstm_persistent_fwd(*args, cluster_size=C)
+
+    def bwd(*args):
+        return ops.flstm_persistent_bwd(*args, cluster_size=C)
+
+    _check_both_variants("flstm", inputs, dtype, fwd=fwd, bwd=bwd)
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=str)
+def test_flstm_infer_backward_runs_on_the_cluster_kernel(dtype):
+    """flstm-infer's layer (I = H = 1024, R = 256): the backward op's automatic choice and the backend's are the
+    cluster backward with C = 16 on an H100/H200, and it holds to the reference rule."""
+    smem, cc = _require_headline_gpu()
+    assert cuda_backend.flstm_bwd_cluster_size(1024, 256, dtype, smem, cc) == 16
+    assert cuda_backend._flstm_cluster_bwd_max_active(torch.cuda.current_device(), 1024, 256, 16, dtype) >= 1
+    torch.manual_seed(12)
+    inputs = _flstm_inputs(8, 16, 1024, 1024, 256, dtype)
+    ops = torch.ops.lstmkern_cuda
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True,
+                                fwd=ops.flstm_persistent_fwd, bwd=ops.flstm_persistent_bwd)
+
+
+def test_flstm_backward_cluster_size_argument_is_checked():
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 48, 16, torch.float32)
+    output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias)
+    args = (torch.ones_like(output), None, x, h0, c0, w1, w2, bias, output, cell)
+    for bad in (3, 32, -1, 2):  # 2: H = 48 is not a multiple of 32
+        with pytest.raises(ValueError, match="cluster_size"):
+            torch.ops.lstmkern_cuda.flstm_persistent_bwd(*args, cluster_size=bad)
 
 
 def _sm_count():

@@ -22,12 +22,18 @@ weights resident in shared memory:
   it forms a partial z from its own slice of h, the C partials are reduced through distributed shared memory (each
   CTA sums R / C columns in rank order and pushes them, rounded to the element type, to every CTA; two cluster
   barriers per step), and it computes the gates and the cell of its own units. For these shapes :func:`flstm_bwd`
-  runs the Triton backward (lstmkern.backends.triton.flstm_bwd); there is no cluster F-LSTM backward kernel.
+  runs the cluster backward (csrc/flstm_cluster_bwd.cu), the same decomposition in reverse time: each CTA runs the
+  cell backward of its own units, forms a partial dz = dgates W2[own rows], the partials are exchanged exactly like
+  the forward's z, and each CTA computes the recurrent dh of its own units, dz W1_h[:, own], with no exchange
+  (verified against the reference under the CPU emulator, tests/test_emu_flstm_bwd.py); Triton's backward only where
+  no cluster backward fits (:func:`flstm_bwd_cluster_size`) or none can be resident.
 * F-LSTM layers too large for any cluster (e.g. flstm-train, H = 2048, R = 512 in bf16: 10 MiB of weights), or
   beyond one CTA on a GPU without clusters (compute capability 8.x): the grid-cooperative forward
   (csrc/flstm_grid.cu). The same per-step algorithm as the cluster forward on N co-resident CTAs (the whole grid, one
   per SM at most) covering the whole batch, with z exchanged through a global workspace (L2) and two grid barriers per
-  step (cooperative launch, cooperative_groups grid sync); :func:`flstm_bwd` again runs the Triton backward.
+  step (cooperative launch, cooperative_groups grid sync); :func:`flstm_bwd` runs the cluster backward where one
+  fits (:func:`flstm_bwd_cluster_size`; not for flstm-train, whose W2 rows alone exceed a CTA at C = 16), else the
+  Triton backward.
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
 
@@ -53,14 +59,16 @@ returns None, and otherwise falls through to triton, then reference):
    partial-z / gate tiles, the rounded z tile and the cell slice) fits; the smallest such C is used
    (:func:`flstm_cluster_size`; e.g. bf16/fp16 H = 1024, R = 256 -> C = 16 with 217088 B per CTA; fp32 needs C = 32
    there and is not covered), the device must be able to hold such a cluster (cudaOccupancyMaxActiveClusters >= 1;
-   C = 16 exceeds the portable cluster size, which H100 and H200 allow explicitly), and the Triton backend must
-   support the op for the backward;
+   C = 16 exceeds the portable cluster size, which H100 and H200 allow explicitly), and the backward must run too:
+   on the cluster backward (:func:`flstm_bwd_cluster_size`, its own per-CTA share :func:`flstm_cluster_bwd_smem_bytes`
+   fitting and a cluster of it resident; e.g. flstm-infer in bf16/fp16 -> C = 16 with 226304 B per CTA), or else on the
+   Triton backend, which must then support the op;
    for F-LSTM, where neither the single-CTA kernels nor a cluster fit, the grid-cooperative forward applies when R is
    a multiple of 16 and some N <= the device's SM count has H a multiple of 16 N and :func:`flstm_grid_smem_bytes`
    (the per-CTA share: R x Hs and 4Hs x R weights plus one batch tile of h, z and gates; independent of B) fits; the
    smallest such N is used (:func:`flstm_grid_ctas`; e.g. flstm-train H = 2048, R = 512 in bf16/fp16 on an H100 ->
-   N = 64 with 198912 B per CTA, in fp32 -> N = 128; H = 1024, R = 256 in bf16 on an A100 -> N = 32), and the Triton
-   backend must support the op for the backward;
+   N = 64 with 198912 B per CTA, in fp32 -> N = 128; H = 1024, R = 256 in bf16 on an A100 -> N = 32), and the
+   backward must run too: on the cluster backward where one fits (as above), else on the Triton backend;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels).
 
 Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory,
@@ -83,6 +91,7 @@ Forcing a kernel (tests, compute-sanitizer): ``torch.ops.lstmkern_cuda.glstm_per
 with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above. Likewise
 ``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16), and
 ``flstm_persistent_fwd(..., grid_ctas=N)`` the grid forward on N CTAs (N <= SM count, H a multiple of 16 N, R of 16).
+``flstm_persistent_bwd(..., cluster_size=C)`` forces the single-CTA (1) or the cluster (2, 4, 8, 16) F-LSTM backward.
 """
 from __future__ import annotations
 
@@ -93,6 +102,7 @@ import torch
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "persistent_rule",
            "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
            "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size",
+           "flstm_cluster_bwd_smem_bytes", "flstm_bwd_cluster_size",
            "flstm_grid_smem_bytes", "flstm_grid_ctas"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -310,6 +320,50 @@ def flstm_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: 
     return 1 if _flstm_fwd_smem_bytes(H, R, dtype) <= smem_bytes else 0
 
 
+def flstm_cluster_bwd_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster F-LSTM backward with C CTAs per batch tile
+    (flstm_cluster_bwd_layout in csrc/persistent_layout.h): the CTA's gate rows of W2 (4Hs x R) and columns of W1_h
+    (R x Hs) as stored, rows padded by 8 elements in fp16/bf16; its dgates tile (BT x 4Hs) in the input dtype; two
+    float32 tiles each holding the partial dz (BT x R) or the recurrent dh (BT x Hs), rows padded by 4 in fp16/bf16;
+    the rounded dz (BT x R) and the float32 dc slice (BT x Hs); BT = 16 (WMMA) for fp16/bf16, 8 for fp32. Same
+    accepted (H, R, C) as :func:`flstm_cluster_smem_bytes`.
+
+    Example::
+        >>> flstm_cluster_bwd_smem_bytes(1024, 256, 16, torch.bfloat16)
+        226304
+    """
+    if not _flstm_cluster_shape_ok(H, R, C):
+        raise ValueError(f"the cluster F-LSTM backward takes C in {_FLSTM_CLUSTER_SIZES}, H a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} C and R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got C={C}, "
+                         f"H={H}, R={R}")
+    elem = _element_bytes(dtype)
+    hs = H // C
+    bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
+    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R, hs, 4 * hs, R))
+    partial = bt * max(_float_tile_ld(R, dtype), _float_tile_ld(hs, dtype)) * 4
+    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * dgates_ld * elem, partial, partial,
+                          bt * dz_ld * elem, bt * hs * 4)
+
+
+def flstm_bwd_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
+    """The F-LSTM backward kernel (mirrors flstm_bwd_cluster_size in csrc/persistent_layout.h, the op's automatic
+    choice): 1 = the single-CTA backward fits ``smem_bytes``; else the smallest C in (2, 4, 8, 16) accepted for (H, R)
+    whose per-CTA backward share (:func:`flstm_cluster_bwd_smem_bytes`) fits, on compute capability 9.x; 0 = none (the
+    Triton backward runs).
+
+    Example::
+        >>> [flstm_bwd_cluster_size(1024, 256, torch.bfloat16, 232448, cc) for cc in ((9, 0), (8, 0))]
+        [16, 0]
+    """
+    if flstm_smem_bytes(H, R, dtype) <= smem_bytes:  # the backward's layout has the forward's total
+        return 1
+    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
+        for C in _FLSTM_CLUSTER_SIZES:
+            if _flstm_cluster_shape_ok(H, R, C) and flstm_cluster_bwd_smem_bytes(H, R, C, dtype) <= smem_bytes:
+                return C
+    return 0
+
+
 def _flstm_grid_shape_ok(H: int, R: int, N: int) -> bool:
     return (N >= 1 and H >= 1 and R >= 1 and H % (_CLUSTER_UNIT_MULTIPLE * N) == 0
             and R % _FLSTM_CLUSTER_RANK_MULTIPLE == 0)
@@ -411,7 +465,8 @@ def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes
     of W1_h and W2 resident in one CTA); else (compute capability 9.x) the cluster forward of
     :func:`flstm_cluster_size` fits; else the grid-cooperative forward of :func:`flstm_grid_ctas` fits on at most
     ``sm_count`` CTAs (0: the SM count is unknown, the grid forward is not considered). The backward of the last two is
-    Triton's (:func:`unsupported` checks that Triton can run it).
+    the cluster backward where :func:`flstm_bwd_cluster_size` finds one, else Triton's (:func:`unsupported` checks
+    that one of them can run).
 
     Example::
         >>> flstm_persistent_rule(1024, 256, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 16 CTAs
@@ -517,10 +572,9 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
             return (f"H={H}, R={R} in {dtype} needs the grid-cooperative forward with N={ctas} CTAs of "
                     f"{flstm_grid_smem_bytes(H, R, ctas, dtype)} bytes each, all resident at once, and this device "
                     f"holds only {resident} (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count)")
-        triton_reason = _triton_problem("flstm", device, dtype, tuple(sizes))
-        if triton_reason is not None:
-            return (f"H={H}, R={R} in {dtype} runs on the grid-cooperative forward (N={ctas} CTAs), whose backward is "
-                    f"the Triton backend's, which cannot run here: {triton_reason}")
+        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc)
+        if backward_reason is not None:
+            return f"H={H}, R={R} in {dtype} runs on the grid-cooperative forward (N={ctas} CTAs); {backward_reason}"
     if cluster_size > 1:
         index = device.index if device.index is not None else torch.cuda.current_device()
         try:
@@ -531,11 +585,45 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
             return (f"H={H}, R={R} in {dtype} needs the thread-block-cluster forward with C={cluster_size} CTAs of "
                     f"{flstm_cluster_smem_bytes(H, R, cluster_size, dtype)} bytes each, which this device cannot make "
                     f"resident (cudaOccupancyMaxActiveClusters = 0)")
-        triton_reason = _triton_problem("flstm", device, dtype, tuple(sizes))
-        if triton_reason is not None:
-            return (f"H={H}, R={R} in {dtype} runs on the thread-block-cluster forward, whose backward is the Triton "
-                    f"backend's, which cannot run here: {triton_reason}")
+        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc)
+        if backward_reason is not None:
+            return f"H={H}, R={R} in {dtype} runs on the thread-block-cluster forward; {backward_reason}"
     return reason
+
+
+def _flstm_backward_cluster(index: int, H: int, R: int, dtype: torch.dtype, smem: int, cc: tuple[int, int]) -> int:
+    """The persistent F-LSTM backward :func:`flstm_bwd` runs on CUDA device ``index``: 1 = single CTA, C = the cluster
+    backward with C CTAs (:func:`flstm_bwd_cluster_size`, resident on the device), 0 = none (Triton's backward)."""
+    cluster_size = flstm_bwd_cluster_size(H, R, dtype, smem, cc)
+    if cluster_size > 1:
+        try:
+            if _flstm_cluster_bwd_max_active(index, H, R, cluster_size, dtype) < 1:
+                return 0
+        except RuntimeError:  # the occupancy query failed: fall back, do not raise
+            return 0
+    return cluster_size
+
+
+def _flstm_backward_problem(device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
+                            cc: tuple[int, int]) -> str | None:
+    """None when the F-LSTM backward of a multi-CTA forward can run here: on a persistent backward kernel
+    (:func:`_flstm_backward_cluster`), else on Triton's; otherwise why not."""
+    _T, _B, _I, H, _G, R = tuple(sizes)[:6]
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if _flstm_backward_cluster(index, H, R, dtype, smem, cc) > 0:
+        return None
+    triton_reason = _triton_problem("flstm", device, dtype, sizes)
+    if triton_reason is None:
+        return None
+    return (f"no persistent backward kernel fits or is resident (flstm_bwd_cluster_size), and the Triton backend, "
+            f"which would run the backward, cannot run here: {triton_reason}")
+
+
+@functools.lru_cache(maxsize=None)
+def _flstm_cluster_bwd_max_active(index: int, H: int, R: int, C: int, dtype: torch.dtype) -> int:
+    """Clusters of the cluster F-LSTM backward (C CTAs, its shared memory for H, R) that CUDA device ``index`` can hold
+    at once (0: :func:`flstm_bwd` runs Triton's backward instead)."""
+    return int(torch.ops.lstmkern_cuda.flstm_cluster_bwd_max_active_clusters(index, H, R, C, dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -605,14 +693,18 @@ def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
 def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
     """(dx, dh0, dc0, dweight_1, dweight_2, dbias), each in x.dtype.
 
-    The persistent backward kernel where the single-CTA kernels fit the device; otherwise (the shapes the cluster and
-    the grid-cooperative forwards cover) the Triton backward, which only needs the saved output and cell and follows
-    the same reference numerics. There is no cluster or grid F-LSTM backward kernel.
+    The persistent backward kernels: the single-CTA kernel where it fits the device, else the cluster backward
+    (csrc/flstm_cluster_bwd.cu, :func:`flstm_bwd_cluster_size`: compute capability 9.x, a cluster whose per-CTA share
+    fits and that the device can make resident; this covers the shapes of the cluster forward, e.g. flstm-infer);
+    otherwise (e.g. the grid-cooperative forward's flstm-train) the Triton backward, which only needs the saved output
+    and cell and follows the same reference numerics.
     """
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    smem, _cc, _sm_count = _device_limits(index)
-    if flstm_smem_bytes(weight_2.shape[0] // 4, weight_2.shape[1], x.dtype) > smem:
+    smem, cc, _sm_count = _device_limits(index)
+    cluster_size = _flstm_backward_cluster(index, weight_2.shape[0] // 4, weight_2.shape[1], x.dtype, smem, cc)
+    if cluster_size == 0:
         from . import triton as triton_backend
         return triton_backend.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
-    return ops.flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+    return ops.flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
+                                    cluster_size=cluster_size)
