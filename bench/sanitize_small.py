@@ -13,9 +13,9 @@ Sizes cross the batch tiles (8 rows FMA, 16 rows WMMA) and leave partial WMMA ti
 On compute capability 9.x it also runs the thread-block-cluster G-LSTM forward and backward (csrc/glstm_cluster.cu)
 with 2, 4 and 8 CTAs per group, forced at small Hg through the ops' cluster_size argument (the automatic choice only
 takes them for groups too large for one CTA, which would make the sanitizer runs slow), so their DSMEM accesses and
-cluster barriers run under the sanitizer tools too; likewise the thread-block-cluster F-LSTM forward
-(csrc/flstm_cluster.cu) with 2, 4, 8 and 16 CTAs per batch tile (16 is the non-portable size; skipped with a note where
-the GPU cannot make such a cluster resident).
+cluster barriers run under the sanitizer tools too; likewise the thread-block-cluster F-LSTM forward and backward
+(csrc/flstm_cluster.cu, csrc/flstm_cluster_bwd.cu) with 2, 4, 8 and 16 CTAs per batch tile (16 is the non-portable
+size; skipped with a note where the GPU cannot make such a cluster resident).
 On compute capability 8.0 and newer it also runs the grid-cooperative F-LSTM forward (csrc/flstm_grid.cu) forced
 through the op's grid_ctas argument with 1 to 6 CTAs (its global-memory z exchange and grid barriers, the masked z
 columns where R is not a multiple of N, and the zero-filled padding rows of the last batch tile).
@@ -95,13 +95,18 @@ def run_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> 
 
 
 def run_flstm_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> bool:
-    """One forced cluster F-LSTM forward; False (and a note) where a cluster of 16 cannot be resident on this GPU."""
+    """One forced cluster F-LSTM forward and backward (csrc/flstm_cluster.cu, csrc/flstm_cluster_bwd.cu); False (and a
+    note) where a cluster of 16 cannot be resident on this GPU."""
     C, T, B, I, H, R = sizes
     w1, w2 = _rand(R, I + H, dtype=dtype) * (I + H) ** -0.5, _rand(4 * H, R, dtype=dtype) * R**-0.5
     bias = _rand(4 * H, dtype=dtype) if with_bias else None
     x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
+    ops = torch.ops.lstmkern_cuda
     try:
-        output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, cluster_size=C)
+        output, cell = ops.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, cluster_size=C)
+        grads = ops.flstm_persistent_bwd(torch.randn(T, B, H, device="cuda").to(dtype),
+                                         torch.randn(T, B, H, device="cuda"), x, h0, c0, w1, w2, bias, output, cell,
+                                         cluster_size=C)
     except RuntimeError as err:
         if C > 8 and "cannot be resident" in str(err):
             print(f"sanitize_small: flstm cluster {sizes} skipped: {err}")
@@ -111,6 +116,7 @@ def run_flstm_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: boo
     expected, expected_cell = flstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w1, w2, bias)))
     error = max((output.double() - expected).abs().max().item(), (cell.double() - expected_cell).abs().max().item())
     assert error <= TOLERANCE[dtype], f"flstm cluster {sizes} {dtype}: output/cell error {error:.3e}"
+    assert all(torch.isfinite(g).all() for g in grads), f"flstm cluster {sizes} {dtype}: non-finite gradient"
     return True
 
 
@@ -189,7 +195,7 @@ def main() -> None:
                     flstm_cluster_count += int(run_flstm_cluster(sizes, dtype, with_bias))
     else:
         print("sanitize_small: not compute capability 9.x, the cluster G-LSTM and F-LSTM kernels are not exercised")
-    progress(f"{cluster_count} cluster G-LSTM and {flstm_cluster_count} cluster F-LSTM runs")
+    progress(f"{cluster_count} cluster G-LSTM and {flstm_cluster_count} cluster F-LSTM forward+backward runs")
     grid_count = 0
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for with_bias in (True, False):
@@ -201,7 +207,7 @@ def main() -> None:
         run_misaligned(dtype)
     progress("element-aligned inputs")
     print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs, "
-          f"{flstm_cluster_count} cluster F-LSTM forward runs and {grid_count} grid F-LSTM forward runs OK")
+          f"{flstm_cluster_count} cluster F-LSTM forward+backward runs and {grid_count} grid F-LSTM forward runs OK")
 
 
 if __name__ == "__main__":
