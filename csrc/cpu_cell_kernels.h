@@ -72,6 +72,7 @@ void cell_backward(const CellBackward<T>& a) {
       const Gates<S> gate = activated_gates<T, S>(gr + u, a.bias == nullptr ? nullptr : a.bias + u, gs, n);
       const V i = gate.i, f = gate.f, g = gate.g, o = gate.o;
       const V tanh_c = S::tanh(S::load(a.c + r * a.c_ld + u, n));
+      if (a.m != nullptr) S::store(a.m + r * a.m_ld + u, S::mul(o, tanh_c), n);
       V dh = S::load(a.grad_h + r * a.grad_h_ld + u, n);
       if (a.grad_h_next != nullptr) dh = S::add(S::load(a.grad_h_next + r * a.grad_h_next_ld + u, n), dh);
       T* dc_ptr = a.dc + r * a.dc_ld + u;

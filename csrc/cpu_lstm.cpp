@@ -2,9 +2,11 @@
 // ops (CPU kernels). Compiled into lstmkern._C in every build, with or without CUDA.
 //
 // Shape legend (as in lstmkern/reference.py): T steps, B batch, I inputs, H hidden units, G groups, Hg = H / G,
-// Ig = I / G, R rank. x (T, B, I); h0, c0 (B, H); G-LSTM weight_ih (G, 4Hg, Ig) (grouped input) or (G, 4Hg, I) (dense
-// input), weight_hh (G, 4Hg, Hg), bias (G, 4Hg); F-LSTM weight_1 (R, I + H), weight_2 (4H, R), bias (4H).
-// Outputs: output and cell (T, B, H); the backward returns dx, dh0, dc0, the weight gradients and dbias (always).
+// Ig = I / G, R rank, P projection size (P = H without one), Pg = P / G. x (T, B, I); h0 (B, P); c0 (B, H); G-LSTM
+// weight_ih (G, 4Hg, Ig) (grouped input) or (G, 4Hg, I) (dense input), weight_hh (G, 4Hg, Pg), bias (G, 4Hg); F-LSTM
+// weight_1 (R, I + P), weight_2 (4H, R), bias (4H); the optional projection weight_hr (P, H).
+// Outputs: output (T, B, P) and cell (T, B, H); the backward returns dx, dh0, dc0, the weight gradients, dbias (always)
+// and dweight_hr (empty without a projection).
 // float32 and float64 (the element type is also the state type, as lstmkern.reference.state_dtype says).
 //
 // Structure (what makes it fast on a CPU, where the reference's per-step Python and temporaries cost more than the
@@ -22,7 +24,9 @@
 //    with one parallel region per step for G-LSTM (task (g, chunk) forms its columns of dh_t = dgates_{t+1} W_hh[g]
 //    and runs the cell backward for the same units, in place in the gate buffer) and two for F-LSTM (dz_t by rank
 //    chunks, kept for the weight gradients); the weight gradients, dx and dbias are large GEMMs / one reduction after
-//    the loop.
+//    the loop;
+//  * projection (LSTMP): one more region per step, h_t = m_t W_hr^T by chunks of P columns in the forward, and in the
+//    backward dh_t (by columns of P) before dm_t = dh_t W_hr + the cell backward (by units); see "Projection" below.
 // The per-step GEMMs run single-threaded (SerialBlas; inside a parallel region MKL would anyway); the large ones outside
 // the loop use all threads.
 #include <ATen/Parallel.h>
@@ -318,21 +322,30 @@ void check_x(const Tensor& x) {
 
 struct GlstmSizes {
   int64_t T, B, I, H, G, Hg, Ig;
-  bool dense;  // weight_ih (G, 4Hg, I): every group reads all of x
+  int64_t P, Pg;  // width of h and its per-group slice: P = H, Pg = Hg without a projection
+  bool dense;     // weight_ih (G, 4Hg, I): every group reads all of x
 };
 
 GlstmSizes glstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
-                       const Tensor& weight_hh, const std::optional<Tensor>& bias) {
+                       const Tensor& weight_hh, const std::optional<Tensor>& bias,
+                       const std::optional<Tensor>& weight_hr) {
   check_x(x);
   TORCH_CHECK(weight_hh.dim() == 3 && weight_ih.dim() == 3, "lstmkern_cpu: weight_ih and weight_hh must be 3-D");
+  TORCH_CHECK(weight_hh.size(1) % 4 == 0, "lstmkern_cpu: weight_hh must be (G, 4Hg, Pg), got ", weight_hh.sizes());
   GlstmSizes s;
   s.T = x.size(0), s.B = x.size(1), s.I = x.size(2);
-  s.G = weight_hh.size(0), s.Hg = weight_hh.size(2), s.H = s.G * s.Hg, s.Ig = weight_ih.size(2);
+  s.G = weight_hh.size(0), s.Hg = weight_hh.size(1) / 4, s.H = s.G * s.Hg, s.Ig = weight_ih.size(2);
+  s.Pg = weight_hh.size(2), s.P = s.G * s.Pg;
   s.dense = s.Ig == s.I;
   TORCH_CHECK(s.dense || s.Ig * s.G == s.I, "lstmkern_cpu: weight_ih's last dimension must be I / G or I");
-  check_tensor(weight_hh, "weight_hh", x, {s.G, 4 * s.Hg, s.Hg});
+  if (weight_hr.has_value())
+    check_tensor(*weight_hr, "weight_hr", x, {s.P, s.H});
+  else
+    TORCH_CHECK(s.Pg == s.Hg, "lstmkern_cpu: without weight_hr, weight_hh must be (G, 4Hg, Hg), got ",
+                weight_hh.sizes());
+  check_tensor(weight_hh, "weight_hh", x, {s.G, 4 * s.Hg, s.Pg});
   check_tensor(weight_ih, "weight_ih", x, {s.G, 4 * s.Hg, s.Ig});
-  check_tensor(h0, "h0", x, {s.B, s.H});
+  check_tensor(h0, "h0", x, {s.B, s.P});
   check_tensor(c0, "c0", x, {s.B, s.H});
   if (bias.has_value()) check_tensor(*bias, "bias", x, {s.G, 4 * s.Hg});
   return s;
@@ -340,28 +353,37 @@ GlstmSizes glstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, cons
 
 struct FlstmSizes {
   int64_t T, B, I, H, R;
+  int64_t P;  // width of h: P = H without a projection
 };
 
 FlstmSizes flstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
-                       const Tensor& weight_2, const std::optional<Tensor>& bias) {
+                       const Tensor& weight_2, const std::optional<Tensor>& bias,
+                       const std::optional<Tensor>& weight_hr) {
   check_x(x);
-  TORCH_CHECK(h0.dim() == 2 && weight_1.dim() == 2, "lstmkern_cpu: h0 and weight_1 must be 2-D");
+  TORCH_CHECK(c0.dim() == 2 && weight_1.dim() == 2, "lstmkern_cpu: c0 and weight_1 must be 2-D");
   FlstmSizes s;
-  s.T = x.size(0), s.B = x.size(1), s.I = x.size(2), s.H = h0.size(1), s.R = weight_1.size(0);
-  check_tensor(weight_1, "weight_1", x, {s.R, s.I + s.H});
+  s.T = x.size(0), s.B = x.size(1), s.I = x.size(2), s.H = c0.size(1), s.R = weight_1.size(0);
+  s.P = s.H;
+  if (weight_hr.has_value()) {
+    TORCH_CHECK(weight_hr->dim() == 2, "lstmkern_cpu: weight_hr must be 2-D (P, H)");
+    s.P = weight_hr->size(0);
+    check_tensor(*weight_hr, "weight_hr", x, {s.P, s.H});
+  }
+  check_tensor(weight_1, "weight_1", x, {s.R, s.I + s.P});
   check_tensor(weight_2, "weight_2", x, {4 * s.H, s.R});
-  check_tensor(h0, "h0", x, {s.B, s.H});
+  check_tensor(h0, "h0", x, {s.B, s.P});
   check_tensor(c0, "c0", x, {s.B, s.H});
   if (bias.has_value()) check_tensor(*bias, "bias", x, {4 * s.H});
   return s;
 }
 
+// grad_output and output are (T, B, P), grad_cell and cell (T, B, H).
 void check_backward_extras(const Tensor& x, const Tensor& grad_output, const std::optional<Tensor>& grad_cell,
-                           const Tensor& output, const Tensor& cell, int64_t H) {
+                           const Tensor& output, const Tensor& cell, int64_t P, int64_t H) {
   const int64_t T = x.size(0), B = x.size(1);
-  check_tensor(grad_output, "grad_output", x, {T, B, H});
+  check_tensor(grad_output, "grad_output", x, {T, B, P});
   if (grad_cell.has_value()) check_tensor(*grad_cell, "grad_cell", x, {T, B, H});
-  check_tensor(output, "output", x, {T, B, H});
+  check_tensor(output, "output", x, {T, B, P});
   check_tensor(cell, "cell", x, {T, B, H});
 }
 
@@ -369,6 +391,45 @@ template <typename T>
 const T* ptr_or_null(const std::optional<Tensor>& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
+
+// The gradient of the projection, returned as the backward's 7th tensor: (P, H), or an empty tensor without one (an
+// op's outputs cannot be None).
+Tensor no_projection_gradient(const Tensor& x) { return at::empty({0}, x.options()); }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Projection (LSTMP): with weight_hr the cell writes m_t = o * tanh(c_t) (B, H) into a per-call buffer, and
+// h_t = m_t W_hr^T (B, P) goes into output[t] as one more parallel region per step, by chunks of P columns (so the next
+// step reads a complete h_t). The backward walks dh_t (B, P) = grad_output[t] + the recurrent part, forms
+// dm_t = dh_t W_hr by chunks of units just before the cell backward of those units, keeps every dh_t, has the cell
+// backward write m_t (from the saved c_t), and forms dweight_hr = sum_t dh_t^T m_t as one GEMM after the loop.
+// ---------------------------------------------------------------------------------------------------------------------
+
+// The per-step forward product h_t = m_t W_hr^T: operands (W_hr rows p0.., transposed: H x n) added to `ops` for the
+// tasks of `split` (over the P columns of h), starting at index `first`.
+template <typename T>
+struct ForwardProjection {
+  const T* w_hr = nullptr;  // (P, H), or nullptr: no projection
+  int64_t P = 0, H = 0;
+  Split split{};
+  size_t first = 0;
+
+  ForwardProjection(const T* w_hr_, int64_t B, int64_t P_, int64_t H_, StepOperands<T>& ops)
+      : w_hr(w_hr_), P(P_), H(H_) {
+    if (w_hr == nullptr) return;
+    split = split_units(1, P, B * H);
+    for (int64_t task = 0; task < split.tasks; ++task) {
+      const size_t index = ops.add(true, split.size(task, P), H, w_hr + split.begin(task) * H, H);
+      if (task == 0) first = index;
+    }
+  }
+
+  // output_t (B, P) = m (B, H) W_hr^T.
+  void run(const StepOperands<T>& ops, int64_t B, const T* m, T* output_t) const {
+    for_each_task(split, [&](int64_t task) {
+      ops[first + task].multiply(B, m, H, T(0), output_t + split.begin(task), P);
+    });
+  }
+};
 
 // ---------------------------------------------------------------------------------------------------------------------
 // G-LSTM
@@ -389,55 +450,64 @@ void glstm_input_projection(const GlstmSizes& s, const T* x, const T* w_ih, T* g
 
 template <typename T>
 std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
-                                         const Tensor& weight_hh, const std::optional<Tensor>& bias) {
-  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias);
-  Tensor output = at::empty({s.T, s.B, s.H}, x.options());
-  Tensor cell = at::empty({s.T, s.B, s.H}, x.options());
-  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B;
+                                         const Tensor& weight_hh, const std::optional<Tensor>& bias,
+                                         const std::optional<Tensor>& weight_hr) {
+  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
+  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, P = s.P, Pg = s.Pg;
+  Tensor output = at::empty({s.T, B, P}, x.options());
+  Tensor cell = at::empty({s.T, B, H}, x.options());
   Tensor gates = at::empty({s.T * B, ld}, x.options());
   T* gp = gates.data_ptr<T>();
   glstm_input_projection<T>(s, x.data_ptr<T>(), weight_ih.data_ptr<T>(), gp);
   const T* w_hh = weight_hh.data_ptr<T>();
+  const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* b = ptr_or_null<T>(bias);
   T* out = output.data_ptr<T>();
   T* cl = cell.data_ptr<T>();
-  const Split split = split_units(s.G, Hg, B * 4 * Hg);
-  // Operand 4 * task + q: the rows of W_hh[g] for gate q of the task's units, transposed (Hg x n).
+  // With a projection the cell writes m_t here (reused every step); without one it writes h_t into output directly.
+  Tensor m = w_hr != nullptr ? at::empty({B, H}, x.options()) : Tensor();
+  T* mp = w_hr != nullptr ? m.data_ptr<T>() : nullptr;
+  const Split split = split_units(s.G, Hg, B * 4 * Pg);
+  // Operand 4 * task + q: the rows of W_hh[g] for gate q of the task's units, transposed (Pg x n).
   StepOperands<T> w_step(B);
   for (int64_t task = 0; task < split.tasks; ++task) {
     const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
-    for (int64_t q = 0; q < 4; ++q) w_step.add(true, n, Hg, w_hh + (g * 4 * Hg + q * Hg + u0) * Hg, Hg);
+    for (int64_t q = 0; q < 4; ++q) w_step.add(true, n, Pg, w_hh + (g * 4 * Hg + q * Hg + u0) * Pg, Pg);
   }
+  const ForwardProjection<T> projection(w_hr, B, P, H, w_step);
   w_step.pack();
   SerialBlas serial_blas;
   for (int64_t t = 0; t < s.T; ++t) {
-    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * H;
+    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * P;
     const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
     T* gates_t = gp + t * B * ld;
+    T* cell_out = w_hr != nullptr ? mp : out + t * B * P;  // (B, H) either way: P = H without a projection
     for_each_task(split, [&](int64_t task) {
       const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
       T* gates_gu = gates_t + g * 4 * Hg + u0;
       for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += h_prev[g] W_hh[g][q*Hg + u0 ...]^T
-        w_step[4 * task + q].multiply(B, h_prev + g * Hg, H, T(1), gates_gu + q * Hg, ld);
+        w_step[4 * task + q].multiply(B, h_prev + g * Pg, P, T(1), gates_gu + q * Hg, ld);
       cell_forward(CellForward<T>{B, n, gates_gu, ld, Hg, b == nullptr ? nullptr : b + g * 4 * Hg + u0,
                                   c_prev + g * Hg + u0, H, cl + t * B * H + g * Hg + u0, H,
-                                  out + t * B * H + g * Hg + u0, H});
+                                  cell_out + g * Hg + u0, H});
     });
+    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P);
   }
   return {output, cell};
 }
 
 template <typename T>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell) {
-  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias);
-  check_backward_extras(x, grad_output, grad_cell, output, cell, s.H);
-  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B;
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr) {
+  const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
+  const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B, P = s.P, Pg = s.Pg;
   const T* xp = x.data_ptr<T>();
   const T* w_ih = weight_ih.data_ptr<T>();
   const T* w_hh = weight_hh.data_ptr<T>();
+  const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* h0p = h0.data_ptr<T>();
   const T* out = output.data_ptr<T>();
   const T* cl = cell.data_ptr<T>();
@@ -450,46 +520,88 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
   T* gp = gates.data_ptr<T>();
   glstm_input_projection<T>(s, xp, w_ih, gp);
   for (int64_t g = 0; g < G; ++g) {
-    const T* w = w_hh + g * 4 * Hg * Hg;
-    gemm<T>(false, true, B, 4 * Hg, Hg, T(1), h0p + g * Hg, H, w, Hg, T(1), gp + g * 4 * Hg, ld);
-    gemm<T>(false, true, TB - B, 4 * Hg, Hg, T(1), out + g * Hg, H, w, Hg, T(1), gp + B * ld + g * 4 * Hg, ld);
+    const T* w = w_hh + g * 4 * Hg * Pg;
+    gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
+    gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
   }
 
-  Tensor dh0 = at::empty({B, H}, x.options());
+  Tensor dh0 = at::empty({B, P}, x.options());
   Tensor dc0 = at::zeros({B, H}, x.options());  // carries dc backwards through the loop, ends as dc0
-  Tensor dh_next = at::empty({B, H}, x.options());
   T* dc = dc0.data_ptr<T>();
-  T* dhn = dh_next.data_ptr<T>();
-  const Split split = split_units(G, Hg, B * 4 * Hg);
-  // Task (g, chunk): its columns of dh = dgates_{t+1}[g] W_hh[g] (dgates of step t + 1 are complete: previous
-  // region), then the cell backward of step t for the same units. The gate buffer becomes dgates in place.
+  // Task (g, chunk) of dh_split forms its columns of the recurrent dh = dgates_{t+1}[g] W_hh[g] (dgates of step t + 1
+  // are complete: previous region). The gate buffer becomes dgates in place (cell backward).
+  const Split dh_split = split_units(G, Pg, B * 4 * Hg);
   StepOperands<T> w_step(B);  // operand `task`: the task's columns of W_hh[g] (4Hg x n)
-  for (int64_t task = 0; task < split.tasks; ++task) {
-    const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
-    w_step.add(false, n, 4 * Hg, w_hh + g * 4 * Hg * Hg + u0, Hg);
+  for (int64_t task = 0; task < dh_split.tasks; ++task) {
+    const int64_t g = dh_split.group(task), p0 = dh_split.begin(task), n = dh_split.size(task, Pg);
+    w_step.add(false, n, 4 * Hg, w_hh + g * 4 * Hg * Pg + p0, Pg);
   }
+  // With a projection, task (g, chunk of units) of cell_split forms its columns of dm_t = dh_t W_hr (operand
+  // dm_ops + task: columns of W_hr, P x n) before the cell backward of those units.
+  const Split cell_split = w_hr != nullptr ? split_units(G, Hg, B * P) : dh_split;
+  const size_t dm_ops = static_cast<size_t>(dh_split.tasks);
+  if (w_hr != nullptr)
+    for (int64_t task = 0; task < cell_split.tasks; ++task) {
+      const int64_t g = cell_split.group(task), u0 = cell_split.begin(task), n = cell_split.size(task, Hg);
+      w_step.add(false, n, P, w_hr + g * Hg + u0, H);
+    }
   w_step.pack();
-  auto dh_columns = [&](int64_t task, const T* dgates, T* dst) {
-    const int64_t g = split.group(task), u0 = split.begin(task);
-    w_step[task].multiply(B, dgates + g * 4 * Hg, ld, T(0), dst + g * Hg + u0, H);
+  auto dh_columns = [&](int64_t task, const T* dgates, T beta, T* dst) {
+    const int64_t g = dh_split.group(task), p0 = dh_split.begin(task);
+    w_step[task].multiply(B, dgates + g * 4 * Hg, ld, beta, dst + g * Pg + p0, P);
   };
+  Tensor dweight_hr = no_projection_gradient(x);
   SerialBlas serial_blas;
-  for (int64_t t = s.T - 1; t >= 0; --t) {
-    const bool last = t == s.T - 1;
-    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-    T* gates_t = gp + t * B * ld;
-    for_each_task(split, [&](int64_t task) {
-      const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
-      if (!last) dh_columns(task, gates_t + B * ld, dhn);
-      const int64_t off = t * B * H + g * Hg + u0;
-      cell_backward(CellBackward<T>{B, n, gates_t + g * 4 * Hg + u0, ld, Hg,
-                                    b == nullptr ? nullptr : b + g * 4 * Hg + u0, c_prev + g * Hg + u0, H, cl + off, H,
-                                    go + off, H, last ? nullptr : dhn + g * Hg + u0, H,
-                                    gc == nullptr ? nullptr : gc + off, H, dc + g * Hg + u0, H});
-    });
+  if (w_hr == nullptr) {
+    // h_t is the cell output: task (g, chunk) forms the recurrent dh for its own units, then their cell backward, in
+    // one region per step.
+    Tensor dh_next = at::empty({B, H}, x.options());
+    T* dhn = dh_next.data_ptr<T>();
+    for (int64_t t = s.T - 1; t >= 0; --t) {
+      const bool last = t == s.T - 1;
+      const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+      T* gates_t = gp + t * B * ld;
+      for_each_task(dh_split, [&](int64_t task) {
+        const int64_t g = dh_split.group(task), u0 = dh_split.begin(task), n = dh_split.size(task, Hg);
+        if (!last) dh_columns(task, gates_t + B * ld, T(0), dhn);
+        const int64_t off = t * B * H + g * Hg + u0;
+        cell_backward(CellBackward<T>{B, n, gates_t + g * 4 * Hg + u0, ld, Hg,
+                                      b == nullptr ? nullptr : b + g * 4 * Hg + u0, c_prev + g * Hg + u0, H, cl + off,
+                                      H, go + off, H, last ? nullptr : dhn + g * Hg + u0, H,
+                                      gc == nullptr ? nullptr : gc + off, H, dc + g * Hg + u0, H});
+      });
+    }
+  } else {
+    // dh_t = grad_output[t] + dgates_{t+1} W_hh for every t (kept: dweight_hr needs them all), accumulated in place
+    // onto a copy of grad_output; m_t of every step, written by the cell backward; dm_t, reused every step.
+    Tensor dh_all = grad_output.clone();
+    Tensor m_all = at::empty({TB, H}, x.options());
+    Tensor dm = at::empty({B, H}, x.options());
+    T* dhp = dh_all.data_ptr<T>();
+    T* mp = m_all.data_ptr<T>();
+    T* dmp = dm.data_ptr<T>();
+    for (int64_t t = s.T - 1; t >= 0; --t) {
+      const bool last = t == s.T - 1;
+      const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+      T* gates_t = gp + t * B * ld;
+      T* dh_t = dhp + t * B * P;
+      if (!last) for_each_task(dh_split, [&](int64_t task) { dh_columns(task, gates_t + B * ld, T(1), dh_t); });
+      for_each_task(cell_split, [&](int64_t task) {
+        const int64_t g = cell_split.group(task), u0 = cell_split.begin(task), n = cell_split.size(task, Hg);
+        const int64_t unit = g * Hg + u0, off = t * B * H + unit;
+        w_step[dm_ops + task].multiply(B, dh_t, P, T(0), dmp + unit, H);
+        CellBackward<T> args{B, n, gates_t + g * 4 * Hg + u0, ld, Hg, b == nullptr ? nullptr : b + g * 4 * Hg + u0,
+                             c_prev + unit, H, cl + off, H, dmp + unit, H, nullptr, H,
+                             gc == nullptr ? nullptr : gc + off, H, dc + unit, H};
+        args.m = mp + off, args.m_ld = H;
+        cell_backward(args);
+      });
+    }
+    dweight_hr = at::empty_like(*weight_hr);
+    gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
   T* dh0p = dh0.data_ptr<T>();
-  for_each_task(split, [&](int64_t task) { dh_columns(task, gp, dh0p); });
+  for_each_task(dh_split, [&](int64_t task) { dh_columns(task, gp, T(0), dh0p); });
 
   // Weight gradients and dx: large GEMMs over all T*B rows of dgates.
   Tensor dweight_ih = at::empty_like(weight_ih);
@@ -500,9 +612,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
   T* dxp = dx.data_ptr<T>();
   for (int64_t g = 0; g < G; ++g) {
     const T* dg = gp + g * 4 * Hg;
-    T* dw = dwh + g * 4 * Hg * Hg;
-    gemm<T>(true, false, 4 * Hg, Hg, B, T(1), dg, ld, h0p + g * Hg, H, T(0), dw, Hg);
-    gemm<T>(true, false, 4 * Hg, Hg, TB - B, T(1), dg + B * ld, ld, out + g * Hg, H, T(1), dw, Hg);
+    T* dw = dwh + g * 4 * Hg * Pg;
+    gemm<T>(true, false, 4 * Hg, Pg, B, T(1), dg, ld, h0p + g * Pg, P, T(0), dw, Pg);
+    gemm<T>(true, false, 4 * Hg, Pg, TB - B, T(1), dg + B * ld, ld, out + g * Pg, P, T(1), dw, Pg);
   }
   if (s.dense) {
     gemm<T>(true, false, ld, s.I, TB, T(1), gp, ld, xp, s.I, T(0), dwi, s.I);
@@ -516,7 +628,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
     }
   }
   Tensor dbias = at::sum(gates, {0}).view({G, 4 * Hg});
-  return {dx, dh0, dc0, dweight_ih, dweight_hh, dbias};
+  return {dx, dh0, dc0, dweight_ih, dweight_hh, dbias, dweight_hr};
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -525,67 +637,76 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
 
 template <typename T>
 std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
-                                         const Tensor& weight_2, const std::optional<Tensor>& bias) {
-  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias);
-  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, ld1 = I + H, TB = s.T * s.B;
-  Tensor output = at::empty({s.T, B, H}, x.options());
+                                         const Tensor& weight_2, const std::optional<Tensor>& bias,
+                                         const std::optional<Tensor>& weight_hr) {
+  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
+  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
+  Tensor output = at::empty({s.T, B, P}, x.options());
   Tensor cell = at::empty({s.T, B, H}, x.options());
   Tensor gates = at::empty({TB, 4 * H}, x.options());
   Tensor z_x = at::empty({TB, R}, x.options());
   Tensor z_h = at::empty({B, R}, x.options());
   const T* w1 = weight_1.data_ptr<T>();
   const T* w2 = weight_2.data_ptr<T>();
+  const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* b = ptr_or_null<T>(bias);
   T* gp = gates.data_ptr<T>();
   T* zh = z_h.data_ptr<T>();
   T* out = output.data_ptr<T>();
   T* cl = cell.data_ptr<T>();
+  // With a projection the cell writes m_t here (reused every step); without one it writes h_t into output directly.
+  Tensor m = w_hr != nullptr ? at::empty({B, H}, x.options()) : Tensor();
+  T* mp = w_hr != nullptr ? m.data_ptr<T>() : nullptr;
   // Input projection of all steps: W2 (W1_x x_t), as the reference orders it.
   gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
   gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
-  const Split z_split = split_units(1, R, B * H);
+  const Split z_split = split_units(1, R, B * P);
   const Split unit_split = split_units(1, H, B * 4 * R);
-  // Operands: z task i -> rows r0.. of W1_h, transposed (H x n); unit task j, gate q -> z_split.tasks + 4 j + q: rows
-  // q*H + u0.. of W2, transposed (R x n).
+  // Operands: z task i -> rows r0.. of W1_h, transposed (P x n); unit task j, gate q -> z_split.tasks + 4 j + q: rows
+  // q*H + u0.. of W2, transposed (R x n); then the projection's.
   StepOperands<T> w_step(B);
   for (int64_t task = 0; task < z_split.tasks; ++task)
-    w_step.add(true, z_split.size(task, R), H, w1 + z_split.begin(task) * ld1 + I, ld1);
+    w_step.add(true, z_split.size(task, R), P, w1 + z_split.begin(task) * ld1 + I, ld1);
   for (int64_t task = 0; task < unit_split.tasks; ++task)
     for (int64_t q = 0; q < 4; ++q)
       w_step.add(true, unit_split.size(task, H), R, w2 + (q * H + unit_split.begin(task)) * R, R);
+  const ForwardProjection<T> projection(w_hr, B, P, H, w_step);
   w_step.pack();
   const size_t gate_ops = static_cast<size_t>(z_split.tasks);
   SerialBlas serial_blas;
   for (int64_t t = 0; t < s.T; ++t) {
-    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * H;
+    const T* h_prev = t == 0 ? h0.data_ptr<T>() : out + (t - 1) * B * P;
     const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
     T* gates_t = gp + t * B * 4 * H;
+    T* cell_out = w_hr != nullptr ? mp : out + t * B * P;  // (B, H) either way: P = H without a projection
     for_each_task(z_split, [&](int64_t task) {  // z_h[:, r0 .. r0+n) = h_{t-1} W1_h[r0 .. r0+n)^T
-      w_step[task].multiply(B, h_prev, H, T(0), zh + z_split.begin(task), R);
+      w_step[task].multiply(B, h_prev, P, T(0), zh + z_split.begin(task), R);
     });
     for_each_task(unit_split, [&](int64_t task) {
       const int64_t u0 = unit_split.begin(task), n = unit_split.size(task, H);
       for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += z_h W2[q*H + u0 ...]^T
         w_step[gate_ops + 4 * task + q].multiply(B, zh, R, T(1), gates_t + q * H + u0, 4 * H);
       cell_forward(CellForward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
-                                  cl + t * B * H + u0, H, out + t * B * H + u0, H});
+                                  cl + t * B * H + u0, H, cell_out + u0, H});
     });
+    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P);
   }
   return {output, cell};
 }
 
 template <typename T>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell) {
-  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias);
-  check_backward_extras(x, grad_output, grad_cell, output, cell, s.H);
-  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, ld1 = I + H, TB = s.T * s.B;
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr) {
+  const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
+  const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
   const T* xp = x.data_ptr<T>();
   const T* h0p = h0.data_ptr<T>();
   const T* w1 = weight_1.data_ptr<T>();
   const T* w2 = weight_2.data_ptr<T>();
+  const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* out = output.data_ptr<T>();
   const T* cl = cell.data_ptr<T>();
   const T* b = ptr_or_null<T>(bias);
@@ -598,48 +719,89 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
   T* zp = z.data_ptr<T>();
   T* gp = gates.data_ptr<T>();
   gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
-  gemm<T>(false, true, B, R, H, T(1), h0p, H, w1 + I, ld1, T(1), zp, R);
-  gemm<T>(false, true, TB - B, R, H, T(1), out, H, w1 + I, ld1, T(1), zp + B * R, R);
+  gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
+  gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
   gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
 
   Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
-  Tensor dh0 = at::empty({B, H}, x.options());
+  Tensor dh0 = at::empty({B, P}, x.options());
   Tensor dc0 = at::zeros({B, H}, x.options());
-  Tensor dh_next = at::empty({B, H}, x.options());
   T* dzp = dz.data_ptr<T>();
   T* dc = dc0.data_ptr<T>();
-  T* dhn = dh_next.data_ptr<T>();
-  const Split unit_split = split_units(1, H, B * R);
+  // Operands: dh task j -> columns p0.. of W1_h (R x n); z task i -> z_ops + i: columns r0.. of W2 (4H x n); with a
+  // projection, cell task k -> dm_ops + k: columns u0.. of W_hr (P x n).
+  const Split dh_split = split_units(1, P, B * R);
   const Split z_split = split_units(1, R, B * 4 * H);
-  // Operands: unit task j -> columns u0.. of W1_h (R x n); z task i -> unit_split.tasks + i: columns r0.. of W2
-  // (4H x n).
+  const Split cell_split = w_hr != nullptr ? split_units(1, H, B * P) : dh_split;
   StepOperands<T> w_step(B);
-  for (int64_t task = 0; task < unit_split.tasks; ++task)
-    w_step.add(false, unit_split.size(task, H), R, w1 + I + unit_split.begin(task), ld1);
+  for (int64_t task = 0; task < dh_split.tasks; ++task)
+    w_step.add(false, dh_split.size(task, P), R, w1 + I + dh_split.begin(task), ld1);
   for (int64_t task = 0; task < z_split.tasks; ++task)
     w_step.add(false, z_split.size(task, R), 4 * H, w2 + z_split.begin(task), R);
+  if (w_hr != nullptr)
+    for (int64_t task = 0; task < cell_split.tasks; ++task)
+      w_step.add(false, cell_split.size(task, H), P, w_hr + cell_split.begin(task), H);
   w_step.pack();
-  const size_t z_ops = static_cast<size_t>(unit_split.tasks);
+  const size_t z_ops = static_cast<size_t>(dh_split.tasks);
+  const size_t dm_ops = z_ops + static_cast<size_t>(z_split.tasks);
+  auto dz_columns = [&](int64_t t) {  // dz_t[:, r0 .. r0+n) = dgates_t W2[:, r0 .. r0+n)
+    for_each_task(z_split, [&](int64_t task) {
+      w_step[z_ops + task].multiply(B, gp + t * B * 4 * H, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
+    });
+  };
+  Tensor dweight_hr = no_projection_gradient(x);
   SerialBlas serial_blas;
-  for (int64_t t = s.T - 1; t >= 0; --t) {
-    const bool last = t == s.T - 1;
-    const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-    T* gates_t = gp + t * B * 4 * H;
-    for_each_task(unit_split, [&](int64_t task) {  // dh columns from dz_{t+1}, then the cell backward of step t
-      const int64_t u0 = unit_split.begin(task), n = unit_split.size(task, H);
-      if (!last) w_step[task].multiply(B, dzp + (t + 1) * B * R, R, T(0), dhn + u0, H);
-      const int64_t off = t * B * H + u0;
-      cell_backward(CellBackward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
-                                    cl + off, H, go + off, H, last ? nullptr : dhn + u0, H,
-                                    gc == nullptr ? nullptr : gc + off, H, dc + u0, H});
-    });
-    for_each_task(z_split, [&](int64_t task) {  // dz_t[:, r0 .. r0+n) = dgates_t W2[:, r0 .. r0+n)
-      w_step[z_ops + task].multiply(B, gates_t, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
-    });
+  if (w_hr == nullptr) {
+    Tensor dh_next = at::empty({B, H}, x.options());
+    T* dhn = dh_next.data_ptr<T>();
+    for (int64_t t = s.T - 1; t >= 0; --t) {
+      const bool last = t == s.T - 1;
+      const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+      T* gates_t = gp + t * B * 4 * H;
+      for_each_task(dh_split, [&](int64_t task) {  // dh columns from dz_{t+1}, then the cell backward of step t
+        const int64_t u0 = dh_split.begin(task), n = dh_split.size(task, H);
+        if (!last) w_step[task].multiply(B, dzp + (t + 1) * B * R, R, T(0), dhn + u0, H);
+        const int64_t off = t * B * H + u0;
+        cell_backward(CellBackward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
+                                      cl + off, H, go + off, H, last ? nullptr : dhn + u0, H,
+                                      gc == nullptr ? nullptr : gc + off, H, dc + u0, H});
+      });
+      dz_columns(t);
+    }
+  } else {
+    // As in the G-LSTM backward: dh_t for every t accumulated onto a copy of grad_output, m_t of every step from the
+    // cell backward, dm_t reused every step.
+    Tensor dh_all = grad_output.clone();
+    Tensor m_all = at::empty({TB, H}, x.options());
+    Tensor dm = at::empty({B, H}, x.options());
+    T* dhp = dh_all.data_ptr<T>();
+    T* mp = m_all.data_ptr<T>();
+    T* dmp = dm.data_ptr<T>();
+    for (int64_t t = s.T - 1; t >= 0; --t) {
+      const bool last = t == s.T - 1;
+      const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
+      T* gates_t = gp + t * B * 4 * H;
+      T* dh_t = dhp + t * B * P;
+      if (!last)
+        for_each_task(dh_split, [&](int64_t task) {  // dh_t[:, p0 .. p0+n) += dz_{t+1} W1_h[:, p0 .. p0+n)
+          w_step[task].multiply(B, dzp + (t + 1) * B * R, R, T(1), dh_t + dh_split.begin(task), P);
+        });
+      for_each_task(cell_split, [&](int64_t task) {  // dm_t columns u0.., then the cell backward of those units
+        const int64_t u0 = cell_split.begin(task), n = cell_split.size(task, H), off = t * B * H + u0;
+        w_step[dm_ops + task].multiply(B, dh_t, P, T(0), dmp + u0, H);
+        CellBackward<T> args{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
+                             cl + off, H, dmp + u0, H, nullptr, H, gc == nullptr ? nullptr : gc + off, H, dc + u0, H};
+        args.m = mp + off, args.m_ld = H;
+        cell_backward(args);
+      });
+      dz_columns(t);
+    }
+    dweight_hr = at::empty_like(*weight_hr);
+    gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
   T* dh0p = dh0.data_ptr<T>();
-  for_each_task(unit_split, [&](int64_t task) {
-    w_step[task].multiply(B, dzp, R, T(0), dh0p + unit_split.begin(task), H);
+  for_each_task(dh_split, [&](int64_t task) {
+    w_step[task].multiply(B, dzp, R, T(0), dh0p + dh_split.begin(task), P);
   });
 
   Tensor dweight_1 = at::empty_like(weight_1);
@@ -648,48 +810,56 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
   T* dw1 = dweight_1.data_ptr<T>();
   gemm<T>(true, false, 4 * H, R, TB, T(1), gp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
   gemm<T>(true, false, R, I, TB, T(1), dzp, R, xp, I, T(0), dw1, ld1);
-  gemm<T>(true, false, R, H, B, T(1), dzp, R, h0p, H, T(0), dw1 + I, ld1);
-  gemm<T>(true, false, R, H, TB - B, T(1), dzp + B * R, R, out, H, T(1), dw1 + I, ld1);
+  gemm<T>(true, false, R, P, B, T(1), dzp, R, h0p, P, T(0), dw1 + I, ld1);
+  gemm<T>(true, false, R, P, TB - B, T(1), dzp + B * R, R, out, P, T(1), dw1 + I, ld1);
   gemm<T>(false, false, TB, I, R, T(1), dzp, R, w1, ld1, T(0), dx.data_ptr<T>(), I);
   Tensor dbias = at::sum(gates, {0});
-  return {dx, dh0, dc0, dweight_1, dweight_2, dbias};
+  return {dx, dh0, dc0, dweight_1, dweight_2, dbias, dweight_hr};
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Op entry points
 // ---------------------------------------------------------------------------------------------------------------------
 
+using Gradients = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
 std::tuple<Tensor, Tensor> glstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
-                                     const Tensor& weight_hh, const std::optional<Tensor>& bias) {
+                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,
+                                     const std::optional<Tensor>& weight_hr) {
   check_x(x);
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd",
-                                    [&] { return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias); });
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd", [&] {
+    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
+  });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_bwd(
-    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
-    const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell) {
+Gradients glstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
+                    const Tensor& h0, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh,
+                    const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
+                    const std::optional<Tensor>& weight_hr) {
   check_x(x);
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_bwd", [&] {
-    return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell);
+    return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
+                                    weight_hr);
   });
 }
 
 std::tuple<Tensor, Tensor> flstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
-                                     const Tensor& weight_2, const std::optional<Tensor>& bias) {
+                                     const Tensor& weight_2, const std::optional<Tensor>& bias,
+                                     const std::optional<Tensor>& weight_hr) {
   check_x(x);
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd",
-                                    [&] { return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias); });
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd", [&] {
+    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr);
+  });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_bwd(
-    const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
-    const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell) {
+Gradients flstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
+                    const Tensor& h0, const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2,
+                    const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
+                    const std::optional<Tensor>& weight_hr) {
   check_x(x);
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_bwd", [&] {
-    return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell);
+    return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
+                                    weight_hr);
   });
 }
 
@@ -700,16 +870,17 @@ std::string cell_isa() { return cell_kernels().isa; }
 
 TORCH_LIBRARY(lstmkern_cpu, m) {
   // Shapes, dtypes and the backward contract: lstmkern/backends/__init__.py and the legend at the top of this file.
-  m.def("glstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias) -> "
-        "(Tensor output, Tensor cell)");
+  // weight_hr (P, H) is the optional projection (LSTMP); without it the backward's dweight_hr is an empty tensor.
+  m.def("glstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
+        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell)");
   m.def("glstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, "
-        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, Tensor dc0, "
-        "Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)");
-  m.def("flstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias) -> "
-        "(Tensor output, Tensor cell)");
+        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, Tensor? weight_hr=None) -> (Tensor dx, "
+        "Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias, Tensor dweight_hr)");
+  m.def("flstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
+        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell)");
   m.def("flstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_1, "
-        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell) -> (Tensor dx, Tensor dh0, Tensor dc0, "
-        "Tensor dweight_1, Tensor dweight_2, Tensor dbias)");
+        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, Tensor? weight_hr=None) -> (Tensor dx, "
+        "Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias, Tensor dweight_hr)");
   // The instruction set of the cell kernels this CPU runs ("avx2" or "default"), for benchmark records.
   m.def("cell_isa() -> str", &lstmkern::cpu::cell_isa);
 }

@@ -23,7 +23,7 @@ struct CellForward {
   int64_t c_prev_ld;
   T* c;  // out: c_t
   int64_t c_ld;
-  T* h;  // out: h_t = o * tanh(c_t)
+  T* h;  // out: h_t = o * tanh(c_t) (with a projection: the cell output m_t, which W_hr then projects)
   int64_t h_ld;
 };
 
@@ -37,7 +37,7 @@ struct CellBackward {
   int64_t c_prev_ld;
   const T* c;  // c_t
   int64_t c_ld;
-  const T* grad_h;  // upstream gradient of h_t (grad_output[t])
+  const T* grad_h;  // upstream gradient of h_t (grad_output[t]); with a projection, of m_t (dm_t = dh_t W_hr)
   int64_t grad_h_ld;
   const T* grad_h_next;  // gradient reaching h_t through step t + 1's recurrence, or nullptr (last step)
   int64_t grad_h_next_ld;
@@ -45,6 +45,10 @@ struct CellBackward {
   int64_t grad_c_ld;
   T* dc;  // in: gradient reaching c_t from step t + 1; out: the gradient of c_{t-1}
   int64_t dc_ld;
+  // out, or nullptr: m_t = o * tanh(c_t) from the recomputed o and the saved c_t (with a projection, the backward needs
+  // every step's m_t for dweight_hr, and this pass already has both factors in registers)
+  T* m = nullptr;
+  int64_t m_ld = 0;
 };
 
 // One instruction set's cell kernels.

@@ -1,7 +1,8 @@
 """The "cpu" backend (C++ kernels in csrc/cpu_*.cpp): forward and backward against the float64 reference, float32 held
-to the reference's own float32 error, gradcheck, the parallel split, and the "auto" choice for CPU tensors.
+to the reference's own float32 error, gradcheck, the parallel split, and the "auto" choice for CPU tensors; each with
+and without a projection (LSTMP, weight_hr).
 
-Shape legend: T steps, B batch, I inputs, H hidden units, G groups, R rank."""
+Shape legend: T steps, B batch, I inputs, H hidden units, G groups, R rank, P projection size (0: none)."""
 import pytest
 import torch
 
@@ -23,6 +24,15 @@ FLSTM_SHAPES = [(1, 1, 3, 5, 1), (5, 2, 6, 9, 7), (4, 3, 7, 10, 17), (6, 1, 4, 1
 # per group; F-LSTM H = 400, R = 160 two unit chunks, and two rank chunks in the backward.)
 GLSTM_PARALLEL_SHAPES = [(4, 16, 96, 360, 1, False), (3, 16, 96, 576, 3, False)]
 FLSTM_PARALLEL_SHAPES = [(4, 16, 40, 400, 160)]
+# With a projection, (T, B, I, H, G, dense input, P) and (T, B, I, H, R, P): T = 1 with P = 1, G = 3 with Pg = 2 and
+# Pg = 1, odd H, a dense-input layer.
+GLSTMP_SHAPES = [(1, 1, 3, 3, 1, False, 1), (5, 2, 6, 9, 3, False, 6), (3, 2, 6, 9, 3, False, 3),
+                 (4, 3, 7, 11, 1, False, 5), (6, 4, 7, 10, 2, True, 4)]
+FLSTMP_SHAPES = [(1, 1, 3, 5, 1, 1), (5, 2, 6, 9, 7, 4), (4, 3, 7, 11, 17, 10)]
+# Split over several tasks with 2 threads in every region of a step, the projection's included (H = 576, P = 480:
+# h_t = m_t W_hr^T and dm_t = dh_t W_hr in two chunks each; G = 3: one cell task per group).
+GLSTMP_PARALLEL_SHAPES = [(3, 16, 96, 576, 1, False, 480), (3, 16, 96, 576, 3, False, 480)]
+FLSTMP_PARALLEL_SHAPES = [(3, 16, 40, 576, 160, 480)]
 
 
 def test_backend_is_available_here():
@@ -31,24 +41,37 @@ def test_backend_is_available_here():
     assert cpu.cell_isa() in ("avx2", "default")
 
 
-def _glstm_inputs(T, B, I, H, G, dense, dtype, bias=True, gen_seed=0):
+def _glstm_inputs(T, B, I, H, G, dense, dtype, bias=True, gen_seed=0, P=0):
+    """[x, h0, c0, weight_ih, weight_hh, bias], plus weight_hr (P, H) when P > 0 (the backend functions' order)."""
     g = torch.Generator().manual_seed(gen_seed)
     hg = H // G
     ig = I if dense else I // G
+    pg = (P or H) // G
 
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
-    return [rnd(T, B, I), rnd(B, H, scale=0.5), rnd(B, H), rnd(G, 4 * hg, ig, scale=0.5),
-            rnd(G, 4 * hg, hg, scale=0.5), rnd(G, 4 * hg) if bias else None]
+    inputs = [rnd(T, B, I), rnd(B, P or H, scale=0.5), rnd(B, H), rnd(G, 4 * hg, ig, scale=0.5),
+              rnd(G, 4 * hg, pg, scale=0.5), rnd(G, 4 * hg) if bias else None]
+    return inputs + ([rnd(P, H, scale=H ** -0.5)] if P else [])
 
 
-def _flstm_inputs(T, B, I, H, R, dtype, bias=True, gen_seed=0):
+def _flstm_inputs(T, B, I, H, R, dtype, bias=True, gen_seed=0, P=0):
+    """[x, h0, c0, weight_1, weight_2, bias], plus weight_hr (P, H) when P > 0."""
     g = torch.Generator().manual_seed(gen_seed)
 
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
-    return [rnd(T, B, I), rnd(B, H, scale=0.5), rnd(B, H), rnd(R, I + H, scale=0.5), rnd(4 * H, R, scale=0.5),
-            rnd(4 * H) if bias else None]
+    inputs = [rnd(T, B, I), rnd(B, P or H, scale=0.5), rnd(B, H), rnd(R, I + (P or H), scale=0.5),
+              rnd(4 * H, R, scale=0.5), rnd(4 * H) if bias else None]
+    return inputs + ([rnd(P, H, scale=H ** -0.5)] if P else [])
+
+
+def _glstmp_inputs(T, B, I, H, G, dense, P, dtype, **kw):
+    return _glstm_inputs(T, B, I, H, G, dense, dtype, P=P, **kw)
+
+
+def _flstmp_inputs(T, B, I, H, R, P, dtype, **kw):
+    return _flstm_inputs(T, B, I, H, R, dtype, P=P, **kw)
 
 
 def _f64(tensors):
@@ -65,24 +88,27 @@ def _run(op, inputs, grad_cell_given, gen_seed=1):
     g = torch.Generator().manual_seed(gen_seed)
     grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(out.dtype)
     grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(cell.dtype) if grad_cell_given else None
-    grads = bwd(grad_out, grad_cell, *inputs, out, cell)
+    # weight_hr, where given, comes last in both directions: after bias in the forward, after cell in the backward.
+    grads = bwd(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:])
     ref = _f64(inputs)
     ref_out, ref_cell = ref_fwd(*ref)
     # The backward is checked on the kernel's own saved output/cell (its contract), so the forward's rounding does not
     # count twice.
-    ref_grads = ref_bwd(grad_out.to(F64), None if grad_cell is None else grad_cell.to(F64), *ref, out.to(F64),
-                        cell.to(F64))
+    ref_grads = ref_bwd(grad_out.to(F64), None if grad_cell is None else grad_cell.to(F64), *ref[:6], out.to(F64),
+                        cell.to(F64), *ref[6:])
+    assert len(grads) == len(ref_grads) == 6 + len(inputs[6:])
     return [out, cell, *grads], [ref_out, ref_cell, *ref_grads]
 
 
-def _names(op):
+def _names(op, projected=False):
     weights = ("dweight_ih", "dweight_hh") if op == "glstm" else ("dweight_1", "dweight_2")
-    return ("output", "cell", "dx", "dh0", "dc0", *weights, "dbias")
+    return ("output", "cell", "dx", "dh0", "dc0", *weights, "dbias") + (("dweight_hr",) if projected else ())
 
 
 def _check_float64(op, inputs, grad_cell_given):
     got, want = _run(op, _f64(inputs), grad_cell_given)
-    for name, a, e in zip(_names(op), got, want):
+    assert len(got) == len(_names(op, len(inputs) > 6))
+    for name, a, e in zip(_names(op, len(inputs) > 6), got, want):
         assert a.dtype == F64 and a.shape == e.shape, name
         assert rel_err(a, e) < 1e-13, f"{name}: relative error {rel_err(a, e):.2e}"
 
@@ -92,7 +118,8 @@ def _check_float32(op, inputs, grad_cell_given):
     4 ulp of 1: a reference that happens to round luckily on tiny shapes must not demand exactness)."""
     got, want = _run(op, [None if t is None else t.to(F32) for t in inputs], grad_cell_given)
     ref32, _ = _run_reference32(op, inputs, grad_cell_given)
-    for name, a, e, r in zip(_names(op), got, want, ref32):
+    assert len(got) == len(ref32) == len(_names(op, len(inputs) > 6))
+    for name, a, e, r in zip(_names(op, len(inputs) > 6), got, want, ref32):
         assert a.dtype == F32 and a.shape == e.shape, name
         bound = 4 * max(rel_err(r, e), EPS32)
         assert rel_err(a, e) <= bound, f"{name}: relative error {rel_err(a, e):.2e} > {bound:.2e}"
@@ -109,7 +136,7 @@ def _run_reference32(op, inputs, grad_cell_given):
     grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(F32) if grad_cell_given else None
     # Gradients on the float32 cpu forward's saved states, like _run, so both are judged on the same out/cell.
     cpu_out, cpu_cell = getattr(cpu, f"{op}_fwd")(*x32)
-    grads = ref_bwd(grad_out, grad_cell, *x32, cpu_out, cpu_cell)
+    grads = ref_bwd(grad_out, grad_cell, *x32[:6], cpu_out, cpu_cell, *x32[6:])
     return [out, cell, *grads], None
 
 
@@ -139,11 +166,43 @@ def test_flstm_float32_within_reference_error(shape, grad_cell):
     _check_float32("flstm", _flstm_inputs(*shape, F64), grad_cell)
 
 
-@pytest.mark.parametrize("op,shape", [("glstm", s) for s in GLSTM_PARALLEL_SHAPES]
-                         + [("flstm", s) for s in FLSTM_PARALLEL_SHAPES])
-def test_parallel_split_matches_single_thread(op, shape):
+@pytest.mark.parametrize("shape", GLSTMP_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_projected_glstm_float64_matches_reference(shape, bias, grad_cell):
+    _check_float64("glstm", _glstmp_inputs(*shape, F64, bias=bias), grad_cell)
+
+
+@pytest.mark.parametrize("shape", FLSTMP_SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_projected_flstm_float64_matches_reference(shape, bias, grad_cell):
+    _check_float64("flstm", _flstmp_inputs(*shape, F64, bias=bias), grad_cell)
+
+
+@pytest.mark.parametrize("shape", GLSTMP_SHAPES + GLSTMP_PARALLEL_SHAPES)
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_projected_glstm_float32_within_reference_error(shape, grad_cell):
+    _check_float32("glstm", _glstmp_inputs(*shape, F64), grad_cell)
+
+
+@pytest.mark.parametrize("shape", FLSTMP_SHAPES + FLSTMP_PARALLEL_SHAPES)
+@pytest.mark.parametrize("grad_cell", [True, False])
+def test_projected_flstm_float32_within_reference_error(shape, grad_cell):
+    _check_float32("flstm", _flstmp_inputs(*shape, F64), grad_cell)
+
+
+_INPUTS = {"glstm": _glstm_inputs, "flstm": _flstm_inputs, "glstmp": _glstmp_inputs, "flstmp": _flstmp_inputs}
+
+
+@pytest.mark.parametrize("kind,shape", [("glstm", s) for s in GLSTM_PARALLEL_SHAPES]
+                         + [("flstm", s) for s in FLSTM_PARALLEL_SHAPES]
+                         + [("glstmp", s) for s in GLSTMP_PARALLEL_SHAPES]
+                         + [("flstmp", s) for s in FLSTMP_PARALLEL_SHAPES])
+def test_parallel_split_matches_single_thread(kind, shape):
     """The same call on 1 and 2 threads (different task splits of every step) agrees to float64 rounding."""
-    inputs = (_glstm_inputs if op == "glstm" else _flstm_inputs)(*shape, F64)
+    op = kind[:5]
+    inputs = _INPUTS[kind](*shape, F64)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -152,18 +211,36 @@ def test_parallel_split_matches_single_thread(op, shape):
         two, _ = _run(op, inputs, True)
     finally:
         torch.set_num_threads(threads)
-    for name, a, b in zip(_names(op), one, two):
+    assert len(one) == len(_names(op, kind.endswith("p")))
+    for name, a, b in zip(_names(op, kind.endswith("p")), one, two):
         assert rel_err(a, b) < 1e-13, name
 
 
+@pytest.mark.parametrize("P", [0, 6])
 @pytest.mark.parametrize("op", ["glstm", "flstm"])
-def test_empty_batch_is_safe(op):
+def test_empty_batch_is_safe(op, P):
     """B = 0 reaches the kernels only when called directly (the ops handle it before): empty outputs, zero gradients."""
-    inputs = _glstm_inputs(3, 0, 6, 9, 3, False, F32) if op == "glstm" else _flstm_inputs(3, 0, 6, 9, 4, F32)
+    inputs = (_glstm_inputs(3, 0, 6, 9, 3, False, F32, P=P) if op == "glstm"
+              else _flstm_inputs(3, 0, 6, 9, 4, F32, P=P))
     out, cell = getattr(cpu, f"{op}_fwd")(*inputs)
-    assert out.shape == (3, 0, 9) and cell.shape == (3, 0, 9)
-    grads = getattr(cpu, f"{op}_bwd")(torch.zeros_like(out), None, *inputs, out, cell)
-    for g, like in zip(grads, (*inputs[:5], inputs[5])):
+    assert out.shape == (3, 0, P or 9) and cell.shape == (3, 0, 9)
+    grads = getattr(cpu, f"{op}_bwd")(torch.zeros_like(out), None, *inputs[:6], out, cell, *inputs[6:])
+    assert len(grads) == len(inputs)  # dx, dh0, dc0, two weight gradients, dbias (+ dweight_hr)
+    for g, like in zip(grads, inputs):
+        assert g.shape == like.shape and not g.any()
+
+
+@pytest.mark.parametrize("op", ["glstm", "flstm"])
+def test_projected_empty_batch_through_the_ops(op):
+    """B = 0 with a projection through the public API on backend="cpu": (T, 0, P) output, zero weight gradients."""
+    inputs = [t.requires_grad_() for t in (_glstm_inputs(3, 0, 6, 9, 3, False, F64, P=6) if op == "glstm"
+                                           else _flstm_inputs(3, 0, 6, 9, 4, F64, P=6))]
+    x, h0, c0, w_a, w_b, b, w_hr = inputs
+    forward = lstmkern.glstm_forward if op == "glstm" else lstmkern.flstm_forward
+    out, (h_n, c_n) = forward(x, (h0, c0), w_a, w_b, b, weight_hr=w_hr, backend="cpu")
+    assert out.shape == (3, 0, 6) and h_n.shape == (0, 6) and c_n.shape == (0, 9)
+    grads = torch.autograd.grad(out.sum() + c_n.sum(), [w_a, w_b, b, w_hr])
+    for g, like in zip(grads, (w_a, w_b, b, w_hr)):
         assert g.shape == like.shape and not g.any()
 
 
@@ -175,6 +252,47 @@ def test_gradcheck_glstm_through_the_public_api():
         out, (h_n, c_n) = lstmkern.glstm_forward(x, (h0, c0), w_ih, w_hh, b, backend="cpu")
         return out, c_n
     assert torch.autograd.gradcheck(f, (x, h0, c0, w_ih, w_hh, b))
+
+
+# (I, H, G, dense input, P): small, since gradcheck runs the layer twice per input element.
+@pytest.mark.parametrize("I,H,G,dense,P", [(3, 5, 1, False, 2), (6, 6, 3, False, 3), (4, 6, 3, True, 3)])
+def test_gradcheck_projected_glstm_through_the_public_api(I, H, G, dense, P):
+    T, B = 3, 2
+    inputs = [t.requires_grad_() for t in _glstm_inputs(T, B, I, H, G, dense, F64, P=P)]
+
+    def f(x, h0, c0, w_ih, w_hh, b, w_hr):
+        out, (h_n, c_n) = lstmkern.glstm_forward(x, (h0, c0), w_ih, w_hh, b, weight_hr=w_hr, backend="cpu")
+        return out, c_n
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_gradcheck_projected_flstm_through_the_public_api():
+    T, B, I, H, R, P = 3, 2, 4, 5, 3, 2
+    inputs = [t.requires_grad_() for t in _flstm_inputs(T, B, I, H, R, F64, P=P)]
+
+    def f(x, h0, c0, w1, w2, b, w_hr):
+        out, (h_n, c_n) = lstmkern.flstm_forward(x, (h0, c0), w1, w2, b, weight_hr=w_hr, backend="cpu")
+        return out, c_n
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("module", ["GLSTM", "FLSTM"])
+def test_gradcheck_projected_modules_on_the_cpu_backend(module):
+    """Two stacked projected layers (the second reads the first's P-wide output), every parameter and the input."""
+    torch.manual_seed(0)
+    if module == "GLSTM":
+        layer = lstmkern.GLSTM(6, 9, num_layers=2, proj_size=3, groups=3, backend="cpu", dtype=F64)
+    else:
+        layer = lstmkern.FLSTM(5, 7, num_layers=2, proj_size=3, rank=4, backend="cpu", dtype=F64)
+    names = [name for name, _ in layer.named_parameters()]
+    assert "weight_hr_l0" in names and "weight_hr_l1" in names
+    params = [p.detach().clone().requires_grad_() for _, p in layer.named_parameters()]
+    x = torch.randn(3, 2, layer.input_size, dtype=F64, requires_grad=True)
+
+    def f(x, *params):
+        out, (h_n, c_n) = torch.func.functional_call(layer, dict(zip(names, params)), (x,))
+        return out, c_n
+    assert torch.autograd.gradcheck(f, (x, *params))
 
 
 def test_gradcheck_flstm_through_the_public_api():
@@ -189,8 +307,12 @@ def test_gradcheck_flstm_through_the_public_api():
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_auto_picks_cpu_for_cpu_tensors(dtype):
-    for op, sizes in (("glstm", (4, 2, 8, 8, 2, 0, 0, False)), ("flstm", (4, 2, 8, 8, 1, 3, 0, False))):
+    # (T, B, I, H, G, R, P, dense input): plain, projected (P = 4), dense-input, and both.
+    for op, sizes in (("glstm", (4, 2, 8, 8, 2, 0, 0, False)), ("flstm", (4, 2, 8, 8, 1, 3, 0, False)),
+                      ("glstm", (4, 2, 8, 8, 2, 0, 4, False)), ("flstm", (4, 2, 8, 8, 1, 3, 4, False)),
+                      ("glstm", (4, 2, 8, 8, 2, 0, 0, True)), ("glstm", (4, 2, 8, 8, 2, 0, 4, True))):
         assert resolve_backend("auto", op, torch.device("cpu"), dtype, sizes) == "cpu"
+        assert resolve_backend("cpu", op, torch.device("cpu"), dtype, sizes) == "cpu"
 
 
 def test_auto_falls_back_to_reference_for_bfloat16_and_cpu_refuses_it_by_name():
@@ -201,21 +323,28 @@ def test_auto_falls_back_to_reference_for_bfloat16_and_cpu_refuses_it_by_name():
     assert "CPU tensors" in cpu.unsupported("glstm", torch.device("cuda"), F32, sizes)
 
 
+@pytest.mark.parametrize("proj_size", [0, 6])
 @pytest.mark.parametrize("module", ["GLSTM", "FLSTM"])
-def test_modules_on_cpu_run_the_cpu_kernels_under_auto(module, monkeypatch):
-    """GLSTM / FLSTM with the default backend="auto" on CPU tensors call this backend's forward and backward."""
+def test_modules_on_cpu_run_the_cpu_kernels_under_auto(module, proj_size, monkeypatch):
+    """GLSTM / FLSTM with the default backend="auto" on CPU tensors call this backend's forward and backward, with
+    weight_hr as the last argument where the layer is projected."""
     calls = []
     op = "glstm" if module == "GLSTM" else "flstm"
     for kind in ("fwd", "bwd"):
         real = getattr(cpu, f"{op}_{kind}")
 
         def spy(*args, _real=real, _kind=kind):
-            calls.append(_kind)
+            calls.append((_kind, len(args)))
             return _real(*args)
         monkeypatch.setattr(cpu, f"{op}_{kind}", spy)
-    layer = lstmkern.GLSTM(12, 18, groups=3) if module == "GLSTM" else lstmkern.FLSTM(12, 18, rank=5)
+    layer = (lstmkern.GLSTM(12, 18, proj_size=proj_size, groups=3) if module == "GLSTM"
+             else lstmkern.FLSTM(12, 18, proj_size=proj_size, rank=5))
     x = torch.randn(4, 3, 12, requires_grad=True)
     out, (h_n, c_n) = layer(x)
+    assert out.shape == (4, 3, proj_size or 18)
     out.sum().backward()
-    assert calls == ["fwd", "bwd"]
+    extra = 1 if proj_size else 0
+    assert calls == [("fwd", 6 + extra), ("bwd", 10 + extra)]
     assert x.grad is not None and torch.isfinite(x.grad).all()
+    if proj_size:
+        assert layer.weight_hr_l0.grad is not None and layer.weight_hr_l0.grad.abs().sum() > 0

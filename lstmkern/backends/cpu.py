@@ -1,7 +1,8 @@
 """The "cpu" backend: C++ kernels for CPU tensors from the ``lstmkern._C`` extension (csrc/cpu_lstm.cpp), built in
 every install (with or without CUDA). "auto" picks it for CPU tensors wherever the extension is there.
 
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, R rank, P projection
+size (P = H without one).
 
 How one call runs (no Python per step, no allocation per step):
 
@@ -15,7 +16,11 @@ How one call runs (no Python per step, no allocation per step):
   z = h_{t-1} W1_h^T by rank chunks (a second region per step);
 * backward recomputes every step's gates time-parallel from the saved ``output``, walks back with one region per step
   (G-LSTM: dh columns of W_hh[g], then the cell backward of the same units; F-LSTM: plus dz_t by rank chunks), then
-  forms the weight gradients, dx and dbias as large GEMMs after the loop.
+  forms the weight gradients, dx and dbias as large GEMMs after the loop;
+* with a projection (``weight_hr`` (P, H)) the cell writes m_t = o * tanh(c_t) into a per-call buffer and one more
+  region per step forms h_t = m_t W_hr^T into ``output``; the backward adds dh_t = grad_output[t] + the recurrent part
+  (kept for every t), forms dm_t = dh_t W_hr just before the cell backward of the same units (which also writes m_t
+  from the saved c_t), and dweight_hr = sum_t dh_t^T m_t is one GEMM after the loop.
 
 Numerics follow :mod:`lstmkern.reference` (same formulas, same order within a step; GEMM summation order differs),
 in float32 or float64, which is also the state dtype. float16 and bfloat16 are refused: the reference rounds every
@@ -25,6 +30,7 @@ Example::
     >>> import torch, lstmkern
     >>> layer = lstmkern.GLSTM(64, 64, groups=4)          # CPU tensors: backend "auto" resolves to "cpu"
     >>> out, (h_n, c_n) = layer(torch.randn(10, 3, 64))
+    >>> lstmp = lstmkern.GLSTM(64, 64, proj_size=16, groups=4)   # LSTMP: out (10, 3, 16), runs here too
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ import torch
 __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "cell_isa"]
 
 # The dense-input G-LSTM (weight_ih (G, 4Hg, I): every group reads all of x) is one GEMM for the input projection.
-# Projections (LSTMP) are not implemented here yet: "auto" then falls back to the reference.
 SUPPORTS_DENSE_INPUT = True
+# Projections (LSTMP, weight_hr (P, H)): the four functions take weight_hr as a last argument.
+SUPPORTS_PROJECTION = True
 
 _DTYPES = (torch.float32, torch.float64)
 _OPS = ("glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd")
@@ -70,21 +77,34 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
 
 def cell_isa() -> str:
     """The instruction set the CPU kernels' pointwise cell runs with here: "avx2" or "default"."""
-    return torch.ops.lstmkern_cpu.cell_isa()
+    return _ops().cell_isa()
 
 
-def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
-    return torch.ops.lstmkern_cpu.glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+def _ops():
+    """torch.ops.lstmkern_cpu with lstmkern._C loaded (importing it registers the ops; a caller may reach these
+    functions without having asked ``unsupported`` first)."""
+    from .. import _C  # noqa: F401
+    return torch.ops.lstmkern_cpu
 
 
-def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
-    return torch.ops.lstmkern_cpu.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
-                                            cell)
+def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias, weight_hr=None):
+    return _ops().glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias, weight_hr)
 
 
-def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
-    return torch.ops.lstmkern_cpu.flstm_fwd(x, h0, c0, weight_1, weight_2, bias)
+def _gradients(grads: tuple, weight_hr) -> tuple:
+    # The ops always return dweight_hr (empty without a projection); the backend contract returns it only with one.
+    return tuple(grads) if weight_hr is not None else tuple(grads[:6])
 
 
-def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
-    return torch.ops.lstmkern_cpu.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell, weight_hr=None):
+    return _gradients(_ops().glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
+                                       weight_hr), weight_hr)
+
+
+def flstm_fwd(x, h0, c0, weight_1, weight_2, bias, weight_hr=None):
+    return _ops().flstm_fwd(x, h0, c0, weight_1, weight_2, bias, weight_hr)
+
+
+def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell, weight_hr=None):
+    return _gradients(_ops().flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
+                                       weight_hr), weight_hr)
