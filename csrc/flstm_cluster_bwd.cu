@@ -37,7 +37,9 @@
 // the tensor cores, float32 accumulation), where the reference keeps them in float32; the dgates and dz written to
 // global memory, from which the weight gradients and dx are formed, are float32 (dz as summed from the rounded-dgates
 // partials). The fp32 kernel computes everything in float32. tests/test_emu_flstm_bwd.py holds all three dtypes to
-// the GPU tests' tolerance rule (tests/kernel_checks.py) against the float64 reference.
+// the GPU tests' tolerance rule (tests/kernel_checks.py) against the float64 reference. In fp16 the rounded operands
+// also take fp16's range: gradients below 2^-14 lose bits and below 2^-24 vanish from the recurrent products (loss
+// scaling, e.g. torch.amp.GradScaler, is what keeps fp16 training gradients above that).
 //
 // Hazard argument (the forward's, with dh in the role of the gate tile). Buffers in every CTA: partial[0], partial[1]
 // (float32, by step parity), the dz tile (one buffer), the dgates tile, dc and the weights (the last three local
