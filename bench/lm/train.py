@@ -365,8 +365,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="directory with train/valid/test text files in PTB/WikiText form (default: shipped KJV)")
     parser.add_argument("--models", type=str, default=None,
-                        help="comma-separated: lstm, glstm<G>, flstm-<R>, lstm-iss, lstm-svd, toeplitz-<r>, "
-                             "hybrid-<r>-<P> (see bench/lm/model.py)")
+                        help="comma-separated: lstm, glstm<G>, flstm-<R>, lstm-iss, lstm-svd, lstmp-<P>, "
+                             "glstmp<G>-<P>, flstmp-<R>-<P>, toeplitz-<r>, hybrid-<r>-<P> (see bench/lm/model.py)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/lm-<time>-<dev>.json)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
