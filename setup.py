@@ -116,7 +116,8 @@ def find_cuda_home() -> str | None:
 
 
 # Sources of lstmkern._C in both variants (op schemas, layout queries, CPU code) and the GPU kernels on top.
-CPU_SOURCES = ["csrc/extension.cpp", "csrc/cpu_lstm.cpp", "csrc/cpu_cell_default.cpp", "csrc/cpu_cell_avx2.cpp"]
+CPU_SOURCES = ["csrc/extension.cpp", "csrc/cpu_lstm.cpp", "csrc/cpu_cell_default.cpp", "csrc/cpu_cell_avx2.cpp",
+               "csrc/cpu_small_gemm.cpp", "csrc/cpu_small_gemm_avx512.cpp", "csrc/cpu_small_gemm_avx2.cpp"]
 CUDA_SOURCES = ["csrc/cuda_ops.cpp", "csrc/glstm_persistent.cu", "csrc/glstm_cluster.cu", "csrc/flstm_persistent.cu",
                 "csrc/flstm_cluster.cu", "csrc/flstm_cluster_bwd.cu", "csrc/flstm_grid.cu"]
 CUDA_ONLY_LIBRARIES = ("cudart", "c10_cuda", "torch_cuda")

@@ -48,6 +48,7 @@
 #include <cstdint>
 
 #include "cpu_lstm.h"
+#include "cpu_small_gemm.h"
 
 namespace lstmkern::cpu {
 namespace {
@@ -151,7 +152,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Step operands: the weight side op(W) (K x N) of the per-step products C (M x N) = A (M x K) op(W) + beta * C, with
-// the same M (the batch) every step. Packed once per op call where MKL's packed GEMM is there (float32), else plain.
+// the same M (the batch) every step. Packed once per op call: for the small-M kernel (cpu_small_gemm.h; float32 and
+// float64, wherever it runs and M is at most its measured crossover), else for MKL's packed GEMM where it is there
+// (float32), else plain BLAS.
 // ---------------------------------------------------------------------------------------------------------------------
 
 bool fits_int(std::initializer_list<int64_t> values) {
@@ -166,8 +169,14 @@ struct StepOperand {
   int64_t N = 0, K = 0, ldw = 0;
   const T* w = nullptr;
   float* packed = nullptr;  // MKL packed form of op(W) for M = the batch, or nullptr
+  const SmallGemmKernel<T>* small = nullptr;  // the small-M kernel op(W) is packed for (in small_packed), or nullptr
+  const T* small_packed = nullptr;
 
   void multiply(int64_t M, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (small != nullptr) {
+      small_gemm_multiply<T>(*small, M, N, K, A, lda, small_packed, beta, C, ldc);
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (packed != nullptr && M > 0) {
         const char p = 'P', n = 'N';
@@ -196,8 +205,30 @@ class StepOperands {
     return operands_.size() - 1;
   }
 
-  // Packs every operand (in parallel: each is independent), where packing applies.
+  // Packs every operand where packing applies.
   void pack() {
+    if (const SmallGemmKernel<T>* kernel = small_gemm_for<T>(M_)) {
+      std::vector<int64_t> offsets(operands_.size() + 1, 0);
+      for (size_t i = 0; i < operands_.size(); ++i) {  // 64-byte aligned starts
+        const int64_t elements = small_gemm_packed_size<T>(*kernel, operands_[i].N, operands_[i].K);
+        offsets[i + 1] = offsets[i] + (elements * int64_t{sizeof(T)} + 63) / 64 * 64;
+      }
+      storage_ = at::empty({offsets.back() + 64}, at::TensorOptions().dtype(at::kByte));
+      auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(storage_.data_ptr()) + 63) & ~uintptr_t{63});
+      for (size_t i = 0; i < operands_.size(); ++i) {
+        operands_[i].small = kernel;
+        operands_[i].small_packed = reinterpret_cast<const T*>(base + offsets[i]);
+      }
+      // A copy of the weights: in parallel over the operands (disjoint destinations).
+      const int64_t count = static_cast<int64_t>(operands_.size());
+      at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const StepOperand<T>& op = operands_[i];
+          small_gemm_pack<T>(*kernel, op.trans, op.N, op.K, op.w, op.ldw, reinterpret_cast<T*>(base + offsets[i]));
+        }
+      });
+      return;
+    }
     if constexpr (std::is_same_v<T, float>) {
       if (sgemm_pack_get_size_ == nullptr || sgemm_pack_ == nullptr || sgemm_compute_ == nullptr || M_ == 0) return;
       std::vector<int64_t> offsets(operands_.size() + 1, 0);
