@@ -5,8 +5,8 @@
   :class:`LowRankLSTM`) and can be fine-tuned.
 - :func:`norm_report`: norms and singular values of every gate matrix, to pick ranks.
 - :mod:`lstmkern.compress.iss`: Intrinsic Sparse Structures (Wen et al. 2018): group-lasso ``penalty`` over whole
-  hidden units, ``zero_small_`` and ``shrink`` to a smaller dense LSTM (:class:`StackedLSTM`); with a projection it
-  shrinks the cell size H and keeps the projection size P.
+  hidden units, ``zero_small_`` and ``shrink`` to a smaller dense LSTM (:class:`StackedLSTM`); with a projection
+  ``units=`` picks the cell units (H shrinks, P stays: the default), the projected units (P shrinks) or both.
 """
 from . import iss
 from .low_rank import LowRankLSTM, SemiNMFResult, low_rank, select_rank, semi_nmf, svd_factors
