@@ -156,6 +156,23 @@ int64_t flstm_cluster_bwd_max_active(int64_t device, int64_t hidden, int64_t ran
   return count;
 }
 
+int64_t projected_cluster_max_active(int64_t device, int64_t hidden, int64_t proj, int64_t groups,
+                                     int64_t cluster_size, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(projected_cluster_shape_ok(hidden, proj, groups, cluster_size), "the cluster projected forward "
+                    "takes cluster_size 2, 4, 8 or 16 a multiple of groups, hidden a multiple of 16 * cluster_size and "
+                    "proj / groups a multiple of 16, got cluster_size = ", cluster_size, ", hidden = ", hidden,
+                    ", proj = ", proj, ", groups = ", groups);
+  const ElementKind kind = query_element_kind(dtype);
+  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
+  if (projected_cluster_smem_bytes(hidden, proj, groups, cluster_size, kind) > device_smem_optin(device)) return 0;
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(projected_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(proj),
+                                                       static_cast<int>(groups), static_cast<int>(cluster_size),
+                                                       &count));
+  return count;
+}
+
 int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64_t cluster_size, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
                     "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
@@ -188,44 +205,67 @@ int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, in
 // ---------------------------------------------------------------------------------------------------------------
 // G-LSTM
 
+// P = Pg G is the projection size of a projected layer (weight_hr given), H otherwise; the input is dense (weight_ih
+// (G, 4Hg, I): every group reads all of x) when dense_input, grouped (G, 4Hg, Ig) otherwise (the same for G = 1).
 struct GlstmDims {
-  int64_t T, B, I, G, Hg, Ig, H;
+  int64_t T, B, I, G, Hg, Ig, H, Pg, P;
+  bool dense_input;
 };
 
 GlstmDims check_glstm(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
-                      const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias) {
+                      const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
+                      const std::optional<at::Tensor>& weight_hr = std::nullopt) {
   check_x(x);
-  TORCH_CHECK_VALUE(weight_hh.dim() == 3 && weight_hh.size(1) == 4 * weight_hh.size(2) && weight_hh.size(2) >= 1,
-                    "weight_hh must be (G, 4Hg, Hg) with Hg >= 1, got shape ", weight_hh.sizes());
   GlstmDims d{};
+  if (weight_hr.has_value()) {
+    TORCH_CHECK_VALUE(weight_hh.dim() == 3 && weight_hh.size(1) % 4 == 0 && weight_hh.size(1) >= 4 &&
+                      weight_hh.size(2) >= 1, "weight_hh must be (G, 4Hg, P / G) with Hg, P >= 1 (a projected "
+                      "layer), got shape ", weight_hh.sizes());
+    d.Hg = weight_hh.size(1) / 4;
+  } else {
+    TORCH_CHECK_VALUE(weight_hh.dim() == 3 && weight_hh.size(1) == 4 * weight_hh.size(2) && weight_hh.size(2) >= 1,
+                      "weight_hh must be (G, 4Hg, Hg) with Hg >= 1, got shape ", weight_hh.sizes());
+    d.Hg = weight_hh.size(2);
+  }
   d.T = x.size(0);
   d.B = x.size(1);
   d.I = x.size(2);
   d.G = weight_hh.size(0);
-  d.Hg = weight_hh.size(2);
   d.H = d.G * d.Hg;
-  TORCH_CHECK_VALUE(d.G >= 1 && d.I % d.G == 0, "x's feature size I = ", d.I, " must be divisible by G = ", d.G);
-  d.Ig = d.I / d.G;
-  TORCH_CHECK_VALUE(d.G <= 65535, "G = ", d.G, " exceeds the grid's y limit 65535");
+  d.Pg = weight_hh.size(2);
+  d.P = d.G * d.Pg;
+  TORCH_CHECK_VALUE(d.G >= 1 && d.G <= 65535, "G = ", d.G, " must be in [1, 65535] (the grid's y limit)");
+  d.dense_input = d.G > 1 && weight_ih.dim() == 3 && weight_ih.size(2) == d.I;
+  TORCH_CHECK_VALUE(d.dense_input || d.I % d.G == 0, "x's feature size I = ", d.I, " must be divisible by G = ", d.G,
+                    " (grouped input) or weight_ih must be (G, 4Hg, I) (dense input)");
+  d.Ig = d.dense_input ? d.I : d.I / d.G;
   check_fits_int32(d.T * d.B * d.H, "T * B * H");
+  check_fits_int32(d.T * d.B * d.P, "T * B * P");
   check_fits_int32(d.B * d.G * 4 * d.Hg, "B * G * 4Hg");
   const at::ScalarType dtype = x.scalar_type();
-  check_tensor(weight_hh, "weight_hh", x, dtype, {d.G, 4 * d.Hg, d.Hg});
+  check_tensor(weight_hh, "weight_hh", x, dtype, {d.G, 4 * d.Hg, d.Pg});
   check_tensor(weight_ih, "weight_ih", x, dtype, {d.G, 4 * d.Hg, d.Ig});
-  check_tensor(h0, "h0", x, dtype, {d.B, d.H});
+  if (weight_hr.has_value()) check_tensor(*weight_hr, "weight_hr", x, dtype, {d.P, d.H});
+  check_tensor(h0, "h0", x, dtype, {d.B, d.P});
   check_tensor(c0, "c0", x, dtype, {d.B, d.H});
   if (bias.has_value()) check_tensor(*bias, "bias", x, dtype, {d.G, 4 * d.Hg});
   return d;
 }
 
-// P[t, b, g, :] = x_t[g-slice] W_ih[g]^T (in x's dtype, one batched GEMM over all T and groups), converted to float32,
-// plus bias: (T, B, G, 4Hg) float32, contiguous.
+// P[t, b, g, :] = x_t[g-slice] W_ih[g]^T (grouped input: one batched GEMM over all T and groups) or x_t W_ih[g]^T
+// (dense input: one GEMM with the G 4Hg rows of W_ih), in x's dtype, converted to float32, plus bias:
+// (T, B, G, 4Hg) float32, contiguous.
 at::Tensor glstm_input_projection(const at::Tensor& x, const at::Tensor& weight_ih,
                                   const std::optional<at::Tensor>& bias, const GlstmDims& d) {
-  const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1);  // (G, T*B, Ig)
-  const at::Tensor product = at::bmm(x_grouped, weight_ih.transpose(1, 2));      // (G, T*B, 4Hg)
   at::Tensor proj = at::empty({d.T, d.B, d.G, 4 * d.Hg}, x.options().dtype(at::kFloat));
-  proj.view({d.T * d.B, d.G, 4 * d.Hg}).copy_(product.transpose(0, 1));
+  if (d.dense_input) {
+    proj.view({d.T * d.B, d.G * 4 * d.Hg}).copy_(at::mm(x.view({d.T * d.B, d.I}),
+                                                        weight_ih.view({d.G * 4 * d.Hg, d.I}).t()));
+  } else {
+    const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1);  // (G, T*B, Ig)
+    const at::Tensor product = at::bmm(x_grouped, weight_ih.transpose(1, 2));      // (G, T*B, 4Hg)
+    proj.view({d.T * d.B, d.G, 4 * d.Hg}).copy_(product.transpose(0, 1));
+  }
   if (bias.has_value()) proj.add_(bias->to(at::kFloat).view({1, 1, d.G, 4 * d.Hg}));
   return proj;
 }
@@ -260,12 +300,94 @@ int glstm_forward_cluster_size(int64_t requested, int64_t hg, ElementKind kind, 
   return static_cast<int>(cluster_size);
 }
 
+// Which projected forward kernel runs (the F-LSTM kernels in their projected mode): 1 = single CTA per batch tile,
+// C in {2, 4, 8, 16} = cluster of C CTAs per batch tile. `requested` as in glstm_forward_cluster_size: 0 picks
+// projected_fwd_cluster_size (what lstmkern.backends.cuda's rule assumes), 1 or C forces that kernel. Raises
+// ValueError naming the reason where the kernel cannot run on `device`.
+int projected_forward_cluster_size(int64_t requested, const GlstmDims& d, ElementKind kind, at::ScalarType dtype,
+                                   int device) {
+  const int64_t smem_optin = device_smem_optin(device);
+  const int cc_major = device_cc_major(device);
+  int64_t cluster_size = requested;
+  if (requested == 0) {
+    cluster_size = projected_fwd_cluster_size(d.H, d.P, d.G, kind, smem_optin, cc_major);
+    TORCH_CHECK_VALUE(cluster_size != 0, "the projected forward kernel with H = ", d.H, ", P = ", d.P, ", G = ", d.G,
+                      " in ", dtype, " needs ", projected_smem_bytes(d.H, d.P, d.G, kind), " bytes of shared memory "
+                      "per block on one CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster "
+                      "applies (compute capability 9.x, C in {2, 4, 8, 16} a multiple of G with H a multiple of 16 C, "
+                      "P / G a multiple of 16 and the per-CTA share fitting; see "
+                      "lstmkern.backends.cuda.projected_rule)");
+  } else {
+    TORCH_CHECK_VALUE(requested == 1 || projected_cluster_shape_ok(d.H, d.P, d.G, requested), "cluster_size must be "
+                      "0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size, "
+                      "cluster_size a multiple of G and P / G a multiple of 16 (a projected layer); got cluster_size "
+                      "= ", requested, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
+  }
+  if (cluster_size == 1) {
+    check_device_fits(device, projected_smem_bytes(d.H, d.P, d.G, kind), "the projected forward kernel");
+  } else {
+    TORCH_CHECK_VALUE(cc_major == 9, "the cluster projected forward kernel needs compute capability 9.x (thread-block "
+                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, projected_cluster_smem_bytes(d.H, d.P, d.G, cluster_size, kind),
+                      "the cluster projected forward kernel");
+  }
+  return static_cast<int>(cluster_size);
+}
+
+// The projected G-LSTM forward (weight_hr (P, H)): gates_t = P_t + W_hh (W_hr m_{t-1}) on the F-LSTM forward kernels
+// in their projected mode (W1_h := W_hr, R := P, W2 := W_hh; see projected_fwd_layout in persistent_layout.h), with
+// P_t = x W_ih^T + b from glstm_input_projection. Returns (output (T, B, P) in x's dtype, cell (T, B, H) float32).
+std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                                 const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                 const std::optional<at::Tensor>& bias, const at::Tensor& weight_hr,
+                                                 int64_t cluster_size, const GlstmDims& d) {
+  at::Tensor output = at::empty({d.T, d.B, d.P}, x.options());
+  at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
+  if (d.T == 0 || d.B == 0) return {output, cell};
+
+  const ElementKind kind = element_kind_of(x);
+  const int cluster = projected_forward_cluster_size(cluster_size, d, kind, x.scalar_type(), x.get_device());
+  const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  FlstmFwdArgs args{};
+  args.proj = proj.const_data_ptr<float>();
+  args.h0 = h0.const_data_ptr();
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.weight_1 = weight_hr.const_data_ptr();
+  args.weight_2 = weight_hh.const_data_ptr();
+  args.output = output.mutable_data_ptr();
+  args.cell = cell.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.I = 0;  // W_hr has no input columns
+  args.H = static_cast<int>(d.H);
+  args.R = static_cast<int>(d.P);
+  args.groups = static_cast<int>(d.G);
+  args.projected = true;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (cluster == 1) {
+    C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
+  } else {
+    const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
+    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster projected forward with C = ", cluster, " CTAs of ",
+                projected_cluster_smem_bytes(d.H, d.P, d.G, cluster, kind), " bytes of shared memory each cannot be "
+                "resident on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0); force another "
+                "cluster_size or use the Triton backend");
+    C10_CUDA_CHECK(err);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {output, cell};
+}
+
 std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, const at::Tensor& h0,
                                                         const at::Tensor& c0, const at::Tensor& weight_ih,
                                                         const at::Tensor& weight_hh,
-                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size) {
-  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
+                                                        const std::optional<at::Tensor>& bias, int64_t cluster_size,
+                                                        const std::optional<at::Tensor>& weight_hr) {
+  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   const c10::cuda::CUDAGuard device_guard(x.device());
+  if (weight_hr.has_value()) return projected_fwd(x, h0, c0, weight_ih, weight_hh, bias, *weight_hr, cluster_size, d);
   at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
   at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
   if (d.T == 0 || d.B == 0) return {output, cell};
@@ -398,11 +520,19 @@ Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
   // Weight gradients and dx: float32 time-parallel GEMMs over all T * B rows at once.
   const at::Tensor dg = dgates.view({d.T * d.B, d.G, 4 * d.Hg}).transpose(0, 1);  // (G, T*B, 4Hg)
   const at::Tensor dg_t = dg.transpose(1, 2);                                     // (G, 4Hg, T*B)
-  const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1).to(at::kFloat);
   const at::Tensor h_grouped = h_prev.view({d.T * d.B, d.G, d.Hg}).transpose(0, 1).to(at::kFloat);
-  const at::Tensor dweight_ih = at::bmm(dg_t, x_grouped);
   const at::Tensor dweight_hh = at::bmm(dg_t, h_grouped);
-  const at::Tensor dx = at::bmm(dg, weight_ih.to(at::kFloat)).transpose(0, 1).reshape({d.T, d.B, d.I});
+  at::Tensor dweight_ih;
+  at::Tensor dx;
+  if (d.dense_input) {  // every group read all of x: one GEMM each over the G 4Hg gate columns
+    const at::Tensor dg_all = dgates.view({d.T * d.B, d.G * 4 * d.Hg});
+    dweight_ih = at::mm(dg_all.t(), x.view({d.T * d.B, d.I}).to(at::kFloat)).view({d.G, 4 * d.Hg, d.I});
+    dx = at::mm(dg_all, weight_ih.view({d.G * 4 * d.Hg, d.I}).to(at::kFloat)).view({d.T, d.B, d.I});
+  } else {
+    const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1).to(at::kFloat);
+    dweight_ih = at::bmm(dg_t, x_grouped);
+    dx = at::bmm(dg, weight_ih.to(at::kFloat)).transpose(0, 1).reshape({d.T, d.B, d.I});
+  }
   const at::Tensor dbias = dg.sum(1);
   return {dx.to(dtype).contiguous(),         dh0.to(dtype),         dc0.to(dtype),
           dweight_ih.to(dtype).contiguous(), dweight_hh.to(dtype).contiguous(), dbias.to(dtype).contiguous()};
@@ -699,6 +829,9 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // (bench/gpu_facts.py prints it: a layer needs G * ceil(B / 16) such clusters resident for one wave).
   m.def("glstm_cluster_max_active_clusters(int device, int hidden_per_group, int cluster_size, ScalarType dtype) -> "
         "int", &lstmkern::glstm_cluster_max_active);
+  // The same for the cluster forward in the projected mode (a projected G-LSTM: hidden cell units, proj = P, groups).
+  m.def("projected_cluster_max_active_clusters(int device, int hidden, int proj, int groups, int cluster_size, "
+        "ScalarType dtype) -> int", &lstmkern::projected_cluster_max_active);
   // How many CTAs of the grid F-LSTM forward (its shared memory for hidden, rank, grid_ctas, dtype) device `device` can
   // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
   m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",

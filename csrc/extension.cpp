@@ -109,6 +109,35 @@ int64_t flstm_forward_grid_ctas(int64_t hidden, int64_t rank, c10::ScalarType dt
   return flstm_fwd_grid_ctas(hidden, rank, element_kind_of(dtype), smem_optin, sm_count);
 }
 
+void check_projected_shape(int64_t hidden, int64_t proj, int64_t groups) {
+  TORCH_CHECK_VALUE(projected_shape_ok(hidden, proj, groups), "a projected layer needs hidden, proj, groups >= 1 with "
+                    "hidden and proj divisible by groups, got hidden = ", hidden, ", proj = ", proj, ", groups = ",
+                    groups);
+}
+
+int64_t projected_smem(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_projected_shape(hidden, proj, groups);
+  return projected_smem_bytes(hidden, proj, groups, kind);
+}
+
+int64_t projected_cluster_smem(int64_t hidden, int64_t proj, int64_t groups, int64_t cluster_size,
+                               c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(projected_cluster_shape_ok(hidden, proj, groups, cluster_size), "the cluster projected forward "
+                    "takes cluster_size 2, 4, 8 or 16 a multiple of groups, hidden a multiple of 16 * cluster_size and "
+                    "proj / groups a multiple of 16, got cluster_size = ", cluster_size, ", hidden = ", hidden,
+                    ", proj = ", proj, ", groups = ", groups);
+  return projected_cluster_smem_bytes(hidden, proj, groups, cluster_size, kind);
+}
+
+int64_t projected_forward_cluster_size(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype,
+                                       int64_t smem_optin, int64_t cc_major) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_projected_shape(hidden, proj, groups);
+  return projected_fwd_cluster_size(hidden, proj, groups, kind, smem_optin, static_cast<int>(cc_major));
+}
+
 }  // namespace
 }  // namespace lstmkern
 
@@ -146,6 +175,14 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::flstm_cluster_bwd_smem);
   m.def("flstm_backward_cluster_size(int hidden, int rank, ScalarType dtype, int smem_optin, int cc_major) -> int",
         &lstmkern::flstm_backward_cluster_size);
+  // Projected layers (weight_hr (proj, hidden), a G-LSTM with `groups` groups) on the F-LSTM forward kernels: bytes
+  // per block of the single-CTA projected forward and per CTA of the cluster one (ValueError where the shape or C is
+  // not accepted), and the kernel the automatic mode picks (1, C, or 0).
+  m.def("projected_smem_bytes(int hidden, int proj, int groups, ScalarType dtype) -> int", &lstmkern::projected_smem);
+  m.def("projected_cluster_smem_bytes(int hidden, int proj, int groups, int cluster_size, ScalarType dtype) -> int",
+        &lstmkern::projected_cluster_smem);
+  m.def("projected_forward_cluster_size(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
+        "int cc_major) -> int", &lstmkern::projected_forward_cluster_size);
 }
 
 namespace {

@@ -8,6 +8,16 @@
 //
 // gates_t = P_t + W2 (W1_h h_{t-1}), P_t = W2 W1_x x_t + b precomputed by the launcher (time-parallel GEMMs).
 //
+// Projected mode (`projected`, a projected G-LSTM / LSTMP with G = `groups` groups; see projected_fwd_layout in
+// persistent_layout.h): gates_t = P_t + W_hh (W_hr m_{t-1}) is the same form with W1_h := W_hr (P x H, I = 0), R := P,
+// W2 := W_hh and the cell's m = o * tanh(c) (rounded) in the h slice, so the exchanged z IS the layer's output h_t
+// (P wide). Differences: (1) z of step 0 is h0, loaded whole by every CTA, and each later exchange produces the
+// previous step's output, which the CTA reducing a column also writes to global memory; one more exchange after the
+// last step produces output row T-1; (2) a CTA's Hs units lie in one group g (C is a multiple of G), whose gate rows
+// read only z's columns [g Pg, (g+1) Pg), so W2 stays Pg x 4Hs per CTA; (3) P_t is (T, B, G, 4Hg). The order of
+// phases within an exchange and the double buffering are those of the F-LSTM, so the hazard argument below holds
+// for the projected mode too (its extra, last exchange uses the buffer step T would publish).
+//
 // Decomposition. Grid (C * ceil(B / BT)), cluster dims (C, 1, 1): one cluster per batch tile. CTA rank r owns hidden
 // units [r Hs, (r+1) Hs) and keeps resident for all T steps the columns of W1_h of its units (R x Hs, stored
 // transposed) and the rows of W2 of its units' four gates (4Hs x R, stored transposed). Per step t each CTA
@@ -80,7 +90,7 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
                          const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                          const typename ElementOf<kKind>::type* __restrict__ weight_2,
                          typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T, int B,
-                         int I, int H, int R, int cluster_size) {
+                         int I, int H, int R, int cluster_size, int groups, bool projected) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   using Element = typename ElementOf<kKind>::type;
@@ -96,11 +106,17 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
 
   const cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
-  const FlstmClusterFwdLayout layout = flstm_cluster_fwd_layout(H, R, cluster_size, kKind);
+  const FlstmClusterFwdLayout layout = flstm_cluster_fwd_layout(H, R, cluster_size, kKind, groups);
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;  // first hidden unit this CTA owns
   const int Rs = R / cluster_size;   // columns of z this CTA reduces (C divides 16 and R is a multiple of 16)
   const int z_col_start = rank * Rs;
+  // The CTA's group (projected G-LSTM; the F-LSTM has one group of H units): its Hs units lie in group `group`, whose
+  // gate rows read only columns [group Rg, (group + 1) Rg) of z, and whose P_t columns of gate q start at
+  // group 4Hg + q Hg (the (T, B, G, 4Hg) layout of the input projection; (T, B, 4H) for G = 1).
+  const int hg = H / groups;
+  const int group = unit_start / hg;
+  const int rg = R / groups;
   const int w1h_ld = static_cast<int>(layout.w1h_ld);
   const int w2_ld = static_cast<int>(layout.w2_ld);
   const int h_ld = static_cast<int>(layout.h_ld);
@@ -110,12 +126,13 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
 
   unsigned char* const smem = dynamic_smem();
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);     // (Hs x w1h_ld)
-  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);       // (R x w2_ld)
-  Element* h_own = reinterpret_cast<Element*>(smem + layout.h_offset);     // (BT x h_ld): own slice of h_{t-1}
+  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);       // (Rg x w2_ld)
+  Element* h_own = reinterpret_cast<Element*>(smem + layout.h_offset);     // (BT x h_ld): own slice of h_{t-1} (m)
   // Two named pointers rather than an array: a runtime-indexed pointer array would live in a local-memory stack frame.
   float* const partial_even = reinterpret_cast<float*>(smem + layout.partial_offset[0]);
   float* const partial_odd = reinterpret_cast<float*>(smem + layout.partial_offset[1]);
   Element* z_tile = reinterpret_cast<Element*>(smem + layout.z_offset);    // (BT x z_ld): reduced, rounded z
+  const Element* z_group = z_tile + group * rg;                            // the columns the gate product reads
   float* c_tile = reinterpret_cast<float*>(smem + layout.c_offset);        // (BT x Hs)
 
   const int batch_start = static_cast<int>(blockIdx.x / cluster_size) * kBatchTile;
@@ -123,57 +140,75 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
   const int64_t four_h = 4 * static_cast<int64_t>(H);
   const int four_hs = 4 * Hs;
   const int cell_items = batch_rows * Hs;  // (batch row, owned unit) pairs of the cell phase, round-robin over threads
+  const int64_t proj_col_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
 
   // Prologue: padding rows of h and z must read as 0 for the whole sequence (the MMAs multiply all BT rows).
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
 
-  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld);
-  // The own slices of h0 and c0 (the partial product of step 0 needs only the own units of h0).
+  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld, groups);
+  // The own slices of c0 and of h0 (the partial product of step 0 needs only the own units of h0); in the projected
+  // mode h0 (B, P) is the z of step 0 itself, loaded whole by every CTA (no exchange before the first gate product).
   for (int idx = threadIdx.x; idx < cell_items; idx += blockDim.x) {
     const int b = idx / Hs;
     const int j = idx - b * Hs;
     const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + unit_start + j;
-    h_own[b * h_ld + j] = h0[state_idx];
+    if (!projected) h_own[b * h_ld + j] = h0[state_idx];
     c_tile[b * Hs + j] = c0[state_idx];
+  }
+  if (projected) {
+    for (int idx = threadIdx.x; idx < batch_rows * R; idx += blockDim.x) {
+      const int b = idx / R;
+      const int q = idx - b * R;
+      z_tile[b * z_ld + q] = h0[static_cast<int64_t>(batch_start + b) * R + q];
+    }
   }
   __syncthreads();
 
-  for (int t = 0; t < T; ++t) {
-    const bool odd_step = (t & 1) != 0;
-    float* partial = odd_step ? partial_odd : partial_even;  // published to the peers this step
-    float* gates = odd_step ? partial_even : partial_odd;    // the idle half: nobody else reads it during step t
-    // P_t of cell item (b, j) for gate q: proj_t + b * 4H + q * H + j.
-    const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + unit_start;
-
-    float proj_regs[kProjPrefetchItems][4];
-    prefetch_projection(proj_t, four_h, H, Hs, cell_items, proj_regs);
-
-    // 1. partial z = h_{t-1}[:, own] W1_h[:, own]^T (BT x R); rows >= batch_rows are 0 and never reduced.
+  // Phases 1 and 2 of a step (see the header): the partial z of the own slice h_own, cluster barrier 1, the reduction
+  // of the CTA's Rs columns and their broadcast into every CTA's z tile, cluster barrier 2. In the projected mode the
+  // reduced z is the layer's output h_t, which the CTA also writes (its Rs columns) to `output_rows` (P wide).
+  const auto exchange_z = [&](float* partial, Element* output_rows) {
     if constexpr (kWmma) {
       wmma_product(h_own, h_ld, w1h, w1h_ld, partial, partial_ld, R / kWmmaTile, Hs / kWmmaTile);
     } else {
       fma_product<kBatchTile>(h_own, h_ld, w1h, w1h_ld, partial, partial_ld, R, Hs);
     }
-    cluster.sync();  // barrier 1: every CTA's partial of step t is visible (and every WAR of the step is ordered)
-
-    // 2. Reduce this CTA's Rs columns over the C partials in rank order, round to the element type, push everywhere
-    // (reduce_and_broadcast_z, csrc/cluster_exchange.cuh, shared with the backward):
-    // four adjacent columns per item where Rs allows it (the headline shape: Rs = 16), one otherwise.
+    cluster.sync();  // barrier 1: every CTA's partial is visible (and every WAR of the step is ordered)
+    // Four adjacent columns per item where Rs allows it (the headline shape: Rs = 16), one otherwise.
     if (Rs % kZVector == 0) {
       reduce_and_broadcast_z<kZVector>(cluster, rank, cluster_size, partial, partial_ld, z_tile, z_ld, batch_rows,
-                                       z_col_start, Rs);
+                                       z_col_start, Rs, output_rows, R);
     } else {
       reduce_and_broadcast_z<1>(cluster, rank, cluster_size, partial, partial_ld, z_tile, z_ld, batch_rows,
-                                z_col_start, Rs);
+                                z_col_start, Rs, output_rows, R);
     }
-    cluster.sync();  // barrier 2: the whole z of step t is in every CTA
+    cluster.sync();  // barrier 2: the whole z is in every CTA
+  };
 
-    // 3. gates for the own units = z W2[own rows]^T (BT x 4Hs), then the cell.
+  for (int t = 0; t < T; ++t) {
+    const bool odd_step = (t & 1) != 0;
+    float* partial = odd_step ? partial_odd : partial_even;  // published to the peers this step
+    float* gates = odd_step ? partial_even : partial_odd;    // the idle half: nobody else reads it during step t
+    // P_t of cell item (b, j) for gate q: proj_t + b * 4H + q * Hg + j.
+    const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + proj_col_start;
+
+    float proj_regs[kProjPrefetchItems][4];
+    prefetch_projection(proj_t, four_h, hg, Hs, cell_items, proj_regs);
+
+    // 1-2. z of this step from h_{t-1} (F-LSTM) or from m_{t-1} (projected: that z is h_{t-1}, output row t-1; at
+    // t = 0 it is h0, already in the z tile).
+    if (!projected) {
+      exchange_z(partial, nullptr);
+    } else if (t > 0) {
+      exchange_z(partial, output + (static_cast<int64_t>(t - 1) * B + batch_start) * R);
+    }
+
+    // 3. gates for the own units = z[:, group columns] W2[own rows]^T (BT x 4Hs), then the cell.
     if constexpr (kWmma) {
-      wmma_product(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs / kWmmaTile, R / kWmmaTile);
+      wmma_product(z_group, z_ld, w2, w2_ld, gates, gates_ld, four_hs / kWmmaTile, rg / kWmmaTile);
     } else {
-      fma_product<kBatchTile>(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs, R);
+      fma_product<kBatchTile>(z_group, z_ld, w2, w2_ld, gates, gates_ld, four_hs, rg);
     }
     __syncthreads();
 
@@ -190,12 +225,17 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
       const int64_t state_idx = (static_cast<int64_t>(t) * B + batch_start + b) * H + unit_start + j;
       c_tile[b * Hs + j] = c;
       cell[state_idx] = c;
-      output[state_idx] = h_rounded;
-      h_own[b * h_ld + j] = h_rounded;  // the next step multiplies the rounded h, like the reference
+      if (!projected) output[state_idx] = h_rounded;  // projected: the output is z of the next exchange
+      h_own[b * h_ld + j] = h_rounded;  // the next step multiplies the rounded h (or m), like the reference
     };
-    for_each_cell_item(proj_t, four_h, H, Hs, cell_items, proj_regs, cell_step);
+    for_each_cell_item(proj_t, four_h, hg, Hs, cell_items, proj_regs, cell_step);
     // The next step's partial product reads h_own and overwrites this step's gate tile.
     __syncthreads();
+  }
+  // Projected: one more exchange turns m_{T-1} into the last output row h_{T-1}. Its partial buffer is the one the
+  // step after T-1 would publish (parity T), so the hazard argument of the header holds unchanged.
+  if (projected && T > 0) {
+    exchange_z((T & 1) != 0 ? partial_odd : partial_even, output + (static_cast<int64_t>(T - 1) * B + batch_start) * R);
   }
 #else
   // Compiled for an architecture without clusters (the embedded compute_80 PTX): never launched there (the launcher
@@ -204,21 +244,28 @@ flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
 #endif
 }
 
-// The cluster launch of the forward kernel for (H, R, B, C): a grid of C * ceil(B / BT) CTAs in clusters of C (for
-// C = 16 ClusterLaunch allows the non-portable size; that needs a GPC with 16 free SMs).
+// The shape rule of the cluster forward: the F-LSTM's (groups = 1, not projected), or the projected mode's.
+inline bool cluster_fwd_shape_ok(int H, int R, int groups, bool projected, int cluster_size) {
+  return projected ? projected_cluster_shape_ok(H, R, groups, cluster_size)
+                   : groups == 1 && flstm_cluster_shape_ok(H, R, cluster_size);
+}
+
+// The cluster launch of the forward kernel for (H, R, groups, B, C): a grid of C * ceil(B / BT) CTAs in clusters of C
+// (for C = 16 ClusterLaunch allows the non-portable size; that needs a GPC with 16 free SMs).
 template <ElementKind kKind>
-cudaError_t prepare_cluster_launch(int H, int R, int B, int cluster_size, cudaStream_t stream, ClusterLaunch& launch) {
-  const int64_t smem_bytes = flstm_cluster_fwd_layout(H, R, cluster_size, kKind).total_bytes;
+cudaError_t prepare_cluster_launch(int H, int R, int groups, int B, int cluster_size, cudaStream_t stream,
+                                   ClusterLaunch& launch) {
+  const int64_t smem_bytes = flstm_cluster_fwd_layout(H, R, cluster_size, kKind, groups).total_bytes;
   return launch.prepare(flstm_cluster_fwd_kernel<kKind>, smem_bytes, flstm_cluster_batch_tile(kKind), B, 1,
                         cluster_size, stream);
 }
 
 template <ElementKind kKind>
-cudaError_t max_active_clusters(int H, int R, int cluster_size, int* count) {
+cudaError_t max_active_clusters(int H, int R, int groups, bool projected, int cluster_size, int* count) {
   *count = 0;
-  if (!flstm_cluster_shape_ok(H, R, cluster_size)) return cudaErrorInvalidValue;
+  if (!cluster_fwd_shape_ok(H, R, groups, projected, cluster_size)) return cudaErrorInvalidValue;
   ClusterLaunch launch;
-  const cudaError_t err = prepare_cluster_launch<kKind>(H, R, 1, cluster_size, nullptr, launch);
+  const cudaError_t err = prepare_cluster_launch<kKind>(H, R, groups, 1, cluster_size, nullptr, launch);
   if (err != cudaSuccess) return err;
   return launch.max_active_clusters(flstm_cluster_fwd_kernel<kKind>, count);
 }
@@ -226,14 +273,15 @@ cudaError_t max_active_clusters(int H, int R, int cluster_size, int* count) {
 template <ElementKind kKind>
 cudaError_t launch_cluster_fwd(const FlstmFwdArgs& args, int cluster_size, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  if (!flstm_cluster_shape_ok(args.H, args.R, cluster_size)) return cudaErrorInvalidValue;
+  if (!cluster_fwd_shape_ok(args.H, args.R, args.groups, args.projected, cluster_size)) return cudaErrorInvalidValue;
   ClusterLaunch launch;
-  const cudaError_t err = prepare_cluster_launch<kKind>(args.H, args.R, args.B, cluster_size, stream, launch);
+  const cudaError_t err =
+      prepare_cluster_launch<kKind>(args.H, args.R, args.groups, args.B, cluster_size, stream, launch);
   if (err != cudaSuccess) return err;
   return launch.launch(flstm_cluster_fwd_kernel<kKind>, args.proj, static_cast<const Element*>(args.h0), args.c0,
                        static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
                        static_cast<Element*>(args.output), args.cell, args.T, args.B, args.I, args.H, args.R,
-                       cluster_size);
+                       cluster_size, args.groups, args.projected);
 }
 
 }  // namespace
@@ -245,8 +293,16 @@ cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args,
 }
 
 cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count) {
-  return dispatch_element_kind(
-      kind, [&](auto element) { return max_active_clusters<decltype(element)::value>(H, R, cluster_size, count); });
+  return dispatch_element_kind(kind, [&](auto element) {
+    return max_active_clusters<decltype(element)::value>(H, R, 1, false, cluster_size, count);
+  });
+}
+
+cudaError_t projected_cluster_max_active_clusters(ElementKind kind, int H, int P, int G, int cluster_size,
+                                                  int* count) {
+  return dispatch_element_kind(kind, [&](auto element) {
+    return max_active_clusters<decltype(element)::value>(H, P, G, true, cluster_size, count);
+  });
 }
 
 }  // namespace lstmkern

@@ -324,7 +324,8 @@ cudaError_t max_resident_ctas(int H, int R, int ctas, int* count) {
 template <ElementKind kKind>
 cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials, void* z, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  if (!flstm_grid_shape_ok(args.H, args.R, ctas)) return cudaErrorInvalidValue;
+  // The grid forward has no projected mode (FlstmFwdArgs::projected; the launcher never asks for one).
+  if (!flstm_grid_shape_ok(args.H, args.R, ctas) || args.projected || args.groups != 1) return cudaErrorInvalidValue;
   // stage_tile reads h0 with 16-byte loads: a misaligned h0 would fault (the torch launcher copies such an h0 first).
   if (reinterpret_cast<uintptr_t>(args.h0) % kFlstmGridH0Alignment != 0) return cudaErrorInvalidValue;
   CooperativeLaunch launch;

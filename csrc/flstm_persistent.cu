@@ -5,7 +5,10 @@
 // gates_t = P_t + W2 (W1_h h_{t-1}), P_t = W2 W1_x x_t + b precomputed by the launcher (two time-parallel GEMMs).
 // Forward: each CTA owns a batch tile and keeps all of W1_h (R x H) and W2 (4H x R) in shared memory for the whole
 // sequence; per step z = W1_h h_{t-1} (R per row), then gates = W2 z, then the cell (c in float32 shared memory).
-// Batch tiles are independent, so block barriers are the only synchronisation. Forwards whose weights do not fit one
+// Batch tiles are independent, so block barriers are the only synchronisation. Projected mode (`projected`, a
+// projected G-LSTM / LSTMP with G = `groups` groups, see projected_fwd_layout in persistent_layout.h): W1_h := W_hr
+// (P x H), R := P, W2 := W_hh (block-diagonal over the groups); per step gates = W2 z (z = h_{t-1}, starting from h0),
+// the cell gives m, and z = h_t = m W_hr^T rounded to the element type is both the output and the next step's z. Forwards whose weights do not fit one
 // CTA's opt-in shared memory run on several CTAs that reduce z between them: a thread-block cluster
 // (csrc/flstm_cluster.cu, compute capability 9.x) or the whole grid (csrc/flstm_grid.cu); cuda_ops.cpp picks the kernel.
 // Backward: reverse time with the same residency; dgates from the cell backward, dz = dgates W2, dh = dz W1_h (all
@@ -26,17 +29,22 @@ constexpr int kBatchTile = kFlstmBatchTile;
 // out[b][n] = sum_k in[b][k] * weight[k * n_cols + n] for all kBatchTile rows of `in` (K columns) and n < n_cols,
 // rounded to OutputElement (and stored as float32): the forward's z = h W1_h^T is rounded to the element type like the
 // reference's matmul in x's dtype; the backward's products stay float32.
+// Block-diagonal form (the projected G-LSTM's gate product, `groups` > 1): output column n belongs to group
+// n / (n_cols / groups) and reads only that group's K / groups columns of `in`; weight is (K / groups x n_cols).
 template <typename OutputElement, typename Weight>
 __device__ __forceinline__ void tile_matmul(const float* __restrict__ in, int K, const Weight* __restrict__ weight,
-                                            int n_cols, float* __restrict__ out) {
+                                            int n_cols, float* __restrict__ out, int groups = 1) {
+  const int k_per_group = K / groups;
+  const int n_per_group = n_cols / groups;
   for (int n = threadIdx.x; n < n_cols; n += blockDim.x) {
+    const float* in_group = in + (n / n_per_group) * k_per_group;
     float acc[kBatchTile];
 #pragma unroll
     for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
-    for (int k = 0; k < K; ++k) {
+    for (int k = 0; k < k_per_group; ++k) {
       const float w = to_float(weight[static_cast<int64_t>(k) * n_cols + n]);
 #pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(in[b * K + k], w, acc[b]);
+      for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(in_group[b * K + k], w, acc[b]);
     }
 #pragma unroll
     for (int b = 0; b < kBatchTile; ++b) out[b * n_cols + n] = to_float(from_float<OutputElement>(acc[b]));
@@ -49,13 +57,13 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
                             const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                             const typename ElementOf<kKind>::type* __restrict__ weight_2,
                             typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T,
-                            int B, int I, int H, int R) {
+                            int B, int I, int H, int R, int groups, bool projected) {
   using Element = typename ElementOf<kKind>::type;
-  const FlstmFwdLayout layout = flstm_fwd_layout(H, R, kKind);
+  const FlstmFwdLayout layout = flstm_fwd_layout(H, R, kKind, groups);
   unsigned char* const smem = dynamic_smem();
   Element* w1h_t = reinterpret_cast<Element*>(smem + layout.w1h_offset);  // (H x R)
-  Element* w2_t = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R x 4H)
-  float* h_tile = reinterpret_cast<float*>(smem + layout.h_offset);       // (BT x H)
+  Element* w2_t = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R / groups x 4H)
+  float* h_tile = reinterpret_cast<float*>(smem + layout.h_offset);       // (BT x H): h_{t-1}, or m_{t-1} projected
   float* z_tile = reinterpret_cast<float*>(smem + layout.z_offset);       // (BT x R)
   float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);    // (BT x 4H)
   float* c_tile = reinterpret_cast<float*>(smem + layout.c_offset);       // (BT x H)
@@ -63,6 +71,8 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
   const int batch_start = blockIdx.x * kBatchTile;
   const int batch_rows = min(kBatchTile, B - batch_start);
   const int four_h = 4 * H;
+  const int hg = H / groups;  // units per group: gate q of unit (g, j) is column g 4Hg + q Hg + j of W2, P_t, gates
+  const int w2_cols = R / groups;
   const int64_t w1_ld = static_cast<int64_t>(I) + H;
 
   zero_shared(smem, layout.total_bytes);
@@ -73,44 +83,63 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
     const int k = idx - q * H;
     w1h_t[static_cast<int64_t>(k) * R + q] = weight_1[q * w1_ld + I + k];
   }
-  for (int idx = threadIdx.x; idx < four_h * R; idx += blockDim.x) {
-    const int r = idx / R;
-    const int q = idx - r * R;
+  for (int idx = threadIdx.x; idx < four_h * w2_cols; idx += blockDim.x) {
+    const int r = idx / w2_cols;
+    const int q = idx - r * w2_cols;
     w2_t[static_cast<int64_t>(q) * four_h + r] = weight_2[idx];
   }
   for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
     const int b = idx / H;
     const int j = idx - b * H;
     const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + j;
-    h_tile[b * H + j] = to_float(h0[state_idx]);
+    if (!projected) h_tile[b * H + j] = to_float(h0[state_idx]);
     c_tile[b * H + j] = c0[state_idx];
+  }
+  if (projected) {  // h0 (B, P) is the z of step 0
+    for (int idx = threadIdx.x; idx < batch_rows * R; idx += blockDim.x) {
+      z_tile[idx] = to_float(h0[static_cast<int64_t>(batch_start) * R + idx]);
+    }
   }
   __syncthreads();
 
   for (int t = 0; t < T; ++t) {
-    tile_matmul<Element>(h_tile, H, w1h_t, R, z_tile);  // z = h_{t-1} W1_h^T, rounded to the element type
-    __syncthreads();
-    tile_matmul<float>(z_tile, R, w2_t, four_h, gates);  // gates = z W2^T (rounded in the cell)
+    if (!projected) {
+      tile_matmul<Element>(h_tile, H, w1h_t, R, z_tile);  // z = h_{t-1} W1_h^T, rounded to the element type
+      __syncthreads();
+    }
+    tile_matmul<float>(z_tile, R, w2_t, four_h, gates, groups);  // gates = z W2^T (rounded in the cell)
     __syncthreads();
     for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
       const int b = idx / H;
       const int j = idx - b * H;
+      const int group = j / hg;
+      const int gate_col = group * 4 * hg + (j - group * hg);  // column of gate i; gate q is q Hg further
       const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
-      const float* proj_row = proj + row * four_h;
-      const float* gates_row = gates + b * four_h;
+      const float* proj_row = proj + row * four_h + gate_col;
+      const float* gates_row = gates + b * four_h + gate_col;
       float c = c_tile[b * H + j];
-      const float h = lstm_cell_forward(pre_activation<Element>(proj_row[j], gates_row[j]),
-                                        pre_activation<Element>(proj_row[H + j], gates_row[H + j]),
-                                        pre_activation<Element>(proj_row[2 * H + j], gates_row[2 * H + j]),
-                                        pre_activation<Element>(proj_row[3 * H + j], gates_row[3 * H + j]), c);
+      const float h = lstm_cell_forward(pre_activation<Element>(proj_row[0], gates_row[0]),
+                                        pre_activation<Element>(proj_row[hg], gates_row[hg]),
+                                        pre_activation<Element>(proj_row[2 * hg], gates_row[2 * hg]),
+                                        pre_activation<Element>(proj_row[3 * hg], gates_row[3 * hg]), c);
       const Element h_rounded = from_float<Element>(h);
       const int64_t state_idx = row * H + j;
       c_tile[b * H + j] = c;
       cell[state_idx] = c;
-      output[state_idx] = h_rounded;
-      h_tile[b * H + j] = to_float(h_rounded);  // the next step multiplies the rounded h, like the reference
+      if (!projected) output[state_idx] = h_rounded;
+      h_tile[b * H + j] = to_float(h_rounded);  // the next product multiplies the rounded h (or m), like the reference
     }
     __syncthreads();
+    if (projected) {
+      // h_t = m_t W_hr^T rounded to the element type (the reference's projection in x's dtype): the layer's output
+      // and the next step's z.
+      tile_matmul<Element>(h_tile, H, w1h_t, R, z_tile);
+      __syncthreads();
+      Element* output_t = output + (static_cast<int64_t>(t) * B + batch_start) * R;
+      for (int idx = threadIdx.x; idx < batch_rows * R; idx += blockDim.x) {
+        output_t[idx] = from_float<Element>(z_tile[idx]);  // exact: z_tile holds element-type values
+      }
+    }
   }
 }
 
@@ -192,12 +221,15 @@ flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
 template <ElementKind kKind>
 cudaError_t launch_fwd(const FlstmFwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  const int64_t smem_bytes = flstm_fwd_layout(args.H, args.R, kKind).total_bytes;
+  if (args.projected ? !projected_shape_ok(args.H, args.R, args.groups) : args.groups != 1) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t smem_bytes = flstm_fwd_layout(args.H, args.R, kKind, args.groups).total_bytes;
   const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
   return launch_plain(flstm_persistent_fwd_kernel<kKind>, grid, smem_bytes, stream,
       args.proj, static_cast<const Element*>(args.h0), args.c0, static_cast<const Element*>(args.weight_1),
       static_cast<const Element*>(args.weight_2), static_cast<Element*>(args.output), args.cell, args.T, args.B,
-      args.I, args.H, args.R);
+      args.I, args.H, args.R, args.groups, args.projected);
 }
 
 template <ElementKind kKind>

@@ -43,6 +43,9 @@ struct GlstmBwdArgs {
   int T, B, G, Hg;
 };
 
+// The projected mode (projected = true; single-CTA and cluster forwards only) runs a projected G-LSTM (LSTMP) with
+// `groups` = G groups on the same kernels (see projected_fwd_layout in persistent_layout.h): proj is (T, B, G, 4Hg),
+// h0 (B, P), weight_1 W_hr (P, H) with I = 0 and R = P, weight_2 W_hh (G, 4Hg, Pg), output (T, B, P).
 struct FlstmFwdArgs {
   const float* proj;       // (T, B, 4H) float32: W2 W1_x x_t + bias
   const void* h0;          // (B, H) element
@@ -52,6 +55,8 @@ struct FlstmFwdArgs {
   void* output;            // (T, B, H) element, written
   float* cell;             // (T, B, H) float32, written
   int T, B, I, H, R;
+  int groups = 1;          // G of a projected G-LSTM; 1 for the F-LSTM
+  bool projected = false;
 };
 
 struct FlstmBwdArgs {
@@ -108,6 +113,9 @@ cudaError_t launch_flstm_cluster_bwd(ElementKind kind, const FlstmBwdArgs& args,
                                      cudaStream_t stream);
 // How many clusters of the cluster F-LSTM backward with `cluster_size` CTAs the current device can hold at once.
 cudaError_t flstm_cluster_bwd_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
+// The same for the cluster forward in the projected mode (H cell units, P projection size, G groups).
+cudaError_t projected_cluster_max_active_clusters(ElementKind kind, int H, int P, int G, int cluster_size,
+                                                  int* count);
 // The grid-cooperative F-LSTM forward (csrc/flstm_grid.cu): same arguments and results as the single-CTA forward, the
 // whole batch on `ctas` co-resident CTAs (H / ctas hidden units each) with z exchanged through the global workspace:
 // `partials` (ctas, Bp, R) float32 and `z` (Bp, R) element type, Bp = B rounded up to flstm_cluster_batch_tile(kind),

@@ -126,12 +126,15 @@ struct FlstmFwdLayout {
   int64_t w1h_offset, w2_offset, h_offset, z_offset, gates_offset, c_offset, total_bytes;
 };
 
-LSTMKERN_HOST_DEVICE constexpr FlstmFwdLayout flstm_fwd_layout(int64_t h, int64_t r, ElementKind kind) {
+// `groups` > 1 only for a projected G-LSTM (see projected_fwd_layout below): the gate columns of group g read only
+// its r / groups columns of z, so W2^T is (r / groups x 4H).
+LSTMKERN_HOST_DEVICE constexpr FlstmFwdLayout flstm_fwd_layout(int64_t h, int64_t r, ElementKind kind,
+                                                               int64_t groups = 1) {
   FlstmFwdLayout layout{};
   const int64_t bt = kFlstmBatchTile;
   int64_t end = 0;
   layout.w1h_offset = carve(end, h * r * element_bytes(kind));
-  layout.w2_offset = carve(end, r * 4 * h * element_bytes(kind));
+  layout.w2_offset = carve(end, r / groups * 4 * h * element_bytes(kind));
   layout.h_offset = carve(end, bt * h * 4);
   layout.z_offset = carve(end, bt * r * 4);
   layout.gates_offset = carve(end, bt * 4 * h * 4);
@@ -308,6 +311,8 @@ LSTMKERN_HOST_DEVICE constexpr int glstm_bwd_cluster_size(int64_t hg, ElementKin
 //   z:           the full, reduced z (BT x z_ld) in the element type (rounded as the reference rounds it; the A
 //                operand of the gate product); every CTA receives every column through DSMEM.
 //   c:           the CTA's cell state slice (BT x Hs) float32.
+// `groups` > 1 only for a projected G-LSTM (projected_cluster_fwd_layout below): W2 then holds the CTA's gate rows of
+// its group, (r / groups x w2_ld), as the gate product reads only the group's r / groups columns of z.
 constexpr int kFlstmClusterMaxSize = 16;  // non-portable on sm_90 (H100 and H200 allow 16)
 
 struct FlstmClusterFwdLayout {
@@ -326,7 +331,8 @@ LSTMKERN_HOST_DEVICE constexpr bool flstm_cluster_shape_ok(int64_t h, int64_t r,
 
 // Only meaningful where flstm_cluster_shape_ok(h, r, cluster_size).
 LSTMKERN_HOST_DEVICE constexpr FlstmClusterFwdLayout flstm_cluster_fwd_layout(int64_t h, int64_t r,
-                                                                              int64_t cluster_size, ElementKind kind) {
+                                                                              int64_t cluster_size, ElementKind kind,
+                                                                              int64_t groups = 1) {
   FlstmClusterFwdLayout layout{};
   const int64_t bt = flstm_cluster_batch_tile(kind);
   const int64_t hs = h / cluster_size;
@@ -342,7 +348,7 @@ LSTMKERN_HOST_DEVICE constexpr FlstmClusterFwdLayout flstm_cluster_fwd_layout(in
   const int64_t partial_bytes = bt * (layout.partial_ld > layout.gates_ld ? layout.partial_ld : layout.gates_ld) * 4;
   int64_t end = 0;
   layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
-  layout.w2_offset = carve(end, r * layout.w2_ld * elem);
+  layout.w2_offset = carve(end, r / groups * layout.w2_ld * elem);
   layout.h_offset = carve(end, bt * layout.h_ld * elem);
   layout.partial_offset[0] = carve(end, partial_bytes);
   layout.partial_offset[1] = carve(end, partial_bytes);
@@ -444,6 +450,56 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, 
     }
   }
   return flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0;
+}
+
+// Projected layers (LSTMP: weight_hr (P, H), h_t = W_hr m_t with m_t = o_t * tanh(c_t)) of a G-LSTM with G >= 1
+// groups (G = 1: a plain LSTMP) run on the F-LSTM forward kernels (csrc/flstm_persistent.cu, csrc/flstm_cluster.cu) in
+// their projected mode. A projected step is gates_t = P_t + W_hh (W_hr m_{t-1}): the F-LSTM form gates_t = P_t +
+// W2 (W1_h h_{t-1}) with W1_h := W_hr (P x H), R := P, W2 := W_hh and the cell's own output m in place of h; the z
+// the F-LSTM kernels form and exchange each step is then the layer's output h_t itself. Group g's gate rows read only
+// its Pg = P / G columns of z (W_hh is (G, 4Hg, Pg)), so W2 stays narrow: (Pg x 4H) on one CTA, (Pg x 4Hs) per
+// cluster CTA. Layouts: flstm_fwd_layout / flstm_cluster_fwd_layout with r = P and `groups` = G.
+//   Single CTA: any H, P with H and P divisible by G (float32 FMA products, no tile constraint).
+//   Cluster: flstm_cluster_shape_ok(H, P, C) and, so that every CTA's Hs = H / C units lie in one group, C a
+//   multiple of G, and Pg a multiple of 16 (whole WMMA k-tiles, 32-byte aligned column offset of the group in z).
+LSTMKERN_HOST_DEVICE constexpr bool projected_shape_ok(int64_t h, int64_t p, int64_t groups) {
+  return h > 0 && p > 0 && groups > 0 && h % groups == 0 && p % groups == 0;
+}
+
+LSTMKERN_HOST_DEVICE constexpr bool projected_cluster_shape_ok(int64_t h, int64_t p, int64_t groups,
+                                                               int64_t cluster_size) {
+  return projected_shape_ok(h, p, groups) && flstm_cluster_shape_ok(h, p, cluster_size) &&
+         cluster_size % groups == 0 && (p / groups) % kWmmaTile == 0;
+}
+
+// Bytes per block of the single-CTA projected forward, or -1 where (h, p, groups) is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_smem_bytes(int64_t h, int64_t p, int64_t groups, ElementKind kind) {
+  return projected_shape_ok(h, p, groups) ? flstm_fwd_layout(h, p, kind, groups).total_bytes : -1;
+}
+
+// Bytes per CTA of the cluster projected forward with `cluster_size` CTAs, or -1 where that size is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_cluster_smem_bytes(int64_t h, int64_t p, int64_t groups,
+                                                                    int64_t cluster_size, ElementKind kind) {
+  return projected_cluster_shape_ok(h, p, groups, cluster_size)
+             ? flstm_cluster_fwd_layout(h, p, cluster_size, kind, groups).total_bytes
+             : -1;
+}
+
+// How the projected forward runs: 1 = the single-CTA kernel (its layout fits), else the smallest C in (2, 4, 8, 16)
+// accepted for (h, p, groups) whose per-CTA layout fits, on compute capability 9.x; 0 = neither (the backend then
+// uses Triton). The backward of a projected layer is Triton's either way. lstmkern.backends.cuda.projected_cluster_size
+// mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int projected_fwd_cluster_size(int64_t h, int64_t p, int64_t groups, ElementKind kind,
+                                                              int64_t smem_optin, int cc_major) {
+  const int64_t single = projected_smem_bytes(h, p, groups, kind);
+  if (single >= 0 && single <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = projected_cluster_smem_bytes(h, p, groups, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return 0;
 }
 
 // F-LSTM forward on the whole grid (csrc/flstm_grid.cu), for layers whose weights exceed any cluster (e.g.
@@ -563,4 +619,16 @@ static_assert(flstm_fwd_grid_ctas(2048, 512, ElementKind::kBFloat16, 232448, 48)
 static_assert(flstm_fwd_grid_ctas(1024, 256, ElementKind::kBFloat16, 166912, 108) == 32);
 static_assert(flstm_grid_smem_bytes(2048, 512, 48, ElementKind::kBFloat16) == -1);  // Hs = 42.67
 static_assert(flstm_grid_smem_bytes(2048, 72, 64, ElementKind::kBFloat16) == -1);   // R not whole WMMA tiles
+// The projected layouts at H = 1024, P = 256, G = 4 in bf16 (Pg = 64), C = 16 CTAs of 64 units: 64 x 264 x 2 (W_hr
+// columns) + 64 x 264 x 2 (W2: Pg x 4Hs) + 16 x 72 x 2 (m) + 2 x 16 x 260 x 4 (partial / gates) + 16 x 264 x 2 (z)
+// + 16 x 64 x 4 (c) = 115712 bytes; C = 8 fits too (221184 bytes) and is chosen; G = 1 (Pg = 256) needs C = 16. The
+// BIGLSTM-like layer scaled to one GPU (H = 4096, P = 1024, G = 4) needs 1246208 bytes per CTA at C = 16: Triton.
+static_assert(projected_cluster_smem_bytes(1024, 256, 4, 16, ElementKind::kBFloat16) ==
+              64 * 264 * 2 + 64 * 264 * 2 + 16 * 72 * 2 + 2 * 16 * 260 * 4 + 16 * 264 * 2 + 16 * 64 * 4);
+static_assert(projected_fwd_cluster_size(1024, 256, 4, ElementKind::kBFloat16, 232448, 9) == 8);
+static_assert(projected_cluster_smem_bytes(4096, 1024, 4, 16, ElementKind::kBFloat16) == 1246208);
+static_assert(projected_fwd_cluster_size(4096, 1024, 4, ElementKind::kBFloat16, 232448, 9) == 0);
+static_assert(projected_cluster_smem_bytes(1024, 256, 4, 2, ElementKind::kBFloat16) == -1);   // C not a multiple of G
+static_assert(projected_cluster_smem_bytes(1024, 96, 4, 16, ElementKind::kBFloat16) == -1);   // Pg = 24
+static_assert(projected_fwd_cluster_size(64, 32, 2, ElementKind::kFloat32, 232448, 8) == 1);
 }  // namespace lstmkern

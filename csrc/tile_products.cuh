@@ -69,11 +69,15 @@ __device__ __forceinline__ void fma_product(const float* __restrict__ a, int lda
 //   row of W1, so the global loads coalesce (the transposing shared-memory stores are a one-off);
 //   W2 rows of the units' gates: W2[gate H + unit_start + j][q] -> w2[q][gate Hs + j] (R x w2_ld), coalesced along q.
 // weight_1 (R, I + H) and weight_2 (4H, R) row-major in global memory.
+// Projected G-LSTM mode (see projected_fwd_layout in persistent_layout.h): weight_1 is W_hr (P, H) with I = 0 and
+// R = P, weight_2 is W_hh (G, 4Hg, Pg) = (G 4Hg, Pg) row-major with `groups` = G; the CTA's units lie in one group
+// g = unit_start / Hg, whose rows are g 4Hg + gate Hg + (unit_start - g Hg) + j, and W2 has Pg = R / G columns, so
+// w2 is (Pg x w2_ld). groups = 1 is the F-LSTM layout above.
 template <typename Element>
 __device__ __forceinline__ void load_flstm_unit_weights(const Element* __restrict__ weight_1,
                                                         const Element* __restrict__ weight_2, int I, int H, int R,
                                                         int unit_start, int Hs, Element* w1h, int64_t w1h_ld,
-                                                        Element* w2, int64_t w2_ld) {
+                                                        Element* w2, int64_t w2_ld, int groups = 1) {
   const int64_t w1_ld = static_cast<int64_t>(I) + H;
   for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
     const int q = idx / Hs;
@@ -81,12 +85,16 @@ __device__ __forceinline__ void load_flstm_unit_weights(const Element* __restric
     w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
   }
   const int four_hs = 4 * Hs;
-  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
-    const int n = idx / R;  // CTA-local gate column gate * Hs + j
-    const int q = idx - n * R;
+  const int hg = H / groups;               // units per group (H for the F-LSTM)
+  const int group = unit_start / hg;       // the CTA's group (0 for the F-LSTM)
+  const int w2_cols = R / groups;          // columns of W2: Pg (R for the F-LSTM)
+  const int64_t row_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
+  for (int idx = threadIdx.x; idx < four_hs * w2_cols; idx += blockDim.x) {
+    const int n = idx / w2_cols;  // CTA-local gate column gate * Hs + j
+    const int q = idx - n * w2_cols;
     const int gate = n / Hs;
-    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
-    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * R + q];
+    const int64_t row = row_start + static_cast<int64_t>(gate) * hg + (n - gate * Hs);
+    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * w2_cols + q];
   }
 }
 

@@ -5,7 +5,8 @@ Tolerance rule: for every output and gradient, the kernel's relative error again
 same, already rounded inputs) may be at most K times the error of the reference itself run in the input dtype, plus a
 floor (a few units in the last place for fp16/bf16; 1e-5 for fp32, whose reference can be nearly exact by luck).
 
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
+P projection size (LSTMP).
 """
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ def glstm_inputs(T, B, G, Hg, Ig, dtype, device):
     w_hh = randn(G, 4 * Hg, Hg, device=device, scale=Hg**-0.5)
     bias = randn(G, 4 * Hg, device=device, scale=0.1)
     return [t.to(dtype) for t in (x, h0, c0, w_ih, w_hh, bias)]
+
+
+def projected_inputs(T, B, I, H, P, G, dtype, device, dense_input=False):
+    """(x, h0, c0, weight_ih, weight_hh, bias, weight_hr) of a projected G-LSTM layer (LSTMP; G = 1 a plain one) in
+    ``dtype`` on ``device``: h0 (B, P), c0 (B, H), weight_hh (G, 4Hg, P / G), weight_hr (P, H); weight_ih (G, 4Hg, I)
+    with ``dense_input``, else (G, 4Hg, I / G)."""
+    Hg, Pg = H // G, P // G
+    Ig = I if dense_input else I // G
+    x = randn(T, B, I, device=device)
+    h0, c0 = randn(B, P, device=device, scale=0.5), randn(B, H, device=device, scale=0.5)
+    w_ih = randn(G, 4 * Hg, Ig, device=device, scale=Ig**-0.5)
+    w_hh = randn(G, 4 * Hg, Pg, device=device, scale=Pg**-0.5)
+    bias = randn(G, 4 * Hg, device=device, scale=0.1)
+    w_hr = randn(P, H, device=device, scale=H**-0.5)
+    return [t.to(dtype) for t in (x, h0, c0, w_ih, w_hh, bias, w_hr)]
 
 
 def flstm_inputs(T, B, I, H, R, dtype, device):
@@ -98,8 +114,9 @@ def assert_within_ulps(results, others, tolerance, other_name):
 
 
 def assert_forward_like_reference(reference, inputs, output, cell, dtype):
-    """A forward-only kernel result against the reference in ``dtype`` and in float64 (the tolerance rule above)."""
+    """A forward-only kernel result against the reference in ``dtype`` and in float64 (the tolerance rule above);
+    ``inputs`` may hold None (no bias)."""
     out_low, cell_low = reference(*inputs)
-    out_64, cell_64 = reference(*(t.double() for t in inputs))
+    out_64, cell_64 = reference(*(None if t is None else t.double() for t in inputs))
     assert_close_like_reference("output", output, out_low, out_64, dtype)
     assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)

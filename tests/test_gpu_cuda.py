@@ -622,3 +622,74 @@ def test_runs_on_the_current_stream():
         output, _ = cuda_backend.glstm_fwd(x, h0, c0, w_ih, w_hh, bias)
     torch.cuda.current_stream().wait_stream(stream)
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Projected layers (LSTMP, weight_hr (P, H)): the forward on the F-LSTM kernels' projected mode, the backward Triton's.
+# Shape legend here: P projection size, Pg = P / G.
+
+# The backend's own choice: (T, B, I, H, P, G). One CTA (G = 2, B past the 8-row tile); a cluster beyond one CTA
+# (H = 1024, P = 256, G = 4: C = 8 in fp16/bf16 on an H100); a plain LSTMP (G = 1) needing C = 16 in fp16/bf16.
+PROJECTED_SHAPES = [(5, 19, 7, 64, 32, 2), (6, 16, 256, 1024, 256, 4), (4, 9, 64, 1024, 256, 1)]
+# Forced cluster sizes at small shapes: (C, T, B, I, H, P, G); T = 1 and B = 17 included, C = 16 with Rs = 1.
+PROJECTED_FORCED_CLUSTERS = [(2, 5, 19, 5, 64, 32, 1), (4, 1, 17, 8, 128, 64, 4), (4, 3, 9, 6, 128, 32, 2),
+                             (16, 2, 3, 4, 256, 16, 1)]
+
+
+def _projected_inputs(T, B, I, H, P, G, dtype):
+    from kernel_checks import projected_inputs
+    return projected_inputs(T, B, I, H, P, G, dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", PROJECTED_SHAPES, ids=str)
+def test_projected_glstm_matches_reference(shape, dtype):
+    """Forward and backward through the backend functions (what the op calls), with and without bias, against the
+    float64 reference by the tolerance rule, dweight_hr included."""
+    from lstmkern.reference import glstm_reference_backward
+    T, B, I, H, P, G = shape
+    _skip_if_unsupported("glstm", dtype, (T, B, I, H, G, 0, P, False))
+    torch.manual_seed(hash(shape) % 2**31)
+    x, h0, c0, w_ih, w_hh, bias_in, w_hr = _projected_inputs(T, B, I, H, P, G, dtype)
+    for bias in (bias_in, None):
+        inputs64 = [None if t is None else t.double() for t in (x, h0, c0, w_ih, w_hh, bias, w_hr)]
+        output, cell = cuda_backend.glstm_fwd(x, h0, c0, w_ih, w_hh, bias, w_hr)
+        out_low, cell_low = glstm_reference(x, h0, c0, w_ih, w_hh, bias, w_hr)
+        out_64, cell_64 = glstm_reference(*inputs64)
+        _assert_close_like_reference("output", output, out_low, out_64, dtype)
+        _assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+        grad_output = torch.randn(T, B, P, device="cuda", dtype=torch.float64)
+        grad_cell = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+        grads = cuda_backend.glstm_bwd(grad_output.to(dtype), grad_cell.float(), x, h0, c0, w_ih, w_hh, bias, output,
+                                       cell, w_hr)
+        grads_low = glstm_reference_backward(grad_output.to(dtype), grad_cell.float(), x, h0, c0, w_ih, w_hh, bias,
+                                             out_low, cell_low, w_hr)
+        grads_64 = glstm_reference_backward(grad_output, grad_cell, *inputs64[:6], out_64, cell_64, inputs64[6])
+        names = ("dx", "dh0", "dc0", "dweight_ih", "dweight_hh", "dbias", "dweight_hr")
+        assert len(grads) == len(names)
+        for name, g, g_low, g_64 in zip(names, grads, grads_low, grads_64):
+            _assert_close_like_reference(name, g, g_low, g_64, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", PROJECTED_FORCED_CLUSTERS, ids=str)
+def test_projected_forced_cluster_forward_matches_reference(forced, dtype):
+    """cluster_size=C of the projected forward at small shapes (WMMA gate and projection products in fp16/bf16):
+    within the reference rule, and within a few units in the last place of the single-CTA projected forward."""
+    _skip_unless_clusters()
+    C, T, B, I, H, P, G = forced
+    torch.manual_seed(C * 1000 + H + G)
+    x, h0, c0, w_ih, w_hh, bias, w_hr = _projected_inputs(T, B, I, H, P, G, dtype)
+    fwd = torch.ops.lstmkern_cuda.glstm_persistent_fwd
+    output, cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=C, weight_hr=w_hr)
+    single_output, single_cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=1, weight_hr=w_hr)
+    ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
+    assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA projected kernel")
+    assert_forward_like_reference(glstm_reference, (x, h0, c0, w_ih, w_hh, bias, w_hr), output, cell, dtype)
+
+
+def test_projected_flstm_is_left_to_triton():
+    reason = cuda_backend.unsupported("flstm", torch.device("cuda"), torch.float32, (3, 2, 4, 64, 1, 16, 32, False))
+    assert reason is not None and "projected F-LSTM" in reason
+    assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.float32, (3, 2, 4, 64, 1, 16, 32, False)) != \
+        "cuda"

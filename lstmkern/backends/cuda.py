@@ -34,6 +34,13 @@ weights resident in shared memory:
   step (cooperative launch, cooperative_groups grid sync); :func:`flstm_bwd` runs the cluster backward where one
   fits (:func:`flstm_bwd_cluster_size`; not for flstm-train, whose W2 rows alone exceed a CTA at C = 16), else the
   Triton backward.
+* Projected G-LSTM layers (LSTMP, weight_hr (P, H); G = 1 is a plain LSTMP): a step gates_t = P_t + W_hh (W_hr
+  m_{t-1}) is the F-LSTM step with W1_h := W_hr, R := P, W2 := W_hh, so the F-LSTM forwards run it in their projected
+  mode (single CTA, csrc/flstm_persistent.cu, or a cluster of C CTAs, csrc/flstm_cluster.cu, C a multiple of G): the
+  z they exchange is the layer's output h_t = W_hr m_t, and group g's gate rows read only its P / G columns of z.
+  :func:`projected_rule` / :func:`projected_cluster_size`. The projected F-LSTM (three factors per step) is not
+  covered (Triton runs it), nor the grid forward's projected mode; the backward of a projected layer is Triton's.
+* The dense-input G-LSTM (weight_ih (G, 4Hg, I)) differs only in the launchers' input GEMMs (forward and backward).
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
 
@@ -69,7 +76,10 @@ returns None, and otherwise falls through to triton, then reference):
    smallest such N is used (:func:`flstm_grid_ctas`; e.g. flstm-train H = 2048, R = 512 in bf16/fp16 on an H100 ->
    N = 64 with 198912 B per CTA, in fp32 -> N = 128; H = 1024, R = 256 in bf16 on an A100 -> N = 32), and the
    backward must run too: on the cluster backward where one fits (as above), else on the Triton backend;
-6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels).
+6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels);
+7. with a projection (P > 0): a G-LSTM (the projected F-LSTM is not covered) whose single-CTA projected forward fits,
+   or, on compute capability 9.x, some cluster of :func:`projected_cluster_size` (resident on the device), and the
+   Triton backend runs its backward.
 
 Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory,
 compute capability (and, for the grid F-LSTM forward, the SM count), testable without a GPU (the Triton condition of
@@ -103,13 +113,18 @@ __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "p
            "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
            "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size",
            "flstm_cluster_bwd_smem_bytes", "flstm_bwd_cluster_size",
-           "flstm_grid_smem_bytes", "flstm_grid_ctas"]
+           "flstm_grid_smem_bytes", "flstm_grid_ctas", "projected_rule", "projected_smem_bytes",
+           "projected_cluster_smem_bytes", "projected_cluster_size"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
 _MAX_GROUPS = 65535
 _INT32_MAX = 2**31 - 1
 _OPS = ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd")
+# Layer forms beyond the plain G-LSTM / F-LSTM (see lstmkern.backends): projected G-LSTM layers run their forward on
+# the F-LSTM kernels' projected mode and their backward on Triton's; the dense input is the launchers' input GEMM.
+SUPPORTS_PROJECTION = True
+SUPPORTS_DENSE_INPUT = True
 
 # --- Shared-memory layouts: keep in sync with csrc/persistent_layout.h (a test compares them) ---------------------
 _SMEM_ALIGNMENT = 128
@@ -286,14 +301,20 @@ def flstm_cluster_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
         raise ValueError(f"the cluster F-LSTM forward takes C in {_FLSTM_CLUSTER_SIZES}, H a multiple of "
                          f"{_CLUSTER_UNIT_MULTIPLE} C and R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got C={C}, "
                          f"H={H}, R={R}")
+    return _flstm_cluster_layout_bytes(H, R, C, dtype)
+
+
+def _flstm_cluster_layout_bytes(H: int, R: int, C: int, dtype: torch.dtype, groups: int = 1) -> int:
+    """flstm_cluster_fwd_layout's total (the F-LSTM, groups = 1, or the projected mode, whose W2 has R / groups
+    rows); the caller has checked the shape."""
     elem = _element_bytes(dtype)
     hs = H // C
     bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
     w1h_ld, w2_ld, h_ld, z_ld = (_operand_tile_ld(n, dtype) for n in (R, 4 * hs, hs, R))
     partial_ld, gates_ld = _float_tile_ld(R, dtype), _float_tile_ld(4 * hs, dtype)
     partial = bt * max(partial_ld, gates_ld) * 4
-    return _buffers_bytes(hs * w1h_ld * elem, R * w2_ld * elem, bt * h_ld * elem, partial, partial, bt * z_ld * elem,
-                          bt * hs * 4)
+    return _buffers_bytes(hs * w1h_ld * elem, R // groups * w2_ld * elem, bt * h_ld * elem, partial, partial,
+                          bt * z_ld * elem, bt * hs * 4)
 
 
 def _flstm_fwd_smem_bytes(H: int, R: int, dtype: torch.dtype) -> int:
@@ -409,6 +430,110 @@ def flstm_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_coun
             return N
         N += 1
     return 0
+
+
+# --- Projected layers (LSTMP) on the F-LSTM forward kernels: keep in sync with csrc/persistent_layout.h ------------
+
+def _projected_shape_ok(H: int, P: int, G: int) -> bool:
+    """projected_shape_ok in csrc/persistent_layout.h: H, P, G >= 1 with H and P divisible by G."""
+    return H >= 1 and P >= 1 and G >= 1 and H % G == 0 and P % G == 0
+
+
+def _projected_cluster_shape_ok(H: int, P: int, G: int, C: int) -> bool:
+    """projected_cluster_shape_ok: the F-LSTM cluster rule for (H, P, C), C a multiple of G (each CTA's units lie in
+    one group) and Pg = P / G a multiple of 16 (whole WMMA k-tiles of the group's columns of z)."""
+    return (_projected_shape_ok(H, P, G) and _flstm_cluster_shape_ok(H, P, C) and C % G == 0
+            and (P // G) % _WMMA_TILE == 0)
+
+
+def projected_smem_bytes(H: int, P: int, G: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per block) of the single-CTA projected forward (csrc/flstm_persistent.cu in its
+    projected mode, flstm_fwd_layout with r = P and G groups): W_hr^T (H x P) and the block-diagonal W_hh^T
+    (Pg x 4H) in the input dtype plus float32 tiles m (BT x H), z (BT x P), gates (BT x 4H) and c (BT x H), BT = 8.
+    Raises ValueError unless H, P, G >= 1 with H and P divisible by G.
+
+    Example::
+        >>> projected_smem_bytes(64, 32, 2, torch.float32)
+        37888
+    """
+    if not _projected_shape_ok(H, P, G):
+        raise ValueError(f"a projected layer needs H, P, G >= 1 with H and P divisible by G, got H={H}, P={P}, G={G}")
+    elem = _element_bytes(dtype)
+    bt = _FLSTM_BATCH_TILE
+    return _buffers_bytes(H * P * elem, P // G * 4 * H * elem, bt * H * 4, bt * P * 4, bt * 4 * H * 4, bt * H * 4)
+
+
+def projected_cluster_smem_bytes(H: int, P: int, G: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster projected forward with C CTAs per batch tile
+    (csrc/flstm_cluster.cu in its projected mode, flstm_cluster_fwd_layout with r = P and G groups): as
+    :func:`flstm_cluster_smem_bytes` for (H, R = P, C), except that the CTA's gate rows of W_hh are Pg x 4Hs. Raises
+    ValueError unless C is 2, 4, 8 or 16 and a multiple of G, H a multiple of 16 C and P / G a multiple of 16.
+
+    Example::
+        >>> projected_cluster_smem_bytes(1024, 256, 4, 16, torch.bfloat16)
+        115712
+    """
+    if not _projected_cluster_shape_ok(H, P, G, C):
+        raise ValueError(f"the cluster projected forward takes C in {_FLSTM_CLUSTER_SIZES} a multiple of G, H a "
+                         f"multiple of {_CLUSTER_UNIT_MULTIPLE} C and P / G a multiple of {_WMMA_TILE}, got C={C}, "
+                         f"H={H}, P={P}, G={G}")
+    return _flstm_cluster_layout_bytes(H, P, C, dtype, groups=G)
+
+
+def projected_cluster_size(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
+    """The projected forward kernel the extension's automatic choice runs (mirrors projected_fwd_cluster_size in
+    csrc/persistent_layout.h): 1 = single CTA per batch tile where :func:`projected_smem_bytes` fits; else the smallest
+    C in (2, 4, 8, 16) accepted for (H, P, G) whose per-CTA share fits, on compute capability 9.x; 0 = nothing fits.
+
+    Example::
+        >>> [projected_cluster_size(1024, 256, 4, torch.bfloat16, 232448, cc) for cc in ((9, 0), (8, 0))]
+        [8, 0]
+    """
+    if _projected_shape_ok(H, P, G) and projected_smem_bytes(H, P, G, dtype) <= smem_bytes:
+        return 1
+    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
+        for C in _FLSTM_CLUSTER_SIZES:
+            if (_projected_cluster_shape_ok(H, P, G, C)
+                    and projected_cluster_smem_bytes(H, P, G, C, dtype) <= smem_bytes):
+                return C
+    return 0
+
+
+def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
+                   T: int = 1) -> str | None:
+    """None when the persistent forward kernels can run a projected G-LSTM layer (weight_hr (P, H), G groups; G = 1 is
+    a plain LSTMP) with batch ``B`` and ``T`` steps in ``dtype`` on a device with ``smem_bytes`` opt-in shared memory
+    per block and compute capability ``cc``; otherwise the reason. The kernels are the F-LSTM forwards in their
+    projected mode (:func:`projected_cluster_size`); the backward is Triton's (:func:`unsupported` checks that).
+
+    Example::
+        >>> projected_rule(1024, 256, 4, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 8 CTAs
+        True
+        >>> "shared memory" in projected_rule(4096, 1024, 4, 16, torch.bfloat16, 232448, (9, 0))
+        True
+    """
+    reason = _common_rule(dtype, cc)
+    if reason is not None:
+        return reason
+    if not _projected_shape_ok(H, P, G):
+        return f"a projected layer needs H and P divisible by G, got H={H}, P={P}, G={G}"
+    if T * B * 4 * H > _INT32_MAX or T * B * P > _INT32_MAX:
+        return f"T * B * 4H = {T * B * 4 * H} exceeds the kernels' 32-bit indexing"
+    if projected_cluster_size(H, P, G, dtype, smem_bytes, cc) > 0:
+        return None
+    if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
+        cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
+    else:
+        accepted = [C for C in _FLSTM_CLUSTER_SIZES if _projected_cluster_shape_ok(H, P, G, C)]
+        if not accepted:
+            cluster = (f"the thread-block-cluster forward needs C in {_FLSTM_CLUSTER_SIZES} a multiple of G, H a "
+                       f"multiple of {_CLUSTER_UNIT_MULTIPLE} C and P / G a multiple of {_WMMA_TILE}")
+        else:
+            per_cta = ", ".join(f"C={C}: {projected_cluster_smem_bytes(H, P, G, C, dtype)}" for C in accepted)
+            cluster = f"the thread-block-cluster forward does not fit either (bytes per CTA: {per_cta})"
+    return (f"W_hr and W_hh with H={H}, P={P}, G={G} in {dtype} need {projected_smem_bytes(H, P, G, dtype)} bytes of "
+            f"shared memory per block on one CTA (weights plus working buffers), the device allows {smem_bytes}; "
+            f"{cluster}")
 
 
 def _common_rule(dtype: torch.dtype, cc: tuple[int, int]) -> str | None:
@@ -549,8 +674,11 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
         return problem
     if not torch.cuda.is_available():
         return "CUDA is not available here (torch.cuda.is_available() is False)"
-    T, B, _I, H, G, R = sizes
+    from . import LayerSizes
+    T, B, _I, H, G, R, P, _dense_input = LayerSizes(*sizes)
     smem, cc, sm_count = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
+    if P:
+        return _projected_problem(op, device, dtype, tuple(sizes), smem, cc)
     if op == "glstm":
         reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
         if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
@@ -589,6 +717,42 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
         if backward_reason is not None:
             return f"H={H}, R={R} in {dtype} runs on the thread-block-cluster forward; {backward_reason}"
     return reason
+
+
+def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
+                       cc: tuple[int, int]) -> str | None:
+    """:func:`unsupported` for a projected layer (P > 0): the projected G-LSTM forward on the F-LSTM kernels
+    (:func:`projected_rule`), a resident cluster where it needs one, and Triton's backward."""
+    from . import LayerSizes
+    T, B, _I, H, G, _R, P, _dense_input = LayerSizes(*sizes)
+    if op == "flstm":
+        return ("the persistent CUDA kernels do not implement the projected F-LSTM (its step W2 (W1_h (W_hr m)) needs "
+                "a second cross-CTA exchange); the Triton backend does")
+    reason = projected_rule(H, P, G, B, dtype, smem, cc, T=T)
+    if reason is not None:
+        return reason
+    cluster_size = projected_cluster_size(H, P, G, dtype, smem, cc)
+    if cluster_size > 1:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        try:
+            active = _projected_cluster_max_active(index, H, P, G, cluster_size, dtype)
+        except RuntimeError as err:  # the occupancy query failed: "auto" must fall back, not raise
+            return f"the residency query of the {cluster_size}-CTA cluster projected forward failed: {err}"
+        if active < 1:
+            return (f"H={H}, P={P}, G={G} in {dtype} needs the thread-block-cluster projected forward with "
+                    f"C={cluster_size} CTAs of {projected_cluster_smem_bytes(H, P, G, cluster_size, dtype)} bytes "
+                    f"each, which this device cannot make resident (cudaOccupancyMaxActiveClusters = 0)")
+    triton_reason = _triton_problem("glstm", device, dtype, sizes)
+    if triton_reason is not None:
+        return (f"a projected layer's backward is the Triton backend's, which cannot run here: {triton_reason}")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _projected_cluster_max_active(index: int, H: int, P: int, G: int, C: int, dtype: torch.dtype) -> int:
+    """Clusters of the cluster projected forward (C CTAs, its shared memory for H, P, G) that CUDA device ``index`` can
+    hold at once."""
+    return int(torch.ops.lstmkern_cuda.projected_cluster_max_active_clusters(index, H, P, G, C, dtype))
 
 
 def _flstm_backward_cluster(index: int, H: int, R: int, dtype: torch.dtype, smem: int, cc: tuple[int, int]) -> int:
@@ -659,19 +823,26 @@ def _ops():
 
 # --- The backend contract --------------------------------------------------------------------------------------------
 
-def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias):
-    """(output (T, B, H) in x.dtype, cell (T, B, H) float32); see lstmkern.backends for the contract."""
-    return _ops().glstm_persistent_fwd(x, h0, c0, weight_ih, weight_hh, bias)
+def glstm_fwd(x, h0, c0, weight_ih, weight_hh, bias, weight_hr=None):
+    """(output (T, B, P) in x.dtype, cell (T, B, H) float32); see lstmkern.backends for the contract. With weight_hr
+    (P, H) the projected forward runs on the F-LSTM kernels in their projected mode (:func:`projected_cluster_size`);
+    weight_ih may be (G, 4Hg, I) (dense input) either way."""
+    return _ops().glstm_persistent_fwd(x, h0, c0, weight_ih, weight_hh, bias, weight_hr=weight_hr)
 
 
-def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell):
-    """(dx, dh0, dc0, dweight_ih, dweight_hh, dbias), each in x.dtype.
+def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell, weight_hr=None):
+    """(dx, dh0, dc0, dweight_ih, dweight_hh, dbias), each in x.dtype, and dweight_hr with weight_hr.
 
     The persistent backward kernels: the single-CTA kernel where it fits the device, else the cluster backward (the
     op's automatic choice, glstm_bwd_cluster_size in csrc/persistent_layout.h: compute capability 9.x and a cluster
     whose per-CTA share fits; verified against the reference under the CPU emulator, tests/test_emu.py); otherwise
-    the Triton backward, which only needs the saved output and cell and follows the same reference numerics.
+    the Triton backward, which only needs the saved output and cell and follows the same reference numerics. A
+    projected layer (weight_hr) always takes the Triton backward (there is no projected backward kernel).
     """
+    if weight_hr is not None:
+        from . import triton as triton_backend
+        return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
+                                        weight_hr)
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     smem, cc, _sm_count = _device_limits(index)
@@ -685,20 +856,28 @@ def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, out
     return ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
 
 
-def flstm_fwd(x, h0, c0, weight_1, weight_2, bias):
-    """(output (T, B, H) in x.dtype, cell (T, B, H) float32)."""
+def _refuse_projected_flstm(weight_hr) -> None:
+    if weight_hr is not None:
+        raise ValueError("backend 'cuda' does not implement the projected F-LSTM (weight_hr); unsupported() says so "
+                         "and 'auto' picks the Triton backend for it")
+
+
+def flstm_fwd(x, h0, c0, weight_1, weight_2, bias, weight_hr=None):
+    """(output (T, B, H) in x.dtype, cell (T, B, H) float32). weight_hr must be None (see :func:`unsupported`)."""
+    _refuse_projected_flstm(weight_hr)
     return _ops().flstm_persistent_fwd(x, h0, c0, weight_1, weight_2, bias)
 
 
-def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell):
+def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell, weight_hr=None):
     """(dx, dh0, dc0, dweight_1, dweight_2, dbias), each in x.dtype.
 
     The persistent backward kernels: the single-CTA kernel where it fits the device, else the cluster backward
     (csrc/flstm_cluster_bwd.cu, :func:`flstm_bwd_cluster_size`: compute capability 9.x, a cluster whose per-CTA share
     fits and that the device can make resident; this covers the shapes of the cluster forward, e.g. flstm-infer);
     otherwise (e.g. the grid-cooperative forward's flstm-train) the Triton backward, which only needs the saved output
-    and cell and follows the same reference numerics.
+    and cell and follows the same reference numerics. weight_hr must be None.
     """
+    _refuse_projected_flstm(weight_hr)
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     smem, cc, _sm_count = _device_limits(index)
