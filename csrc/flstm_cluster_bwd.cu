@@ -127,9 +127,9 @@ flstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
   constexpr bool kWmma = uses_wmma(kKind);
   constexpr int kBatchTile = flstm_cluster_batch_tile(kKind);
   // Cell items per thread whose inputs are loaded during the previous step's dh product, so their global-memory
-  // latency is partly off the critical path; the rest load in the cell loop (the headline shape, BT = 16 and Hs = 64,
-  // has 4 items per thread). Two, not four: with four the float32 kernel spills (ptxas, 255 registers).
-  constexpr int kPrefetchItems = 2;
+  // latency is off the critical path; the rest load in the cell loop. Four cover the headline shape (BT = 16, Hs = 64:
+  // 4 items per thread) in fp16/bf16; the float32 kernel (BT = 8) prefetches two, as four make it spill (ptxas).
+  constexpr int kPrefetchItems = kWmma ? 4 : 2;
   constexpr int kDzVector = 4;  // dz columns per exchange item, as the forward's z
 
   const cg::cluster_group cluster = cg::this_cluster();
