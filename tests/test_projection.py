@@ -175,7 +175,7 @@ def test_functional_projection_validation():
                                weight_hr=torch.randn(2, 9, dtype=F64))
 
 
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("backend", ["cuda"])  # Triton projections: tests/test_triton_projection.py
 def test_backends_without_projection_say_so(backend):
     x = torch.randn(3, 2, 6)
     w_ih, w_hh, b, w_hr = (t.float() for t in _glstm_weights(6, 9, 3, 6, False))

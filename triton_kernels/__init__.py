@@ -1,7 +1,9 @@
 """Triton kernels and launchers for lstmkern (installed as ``lstmkern.triton_kernels``); self-contained.
 
-Shape legend: T time steps, B batch, I input features, H hidden units, G groups, R rank, Hg = H / G, Ig = I / G.
-Launchers take and return plain tensors (time-major, contiguous); see :mod:`.glstm` and :mod:`.flstm`.
+Shape legend: T time steps, B batch, I input features, H hidden units, G groups, R rank, P projection size,
+Hg = H / G, Ig = I / G, Pg = P / G.
+Launchers take and return plain tensors (time-major, contiguous); see :mod:`.glstm`, :mod:`.flstm` and
+:mod:`.projection` (the LSTMP projection's GEMMs).
 """
 from .flstm import FLSTM_PATHS, flstm_backward, flstm_forward, flstm_input_projection, flstm_sequence_fits
 from .gemm import grouped_gemm

@@ -55,6 +55,11 @@ LAYER_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": t
 # Most shared memory one block may use (opt-in maximum), by compute capability (CUDA programming guide).
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 
+# Boolean constexprs that switch a kernel between code paths rather than add a feature to one (the backward steps'
+# PROJECTED reads dm_t instead of dh + grad_output and adds into dh_{t-1}): every value is compiled, since either path
+# may be the one that runs out of registers.
+PATH_FLAGS = frozenset({"PROJECTED"})
+
 _PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
 
@@ -163,7 +168,7 @@ def specialisations(launches, kernels, target: GPUTarget) -> list[Specialisation
 
 def representatives(specs: list[Specialisation]) -> list[Specialisation]:
     """One specialisation to compile per kernel x layer dtype x autotune config x shape constexpr (pads, the dtype
-    of a product) x memory layout (unit strides): of the variants that differ only in boolean feature flags (bias,
+    of a product, :data:`PATH_FLAGS`) x memory layout (unit strides): of the variants that differ only in boolean feature flags (bias,
     accumulate, cell gradient, ...), the dtypes of pointers that feed no product directly, or alignment facts, the
     one with the most flags on and then the most 4- and 8-byte pointers, i.e. the most code and the widest loads.
 
@@ -177,7 +182,8 @@ def representatives(specs: list[Specialisation]) -> list[Specialisation]:
         names = list(spec.signature)
         # Pads and product dtypes, and integers specialised to 1 (unit strides: the operands' memory layout).
         shape = tuple(sorted((names[path[0]], repr(value)) for path, value in spec.constexprs.items()
-                             if names[path[0]] not in spec.config and not isinstance(value, bool)
+                             if names[path[0]] not in spec.config
+                             and (not isinstance(value, bool) or names[path[0]] in PATH_FLAGS)
                              and (names[path[0]] in declared or value == 1)))
         for dtype in spec.dtypes:
             key = (spec.module, spec.kernel, str(dtype), repr(sorted(spec.config.items())),

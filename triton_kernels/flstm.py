@@ -1,19 +1,24 @@
 """Triton kernels for one F-LSTM layer (factorized gates W2 W1), forward and backward.
 
-Shape legend: T time steps, B batch, I input features, H hidden units, R rank.
-Layouts (contiguous, time-major): x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H) = [W1_x | W1_h];
-weight_2 (4H, R), rows gates i, f, g, o; bias (4H,); P / pre-activations / gate gradients (T, B, 4H) in the state
-dtype; z = W1 [x; h] (rank R, per sample); output (T, B, H) in x's dtype; cell (T, B, H) in the state dtype.
+Shape legend: T time steps, B batch, I input features, H hidden units, R rank, P projection size (P = H without one).
+Layouts (contiguous, time-major): x (T, B, I); h0 (B, P); c0 (B, H); weight_1 (R, I+P) = [W1_x | W1_h];
+weight_2 (4H, R), rows gates i, f, g, o; bias (4H,); weight_hr (P, H) or None; P / pre-activations / gate gradients
+(T, B, 4H) in the state dtype; z = W1 [x; h] (rank R, per sample); output (T, B, P) in x's dtype; cell (T, B, H) in
+the state dtype.
 
 Launch structure
     forward:  input projection P = W2 (W1_x x_t) + b for all T: 1 launch with z on chip (rank padded <= 128), else
               2 GEMM launches through a (T*B, R) intermediate;
               + either 1 sequence-fused launch (all steps; a program owns a batch tile and keeps W1_h, W2, h, c on
-              chip; used when H and R are small) or T fused step launches: z = W1_h h_{t-1} (recomputed per program,
-              never leaves the chip), gates = P_t + W2 z for a tile of hidden units (all 4 gates), then the cell.
+              chip; used when H and R are small and there is no projection) or T fused step launches:
+              z = W1_h h_{t-1} (recomputed per program, never leaves the chip), gates = P_t + W2 z for a tile of
+              hidden units (all 4 gates), then the cell; with a projection each is followed by the GEMM
+              h_t = m_t W_hr^T.
     backward: 3 GEMMs recompute pre for all T (z = W1 [x; h_prev], pre = W2 z + b), T reverse-time fused step
-              launches (pointwise backward of all units, dz = dpre W2 and dh_{t-1} = dz W1_h for a tile of units),
-              then 5 GEMMs over all T: dz, dweight_2 (+ dbias as its row sums), the two column blocks of dweight_1, dx.
+              launches (pointwise backward of all units, dz = dpre W2 and dh_{t-1} = dz W1_h for a tile of h's
+              columns; with a projection each is preceded by the GEMM dm_t = dh_t W_hr), then 5 GEMMs over all T:
+              dz, dweight_2 (+ dbias as its row sums), the two column blocks of dweight_1, dx (+ 1 for
+              dweight_hr = sum_t dh_t^T m_t).
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ import triton
 import triton.language as tl
 
 from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
-                      new_buffer, state_dtype, step_epilogue)
+                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
+from .projection import project_step, project_step_backward, projection_weight_grad
 
 __all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
 
@@ -49,13 +55,14 @@ def flstm_sequence_fits(hidden_size: int, rank: int) -> bool:
                        # The dtypes each config serves: elsewhere it spills registers on sm_90.
                        dtype_arg="w2_ptr", dtypes=[HALF, HALF, HALF, ALL_DTYPES],
                        interpreted=dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32)),
-    key=["M_BUCKET", "I", "H", "R"],
+    key=["M_BUCKET", "I", "H", "P", "R"],
 )
 @triton.jit(do_not_specialize=["M", "M_BUCKET"])
-def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET, I, H, R,
+def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET, I, H, P, R,
                              HAS_BIAS: tl.constexpr, R_PAD: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """P[m, :] = W2 (W1_x x[m]) + b for BLOCK_M rows m of x viewed (T*B, I); all 4H columns per program.
+    """P[m, :] = W2 (W1_x x[m]) + b for BLOCK_M rows m of x viewed (T*B, I); all 4H columns per program. W1 rows
+    are I + P long (P: the recurrent input's width).
 
     z (BLOCK_M, R_pad) is formed once and reused for every column tile; it is rounded to the weights' dtype before
     the second product, as the reference's half-precision matmul does. Grid: (cdiv(T*B, BLOCK_M),).
@@ -69,7 +76,7 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
 
     z = tl.zeros((BLOCK_M, R_PAD), dtype=acc_dt)
     x_ptrs = x_ptr + offs_m[:, None] * I + offs_k[None, :]
-    w1_ptrs = w1_ptr + offs_r[None, :] * (I + H) + offs_k[:, None]  # (BLOCK_K, R_pad) tile of W1_x^T
+    w1_ptrs = w1_ptr + offs_r[None, :] * (I + P) + offs_k[:, None]  # (BLOCK_K, R_pad) tile of W1_x^T
     for k0 in range(0, I, BLOCK_K):
         mask_k = (k0 + offs_k) < I
         x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
@@ -102,16 +109,16 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
         # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
         dtype_arg="w2_ptr", dtypes=[F32 + HALF, HALF, HALF, ALL_DTYPES],
         interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, BLOCK_R=16)),
-    key=["B", "H", "R"],
+    key=["B", "H", "P", "R"],
 )
 @triton.jit
-def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr, c_out_ptr, B, H, R, I,
+def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr, c_out_ptr, B, H, P, R, I,
                        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
     """One step for (BLOCK_H units, BLOCK_B samples): z = h_{t-1} W1_h^T chunk by chunk of the rank, each chunk
     immediately multiplied into the 4 gate accumulators by W2, so z never leaves the chip.
 
-    p (B, 4H) state dtype; h_prev (B, H); c_prev (B, H) any float dtype; h_out (B, H) x dtype; c_out state dtype.
-    Grid: (cdiv(H, BLOCK_H), cdiv(B, BLOCK_B)).
+    p (B, 4H) state dtype; h_prev (B, P); c_prev (B, H) any float dtype; h_out (B, H) x dtype: h_t, or
+    m_t = o*tanh(c_t) before a projection; c_out state dtype. Grid: (cdiv(H, BLOCK_H), cdiv(B, BLOCK_B)).
     """
     state_dt: tl.constexpr = c_out_ptr.dtype.element_ty
     offs_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -129,10 +136,10 @@ def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr,
         offs_r = r0 + tl.arange(0, BLOCK_R)
         mask_r = offs_r < R
         z = tl.zeros((BLOCK_B, BLOCK_R), dtype=state_dt)
-        h_ptrs = h_prev_ptr + offs_b[:, None] * H + offs_k[None, :]
-        w1_ptrs = w1_ptr + I + offs_r[None, :] * (I + H) + offs_k[:, None]  # (BLOCK_K, BLOCK_R) tile of W1_h^T
-        for k0 in range(0, H, BLOCK_K):
-            mask_k = (k0 + offs_k) < H
+        h_ptrs = h_prev_ptr + offs_b[:, None] * P + offs_k[None, :]
+        w1_ptrs = w1_ptr + I + offs_r[None, :] * (I + P) + offs_k[:, None]  # (BLOCK_K, BLOCK_R) tile of W1_h^T
+        for k0 in range(0, P, BLOCK_K):
+            mask_k = (k0 + offs_k) < P
             h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
             w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
             z = dot_acc(h, w1, z)
@@ -229,24 +236,25 @@ def _flstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w1_ptr, w2_ptr, out_ptr, cell_
         # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
         dtype_arg="w2_ptr", dtypes=[F32 + HALF, F32 + HALF, HALF, F64],
         interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16, BLOCK_R=16)),
-    key=["B", "H", "R", "HAS_GRAD_CELL"],
+    key=["B", "H", "P", "R", "HAS_GRAD_CELL", "PROJECTED"],
 )
 @triton.jit
 def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
-                                w1_ptr, w2_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, B, H, R, I,
-                                HAS_GRAD_CELL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr,
-                                BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Step t of BPTT for (BLOCK_K units of dh_{t-1}, BLOCK_B samples): dh_{t-1} = (dpre_t W2) W1_h.
+                                w1_ptr, w2_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, m_ptr, B, H, P, R, I,
+                                HAS_GRAD_CELL: tl.constexpr, PROJECTED: tl.constexpr, BLOCK_B: tl.constexpr,
+                                BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Step t of BPTT for (BLOCK_K columns of dh_{t-1}, BLOCK_B samples): dh_{t-1} = (dpre_t W2) W1_h.
 
     dz = dpre_t W2 needs dpre for all 4H gates, so each program recomputes the pointwise backward of every unit for
-    each rank chunk (dz stays on chip); programs of unit tile 0 also write dgates_t and dc_{t-1}.
-    Grid: (cdiv(H, BLOCK_K), cdiv(B, BLOCK_B)). Tensors as in the G-LSTM backward step with G = 1.
+    each rank chunk (dz stays on chip); programs of column tile 0 also write dgates_t and dc_{t-1}.
+    Grid: (cdiv(P, BLOCK_K), cdiv(B, BLOCK_B)). Tensors, and what PROJECTED changes (dh_next is dm_t, dh_prev (B, P)
+    is added to, m_t is written), as in the G-LSTM backward step with G = 1.
     """
     state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
     offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     mask_b = offs_b < B
-    mask_k = offs_k < H
+    mask_k = offs_k < P
     writes_pointwise = tl.program_id(0) == 0
 
     acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
@@ -267,8 +275,9 @@ def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
             pre_o = tl.load(pre_ptr + gate_offs + 3 * H, mask=mask, other=0.0)
             c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
             c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
-            dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0) \
-                + tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+            dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0)
+            if not PROJECTED:
+                dh += tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
             dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
             if HAS_GRAD_CELL:
                 dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
@@ -280,6 +289,9 @@ def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
             tl.store(dgates_ptr + gate_offs + 2 * H, dpre_g, mask=store_mask)
             tl.store(dgates_ptr + gate_offs + 3 * H, dpre_o, mask=store_mask)
             tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
+            if PROJECTED:
+                m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
+                tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=store_mask)
 
             w2_ptrs = w2_ptr + offs_j[:, None] * R + offs_r[None, :]  # (BLOCK_J, BLOCK_R) tile of W2[gate*H + j, r]
             w2_mask = mask_j[:, None] & mask_r[None, :]
@@ -287,10 +299,14 @@ def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
             dz = dot_acc(dpre_f, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
             dz = dot_acc(dpre_g, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
             dz = dot_acc(dpre_o, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
-        w1 = tl.load(w1_ptr + I + offs_r[:, None] * (I + H) + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :],
+        w1 = tl.load(w1_ptr + I + offs_r[:, None] * (I + P) + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :],
                      other=0.0)  # (BLOCK_R, BLOCK_K) tile of W1_h
         acc = dot_acc(dz, w1.to(state_dt), acc)
-    tl.store(dh_prev_ptr + offs_b[:, None] * H + offs_k[None, :], acc, mask=mask_b[:, None] & mask_k[None, :])
+    dh_prev_ptrs = dh_prev_ptr + offs_b[:, None] * P + offs_k[None, :]
+    dh_prev_mask = mask_b[:, None] & mask_k[None, :]
+    if PROJECTED:
+        acc += tl.load(dh_prev_ptrs, mask=dh_prev_mask, other=0.0)
+    tl.store(dh_prev_ptrs, acc, mask=dh_prev_mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -300,7 +316,7 @@ def flstm_input_projection(x: torch.Tensor, weight_1: torch.Tensor, weight_2: to
                            bias: torch.Tensor | None, *, fused: bool | None = None) -> torch.Tensor:
     """P = W2 (W1_x x_t) + b for all T.
 
-    Args: x (T, B, I); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None; fused: one launch with z on chip
+    Args: x (T, B, I); weight_1 (R, I+P); weight_2 (4H, R); bias (4H,) or None; fused: one launch with z on chip
         (None: wherever the padded rank is <= 128) or two GEMM launches through a (T*B, R) buffer.
     Returns: P (T, B, 4H) in the state dtype.
 
@@ -308,9 +324,9 @@ def flstm_input_projection(x: torch.Tensor, weight_1: torch.Tensor, weight_2: to
         >>> P = flstm_input_projection(torch.randn(4, 2, 6), torch.randn(3, 15), torch.randn(36, 3), None)
     """
     T, B, I = x.shape
-    R = weight_1.shape[0]
+    R, w1_cols = weight_1.shape
     four_h = weight_2.shape[0]
-    H = four_h // 4
+    H, P = four_h // 4, w1_cols - I
     M = T * B
     proj = new_buffer((T, B, four_h), state_dtype(x.dtype), x.device)
     if fused is None:
@@ -318,92 +334,119 @@ def flstm_input_projection(x: torch.Tensor, weight_1: torch.Tensor, weight_2: to
     if fused:
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]),)  # noqa: E731
         _flstm_projection_kernel[grid](x, weight_1, weight_2, bias if bias is not None else proj, proj,
-                                       M, triton.next_power_of_2(M), I, H, R,
+                                       M, triton.next_power_of_2(M), I, H, P, R,
                                        HAS_BIAS=bias is not None, R_PAD=dot_pad(R))
         return proj
     z = new_buffer((M, R), x.dtype, x.device)  # in x's dtype, like the reference's intermediate
-    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, I + H),
+    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, w1_cols),
                  c_strides=(0, R, 1))
     return grouped_gemm(z, weight_2, proj, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
                         c_strides=(0, four_h, 1), bias=bias)
 
 
 def flstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_1: torch.Tensor,
-                  weight_2: torch.Tensor, bias: torch.Tensor | None, *, path: str = "auto"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  weight_2: torch.Tensor, bias: torch.Tensor | None, weight_hr: torch.Tensor | None = None, *,
+                  path: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """One F-LSTM layer (same contract as reference.flstm_reference).
 
-    Args: x (T, B, I); h0, c0 (B, H); weight_1 (R, I+H); weight_2 (4H, R); bias (4H,) or None;
-        path: "sequence", "step" or "auto" (sequence where :func:`flstm_sequence_fits`).
-    Returns: output (T, B, H) in x's dtype, cell (T, B, H) in the state dtype.
+    Args: x (T, B, I); h0 (B, P); c0 (B, H); weight_1 (R, I+P); weight_2 (4H, R); bias (4H,) or None;
+        weight_hr (P, H) or None (then P = H); path: "sequence" (not with a projection), "step" or "auto" (sequence
+        where :func:`flstm_sequence_fits` and there is no projection).
+    Returns: output (T, B, P) in x's dtype, cell (T, B, H) in the state dtype.
 
     Example::
         >>> out, cell = flstm_forward(x, h0, c0, w1, w2, b)   # x (T, B, I) on a GPU
     """
     if path not in FLSTM_PATHS:
         raise ValueError(f"path must be one of {FLSTM_PATHS}, got {path!r}")
+    if path == "sequence" and weight_hr is not None:
+        raise ValueError("path='sequence' has no projection (weight_hr): use 'step' or 'auto'")
     T, B, I = x.shape
     R = weight_1.shape[0]
-    H = h0.shape[1]
+    H, P = weight_2.shape[0] // 4, h0.shape[1]
     proj = flstm_input_projection(x, weight_1, weight_2, bias)
-    output = new_buffer((T, B, H), x.dtype, x.device)
+    output = new_buffer((T, B, P), x.dtype, x.device)
     cell = new_buffer((T, B, H), state_dtype(x.dtype), x.device)
-    if path == "sequence" or (path == "auto" and flstm_sequence_fits(H, R)):
+    if weight_hr is None and (path == "sequence" or (path == "auto" and flstm_sequence_fits(H, R))):
         grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]),)  # noqa: E731
         _flstm_sequence_kernel[grid](proj, h0, c0, weight_1, weight_2, output, cell, T, B, H, R, I,
                                      H_PAD=dot_pad(H), R_PAD=dot_pad(R))
         return output, cell
+    # With a projection the step kernel writes m_t here and one GEMM projects it into output[t].
+    cell_output = new_buffer((B, H), x.dtype, x.device) if weight_hr is not None else None
     grid = lambda meta: (triton.cdiv(H, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
     for t in range(T):  # views only: CUDA-graph capturable
         h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
-        _flstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_1, weight_2, output[t], cell[t], B, H, R, I)
+        _flstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_1, weight_2,
+                                 output[t] if cell_output is None else cell_output, cell[t], B, H, P, R, I)
+        if weight_hr is not None:
+            project_step(cell_output, weight_hr, output[t])
     return output, cell
 
 
 def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x: torch.Tensor, h0: torch.Tensor,
                    c0: torch.Tensor, weight_1: torch.Tensor, weight_2: torch.Tensor, bias: torch.Tensor | None,
-                   output: torch.Tensor, cell: torch.Tensor):
+                   output: torch.Tensor, cell: torch.Tensor, weight_hr: torch.Tensor | None = None):
     """BPTT for :func:`flstm_forward` (same contract as reference.flstm_reference_backward).
 
-    Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_1 (R, I+H), dweight_2 (4H, R), dbias (4H,)) in x's dtype.
+    Returns (dx (T, B, I), dh0 (B, P), dc0 (B, H), dweight_1 (R, I+P), dweight_2 (4H, R), dbias (4H,)) in x's dtype,
+    and dweight_hr (P, H) as a 7th tensor when weight_hr is given.
 
     Example::
         >>> dx, dh0, dc0, dw1, dw2, db = flstm_backward(gy, None, x, h0, c0, w1, w2, b, out, cell)
     """
     T, B, I = x.shape
     R = weight_1.shape[0]
-    H = h0.shape[1]
-    four_h = 4 * H
+    four_h = weight_2.shape[0]
+    H, P = four_h // 4, h0.shape[1]
     M = T * B
     sdt = state_dtype(x.dtype)
     dev = x.device
     grad_output = grad_output.contiguous()
     grad_cell = grad_cell.contiguous() if grad_cell is not None else None
-    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, H)
+    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, P)
 
     # Time-parallel recompute: z = W1 [x; h_prev] (state dtype, also needed for dweight_2), pre = W2 z + b.
     z = new_buffer((M, R), sdt, dev)
-    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, I + H),
+    grouped_gemm(x, weight_1, z, groups=1, M=M, N=R, K=I, a_strides=(0, I, 1), b_strides=(0, 1, I + P),
                  c_strides=(0, R, 1))
-    grouped_gemm(h_prev, weight_1[:, I:], z, groups=1, M=M, N=R, K=H, a_strides=(0, H, 1), b_strides=(0, 1, I + H),
+    grouped_gemm(h_prev, weight_1[:, I:], z, groups=1, M=M, N=R, K=P, a_strides=(0, P, 1), b_strides=(0, 1, I + P),
                  c_strides=(0, R, 1), accumulate=True)
     pre = new_buffer((T, B, four_h), sdt, dev)
     grouped_gemm(z, weight_2, pre, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
                  c_strides=(0, four_h, 1), bias=bias)
 
-    # Reverse time with ping-pong dh/dc buffers (see glstm_backward).
+    # Reverse time with ping-pong dc (and, without a projection, dh) buffers (see glstm_backward).
     dgates = new_buffer((T, B, four_h), sdt, dev)
-    dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
     dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
-    grid = lambda meta: (triton.cdiv(H, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(P, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
     src = 0
-    for t in range(T - 1, -1, -1):
-        c_prev = c0 if t == 0 else cell[t - 1]
-        _flstm_backward_step_kernel[grid](
-            pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-            dh[src], dc[src], weight_1, weight_2, dgates[t], dh[1 - src], dc[1 - src], B, H, R, I,
-            HAS_GRAD_CELL=grad_cell is not None)
-        src = 1 - src
+    if weight_hr is None:
+        dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
+        for t in range(T - 1, -1, -1):
+            c_prev = c0 if t == 0 else cell[t - 1]
+            _flstm_backward_step_kernel[grid](
+                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+                dh[src], dc[src], weight_1, weight_2, dgates[t], dh[1 - src], dc[1 - src], dgates[t], B, H, P, R, I,
+                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=False)
+            src = 1 - src
+        dh0 = dh[src]
+    else:
+        # dh_total[t + 1] = dh_t (B, P), the whole gradient reaching h_t (see glstm_backward); dh_total[0] is dh0.
+        dh_total = new_buffer((T + 1, B, P), sdt, dev)
+        dh_total[0].zero_()
+        dh_total[1:].copy_(grad_output)
+        dm = new_buffer((B, H), sdt, dev)
+        cell_output = new_buffer((T, B, H), x.dtype, dev)  # m_t, recomputed by the step kernels
+        for t in range(T - 1, -1, -1):
+            c_prev = c0 if t == 0 else cell[t - 1]
+            project_step_backward(dh_total[t + 1], weight_hr, dm)
+            _flstm_backward_step_kernel[grid](
+                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+                dm, dc[src], weight_1, weight_2, dgates[t], dh_total[t], dc[1 - src], cell_output[t], B, H, P, R, I,
+                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=True)
+            src = 1 - src
+        dh0 = dh_total[0].clone()  # not a view that would keep all of dh_total alive
 
     # Time-parallel gradients over all T*B rows.
     dz = new_buffer((M, R), sdt, dev)
@@ -415,24 +458,28 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
                  c_strides=(0, R, 1), rowsum=dbias)
     dweight_1 = new_buffer(weight_1.shape, x.dtype, dev)
     grouped_gemm(dz, x, dweight_1, groups=1, M=R, N=I, K=M, a_strides=(0, 1, R), b_strides=(0, I, 1),
-                 c_strides=(0, I + H, 1))
-    grouped_gemm(dz, h_prev, dweight_1[:, I:], groups=1, M=R, N=H, K=M, a_strides=(0, 1, R), b_strides=(0, H, 1),
-                 c_strides=(0, I + H, 1))
+                 c_strides=(0, I + P, 1))
+    grouped_gemm(dz, h_prev, dweight_1[:, I:], groups=1, M=R, N=P, K=M, a_strides=(0, 1, R), b_strides=(0, P, 1),
+                 c_strides=(0, I + P, 1))
     dx = new_buffer(x.shape, x.dtype, dev)
-    grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + H, 1),
+    grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + P, 1),
                  c_strides=(0, I, 1))
-    return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_1, dweight_2, dbias
+    grads = (dx, dh0.to(x.dtype), dc[src].to(x.dtype), dweight_1, dweight_2, dbias)
+    if weight_hr is None:
+        return grads
+    return grads + (projection_weight_grad(dh_total[1:], cell_output, x.dtype),)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Ahead-of-time compile check
 # ----------------------------------------------------------------------------------------------------------------------
-# (T, B, I, H, R, forward path): the sequence-fused forward at the largest padded rank it accepts for each padded H
-# (16, 32, 64; ranks stay <= 4H), which is also the fused projection's largest padded rank (128), the step forward and
-# the two-GEMM projection beyond. Sizes are multiples of 16, as at typical shapes, so Triton specialises on the
-# alignment facts those launches carry.
-_AOT_LAYERS = ((2, 32, 32, 16, 64, "sequence"), (2, 32, 32, 32, 128, "sequence"), (2, 32, 64, 64, 64, "sequence"),
-               (2, 32, 128, 256, 256, "step"))
+# (T, B, I, H, R, P, forward path): the sequence-fused forward at the largest padded rank it accepts for each padded
+# H (16, 32, 64; ranks stay <= 4H), which is also the fused projection's largest padded rank (128), the step forward
+# and the two-GEMM projection beyond, and a projected layer (P = 0: none), which adds the backward step's PROJECTED
+# variant. Sizes are multiples of 16, as at typical shapes, so Triton specialises on the alignment facts those
+# launches carry.
+_AOT_LAYERS = ((2, 32, 32, 16, 64, 0, "sequence"), (2, 32, 32, 32, 128, 0, "sequence"),
+               (2, 32, 64, 64, 64, 0, "sequence"), (2, 32, 128, 256, 256, 0, "step"), (2, 32, 64, 128, 64, 64, "step"))
 
 
 def aot_launches(dtype: torch.dtype) -> None:
@@ -443,11 +490,13 @@ def aot_launches(dtype: torch.dtype) -> None:
     gradient, hence every kernel and every specialisation (pointer dtypes, constexpr flags, pads) an F-LSTM launches.
     """
     sdt = state_dtype(dtype)
-    for T, B, I, H, R, path in _AOT_LAYERS:
+    for T, B, I, H, R, P, path in _AOT_LAYERS:
         x = torch.zeros(T, B, I, dtype=dtype)
-        h0, c0 = torch.zeros(B, H, dtype=dtype), torch.zeros(B, H, dtype=dtype)
-        weight_1, weight_2 = torch.zeros(R, I + H, dtype=dtype), torch.zeros(4 * H, R, dtype=dtype)
+        h0, c0 = torch.zeros(B, P or H, dtype=dtype), torch.zeros(B, H, dtype=dtype)
+        weight_1, weight_2 = torch.zeros(R, I + (P or H), dtype=dtype), torch.zeros(4 * H, R, dtype=dtype)
+        weight_hr = torch.zeros(P, H, dtype=dtype) if P else None
         for bias in (torch.zeros(4 * H, dtype=dtype), None):
-            output, cell = flstm_forward(x, h0, c0, weight_1, weight_2, bias, path=path)
+            output, cell = flstm_forward(x, h0, c0, weight_1, weight_2, bias, weight_hr, path=path)
             for grad_cell in (torch.zeros(T, B, H, dtype=sdt), None):
-                flstm_backward(torch.zeros_like(output), grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+                flstm_backward(torch.zeros_like(output), grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
+                               weight_hr)

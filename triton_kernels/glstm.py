@@ -1,18 +1,23 @@
 """Triton kernels for one G-LSTM layer (block-diagonal groups), forward and backward.
 
-Shape legend: T time steps, B batch, I = G*Ig input features, H = G*Hg hidden units, G groups.
-Layouts (all contiguous, time-major): x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg);
-bias (G, 4Hg); P / pre-activations / gate gradients (T, B, G*4Hg) in the state dtype, i.e. (T, B, G, 4, Hg) with
-gates i, f, g, o inside each group; output (T, B, H) in x's dtype; cell (T, B, H) in the state dtype.
+Shape legend: T time steps, B batch, I input features, H = G*Hg hidden units, G groups, Ig = I / G, P = G*Pg
+projection size (P = H, Pg = Hg without a projection).
+Layouts (all contiguous, time-major): x (T, B, I); h0 (B, P); c0 (B, H); weight_ih (G, 4Hg, Ig) (grouped input) or
+(G, 4Hg, I) (dense input: every group reads all of x); weight_hh (G, 4Hg, Pg); bias (G, 4Hg); weight_hr (P, H) or
+None; P / pre-activations / gate gradients (T, B, G*4Hg) in the state dtype, i.e. (T, B, G, 4, Hg) with gates
+i, f, g, o inside each group; output (T, B, P) in x's dtype; cell (T, B, H) in the state dtype.
 
 Launch structure
-    forward:  1 grouped GEMM (P = x W_ih^T + b, all T, groups on the grid)
+    forward:  1 grouped GEMM (P = x W_ih^T + b, all T, groups on the grid; dense input: one GEMM with weight_ih
+              viewed as one (G*4Hg, I) matrix, whose group-major rows give the same gate layout)
               + either 1 sequence-fused launch (all T steps; a program owns a (group, batch tile) and keeps W_hh[g],
-              h and c on chip; used when 4*Hg_pad^2 weights fit) or T fused step launches (a program owns a
-              (group, hidden tile, batch tile) and computes its 4 gates, the recurrent product and the cell).
+              h and c on chip; used when 4*Hg_pad^2 weights fit and there is no projection) or T fused step launches
+              (a program owns a (group, hidden tile, batch tile) and computes its 4 gates, the recurrent product and
+              the cell), each followed, with a projection, by the GEMM h_t = m_t W_hr^T (it mixes all groups).
     backward: 2 grouped GEMMs (pre = P + H_prev W_hh^T, all T), T reverse-time fused step launches (pointwise backward
-              of the whole group + dh_{t-1} = dpre W_hh for a tile of units), then 3 grouped GEMMs for dweight_ih
-              (+ dbias as its row sums), dweight_hh and dx over all T.
+              of the whole group + dh_{t-1} = dpre W_hh for a tile of units; with a projection each is preceded by
+              the GEMM dm_t = dh_t W_hr), then 3 grouped GEMMs for dweight_ih (+ dbias as its row sums), dweight_hh
+              and dx over all T (+ 1 for dweight_hr = sum_t dh_t^T m_t).
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ import triton.language as tl
 
 from . import _common
 from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
-                      new_buffer, state_dtype, step_epilogue)
+                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
+from .projection import project_step, project_step_backward, projection_weight_grad
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
 
@@ -48,14 +54,15 @@ def glstm_sequence_fits(hidden_per_group: int) -> bool:
         # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
         dtype_arg="w_hh_ptr", dtypes=[ALL_DTYPES, F32 + HALF, HALF, F32 + F64],
         interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16)),
-    key=["B", "HG", "G"],
+    key=["B", "HG", "PG", "G"],
 )
 @triton.jit
-def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out_ptr, B, HG, G,
+def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out_ptr, B, HG, PG, G,
                        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
     """One step: gates = P_t + h_{t-1}[g] W_hh[g]^T for (group, BLOCK_H units, BLOCK_B samples), then the cell.
 
-    p (B, G*4Hg) state dtype; h_prev (B, H); c_prev (B, H) any float dtype; h_out (B, H) x dtype; c_out (B, H) state.
+    p (B, G*4Hg) state dtype; h_prev (B, G*Pg) (group g reads its Pg columns); c_prev (B, H) any float dtype;
+    h_out (B, H) x dtype: h_t, or m_t = o*tanh(c_t) before a projection; c_out (B, H) state dtype.
     Grid: (G * cdiv(Hg, BLOCK_H), cdiv(B, BLOCK_B)).
     """
     state_dt: tl.constexpr = c_out_ptr.dtype.element_ty
@@ -72,12 +79,12 @@ def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out
     acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
     acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
     acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
-    h_ptrs = h_prev_ptr + offs_b[:, None] * H + group * HG + offs_k[None, :]
-    # (BLOCK_K, BLOCK_H) tile of W_hh[g, gate*Hg + j, k]^T; gate q sits q*Hg*Hg elements further.
-    w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[None, :] * HG + offs_k[:, None]
-    gate_stride = HG * HG
-    for k0 in range(0, HG, BLOCK_K):
-        mask_k = (k0 + offs_k) < HG
+    h_ptrs = h_prev_ptr + offs_b[:, None] * (G * PG) + group * PG + offs_k[None, :]
+    # (BLOCK_K, BLOCK_H) tile of W_hh[g, gate*Hg + j, k]^T; gate q sits q*Hg*Pg elements further.
+    w_ptrs = w_hh_ptr + group * 4 * HG * PG + offs_j[None, :] * PG + offs_k[:, None]
+    gate_stride = HG * PG
+    for k0 in range(0, PG, BLOCK_K):
+        mask_k = (k0 + offs_k) < PG
         h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
         w_mask = mask_k[:, None] & mask_j[None, :]
         acc_i = dot_acc(h, tl.load(w_ptrs, mask=w_mask, other=0.0), acc_i)
@@ -155,6 +162,13 @@ def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T
 # ----------------------------------------------------------------------------------------------------------------------
 # Backward: one reverse-time fused step
 # ----------------------------------------------------------------------------------------------------------------------
+def _backward_step_class(named_args, constexprs):
+    """What the backward step's configs depend on: the dtype, with a projected half-precision layer apart (m_t's
+    store and the read-modify-write of dh_{t-1} make BLOCK_B=32, BLOCK_J=32, BLOCK_K=64 spill 4 B under Triton 3.8)."""
+    dtype = named_args["w_hh_ptr"].dtype
+    return "half, projected" if constexprs["PROJECTED"] and dtype in HALF else dtype
+
+
 @triton.autotune(
     **autotune_configs(
         gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_K=64),
@@ -163,35 +177,41 @@ def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T
         num_warps=[4, 4, 4, 4, 8], num_stages=[3, 3, 3, 1, 1],
         # The dtypes each config serves: elsewhere it spills registers on sm_90 or (BLOCK_B=64, float32) needs more
         # than 227 KiB of shared memory (see tests/test_triton_aot.py).
-        dtype_arg="w_hh_ptr", dtypes=[F32 + HALF, F32 + HALF, F32, F32 + HALF, F64],
+        dtype_arg=_backward_step_class,
+        dtypes=[F32 + HALF + ("half, projected",), F32 + HALF, F32, F32 + HALF + ("half, projected",), F64],
         interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16)),
-    key=["B", "HG", "G", "HAS_GRAD_CELL"],
+    key=["B", "HG", "PG", "G", "HAS_GRAD_CELL", "PROJECTED"],
 )
 @triton.jit
 def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
-                                w_hh_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, B, HG, G,
-                                HAS_GRAD_CELL: tl.constexpr,
+                                w_hh_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, m_ptr, B, HG, PG, G,
+                                HAS_GRAD_CELL: tl.constexpr, PROJECTED: tl.constexpr,
                                 BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Step t of BPTT for (group, BLOCK_K units of dh_{t-1}, BLOCK_B samples).
+    """Step t of BPTT for (group, BLOCK_K columns of dh_{t-1}, BLOCK_B samples).
 
     dh_{t-1}[g] = dpre_t[g] W_hh[g] needs dpre for every unit of the group, so each program recomputes the pointwise
-    backward of its whole group (cheap next to the product); programs of unit tile 0 also write dgates_t and dc_{t-1}.
-    pre (B, G*4Hg), c_prev, c (B, H), grad_out / grad_cell (B, H) x dtype, dh_next / dc_next (B, H) gradients from
-    step t+1 (state dtype); writes dgates (B, G*4Hg), dh_prev, dc_prev (B, H). Grid: (G * cdiv(Hg, BLOCK_K), cdiv(B, BLOCK_B)).
+    backward of its whole group (cheap next to the product); programs of column tile 0 also write dgates_t and
+    dc_{t-1}. pre (B, G*4Hg), c_prev, c (B, H), grad_cell (B, H), dc_next (B, H) from step t+1 (state dtype);
+    writes dgates (B, G*4Hg), dc_prev (B, H), and dh_prev (B, G*Pg).
+    Without a projection (Pg = Hg): dh_next (B, H) is the recurrent gradient from step t+1 and grad_out[t] (B, H) is
+    added to it; dh_prev is overwritten. With one (PROJECTED): dh_next is dm_t = dh_t W_hr (B, H), already the whole
+    gradient reaching m_t; dh_prev (B, P) holds grad_out[t-1] and the program adds its product to it (each program
+    owns its tile, so the read-modify-write is race-free); column tile 0 writes m_t = o*tanh(c_t) (B, H) in x's dtype
+    (m_ptr) for the dweight_hr GEMM. Grid: (G * cdiv(Pg, BLOCK_K), cdiv(B, BLOCK_B)).
     """
     state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
     H = G * HG
-    num_k_tiles = tl.cdiv(HG, BLOCK_K)
+    num_k_tiles = tl.cdiv(PG, BLOCK_K)
     group = tl.program_id(0) // num_k_tiles
     k_tile = tl.program_id(0) % num_k_tiles
     offs_k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     mask_b = offs_b < B
-    mask_k = offs_k < HG
+    mask_k = offs_k < PG
     writes_pointwise = k_tile == 0
 
     acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
-    gate_stride = HG * HG
+    gate_stride = HG * PG
     for j0 in range(0, HG, BLOCK_J):
         offs_j = j0 + tl.arange(0, BLOCK_J)
         mask_j = offs_j < HG
@@ -204,8 +224,9 @@ def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
         pre_o = tl.load(pre_ptr + gate_offs + 3 * HG, mask=mask, other=0.0)
         c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
         c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
-        dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0) \
-            + tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+        dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0)
+        if not PROJECTED:
+            dh += tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
         dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
         if HAS_GRAD_CELL:
             dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
@@ -216,25 +237,38 @@ def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_c
         tl.store(dgates_ptr + gate_offs + 2 * HG, dpre_g, mask=store_mask)
         tl.store(dgates_ptr + gate_offs + 3 * HG, dpre_o, mask=store_mask)
         tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
+        if PROJECTED:
+            m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
+            tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=store_mask)
 
         # (BLOCK_J, BLOCK_K) tiles of W_hh[g, gate*Hg + j, k], in the state dtype like the reference's product.
-        w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[:, None] * HG + offs_k[None, :]
+        w_ptrs = w_hh_ptr + group * 4 * HG * PG + offs_j[:, None] * PG + offs_k[None, :]
         w_mask = mask_j[:, None] & mask_k[None, :]
         acc = dot_acc(dpre_i, tl.load(w_ptrs, mask=w_mask, other=0.0).to(state_dt), acc)
         acc = dot_acc(dpre_f, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
         acc = dot_acc(dpre_g, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
         acc = dot_acc(dpre_o, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
-    tl.store(dh_prev_ptr + offs_b[:, None] * H + group * HG + offs_k[None, :], acc,
-             mask=mask_b[:, None] & mask_k[None, :])
+    dh_prev_ptrs = dh_prev_ptr + offs_b[:, None] * (G * PG) + group * PG + offs_k[None, :]
+    dh_prev_mask = mask_b[:, None] & mask_k[None, :]
+    if PROJECTED:
+        acc += tl.load(dh_prev_ptrs, mask=dh_prev_mask, other=0.0)
+    tl.store(dh_prev_ptrs, acc, mask=dh_prev_mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------------------------------
-def glstm_input_projection(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """P[t, b, g, :] = x[t, b, g-slice] W_ih[g]^T + bias[g] for all T and groups in one launch.
+def _dense_input(x: torch.Tensor, weight_ih: torch.Tensor) -> bool:
+    """Whether every group reads all of x (weight_ih (G, 4Hg, I), G > 1; with G = 1 both forms are one GEMM)."""
+    return weight_ih.shape[0] > 1 and weight_ih.shape[2] == x.shape[2]
 
-    Args: x (T, B, I); weight_ih (G, 4Hg, Ig); bias (G, 4Hg) or None. Returns P (T, B, G*4Hg) in the state dtype.
+
+def glstm_input_projection(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """P[t, b, g, :] = x[t, b, g-slice] W_ih[g]^T + bias[g] (grouped input) or x[t, b] W_ih[g]^T + bias[g] (dense
+    input) for all T and groups in one launch.
+
+    Args: x (T, B, I); weight_ih (G, 4Hg, Ig) or (G, 4Hg, I); bias (G, 4Hg) or None.
+    Returns P (T, B, G*4Hg) in the state dtype.
 
     Example::
         >>> P = glstm_input_projection(torch.randn(4, 2, 6), torch.randn(3, 8, 2), None)  # (4, 2, 24)
@@ -242,81 +276,117 @@ def glstm_input_projection(x: torch.Tensor, weight_ih: torch.Tensor, bias: torch
     T, B, I = x.shape
     G, four_hg, ig = weight_ih.shape
     proj = new_buffer((T, B, G * four_hg), state_dtype(x.dtype), x.device)
+    if _dense_input(x, weight_ih):
+        # weight_ih as one (G*4Hg, I) matrix: its rows, group-major, are P's columns (T, B, G, 4, Hg).
+        N = G * four_hg
+        return grouped_gemm(x, weight_ih, proj, groups=1, M=T * B, N=N, K=I, a_strides=(0, I, 1),
+                            b_strides=(0, 1, I), c_strides=(0, N, 1), bias=bias)
     return grouped_gemm(x, weight_ih, proj, groups=G, M=T * B, N=four_hg, K=ig,
                         a_strides=(ig, I, 1), b_strides=(four_hg * ig, 1, ig), c_strides=(four_hg, G * four_hg, 1),
                         bias=bias, bias_group_stride=four_hg)
 
 
 def glstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih: torch.Tensor,
-                  weight_hh: torch.Tensor, bias: torch.Tensor | None, *, path: str = "auto"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  weight_hh: torch.Tensor, bias: torch.Tensor | None, weight_hr: torch.Tensor | None = None, *,
+                  path: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """One G-LSTM layer (same contract as reference.glstm_reference).
 
-    Args: x (T, B, I); h0, c0 (B, H); weight_ih (G, 4Hg, Ig); weight_hh (G, 4Hg, Hg); bias (G, 4Hg) or None;
-        path: "sequence" (one launch for all steps), "step" (one launch per step) or "auto" (sequence where
-        :func:`glstm_sequence_fits`). Returns output (T, B, H) in x's dtype, cell (T, B, H) in the state dtype.
+    Args: x (T, B, I); h0 (B, P); c0 (B, H); weight_ih (G, 4Hg, Ig) or (G, 4Hg, I) (dense input);
+        weight_hh (G, 4Hg, Pg); bias (G, 4Hg) or None; weight_hr (P, H) or None (then P = H);
+        path: "sequence" (one launch for all steps; not with a projection), "step" (one launch per step) or "auto"
+        (sequence where :func:`glstm_sequence_fits` and there is no projection).
+    Returns output (T, B, P) in x's dtype, cell (T, B, H) in the state dtype.
 
     Example::
         >>> out, cell = glstm_forward(x, h0, c0, w_ih, w_hh, b)   # x (T, B, G*Ig) on a GPU
     """
     if path not in GLSTM_PATHS:
         raise ValueError(f"path must be one of {GLSTM_PATHS}, got {path!r}")
+    if path == "sequence" and weight_hr is not None:
+        raise ValueError("path='sequence' has no projection (weight_hr): use 'step' or 'auto'")
     T, B, _ = x.shape
-    G, _, hg = weight_hh.shape
+    G, four_hg, pg = weight_hh.shape
+    hg = four_hg // 4
     H = G * hg
     proj = glstm_input_projection(x, weight_ih, bias)
-    output = new_buffer((T, B, H), x.dtype, x.device)
+    output = new_buffer((T, B, G * pg), x.dtype, x.device)
     cell = new_buffer((T, B, H), state_dtype(x.dtype), x.device)
-    if path == "sequence" or (path == "auto" and glstm_sequence_fits(hg)):
+    if weight_hr is None and (path == "sequence" or (path == "auto" and glstm_sequence_fits(hg))):
         grid = lambda meta: (G, triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
         _glstm_sequence_kernel[grid](proj, h0, c0, weight_hh, output, cell, T, B, hg, G, HG_PAD=dot_pad(hg))
         return output, cell
+    # With a projection the step kernel writes m_t here and one GEMM projects it into output[t].
+    cell_output = new_buffer((B, H), x.dtype, x.device) if weight_hr is not None else None
     grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
     for t in range(T):  # views only: no allocation or host sync inside, so the loop is CUDA-graph capturable
         h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
-        _glstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_hh, output[t], cell[t], B, hg, G)
+        _glstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_hh, output[t] if cell_output is None else cell_output,
+                                 cell[t], B, hg, pg, G)
+        if weight_hr is not None:
+            project_step(cell_output, weight_hr, output[t])
     return output, cell
 
 
 def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x: torch.Tensor, h0: torch.Tensor,
                    c0: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor | None,
-                   output: torch.Tensor, cell: torch.Tensor):
+                   output: torch.Tensor, cell: torch.Tensor, weight_hr: torch.Tensor | None = None):
     """BPTT for :func:`glstm_forward` (same contract as reference.glstm_reference_backward).
 
-    Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg)), in x's dtype.
+    Returns (dx (T, B, I), dh0 (B, P), dc0 (B, H), dweight_ih, dweight_hh, dbias (G, 4Hg)), in x's dtype, and
+    dweight_hr (P, H) as a 7th tensor when weight_hr is given.
 
     Example::
         >>> dx, dh0, dc0, dw_ih, dw_hh, db = glstm_backward(gy, None, x, h0, c0, w_ih, w_hh, b, out, cell)
     """
     T, B, I = x.shape
-    G, four_hg, hg = weight_hh.shape
-    ig = I // G
-    H = G * hg
+    G, four_hg, pg = weight_hh.shape
+    hg = four_hg // 4
+    H, P = G * hg, G * pg
+    ig = weight_ih.shape[2]
     sdt = state_dtype(x.dtype)
     dev = x.device
     grad_output = grad_output.contiguous()
     grad_cell = grad_cell.contiguous() if grad_cell is not None else None
-    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, H): the h each step started from
+    h_prev = torch.cat((h0.unsqueeze(0), output[:-1]), dim=0)  # (T, B, P): the h each step started from
 
     # Time-parallel recompute of every step's pre-activations: pre = x W_ih^T + b + h_prev W_hh^T.
     pre = glstm_input_projection(x, weight_ih, bias)
-    grouped_gemm(h_prev, weight_hh, pre, groups=G, M=T * B, N=four_hg, K=hg, a_strides=(hg, H, 1),
-                 b_strides=(four_hg * hg, 1, hg), c_strides=(four_hg, G * four_hg, 1), accumulate=True)
+    grouped_gemm(h_prev, weight_hh, pre, groups=G, M=T * B, N=four_hg, K=pg, a_strides=(pg, P, 1),
+                 b_strides=(four_hg * pg, 1, pg), c_strides=(four_hg, G * four_hg, 1), accumulate=True)
 
-    # Reverse time. dh/dc ping-pong between two buffers: a step reads the whole group's gradients from step t+1
-    # while other programs already write step t's, so they cannot share storage.
+    # Reverse time. dc (and dh without a projection) ping-pong between two buffers: a step reads the whole group's
+    # gradients from step t+1 while other programs already write step t's, so they cannot share storage.
     dgates = new_buffer((T, B, G * four_hg), sdt, dev)
-    dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
     dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
-    grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    grid = lambda meta: (G * triton.cdiv(pg, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
     src = 0
-    for t in range(T - 1, -1, -1):
-        c_prev = c0 if t == 0 else cell[t - 1]
-        _glstm_backward_step_kernel[grid](
-            pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-            dh[src], dc[src], weight_hh, dgates[t], dh[1 - src], dc[1 - src], B, hg, G,
-            HAS_GRAD_CELL=grad_cell is not None)
-        src = 1 - src
+    if weight_hr is None:
+        dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
+        for t in range(T - 1, -1, -1):
+            c_prev = c0 if t == 0 else cell[t - 1]
+            _glstm_backward_step_kernel[grid](
+                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+                dh[src], dc[src], weight_hh, dgates[t], dh[1 - src], dc[1 - src], dgates[t], B, hg, pg, G,
+                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=False)
+            src = 1 - src
+        dh0 = dh[src]
+    else:
+        # dh_total[t + 1] = dh_t (B, P), the whole gradient reaching h_t: it starts as grad_output[t] and step t + 1
+        # adds its recurrent part; all T are kept for dweight_hr. dh_total[0] ends as dh0.
+        dh_total = new_buffer((T + 1, B, P), sdt, dev)
+        dh_total[0].zero_()
+        dh_total[1:].copy_(grad_output)
+        dm = new_buffer((B, H), sdt, dev)
+        cell_output = new_buffer((T, B, H), x.dtype, dev)  # m_t, recomputed by the step kernels
+        for t in range(T - 1, -1, -1):
+            c_prev = c0 if t == 0 else cell[t - 1]
+            project_step_backward(dh_total[t + 1], weight_hr, dm)
+            _glstm_backward_step_kernel[grid](
+                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
+                dm, dc[src], weight_hh, dgates[t], dh_total[t], dc[1 - src], cell_output[t], B, hg, pg, G,
+                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=True)
+            src = 1 - src
+        dh0 = dh_total[0].clone()  # not a view that would keep all of dh_total alive
 
     # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows.
     dweight_ih = new_buffer(weight_ih.shape, x.dtype, dev)
@@ -325,22 +395,35 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     dx = new_buffer(x.shape, x.dtype, dev)
     # A = dgates[g]^T (4Hg, T*B): row sums are dbias.
     dgates_t_strides = (four_hg, 1, G * four_hg)
-    grouped_gemm(dgates, x, dweight_ih, groups=G, M=four_hg, N=ig, K=T * B, a_strides=dgates_t_strides,
-                 b_strides=(ig, I, 1), c_strides=(four_hg * ig, ig, 1), rowsum=dbias, rowsum_group_stride=four_hg)
-    grouped_gemm(dgates, h_prev, dweight_hh, groups=G, M=four_hg, N=hg, K=T * B, a_strides=dgates_t_strides,
-                 b_strides=(hg, H, 1), c_strides=(four_hg * hg, hg, 1))
-    grouped_gemm(dgates, weight_ih, dx, groups=G, M=T * B, N=ig, K=four_hg, a_strides=(four_hg, G * four_hg, 1),
-                 b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
-    return dx, dh[src].to(x.dtype), dc[src].to(x.dtype), dweight_ih, dweight_hh, dbias
+    if _dense_input(x, weight_ih):
+        N = G * four_hg  # all groups as one (G*4Hg)-wide gate gradient, against weight_ih as one (G*4Hg, I) matrix
+        grouped_gemm(dgates, x, dweight_ih, groups=1, M=N, N=I, K=T * B, a_strides=(0, 1, N), b_strides=(0, I, 1),
+                     c_strides=(0, I, 1), rowsum=dbias)
+        grouped_gemm(dgates, weight_ih, dx, groups=1, M=T * B, N=I, K=N, a_strides=(0, N, 1), b_strides=(0, I, 1),
+                     c_strides=(0, I, 1))
+    else:
+        grouped_gemm(dgates, x, dweight_ih, groups=G, M=four_hg, N=ig, K=T * B, a_strides=dgates_t_strides,
+                     b_strides=(ig, I, 1), c_strides=(four_hg * ig, ig, 1), rowsum=dbias, rowsum_group_stride=four_hg)
+        grouped_gemm(dgates, weight_ih, dx, groups=G, M=T * B, N=ig, K=four_hg, a_strides=(four_hg, G * four_hg, 1),
+                     b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
+    grouped_gemm(dgates, h_prev, dweight_hh, groups=G, M=four_hg, N=pg, K=T * B, a_strides=dgates_t_strides,
+                 b_strides=(pg, P, 1), c_strides=(four_hg * pg, pg, 1))
+    grads = (dx, dh0.to(x.dtype), dc[src].to(x.dtype), dweight_ih, dweight_hh, dbias)
+    if weight_hr is None:
+        return grads
+    return grads + (projection_weight_grad(dh_total[1:], cell_output, x.dtype),)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Ahead-of-time compile check
 # ----------------------------------------------------------------------------------------------------------------------
-# (T, B, G, Ig, Hg, forward path): the sequence-fused forward at the largest padded Hg it accepts (its largest tiles;
-# smaller Hg pads only shrink them), the step forward beyond it. Sizes are multiples of 16, as at typical shapes, so
-# Triton specialises on the alignment facts those launches carry.
-_AOT_LAYERS = ((2, 32, 2, 64, 64, "sequence"), (2, 32, 2, 128, 128, "step"))
+# (T, B, G, Ig, Hg, Pg, dense input, forward path): the sequence-fused forward at the largest padded Hg it accepts
+# (its largest tiles; smaller Hg pads only shrink them), the step forward beyond it, and a dense-input layer with a
+# projection (Pg = 0: none), which adds the backward step's PROJECTED variant and the projection and dense-input GEMM
+# layouts. Sizes are multiples of 16, as at typical shapes, so Triton specialises on the alignment facts those
+# launches carry.
+_AOT_LAYERS = ((2, 32, 2, 64, 64, 0, False, "sequence"), (2, 32, 2, 128, 128, 0, False, "step"),
+               (2, 32, 2, 64, 128, 64, True, "step"))
 
 
 def aot_launches(dtype: torch.dtype) -> None:
@@ -351,13 +434,15 @@ def aot_launches(dtype: torch.dtype) -> None:
     gradient, hence every kernel and every specialisation (pointer dtypes, constexpr flags, pads) a G-LSTM launches.
     """
     sdt = state_dtype(dtype)
-    for T, B, G, ig, hg, path in _AOT_LAYERS:
+    for T, B, G, ig, hg, pg, dense, path in _AOT_LAYERS:
+        H, P = G * hg, G * (pg or hg)
         x = torch.zeros(T, B, G * ig, dtype=dtype)
-        h0, c0 = torch.zeros(B, G * hg, dtype=dtype), torch.zeros(B, G * hg, dtype=dtype)
-        weight_ih = torch.zeros(G, 4 * hg, ig, dtype=dtype)
-        weight_hh = torch.zeros(G, 4 * hg, hg, dtype=dtype)
+        h0, c0 = torch.zeros(B, P, dtype=dtype), torch.zeros(B, H, dtype=dtype)
+        weight_ih = torch.zeros(G, 4 * hg, G * ig if dense else ig, dtype=dtype)
+        weight_hh = torch.zeros(G, 4 * hg, pg or hg, dtype=dtype)
+        weight_hr = torch.zeros(P, H, dtype=dtype) if pg else None
         for bias in (torch.zeros(G, 4 * hg, dtype=dtype), None):
-            output, cell = glstm_forward(x, h0, c0, weight_ih, weight_hh, bias, path=path)
-            for grad_cell in (torch.zeros(T, B, G * hg, dtype=sdt), None):
+            output, cell = glstm_forward(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, path=path)
+            for grad_cell in (torch.zeros(T, B, H, dtype=sdt), None):
                 glstm_backward(torch.zeros_like(output), grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
-                               cell)
+                               cell, weight_hr)
