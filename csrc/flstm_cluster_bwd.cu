@@ -22,7 +22,7 @@
 //   1. runs the cell backward for its Hs units: dh_t of its own units is grad_output[t] plus the recurrent gradient it
 //      computed itself in step t+1 (phase 4), so dh never crosses the cluster; dc stays in float32 shared memory;
 //      dgates_t go to global memory (float32) and to the CTA's dgates tile (the element type: rounded for fp16/bf16,
-//      the tensor cores' A operand); __syncthreads;
+//      the tensor cores' A operand; the tile shares its buffer with the dz tile of phases 3-4); __syncthreads;
 //   2. forms its partial dz_r = dgates_own W2[own rows] (BT x R, float32) into partial[t % 2]: WMMA m16n16k16 with
 //      float32 accumulators for fp16/bf16, float32 FMA for fp32; cluster barrier 1;
 //   3. reduce-scatter + all-gather of dz, exactly the forward's exchange of z (reduce_and_broadcast_z,
@@ -42,10 +42,10 @@
 // scaling, e.g. torch.amp.GradScaler, is what keeps fp16 training gradients above that).
 //
 // Hazard argument (the forward's, with dh in the role of the gate tile). Buffers in every CTA: partial[0], partial[1]
-// (float32, by step parity), the dz tile (one buffer), the dgates tile, dc and the weights (the last three local
-// only). Step t publishes partial[t % 2]; its dh_rec_{t-1} is written into partial[(t + 1) % 2], which no peer reads
-// during step t, and read by the cell phase of step t-1, where that buffer is partial[(t - 1) % 2], the one step t-1
-// publishes after the cell phase.
+// (float32, by step parity), one operand buffer holding the dgates tile (phases 1-2) and then the dz tile (phases
+// 3-4), dc and the weights (the last two local only). Step t publishes partial[t % 2]; its dh_rec_{t-1} is written
+// into partial[(t + 1) % 2], which no peer reads during step t, and read by the cell phase of step t-1, where that
+// buffer is partial[(t - 1) % 2], the one step t-1 publishes after the cell phase.
 //   * RAW, partials (written by CTA q in phase 2 of step t, read by CTA p in phase 3): q's stores precede q's arrive
 //     on barrier 1 of step t (barrier.cluster.arrive has release semantics), p's reads follow p's wait on it (acquire).
 //   * RAW, dz (pushed by CTA q in phase 3, read by CTA p's dh product in phase 4): q's stores precede q's arrive on
@@ -55,6 +55,12 @@
 //     partial in phase 2 of step t-2, later still.
 //   * WAR, dz: CTA p reads its dz tile in phase 4 of step t, before it arrives on barrier 1 of step t-1; peers push the
 //     next dz into it in phase 3 of step t-1, after waiting on that barrier.
+//   * The shared operand buffer: peers push dz_t into it only after barrier 1 of step t, which p reaches after its
+//     phase 2 has read the dgates tile; p rewrites it as the dgates tile of step t-1 (phase 1) only after its phase 4
+//     of step t has read dz_t (a __syncthreads apart) and after barrier 2 of step t, which orders every peer's dz_t
+//     pushes before it. Padding rows: the products multiply all BT rows, and with the two leading dimensions a row
+//     >= batch_rows of one view may hold values of the other; matrix rows are independent and rows >= batch_rows of
+//     the products (partial dz, dh) are never read, so those values reach nothing.
 //   * Within a CTA: phase 1 reads the dh tile (partial[t % 2]) that phase 4 of step t+1 wrote, and phase 2 overwrites
 //     that buffer; phase 1 writes the dgates tile that phase 2 reads, and the next phase 1 rewrites it; phase 4 writes
 //     the dh tile the next phase 1 reads. Each pair is separated by a __syncthreads or a cluster barrier, which every
@@ -149,11 +155,12 @@ flstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
   unsigned char* const smem = dynamic_smem();
   Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);                // (4Hs x w2_ld)
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);              // (R x w1h_ld)
-  Element* dgates_tile = reinterpret_cast<Element*>(smem + layout.dgates_offset);    // (BT x dgates_ld)
+  Element* dgates_tile = reinterpret_cast<Element*>(smem + layout.dgates_offset);    // (BT x dgates_ld), phases 1-2
   // Two named pointers rather than an array: a runtime-indexed pointer array would live in a local-memory stack frame.
   float* const partial_even = reinterpret_cast<float*>(smem + layout.partial_offset[0]);
   float* const partial_odd = reinterpret_cast<float*>(smem + layout.partial_offset[1]);
-  Element* dz_tile = reinterpret_cast<Element*>(smem + layout.dz_offset);           // (BT x dz_ld): reduced dz
+  Element* dz_tile = reinterpret_cast<Element*>(smem + layout.dz_offset);           // (BT x dz_ld), phases 3-4: the
+                                                                                    // same buffer, the reduced dz
   float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);               // (BT x Hs)
 
   const int batch_start = static_cast<int>(blockIdx.x / cluster_size) * kBatchTile;
@@ -188,8 +195,8 @@ flstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
     }
   };
 
-  // Prologue: dc starts at 0, and the padding rows of the dgates and dz tiles must read as 0 for the whole sequence
-  // (the MMAs multiply all BT rows).
+  // Prologue: dc starts at 0; every buffer starts zeroed (racecheck / initcheck; the padding rows of the operand
+  // buffer feed only product rows that are never read, see the hazard argument).
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
   load_flstm_unit_weights_as_stored(weight_1, weight_2, I, H, R, unit_start, Hs, w2, w2_ld, w1h, w1h_ld);
@@ -237,7 +244,7 @@ flstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
     }
     __syncthreads();
 
-    // 2. Partial dz = dgates_own W2[own rows] (BT x R); rows >= batch_rows are 0 and never reduced.
+    // 2. Partial dz = dgates_own W2[own rows] (BT x R); rows >= batch_rows are never reduced.
     if constexpr (kWmma) {
       wmma_product(dgates_tile, dgates_ld, w2, w2_ld, partial, partial_ld, R / kWmmaTile, four_hs / kWmmaTile);
     } else {

@@ -372,13 +372,14 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_cluster_smem_bytes(int64_t h, int64
 //                 W2[g H + r Hs + j][q] (partial dz = dgates_own w2).
 //   w1h:          W1_h columns of the CTA's units, (R x w1h_ld) element type, w1h[q * w1h_ld + k] = W1[q][I + r Hs + k]
 //                 (dh_{t-1}[own] = dz w1h).
-//   dgates:       the CTA's gate gradients of the step, (BT x dgates_ld) in the element type (the A operand of the
-//                 partial product; rounded for fp16/bf16), column g Hs + j.
+//   dgates / dz:  one buffer, max(dgates_ld, dz_ld) wide, holding in turn the CTA's gate gradients of the step
+//                 (BT x dgates_ld, column g Hs + j; the A operand of the partial product) and the full, reduced dz
+//                 (BT x dz_ld; the A operand of the dh product, every CTA receiving every column through DSMEM), both
+//                 in the element type (rounded for fp16/bf16). Sharing it is what lets every shape of the cluster
+//                 forward have a cluster backward (the hazard argument in flstm_cluster_bwd.cu covers it).
 //   partial[0,1]: double-buffered float32 (BT x partial_ld) partial dz; step t writes partial[t % 2], and the dh tile
 //                 of step t (BT x dh_ld float32, the recurrent gradient reaching h_{t-1} of the CTA's units) lives in
 //                 partial[(t + 1) % 2], so each buffer is max(partial_ld, dh_ld) wide (hazards: flstm_cluster_bwd.cu).
-//   dz:           the full, reduced dz (BT x dz_ld) in the element type (the A operand of the dh product); every CTA
-//                 receives every column through DSMEM.
 //   dc:           the CTA's dc slice (BT x Hs) float32.
 struct FlstmClusterBwdLayout {
   int64_t units_per_cta, batch_tile, w2_ld, w1h_ld, dgates_ld, partial_ld, dh_ld, dz_ld;
@@ -404,10 +405,10 @@ LSTMKERN_HOST_DEVICE constexpr FlstmClusterBwdLayout flstm_cluster_bwd_layout(in
   int64_t end = 0;
   layout.w2_offset = carve(end, 4 * hs * layout.w2_ld * elem);
   layout.w1h_offset = carve(end, r * layout.w1h_ld * elem);
-  layout.dgates_offset = carve(end, bt * layout.dgates_ld * elem);
+  layout.dgates_offset = carve(end, bt * (layout.dgates_ld > layout.dz_ld ? layout.dgates_ld : layout.dz_ld) * elem);
+  layout.dz_offset = layout.dgates_offset;
   layout.partial_offset[0] = carve(end, partial_bytes);
   layout.partial_offset[1] = carve(end, partial_bytes);
-  layout.dz_offset = carve(end, bt * layout.dz_ld * elem);
   layout.dc_offset = carve(end, bt * hs * 4);
   layout.total_bytes = round_up(end, kSmemAlignment);
   return layout;
@@ -599,11 +600,13 @@ static_assert(flstm_fwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9)
 static_assert(flstm_cluster_smem_bytes(1024, 256, 32, ElementKind::kBFloat16) == -1);
 static_assert(flstm_cluster_smem_bytes(1024, 72, 16, ElementKind::kBFloat16) == -1);  // R not whole WMMA tiles
 static_assert(flstm_cluster_smem_bytes(1000, 256, 2, ElementKind::kBFloat16) == -1);  // Hs = 500 not whole tiles
-// Its backward at C = 16: 256 x 264 x 2 (W2 rows) + 256 x 72 x 2 (W1_h columns) + 16 x 264 x 2 (dgates)
-// + 2 x 16 x 260 x 4 (partial dz / dh) + 16 x 264 x 2 (dz) + 16 x 64 x 4 (dc) = 226304 bytes; C = 8 would need 270336
-// bytes for W2's rows alone.
+// Its backward at C = 16: 256 x 264 x 2 (W2 rows) + 256 x 72 x 2 (W1_h columns) + 16 x 264 x 2 (dgates / dz)
+// + 2 x 16 x 260 x 4 (partial dz / dh) + 16 x 64 x 4 (dc) = 217856 bytes; C = 8 would need 270336 bytes for W2's rows
+// alone. Where the cluster forward takes C, its backward fits C too (checked for H <= 8192, R <= 2048; e.g. fp16
+// H = 1024, R = 272: 230912 bytes).
 static_assert(flstm_cluster_bwd_smem_bytes(1024, 256, 16, ElementKind::kBFloat16) ==
-              256 * 264 * 2 + 256 * 72 * 2 + 16 * 264 * 2 + 2 * 16 * 260 * 4 + 16 * 264 * 2 + 16 * 64 * 4);
+              256 * 264 * 2 + 256 * 72 * 2 + 16 * 264 * 2 + 2 * 16 * 260 * 4 + 16 * 64 * 4);
+static_assert(flstm_bwd_cluster_size(1024, 272, ElementKind::kFloat16, 232448, 9) == 16);
 static_assert(flstm_bwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 9) == 16);
 static_assert(flstm_bwd_cluster_size(1024, 256, ElementKind::kBFloat16, 232448, 8) == 0);
 static_assert(flstm_bwd_cluster_size(256, 64, ElementKind::kBFloat16, 232448, 9) == 1);

@@ -163,6 +163,17 @@ def test_python_flstm_cluster_bwd_formula_and_rule_match_the_kernel_layout(dtype
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_every_cluster_forward_shape_has_a_cluster_backward(dtype):
+    """Wherever the cluster F-LSTM forward runs (an H100's shared memory), the cluster backward fits with no more CTAs,
+    so "auto" never falls back to Triton's per-step backward for those shapes."""
+    for H in range(16, 4097, 16):
+        for R in range(16, 1025, 16):
+            C = cuda_backend.flstm_cluster_size(H, R, dtype, H100_SMEM_OPTIN, (9, 0))
+            if C > 1:
+                assert 1 < cuda_backend.flstm_bwd_cluster_size(H, R, dtype, H100_SMEM_OPTIN, (9, 0)) <= C, (H, R, C)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_python_flstm_grid_smem_formula_matches_the_kernel_layout(dtype, ops):
     for N in (1, 2, 3, 4, 6, 8, 16, 32, 48, 64, 128):
         for h in range(16 * N, 16 * N * 6 + 1, 16 * N):

@@ -31,8 +31,9 @@ def _cluster_backward(C):
 
 
 # (C, T, B, I, H, R): B = 19 crosses the 16-row WMMA and 8-row FMA batch tiles with Rs = 8 (four dz columns per
-# exchange item); T = 1 with Rs = 4; C = 8 with Rs = 2 (one column per item) and Hs = 16.
-FLSTM_CLUSTER_BWD = [(2, 3, 19, 5, 32, 16), (4, 1, 2, 3, 64, 16), (8, 2, 5, 2, 128, 16)]
+# exchange item); T = 1 with Rs = 4; C = 8 with Rs = 2 (one column per item) and Hs = 16; R = 96 > 4Hs = 64, so the
+# dz rows are wider than the dgates rows sharing their buffer and the dgates tile's padding rows hold dz values.
+FLSTM_CLUSTER_BWD = [(2, 3, 19, 5, 32, 16), (4, 1, 2, 3, 64, 16), (8, 2, 5, 2, 128, 16), (4, 2, 5, 3, 64, 96)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -68,7 +68,7 @@ returns None, and otherwise falls through to triton, then reference):
    there and is not covered), the device must be able to hold such a cluster (cudaOccupancyMaxActiveClusters >= 1;
    C = 16 exceeds the portable cluster size, which H100 and H200 allow explicitly), and the backward must run too:
    on the cluster backward (:func:`flstm_bwd_cluster_size`, its own per-CTA share :func:`flstm_cluster_bwd_smem_bytes`
-   fitting and a cluster of it resident; e.g. flstm-infer in bf16/fp16 -> C = 16 with 226304 B per CTA), or else on the
+   fitting and a cluster of it resident; e.g. flstm-infer in bf16/fp16 -> C = 16 with 217856 B per CTA), or else on the
    Triton backend, which must then support the op;
    for F-LSTM, where neither the single-CTA kernels nor a cluster fit, the grid-cooperative forward applies when R is
    a multiple of 16 and some N <= the device's SM count has H a multiple of 16 N and :func:`flstm_grid_smem_bytes`
@@ -344,14 +344,14 @@ def flstm_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: 
 def flstm_cluster_bwd_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
     """Dynamic shared memory (bytes per CTA) of the cluster F-LSTM backward with C CTAs per batch tile
     (flstm_cluster_bwd_layout in csrc/persistent_layout.h): the CTA's gate rows of W2 (4Hs x R) and columns of W1_h
-    (R x Hs) as stored, rows padded by 8 elements in fp16/bf16; its dgates tile (BT x 4Hs) in the input dtype; two
-    float32 tiles each holding the partial dz (BT x R) or the recurrent dh (BT x Hs), rows padded by 4 in fp16/bf16;
-    the rounded dz (BT x R) and the float32 dc slice (BT x Hs); BT = 16 (WMMA) for fp16/bf16, 8 for fp32. Same
-    accepted (H, R, C) as :func:`flstm_cluster_smem_bytes`.
+    (R x Hs) as stored, rows padded by 8 elements in fp16/bf16; one buffer in the input dtype holding in turn its
+    dgates tile (BT x 4Hs) and the rounded dz (BT x R); two float32 tiles each holding the partial dz (BT x R) or the
+    recurrent dh (BT x Hs), rows padded by 4 in fp16/bf16; the float32 dc slice (BT x Hs); BT = 16 (WMMA) for
+    fp16/bf16, 8 for fp32. Same accepted (H, R, C) as :func:`flstm_cluster_smem_bytes`.
 
     Example::
         >>> flstm_cluster_bwd_smem_bytes(1024, 256, 16, torch.bfloat16)
-        226304
+        217856
     """
     if not _flstm_cluster_shape_ok(H, R, C):
         raise ValueError(f"the cluster F-LSTM backward takes C in {_FLSTM_CLUSTER_SIZES}, H a multiple of "
@@ -362,8 +362,8 @@ def flstm_cluster_bwd_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> 
     bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
     w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R, hs, 4 * hs, R))
     partial = bt * max(_float_tile_ld(R, dtype), _float_tile_ld(hs, dtype)) * 4
-    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * dgates_ld * elem, partial, partial,
-                          bt * dz_ld * elem, bt * hs * 4)
+    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * max(dgates_ld, dz_ld) * elem, partial,
+                          partial, bt * hs * 4)
 
 
 def flstm_bwd_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
