@@ -14,10 +14,11 @@
 //  * the input projection of all T steps is one large GEMM per group (MKL/OpenBLAS through ATen's cpublas), written
 //    straight into the gate buffer (T*B, G*4Hg); the bias is added inside the cell, not in a separate pass;
 //  * per step, one at::parallel_for over tasks (group g, chunk of hidden units): each task accumulates the recurrent
-//    product of its units' four gate rows onto the gate buffer (small GEMMs with beta = 1, no allocation; with MKL the
-//    weight slices are packed once per call, see StepOperands) and runs the vectorised cell for them, writing h_t and
-//    c_t straight into `output` and `cell`. A task reads only its slice of W_hh, so each thread streams a disjoint
-//    part of the weights every step. Small steps run as one serial task (a parallel region costs more than it saves);
+//    product of its units' four gate rows onto the gate buffer (small GEMMs with beta = 1, no allocation; the weight
+//    slices are packed once per call for cpu_small_gemm.h's kernel, see StepOperands) and runs the vectorised cell for
+//    them, writing h_t and c_t straight into `output` and `cell`. A task reads only its slice of W_hh, so each thread
+//    streams a disjoint part of the weights every step. Small steps run as one serial task (a parallel region costs
+//    more than it saves);
 //  * F-LSTM needs z = W1_h h_{t-1} complete before any gate: two parallel regions per step (z by rank chunks, then
 //    gates + cell by unit chunks);
 //  * backward: the gates of every step recomputed time-parallel (large GEMMs) from the saved h, then the reverse walk

@@ -29,9 +29,22 @@ def _ops():
     return torch.ops.lstmkern_cpu
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags as Linux reports them (the cpuid bits the extension's __builtin_cpu_supports reads), or
+    None off Linux."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return None
+
+
 def _cpu_has(isa: str) -> bool:
-    capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
-    return capability == "AVX512" if isa == "avx512" else capability in ("AVX2", "AVX512")
+    flags = _cpu_flags()
+    if flags is None:  # torch's own detection (which ATEN_CPU_CAPABILITY can lower, hence not the first choice)
+        capability = torch.backends.cpu.get_cpu_capability()
+        return capability == "AVX512" if isa == "avx512" else capability in ("AVX2", "AVX512")
+    return "avx512f" in flags if isa == "avx512" else {"avx2", "fma"} <= flags
 
 
 @pytest.fixture
