@@ -26,14 +26,22 @@ namespace {
 
 constexpr int64_t kDefaultMaxRows = 256;
 
-const SmallGemmKernels* widest_kernels() {
+// The AVX-512 / AVX2 kernels where this CPU runs them, else nullptr. The CPU is checked before the ISA file's function
+// is called at all (that function is itself compiled for its ISA).
+const SmallGemmKernels* avx512_kernels() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (small_gemm_kernels_avx512() != nullptr && __builtin_cpu_supports("avx512f")) return small_gemm_kernels_avx512();
-  if (small_gemm_kernels_avx2() != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return small_gemm_kernels_avx2();
+  if (__builtin_cpu_supports("avx512f")) return small_gemm_kernels_avx512();
 #endif
   return nullptr;
 }
+const SmallGemmKernels* avx2_kernels() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return small_gemm_kernels_avx2();
+#endif
+  return nullptr;
+}
+
+const SmallGemmKernels* widest_kernels() { return avx512_kernels() != nullptr ? avx512_kernels() : avx2_kernels(); }
 
 // The kernels in use: the widest by default; tests switch to a narrower one to run it on a wider CPU.
 std::atomic<const SmallGemmKernels*>& chosen_kernels() {
@@ -120,16 +128,10 @@ std::string isa_op() { return small_gemm_isa(); }
 
 // Switches to the named kernels ("avx512", "avx2", or "none" for the BLAS path everywhere); returns the previous name.
 std::string set_isa_op(const std::string& isa) {
-  const SmallGemmKernels* widest = widest_kernels();
   const SmallGemmKernels* next = nullptr;
-  if (isa == "avx2") {
-    TORCH_CHECK(widest != nullptr && small_gemm_kernels_avx2() != nullptr,
-                "lstmkern_cpu: the avx2 small-GEMM kernels do not run on this CPU or build");
-    next = small_gemm_kernels_avx2();
-  } else if (isa == "avx512") {
-    TORCH_CHECK(widest != nullptr && widest == small_gemm_kernels_avx512(),
-                "lstmkern_cpu: the avx512 small-GEMM kernels do not run on this CPU or build");
-    next = widest;
+  if (isa == "avx512" || isa == "avx2") {
+    next = isa == "avx512" ? avx512_kernels() : avx2_kernels();
+    TORCH_CHECK(next != nullptr, "lstmkern_cpu: the ", isa, " small-GEMM kernels do not run on this CPU or build");
   } else {
     TORCH_CHECK(isa == "none", "lstmkern_cpu: isa must be 'avx512', 'avx2' or 'none', got '", isa, "'");
   }

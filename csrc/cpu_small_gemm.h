@@ -50,8 +50,8 @@ struct SmallGemmKernels {
   SmallGemmKernel<double> f64;
 };
 
-// The AVX-512F and the AVX2 + FMA builds, or nullptr where they were not compiled (not x86-64 GCC). They do not check
-// the CPU: small_gemm_kernels() does, before it hands them out.
+// The AVX-512F and the AVX2 + FMA builds, or nullptr where they were not compiled (not x86-64 GCC). Compiled for their
+// ISA and checking nothing: call them only where the CPU has it (cpu_small_gemm.cpp checks first).
 const SmallGemmKernels* small_gemm_kernels_avx512();
 const SmallGemmKernels* small_gemm_kernels_avx2();
 
