@@ -173,6 +173,22 @@ int64_t projected_cluster_max_active(int64_t device, int64_t hidden, int64_t pro
   return count;
 }
 
+int64_t projected_grid_max_resident(int64_t device, int64_t hidden, int64_t proj, int64_t groups, int64_t grid_ctas,
+                                    at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(projected_grid_shape_ok(hidden, proj, groups, grid_ctas), "the grid projected forward takes "
+                    "grid_ctas >= 1 a multiple of groups, hidden a multiple of 16 * grid_ctas and proj / groups a "
+                    "multiple of 16, got grid_ctas = ", grid_ctas, ", hidden = ", hidden, ", proj = ", proj,
+                    ", groups = ", groups);
+  const ElementKind kind = query_element_kind(dtype);
+  if (device_cc_major(static_cast<int>(device)) < 8) return 0;
+  if (projected_grid_smem_bytes(hidden, proj, groups, grid_ctas, kind) > device_smem_optin(device)) return 0;
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(projected_grid_max_resident_ctas(kind, static_cast<int>(hidden), static_cast<int>(proj),
+                                                  static_cast<int>(groups), static_cast<int>(grid_ctas), &count));
+  return count;
+}
+
 int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64_t cluster_size, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
                     "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
@@ -300,28 +316,60 @@ int glstm_forward_cluster_size(int64_t requested, int64_t hg, ElementKind kind, 
   return static_cast<int>(cluster_size);
 }
 
-// Which projected forward kernel runs (the F-LSTM kernels in their projected mode): 1 = single CTA per batch tile,
-// C in {2, 4, 8, 16} = cluster of C CTAs per batch tile. `requested` as in glstm_forward_cluster_size: 0 picks
-// projected_fwd_cluster_size (what lstmkern.backends.cuda's rule assumes), 1 or C forces that kernel. Raises
-// ValueError naming the reason where the kernel cannot run on `device`.
-int projected_forward_cluster_size(int64_t requested, const GlstmDims& d, ElementKind kind, at::ScalarType dtype,
-                                   int device) {
+// Which F-LSTM forward kernel runs (also in the projected mode): cluster_size 1 = single CTA per batch tile, C in
+// {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative forward on N CTAs
+// (cluster_size is then 0).
+struct FlstmForwardPlan {
+  int cluster_size;
+  int grid_ctas;
+};
+
+// Which projected forward kernel runs (the F-LSTM kernels in their projected mode): cluster_size 1 = single CTA per
+// batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative
+// forward on N CTAs (cluster_size is then 0). `requested_cluster` and `requested_grid` as in flstm_forward_plan: both
+// 0 pick projected_fwd_cluster_size and, where that finds nothing, projected_fwd_grid_ctas (what
+// lstmkern.backends.cuda's rule assumes); a nonzero one forces that kernel. Raises ValueError naming the reason where
+// the kernel cannot run on `device`.
+FlstmForwardPlan projected_forward_plan(int64_t requested_cluster, int64_t requested_grid, const GlstmDims& d,
+                                        ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
-  int64_t cluster_size = requested;
-  if (requested == 0) {
+  const int64_t sm_count = device_sm_count(device);
+  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid "
+                    "projected forward, got grid_ctas = ", requested_grid);
+  if (requested_grid > 0) {
+    TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
+                      requested_cluster, ", grid_ctas = ", requested_grid);
+    TORCH_CHECK_VALUE(projected_grid_shape_ok(d.H, d.P, d.G, requested_grid), "the grid projected forward takes "
+                      "grid_ctas >= 1 a multiple of G with H a multiple of 16 * grid_ctas and P / G a multiple of 16; "
+                      "got grid_ctas = ", requested_grid, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
+    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid projected forward runs one CTA per SM, all co-resident: "
+                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
+    check_device_fits(device, projected_grid_smem_bytes(d.H, d.P, d.G, requested_grid, kind),
+                      "the grid projected forward kernel");
+    return {0, static_cast<int>(requested_grid)};
+  }
+  int64_t cluster_size = requested_cluster;
+  if (requested_cluster == 0) {
     cluster_size = projected_fwd_cluster_size(d.H, d.P, d.G, kind, smem_optin, cc_major);
-    TORCH_CHECK_VALUE(cluster_size != 0, "the projected forward kernel with H = ", d.H, ", P = ", d.P, ", G = ", d.G,
-                      " in ", dtype, " needs ", projected_smem_bytes(d.H, d.P, d.G, kind), " bytes of shared memory "
-                      "per block on one CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster "
-                      "applies (compute capability 9.x, C in {2, 4, 8, 16} a multiple of G with H a multiple of 16 C, "
-                      "P / G a multiple of 16 and the per-CTA share fitting; see "
-                      "lstmkern.backends.cuda.projected_rule)");
+    if (cluster_size == 0) {
+      const int ctas = projected_fwd_grid_ctas(d.H, d.P, d.G, kind, smem_optin, sm_count);
+      TORCH_CHECK_VALUE(ctas != 0, "the projected forward kernel with H = ", d.H, ", P = ", d.P, ", G = ", d.G, " in ",
+                        dtype, " needs ", projected_smem_bytes(d.H, d.P, d.G, kind), " bytes of shared memory per "
+                        "block on one CTA, device ", device, " allows ", smem_optin, ", no thread-block cluster "
+                        "applies (compute capability 9.x, C in {2, 4, 8, 16} a multiple of G with H a multiple of "
+                        "16 C, P / G a multiple of 16 and the per-CTA share fitting), and neither does the grid "
+                        "forward (N <= ", sm_count, " CTAs, a multiple of G, with H a multiple of 16 N); see "
+                        "lstmkern.backends.cuda.projected_rule");
+      check_device_fits(device, projected_grid_smem_bytes(d.H, d.P, d.G, ctas, kind),
+                        "the grid projected forward kernel");
+      return {0, ctas};
+    }
   } else {
-    TORCH_CHECK_VALUE(requested == 1 || projected_cluster_shape_ok(d.H, d.P, d.G, requested), "cluster_size must be "
-                      "0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size, "
-                      "cluster_size a multiple of G and P / G a multiple of 16 (a projected layer); got cluster_size "
-                      "= ", requested, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
+    TORCH_CHECK_VALUE(requested_cluster == 1 || projected_cluster_shape_ok(d.H, d.P, d.G, requested_cluster),
+                      "cluster_size must be 0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 "
+                      "* cluster_size, cluster_size a multiple of G and P / G a multiple of 16 (a projected layer); "
+                      "got cluster_size = ", requested_cluster, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
   }
   if (cluster_size == 1) {
     check_device_fits(device, projected_smem_bytes(d.H, d.P, d.G, kind), "the projected forward kernel");
@@ -331,7 +379,7 @@ int projected_forward_cluster_size(int64_t requested, const GlstmDims& d, Elemen
     check_device_fits(device, projected_cluster_smem_bytes(d.H, d.P, d.G, cluster_size, kind),
                       "the cluster projected forward kernel");
   }
-  return static_cast<int>(cluster_size);
+  return {static_cast<int>(cluster_size), 0};
 }
 
 // The projected G-LSTM forward (weight_hr (P, H)): gates_t = P_t + W_hh (W_hr m_{t-1}) on the F-LSTM forward kernels
@@ -340,19 +388,23 @@ int projected_forward_cluster_size(int64_t requested, const GlstmDims& d, Elemen
 std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                                                  const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                                                  const std::optional<at::Tensor>& bias, const at::Tensor& weight_hr,
-                                                 int64_t cluster_size, const GlstmDims& d) {
+                                                 int64_t cluster_size, int64_t grid_ctas, const GlstmDims& d) {
   at::Tensor output = at::empty({d.T, d.B, d.P}, x.options());
   at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  const int cluster = projected_forward_cluster_size(cluster_size, d, kind, x.scalar_type(), x.get_device());
+  const FlstmForwardPlan plan =
+      projected_forward_plan(cluster_size, grid_ctas, d, kind, x.scalar_type(), x.get_device());
+  const int cluster = plan.cluster_size;
   const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+  // The grid forward stages h0 (its z of step 0) with 16-byte loads (see aligned_or_copy).
+  const at::Tensor h0_kernel = plan.grid_ctas > 0 ? aligned_or_copy(h0, kFlstmGridH0Alignment) : h0;
 
   FlstmFwdArgs args{};
   args.proj = proj.const_data_ptr<float>();
-  args.h0 = h0.const_data_ptr();
+  args.h0 = h0_kernel.const_data_ptr();
   args.c0 = c0_state.const_data_ptr<float>();
   args.weight_1 = weight_hr.const_data_ptr();
   args.weight_2 = weight_hh.const_data_ptr();
@@ -366,7 +418,20 @@ std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::
   args.groups = static_cast<int>(d.G);
   args.projected = true;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (cluster == 1) {
+  if (plan.grid_ctas > 0) {
+    // Global workspace of the grid forward (see csrc/flstm_grid.cu): per-rank partial z (= h_t) and the cell's m_t.
+    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
+    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
+    check_fits_int32(batch_pad * d.P, "ceil(B / BT) BT * P");
+    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.P}, x.options().dtype(at::kFloat));
+    at::Tensor m_workspace = at::empty({d.B, d.H}, x.options());
+    const cudaError_t err = launch_flstm_grid_fwd(kind, args, plan.grid_ctas, partials.mutable_data_ptr<float>(),
+                                                  nullptr, stream, m_workspace.mutable_data_ptr());
+    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid projected forward with N = ", plan.grid_ctas,
+                " CTAs of ", projected_grid_smem_bytes(d.H, d.P, d.G, plan.grid_ctas, kind), " bytes of shared memory "
+                "each cannot all be resident on device ", x.get_device(), "; use the Triton backend");
+    C10_CUDA_CHECK(err);
+  } else if (cluster == 1) {
     C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
   } else {
     const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
@@ -384,10 +449,15 @@ std::tuple<at::Tensor, at::Tensor> glstm_persistent_fwd(const at::Tensor& x, con
                                                         const at::Tensor& c0, const at::Tensor& weight_ih,
                                                         const at::Tensor& weight_hh,
                                                         const std::optional<at::Tensor>& bias, int64_t cluster_size,
-                                                        const std::optional<at::Tensor>& weight_hr) {
+                                                        const std::optional<at::Tensor>& weight_hr,
+                                                        int64_t grid_ctas) {
   const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   const c10::cuda::CUDAGuard device_guard(x.device());
-  if (weight_hr.has_value()) return projected_fwd(x, h0, c0, weight_ih, weight_hh, bias, *weight_hr, cluster_size, d);
+  if (weight_hr.has_value()) {
+    return projected_fwd(x, h0, c0, weight_ih, weight_hh, bias, *weight_hr, cluster_size, grid_ctas, d);
+  }
+  TORCH_CHECK_VALUE(grid_ctas == 0, "grid_ctas applies to projected layers (weight_hr) only, got grid_ctas = ",
+                    grid_ctas);
   at::Tensor output = at::empty({d.T, d.B, d.H}, x.options());
   at::Tensor cell = at::empty({d.T, d.B, d.H}, x.options().dtype(at::kFloat));
   if (d.T == 0 || d.B == 0) return {output, cell};
@@ -566,18 +636,11 @@ FlstmDims check_flstm(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   return d;
 }
 
-// Which F-LSTM forward kernel runs: cluster_size 1 = single CTA per batch tile, C in {2, 4, 8, 16} = cluster of C CTAs
-// per batch tile, or grid_ctas N >= 1 = the grid-cooperative forward on N CTAs (cluster_size is then 0).
-struct FlstmForwardPlan {
-  int cluster_size;
-  int grid_ctas;
-};
-
-// `requested_cluster` and `requested_grid` are the op's cluster_size and grid_ctas arguments: both 0 picks
-// flstm_fwd_cluster_size and, where that finds nothing, flstm_fwd_grid_ctas (what lstmkern.backends.cuda's rule
-// assumes); cluster_size 1 or C forces that kernel, grid_ctas N forces the grid forward on N CTAs (tests and
-// compute-sanitizer runs use both to reach the multi-CTA kernels at small shapes). Raises ValueError naming the reason
-// where the kernel cannot run on `device`.
+// Which F-LSTM forward kernel runs (FlstmForwardPlan, defined with the projected forward above). `requested_cluster`
+// and `requested_grid` are the op's cluster_size and grid_ctas arguments: both 0 picks flstm_fwd_cluster_size and,
+// where that finds nothing, flstm_fwd_grid_ctas (what lstmkern.backends.cuda's rule assumes); cluster_size 1 or C
+// forces that kernel, grid_ctas N forces the grid forward on N CTAs (tests and compute-sanitizer runs use both to reach
+// the multi-CTA kernels at small shapes). Raises ValueError naming the reason where the kernel cannot run on `device`.
 FlstmForwardPlan flstm_forward_plan(int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
                                     ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
@@ -832,6 +895,8 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // The same for the cluster forward in the projected mode (a projected G-LSTM: hidden cell units, proj = P, groups).
   m.def("projected_cluster_max_active_clusters(int device, int hidden, int proj, int groups, int cluster_size, "
         "ScalarType dtype) -> int", &lstmkern::projected_cluster_max_active);
+  m.def("projected_grid_max_resident_ctas(int device, int hidden, int proj, int groups, int grid_ctas, "
+        "ScalarType dtype) -> int", &lstmkern::projected_grid_max_resident);
   // How many CTAs of the grid F-LSTM forward (its shared memory for hidden, rank, grid_ctas, dtype) device `device` can
   // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
   m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",

@@ -131,6 +131,22 @@ int64_t projected_cluster_smem(int64_t hidden, int64_t proj, int64_t groups, int
   return projected_cluster_smem_bytes(hidden, proj, groups, cluster_size, kind);
 }
 
+int64_t projected_grid_smem(int64_t hidden, int64_t proj, int64_t groups, int64_t grid_ctas, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(projected_grid_shape_ok(hidden, proj, groups, grid_ctas), "the grid projected forward takes "
+                    "grid_ctas >= 1 a multiple of groups, hidden a multiple of 16 * grid_ctas and proj / groups a "
+                    "multiple of 16, got grid_ctas = ", grid_ctas, ", hidden = ", hidden, ", proj = ", proj,
+                    ", groups = ", groups);
+  return projected_grid_smem_bytes(hidden, proj, groups, grid_ctas, kind);
+}
+
+int64_t projected_forward_grid_ctas(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype,
+                                    int64_t smem_optin, int64_t sm_count) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_projected_shape(hidden, proj, groups);
+  return projected_fwd_grid_ctas(hidden, proj, groups, kind, smem_optin, sm_count);
+}
+
 int64_t projected_forward_cluster_size(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype,
                                        int64_t smem_optin, int64_t cc_major) {
   const ElementKind kind = element_kind_of(dtype);
@@ -183,6 +199,12 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::projected_cluster_smem);
   m.def("projected_forward_cluster_size(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
         "int cc_major) -> int", &lstmkern::projected_forward_cluster_size);
+  // ... and of the grid projected forward (bytes per CTA with grid_ctas CTAs; the CTA count the automatic mode uses
+  // where neither one CTA nor a cluster fits, 0 where none within sm_count CTAs does).
+  m.def("projected_grid_smem_bytes(int hidden, int proj, int groups, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::projected_grid_smem);
+  m.def("projected_forward_grid_ctas(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
+        "int sm_count) -> int", &lstmkern::projected_forward_grid_ctas);
 }
 
 namespace {

@@ -28,6 +28,14 @@
 // of N the last CTAs reduce fewer (or no) columns; four adjacent columns per item (16-byte partial loads) where the
 // CTA's column count is a multiple of 4 (then so is its first column, R being a multiple of 16), one otherwise.
 //
+// Projected mode (`projected`, a projected G-LSTM / LSTMP with G = `groups` groups; see projected_fwd_layout in
+// persistent_layout.h, and the cluster forward's header for the mapping W1_h := W_hr, R := P, W2 := W_hh): the z of
+// step t is h_{t-1} itself (h0, or output row t-1), so each step runs phase 3 first (the gate product reads the
+// group's P / G columns of z; the cell writes m_t, rounded, to the launcher's m workspace (B x H) instead of the
+// output), then phases 1 and 2 on m_t, whose reduction is written straight into output row t (P wide). The barriers and
+// the hazard argument below are unchanged: output row t is written before B(t) and read after it; the m workspace is
+// written and read by the same CTA (its own units), separated by __syncthreads.
+//
 // Why the shared memory does not depend on B: the CTA loops over the batch tiles inside each phase, so it holds one
 // tile of h, z and gates at a time; h_{t-1} and c_{t-1} of its own units are read back from output[t-1] and
 // cell[t-1] (h0 and c0 at t = 0), which this same CTA wrote in step t-1 (L2 hits; 2 x B x Hs x (2 + 4) bytes per
@@ -159,7 +167,8 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
                       const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                       const typename ElementOf<kKind>::type* __restrict__ weight_2,
                       typename ElementOf<kKind>::type* output, float* cell, float* partials,
-                      typename ElementOf<kKind>::type* z, int T, int B, int I, int H, int R) {
+                      typename ElementOf<kKind>::type* z, typename ElementOf<kKind>::type* m_workspace, int T, int B,
+                      int I, int H, int R, int groups, bool projected) {
   namespace cg = cooperative_groups;
   using Element = typename ElementOf<kKind>::type;
   constexpr bool kWmma = uses_wmma(kKind);
@@ -172,9 +181,15 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
   cg::grid_group grid = cg::this_grid();
   const int ctas = static_cast<int>(gridDim.x);
   const int rank = static_cast<int>(blockIdx.x);
-  const FlstmGridFwdLayout layout = flstm_grid_fwd_layout(H, R, ctas, kKind);
+  const FlstmGridFwdLayout layout = flstm_grid_fwd_layout(H, R, ctas, kKind, groups);
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;  // first hidden unit this CTA owns
+  // The CTA's group (projected G-LSTM; one group of H units for the F-LSTM): its gate rows read only z's columns
+  // [group Rg, (group + 1) Rg), and gate q of its units starts at column group 4Hg + q Hg of P_t.
+  const int hg = H / groups;
+  const int group = unit_start / hg;
+  const int rg = R / groups;
+  const int64_t proj_col_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
   const int Rs = (R + ctas - 1) / ctas;
   const int z_col_start = min(R, rank * Rs);
   const int z_col_count = min(R, z_col_start + Rs) - z_col_start;  // 0 for the last ranks where N > R / Rs
@@ -190,7 +205,7 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
 
   unsigned char* const smem = dynamic_smem();
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);  // (Hs x w1h_ld)
-  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (R x w2_ld)
+  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);    // (Rg x w2_ld)
   Element* h_tile = reinterpret_cast<Element*>(smem + layout.h_offset); // (BT x h_ld): a batch tile of own h_{t-1}
   Element* z_tile = reinterpret_cast<Element*>(smem + layout.z_offset); // (BT x z_ld): a batch tile of z
   float* gates = reinterpret_cast<float*>(smem + layout.gates_offset);  // (BT x gates_ld)
@@ -202,18 +217,16 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
   // keeps initcheck quiet should a future tiling do so); the staged tiles zero-fill their own padding rows.
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
-  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld);
+  load_flstm_unit_weights(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld, groups);
   __syncthreads();
 
-  for (int t = 0; t < T; ++t) {
-    // h_{t-1} and c_{t-1} (B x H): the kernel's own outputs of step t-1, of which this CTA reads only what it wrote.
-    const Element* h_prev = t == 0 ? h0 : output + static_cast<int64_t>(t - 1) * B * H;
-    const float* c_prev = t == 0 ? c0 : cell + static_cast<int64_t>(t - 1) * B * H;
-
-    // 1. partial z of the own units, one batch tile at a time, straight into partials[rank].
+  // Phases 1 and 2 (see the header): the partial z of the own units of `h_source` (B x H, of which this CTA reads
+  // only the units it wrote itself) into partials[rank], barrier A, the reduction of the CTA's columns into
+  // `z_target` (B x R), barrier B.
+  const auto exchange_z = [&](const Element* h_source, Element* z_target) {
     for (int tile = 0; tile < num_tiles; ++tile) {
       const int batch_start = tile * kBatchTile;
-      stage_tile(h_prev + static_cast<int64_t>(batch_start) * H + unit_start, H, B - batch_start, Hs, h_tile, h_ld,
+      stage_tile(h_source + static_cast<int64_t>(batch_start) * H + unit_start, H, B - batch_start, Hs, h_tile, h_ld,
                  kBatchTile);
       __syncthreads();
       float* out = own_partial + static_cast<int64_t>(batch_start) * R;
@@ -224,27 +237,46 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
       }
       __syncthreads();  // the next tile's staging overwrites h_tile
     }
-    grid.sync();  // barrier A: every partial of step t is visible (and every read of z of step t-1 is done)
+    grid.sync();  // barrier A: every partial of the step is visible (and every read of the previous z is done)
 
-    // 2. Reduce this CTA's columns over the N partials in rank order, round to the element type, publish.
+    // Reduce this CTA's columns over the N partials in rank order, round to the element type, publish.
     if (z_col_count > 0) {
       if (z_col_count % kZVector == 0) {
-        reduce_z<kZVector>(partials, rank_stride, ctas, R, z, B, z_col_start, z_col_count);
+        reduce_z<kZVector>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
       } else {
-        reduce_z<1>(partials, rank_stride, ctas, R, z, B, z_col_start, z_col_count);
+        reduce_z<1>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
       }
     }
-    grid.sync();  // barrier B: the whole z of step t is visible (and every read of the partials is done)
+    grid.sync();  // barrier B: the whole z is visible (and every read of the partials is done)
+  };
+
+  for (int t = 0; t < T; ++t) {
+    // h_{t-1} and c_{t-1} (B x H): the kernel's own outputs of step t-1, of which this CTA reads only what it wrote.
+    const Element* h_prev = t == 0 ? h0 : output + static_cast<int64_t>(t - 1) * B * H;
+    const float* c_prev = t == 0 ? c0 : cell + static_cast<int64_t>(t - 1) * B * H;
+    // The z the gate product reads and where the cell's rounded output goes: the F-LSTM forms z_t from h_{t-1} first
+    // and writes h_t to output[t]; the projected mode's z_t is h_{t-1} itself (h0, or the output row the previous
+    // step's exchange wrote), and its cell writes m_t to the workspace, from which the exchange after the cell forms
+    // h_t = W_hr m_t straight into output[t] (P wide).
+    const Element* z_step = z;
+    Element* cell_out = output + static_cast<int64_t>(t) * B * H;
+    if (projected) {
+      z_step = t == 0 ? h0 : output + static_cast<int64_t>(t - 1) * B * R;
+      cell_out = m_workspace;
+    } else {
+      exchange_z(h_prev, z);  // 1-2.
+    }
 
     // 3. gates for the own units = z W2[own rows]^T + P_t, then the cell, one batch tile at a time.
     for (int tile = 0; tile < num_tiles; ++tile) {
       const int batch_start = tile * kBatchTile;
       const int batch_rows = min(kBatchTile, B - batch_start);
       const int cell_items = batch_rows * Hs;
-      // P_t of cell item (b, j) for gate g: proj_t[b * 4H + g * H + j]; c_{t-1}: c_tile[b * H + j].
-      const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + unit_start;
+      // P_t of cell item (b, j) for gate g: proj_t[b * 4H + g * Hg + j]; c_{t-1}: c_tile[b * H + j].
+      const float* proj_t = proj + (static_cast<int64_t>(t) * B + batch_start) * four_h + proj_col_start;
       const float* c_tile = c_prev + static_cast<int64_t>(batch_start) * H + unit_start;
       const int64_t state_base = (static_cast<int64_t>(t) * B + batch_start) * H + unit_start;
+      const int64_t out_base = static_cast<int64_t>(batch_start) * H + unit_start;  // within cell_out
 
       float prefetched[kPrefetchItems][5];
 #pragma unroll
@@ -257,17 +289,17 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
           const int j = idx - b * Hs;
           const float* proj_row = proj_t + b * four_h + j;
 #pragma unroll
-          for (int gate = 0; gate < 4; ++gate) prefetched[item][gate] = proj_row[gate * static_cast<int64_t>(H)];
+          for (int gate = 0; gate < 4; ++gate) prefetched[item][gate] = proj_row[gate * static_cast<int64_t>(hg)];
           prefetched[item][4] = __ldcg(c_tile + static_cast<int64_t>(b) * H + j);
         }
       }
 
-      stage_tile(z + static_cast<int64_t>(batch_start) * R, R, batch_rows, R, z_tile, z_ld, kBatchTile);
+      stage_tile(z_step + static_cast<int64_t>(batch_start) * R, R, batch_rows, R, z_tile, z_ld, kBatchTile);
       __syncthreads();
       if constexpr (kWmma) {
-        wmma_product(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs / kWmmaTile, R / kWmmaTile);
+        wmma_product(z_tile + group * rg, z_ld, w2, w2_ld, gates, gates_ld, four_hs / kWmmaTile, rg / kWmmaTile);
       } else {
-        fma_product<kBatchTile>(z_tile, z_ld, w2, w2_ld, gates, gates_ld, four_hs, R);
+        fma_product<kBatchTile>(z_tile + group * rg, z_ld, w2, w2_ld, gates, gates_ld, four_hs, rg);
       }
       __syncthreads();
 
@@ -281,7 +313,8 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
                                           pre_activation<Element>(proj_o, gates_row[3 * Hs + j]), c);
         const int64_t state_idx = state_base + static_cast<int64_t>(b) * H + j;
         cell[state_idx] = c;
-        output[state_idx] = from_float<Element>(h);  // the next step multiplies the rounded h, like the reference
+        // The next product multiplies the rounded h (or m), like the reference.
+        cell_out[out_base + static_cast<int64_t>(b) * H + j] = from_float<Element>(h);
       };
 #pragma unroll
       for (int item = 0; item < kPrefetchItems; ++item) {
@@ -295,59 +328,75 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
         const int b = idx / Hs;
         const int j = idx - b * Hs;
         const float* proj_row = proj_t + b * four_h + j;
-        cell_step(idx, proj_row[0], proj_row[H], proj_row[2 * static_cast<int64_t>(H)],
-                  proj_row[3 * static_cast<int64_t>(H)], __ldcg(c_tile + static_cast<int64_t>(b) * H + j));
+        cell_step(idx, proj_row[0], proj_row[hg], proj_row[2 * static_cast<int64_t>(hg)],
+                  proj_row[3 * static_cast<int64_t>(hg)], __ldcg(c_tile + static_cast<int64_t>(b) * H + j));
       }
-      // The next tile's staging and gate product overwrite z_tile and gates; the next step's phase 1 reads the
-      // output rows just written.
+      // The next tile's staging and gate product overwrite z_tile and gates; the next step's phase 1 (or the
+      // projected mode's exchange below) reads the rows just written.
       __syncthreads();
     }
+    if (projected) exchange_z(m_workspace, output + static_cast<int64_t>(t) * B * R);  // h_t = W_hr m_t
   }
 }
 
 template <ElementKind kKind>
-cudaError_t prepare_grid_launch(int H, int R, int ctas, cudaStream_t stream, CooperativeLaunch& launch) {
-  const int64_t smem_bytes = flstm_grid_fwd_layout(H, R, ctas, kKind).total_bytes;
+cudaError_t prepare_grid_launch(int H, int R, int groups, int ctas, cudaStream_t stream, CooperativeLaunch& launch) {
+  const int64_t smem_bytes = flstm_grid_fwd_layout(H, R, ctas, kKind, groups).total_bytes;
   return launch.prepare(flstm_grid_fwd_kernel<kKind>, smem_bytes, ctas, stream);
 }
 
+// The shape rule of the grid forward: the F-LSTM's (groups = 1, not projected), or the projected mode's.
+inline bool grid_fwd_shape_ok(int H, int R, int groups, bool projected, int ctas) {
+  return projected ? projected_grid_shape_ok(H, R, groups, ctas) : groups == 1 && flstm_grid_shape_ok(H, R, ctas);
+}
+
 template <ElementKind kKind>
-cudaError_t max_resident_ctas(int H, int R, int ctas, int* count) {
+cudaError_t max_resident_ctas(int H, int R, int groups, bool projected, int ctas, int* count) {
   *count = 0;
-  if (!flstm_grid_shape_ok(H, R, ctas)) return cudaErrorInvalidValue;
+  if (!grid_fwd_shape_ok(H, R, groups, projected, ctas)) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(H, R, ctas, nullptr, launch);
+  const cudaError_t err = prepare_grid_launch<kKind>(H, R, groups, ctas, nullptr, launch);
   if (err != cudaSuccess) return err;
   return launch.max_resident_ctas(flstm_grid_fwd_kernel<kKind>, count);
 }
 
 template <ElementKind kKind>
-cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials, void* z, cudaStream_t stream) {
+cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials, void* z, void* m_workspace,
+                           cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  // The grid forward has no projected mode (FlstmFwdArgs::projected; the launcher never asks for one).
-  if (!flstm_grid_shape_ok(args.H, args.R, ctas) || args.projected || args.groups != 1) return cudaErrorInvalidValue;
+  if (!grid_fwd_shape_ok(args.H, args.R, args.groups, args.projected, ctas)) return cudaErrorInvalidValue;
+  if (args.projected ? m_workspace == nullptr : z == nullptr) return cudaErrorInvalidValue;
   // stage_tile reads h0 with 16-byte loads: a misaligned h0 would fault (the torch launcher copies such an h0 first).
   if (reinterpret_cast<uintptr_t>(args.h0) % kFlstmGridH0Alignment != 0) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(args.H, args.R, ctas, stream, launch);
+  const cudaError_t err = prepare_grid_launch<kKind>(args.H, args.R, args.groups, ctas, stream, launch);
   if (err != cudaSuccess) return err;
   return launch.launch(flstm_grid_fwd_kernel<kKind>, args.proj, static_cast<const Element*>(args.h0), args.c0,
                        static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
-                       static_cast<Element*>(args.output), args.cell, partials, static_cast<Element*>(z), args.T,
-                       args.B, args.I, args.H, args.R);
+                       static_cast<Element*>(args.output), args.cell, partials, static_cast<Element*>(z),
+                       static_cast<Element*>(m_workspace), args.T, args.B, args.I, args.H, args.R, args.groups,
+                       args.projected);
 }
 
 }  // namespace
 
 cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, int ctas, float* partials, void* z,
-                                  cudaStream_t stream) {
-  return dispatch_element_kind(
-      kind, [&](auto element) { return launch_grid_fwd<decltype(element)::value>(args, ctas, partials, z, stream); });
+                                  cudaStream_t stream, void* m_workspace) {
+  return dispatch_element_kind(kind, [&](auto element) {
+    return launch_grid_fwd<decltype(element)::value>(args, ctas, partials, z, m_workspace, stream);
+  });
 }
 
 cudaError_t flstm_grid_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count) {
-  return dispatch_element_kind(
-      kind, [&](auto element) { return max_resident_ctas<decltype(element)::value>(H, R, ctas, count); });
+  return dispatch_element_kind(kind, [&](auto element) {
+    return max_resident_ctas<decltype(element)::value>(H, R, 1, false, ctas, count);
+  });
+}
+
+cudaError_t projected_grid_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count) {
+  return dispatch_element_kind(kind, [&](auto element) {
+    return max_resident_ctas<decltype(element)::value>(H, P, G, true, ctas, count);
+  });
 }
 
 }  // namespace lstmkern

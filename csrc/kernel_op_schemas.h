@@ -14,10 +14,11 @@ inline constexpr const char* kKernelOpSchemas[] = {
     // 1 = force the single-CTA kernel, 2 / 4 / 8 = force the cluster kernel with that many CTAs per group.
     // weight_hr (P, H): a projected layer (LSTMP; h0 (B, P), weight_hh (G, 4Hg, P / G), output (T, B, P)), run on the
     // F-LSTM forward kernels in their projected mode; cluster_size then counts CTAs per batch tile: 0 = automatic
-    // (projected_fwd_cluster_size), 1 = single CTA, 2 / 4 / 8 / 16 = cluster (a multiple of G). weight_ih may be
-    // (G, 4Hg, I) (dense input) with or without a projection.
+    // (projected_fwd_cluster_size, else the grid forward on projected_fwd_grid_ctas CTAs), 1 = single CTA,
+    // 2 / 4 / 8 / 16 = cluster (a multiple of G); grid_ctas = N >= 1 forces the grid forward (projected layers only,
+    // cluster_size then 0). weight_ih may be (G, 4Hg, I) (dense input) with or without a projection.
     "glstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-    "int cluster_size=0, Tensor? weight_hr=None) -> (Tensor output, Tensor cell)",
+    "int cluster_size=0, Tensor? weight_hr=None, int grid_ctas=0) -> (Tensor output, Tensor cell)",
     // cluster_size as for the forward (0: single CTA where its backward fits, else the smallest fitting cluster on
     // 9.x).
     "glstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "

@@ -43,7 +43,7 @@ struct GlstmBwdArgs {
   int T, B, G, Hg;
 };
 
-// The projected mode (projected = true; single-CTA and cluster forwards only) runs a projected G-LSTM (LSTMP) with
+// The projected mode (projected = true; single-CTA, cluster and grid forwards) runs a projected G-LSTM (LSTMP) with
 // `groups` = G groups on the same kernels (see projected_fwd_layout in persistent_layout.h): proj is (T, B, G, 4Hg),
 // h0 (B, P), weight_1 W_hr (P, H) with I = 0 and R = P, weight_2 W_hh (G, 4Hg, Pg), output (T, B, P).
 struct FlstmFwdArgs {
@@ -127,9 +127,13 @@ cudaError_t projected_cluster_max_active_clusters(ElementKind kind, int H, int P
 // Alignment in bytes the grid forward needs of FlstmFwdArgs::h0: it stages h0 into shared memory with 16-byte loads,
 // like every later h_{t-1} (which it reads from its own 256-byte aligned output).
 constexpr int kFlstmGridH0Alignment = 16;
+// In the projected mode (args.projected; projected_grid_shape_ok(H, R = P, G, ctas)) `z` is unused (the kernel's z
+// is its output) and `m_workspace` (B, H) element type holds the cell's m_t between the cell and the exchange.
 cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, int ctas, float* partials, void* z,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream, void* m_workspace = nullptr);
 // How many CTAs of the grid F-LSTM forward (its shared memory for (H, R, ctas)) the current device can hold at once.
 cudaError_t flstm_grid_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count);
+// The same for the grid forward in the projected mode (H cell units, P projection size, G groups).
+cudaError_t projected_grid_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count);
 
 }  // namespace lstmkern

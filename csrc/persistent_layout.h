@@ -453,16 +453,17 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, 
   return flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0;
 }
 
-// Projected layers (LSTMP: weight_hr (P, H), h_t = W_hr m_t with m_t = o_t * tanh(c_t)) of a G-LSTM with G >= 1
-// groups (G = 1: a plain LSTMP) run on the F-LSTM forward kernels (csrc/flstm_persistent.cu, csrc/flstm_cluster.cu) in
-// their projected mode. A projected step is gates_t = P_t + W_hh (W_hr m_{t-1}): the F-LSTM form gates_t = P_t +
-// W2 (W1_h h_{t-1}) with W1_h := W_hr (P x H), R := P, W2 := W_hh and the cell's own output m in place of h; the z
-// the F-LSTM kernels form and exchange each step is then the layer's output h_t itself. Group g's gate rows read only
-// its Pg = P / G columns of z (W_hh is (G, 4Hg, Pg)), so W2 stays narrow: (Pg x 4H) on one CTA, (Pg x 4Hs) per
-// cluster CTA. Layouts: flstm_fwd_layout / flstm_cluster_fwd_layout with r = P and `groups` = G.
+// Projected layers (LSTMP: weight_hr (P, H), h_t = W_hr m_t with m_t = o_t * tanh(c_t)) of a G-LSTM with G >= 1 groups
+// (G = 1: a plain LSTMP) run on the F-LSTM forward kernels (csrc/flstm_persistent.cu, csrc/flstm_cluster.cu,
+// csrc/flstm_grid.cu) in their projected mode. A projected step is gates_t = P_t + W_hh (W_hr m_{t-1}): the F-LSTM form
+// gates_t = P_t + W2 (W1_h h_{t-1}) with W1_h := W_hr (P x H), R := P, W2 := W_hh and the cell's own output m in place
+// of h; the z the F-LSTM kernels form and exchange each step is then the layer's output h_t itself. Group g's gate rows
+// read only its Pg = P / G columns of z (W_hh is (G, 4Hg, Pg)), so W2 stays narrow: (Pg x 4H) on one CTA, (Pg x 4Hs)
+// per cluster CTA. Layouts: flstm_fwd_layout / flstm_cluster_fwd_layout with r = P and `groups` = G.
 //   Single CTA: any H, P with H and P divisible by G (float32 FMA products, no tile constraint).
 //   Cluster: flstm_cluster_shape_ok(H, P, C) and, so that every CTA's Hs = H / C units lie in one group, C a
 //   multiple of G, and Pg a multiple of 16 (whole WMMA k-tiles, 32-byte aligned column offset of the group in z).
+//   Grid (where neither fits): projected_grid_shape_ok below, the same conditions with N CTAs.
 LSTMKERN_HOST_DEVICE constexpr bool projected_shape_ok(int64_t h, int64_t p, int64_t groups) {
   return h > 0 && p > 0 && groups > 0 && h % groups == 0 && p % groups == 0;
 }
@@ -529,8 +530,9 @@ LSTMKERN_HOST_DEVICE constexpr bool flstm_grid_shape_ok(int64_t h, int64_t r, in
 }
 
 // Only meaningful where flstm_grid_shape_ok(h, r, ctas).
+// `groups` > 1 only for a projected G-LSTM (projected_grid_shape_ok below): W2 then has r / groups rows.
 LSTMKERN_HOST_DEVICE constexpr FlstmGridFwdLayout flstm_grid_fwd_layout(int64_t h, int64_t r, int64_t ctas,
-                                                                        ElementKind kind) {
+                                                                        ElementKind kind, int64_t groups = 1) {
   FlstmGridFwdLayout layout{};
   const int64_t bt = flstm_cluster_batch_tile(kind);
   const int64_t hs = h / ctas;
@@ -545,7 +547,7 @@ LSTMKERN_HOST_DEVICE constexpr FlstmGridFwdLayout flstm_grid_fwd_layout(int64_t 
   layout.gates_ld = float_tile_ld(4 * hs, kind);
   int64_t end = 0;
   layout.w1h_offset = carve(end, hs * layout.w1h_ld * elem);
-  layout.w2_offset = carve(end, r * layout.w2_ld * elem);
+  layout.w2_offset = carve(end, r / groups * layout.w2_ld * elem);
   layout.h_offset = carve(end, bt * layout.h_ld * elem);
   layout.z_offset = carve(end, bt * layout.z_ld * elem);
   layout.gates_offset = carve(end, bt * layout.gates_ld * 4);
@@ -566,6 +568,32 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_grid_ctas(int64_t h, int64_t r, Ele
                                                        int64_t sm_count) {
   for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
     const int64_t bytes = flstm_grid_smem_bytes(h, r, ctas, kind);
+    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
+  }
+  return 0;
+}
+
+// The projected mode of the grid forward (csrc/flstm_grid.cu; see projected_fwd_layout above): flstm_grid_shape_ok
+// for (h, p, N), N a multiple of G (each CTA's Hs units lie in one group) and P / G a multiple of 16. It needs a
+// global workspace for m (B x H, element type) besides the partials; its z is the output itself.
+LSTMKERN_HOST_DEVICE constexpr bool projected_grid_shape_ok(int64_t h, int64_t p, int64_t groups, int64_t ctas) {
+  return projected_shape_ok(h, p, groups) && flstm_grid_shape_ok(h, p, ctas) && ctas % groups == 0 &&
+         (p / groups) % kWmmaTile == 0;
+}
+
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_grid_smem_bytes(int64_t h, int64_t p, int64_t groups, int64_t ctas,
+                                                                 ElementKind kind) {
+  return projected_grid_shape_ok(h, p, groups, ctas) ? flstm_grid_fwd_layout(h, p, ctas, kind, groups).total_bytes
+                                                     : -1;
+}
+
+// The CTA count of the projected grid forward where neither one CTA nor a cluster takes the layer
+// (projected_fwd_cluster_size = 0): the smallest accepted N <= sm_count whose per-CTA layout fits, or 0.
+// lstmkern.backends.cuda.projected_grid_ctas mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int projected_fwd_grid_ctas(int64_t h, int64_t p, int64_t groups, ElementKind kind,
+                                                           int64_t smem_optin, int64_t sm_count) {
+  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
+    const int64_t bytes = projected_grid_smem_bytes(h, p, groups, ctas, kind);
     if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
   }
   return 0;
@@ -631,6 +659,12 @@ static_assert(projected_cluster_smem_bytes(1024, 256, 4, 16, ElementKind::kBFloa
 static_assert(projected_fwd_cluster_size(1024, 256, 4, ElementKind::kBFloat16, 232448, 9) == 8);
 static_assert(projected_cluster_smem_bytes(4096, 1024, 4, 16, ElementKind::kBFloat16) == 1246208);
 static_assert(projected_fwd_cluster_size(4096, 1024, 4, ElementKind::kBFloat16, 232448, 9) == 0);
+// ... which the projected grid forward takes on an H100 with N = 128 CTAs of 32 units: 32 x 1032 x 2 (W_hr columns)
+// + 256 x 136 x 2 (W2: Pg x 4Hs) + 16 x 40 x 2 (m) + 16 x 1032 x 2 (z) + 16 x 132 x 4 (gates) = 178432 bytes.
+static_assert(projected_grid_smem_bytes(4096, 1024, 4, 128, ElementKind::kBFloat16) ==
+              32 * 1032 * 2 + 256 * 136 * 2 + 16 * 40 * 2 + 16 * 1032 * 2 + 16 * 132 * 4);
+static_assert(projected_fwd_grid_ctas(4096, 1024, 4, ElementKind::kBFloat16, 232448, 132) == 128);
+static_assert(projected_grid_smem_bytes(4096, 1024, 4, 126, ElementKind::kBFloat16) == -1);
 static_assert(projected_cluster_smem_bytes(1024, 256, 4, 2, ElementKind::kBFloat16) == -1);   // C not a multiple of G
 static_assert(projected_cluster_smem_bytes(1024, 96, 4, 16, ElementKind::kBFloat16) == -1);   // Pg = 24
 static_assert(projected_fwd_cluster_size(64, 32, 2, ElementKind::kFloat32, 232448, 8) == 1);

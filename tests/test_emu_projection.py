@@ -111,6 +111,38 @@ def test_automatic_choice_runs_the_cluster_where_one_cta_does_not_fit(dtype):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Grid (flstm_grid.cu, projected mode: z exchanged through global memory, m_t in a workspace, z of a step = the
+# previous output row)
+
+# (N, T, B, I, H, P, G): one CTA; G = N = 2 with B = 19 (two 16-row tiles); G = N = 4 with T = 1 and B = 17; G = N = 3
+# (odd); N = 6 with G = 2 (three CTAs per group) and Rs = 6 (one column per item, the last CTA only 2 columns).
+GRIDS = [(1, 2, 5, 2, 16, 16, 1), (2, 3, 19, 6, 64, 32, 2), (4, 1, 17, 4, 128, 64, 4), (3, 2, 3, 3, 96, 48, 3),
+         (6, 2, 9, 4, 192, 32, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", GRIDS, ids=str)
+def test_grid_projected_forward_matches_reference(forced, dtype):
+    N, T, B, I, H, P, G = forced
+    torch.manual_seed(N * 1000 + H + G)
+    inputs = projected_inputs(T, B, I, H, P, G, dtype, device="cpu")
+    _check_against_reference(inputs, dtype, grid_ctas=N)
+    _kernels_run("flstm_grid.cu", cooperative=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_grid_projected_forward_is_bitwise_the_cluster_one(dtype):
+    """Same partial products, same rank order of the z sum, same rounding, same gate product and cell code: the grid
+    forward on N CTAs and the cluster forward with C = N give bitwise the same projected layer."""
+    torch.manual_seed(13)
+    x, h0, c0, w_ih, w_hh, bias, w_hr = projected_inputs(3, 19, 6, 128, 64, 2, dtype, device="cpu")
+    grid = OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, grid_ctas=4)
+    cluster = OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, cluster_size=4)
+    for grid_result, cluster_result in zip(grid, cluster):
+        assert torch.equal(grid_result, cluster_result)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The projected mode is the F-LSTM recurrence it reuses
 
 
@@ -205,6 +237,13 @@ def test_bad_projected_arguments_are_named_before_any_kernel_runs():
         OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh[:, 1:].contiguous(), bias, weight_hr=w_hr)
     with pytest.raises(TypeError, match="weight_hr must have dtype"):
         OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr.double())
+    with pytest.raises(ValueError, match="grid_ctas"):  # N = 2 is not a multiple of G = 4
+        OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, grid_ctas=2)
+    with pytest.raises(ValueError, match="cannot both be forced"):
+        OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, grid_ctas=4, cluster_size=4)
+    x, h0, c0, w_ih, w_hh, bias = glstm_inputs(2, 3, 2, 16, 2, torch.float32, device="cpu")
+    with pytest.raises(ValueError, match="grid_ctas applies to projected layers"):
+        OPS.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, grid_ctas=2)
     assert _emu.take_launches() == []
 
 
@@ -228,10 +267,22 @@ def test_projected_rules_match_the_extension():
                         ops.projected_cluster_smem_bytes(H, P, G, C, dtype)
                     with pytest.raises(ValueError, match="cluster"):
                         cuda_backend.projected_cluster_smem_bytes(H, P, G, C, dtype)
+            for N in (1, 2, 3, 4, 8, 48, 64, 128, 132):
+                if cuda_backend._projected_grid_shape_ok(H, P, G, N):
+                    assert cuda_backend.projected_grid_smem_bytes(H, P, G, N, dtype) == \
+                        ops.projected_grid_smem_bytes(H, P, G, N, dtype), (H, P, G, N)
+                else:
+                    with pytest.raises(ValueError, match="grid"):
+                        ops.projected_grid_smem_bytes(H, P, G, N, dtype)
+                    with pytest.raises(ValueError, match="grid"):
+                        cuda_backend.projected_grid_smem_bytes(H, P, G, N, dtype)
             for smem in (48 * 1024, 166912, H100_SMEM_OPTIN):
                 for cc in ((8, 0), (9, 0), (10, 0)):
                     assert cuda_backend.projected_cluster_size(H, P, G, dtype, smem, cc) == \
                         ops.projected_forward_cluster_size(H, P, G, dtype, smem, cc[0]), (H, P, G, smem, cc)
+                for sm_count in (0, 16, 108, 132):
+                    assert cuda_backend.projected_grid_ctas(H, P, G, dtype, smem, sm_count) == \
+                        ops.projected_forward_grid_ctas(H, P, G, dtype, smem, sm_count), (H, P, G, smem, sm_count)
     for H, P, G in ((12, 5, 3), (0, 4, 1), (8, 4, 0)):
         with pytest.raises(ValueError, match="divisible|>= 1"):
             ops.projected_smem_bytes(H, P, G, torch.float32)
@@ -243,8 +294,10 @@ def test_projected_rule_explains_what_it_does_not_cover():
     rule = cuda_backend.projected_rule
     assert rule(1024, 256, 4, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) is None
     assert rule(64, 32, 2, 16, torch.float32, H100_SMEM_OPTIN, (8, 0)) is None  # one CTA, no cluster needed
-    too_big = rule(4096, 1024, 4, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))
-    assert "shared memory" in too_big and "C=16: 1246208" in too_big
+    too_big = rule(4096, 1024, 4, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0))  # SM count unknown: no grid
+    assert "shared memory" in too_big and "C=16: 1246208" in too_big and "not considered" in too_big
+    assert rule(4096, 1024, 4, 16, torch.bfloat16, H100_SMEM_OPTIN, (9, 0), sm_count=132) is None  # grid of 128
+    assert "N=128: 300032" in rule(4096, 1024, 4, 16, torch.float32, H100_SMEM_OPTIN, (9, 0), sm_count=132)
     assert "compute capability 9.x" in rule(1024, 256, 4, 16, torch.bfloat16, H100_SMEM_OPTIN, (8, 0))
     assert "float64" in rule(64, 32, 2, 1, torch.float64, H100_SMEM_OPTIN, (9, 0))
     assert "divisible" in rule(64, 30, 4, 1, torch.float32, H100_SMEM_OPTIN, (9, 0))
@@ -263,20 +316,26 @@ def test_unsupported_takes_the_projected_rule_on_a_simulated_h100(monkeypatch):
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
     monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (H100_SMEM_OPTIN, (9, 0), 132))
     monkeypatch.setattr(cuda_backend, "_projected_cluster_max_active", lambda *args: active_clusters[0])
+    resident_ctas = [132]
+    monkeypatch.setattr(cuda_backend, "_projected_grid_max_resident", lambda *args: resident_ctas[0])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(triton_backend, "unsupported", lambda *args: None)
     cuda = torch.device("cuda", 0)
     cluster_layer = LayerSizes(T=64, B=16, I=1024, H=1024, G=4, R=0, P=256)  # C = 8 in bf16
     one_cta_layer = LayerSizes(T=8, B=3, I=8, H=64, G=2, R=0, P=32, dense_input=True)
-    biglstm = LayerSizes(T=64, B=16, I=1024, H=4096, G=4, R=0, P=1024)
+    biglstm = LayerSizes(T=64, B=16, I=1024, H=4096, G=4, R=0, P=1024)  # the grid forward, N = 128
     assert cuda_backend.unsupported("glstm", cuda, torch.bfloat16, cluster_layer) is None
     assert cuda_backend.unsupported("glstm", cuda, torch.float32, one_cta_layer) is None
-    assert "C=16: 1246208" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16, biglstm)
+    assert cuda_backend.unsupported("glstm", cuda, torch.bfloat16, biglstm) is None
+    assert "N=128: 300032" in cuda_backend.unsupported("glstm", cuda, torch.float32, biglstm)
+    resident_ctas[0] = 100  # another context holds SMs: the cooperative launch would fail
+    assert "holds only 100" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16, biglstm)
+    resident_ctas[0] = 132
     assert "projected F-LSTM" in cuda_backend.unsupported("flstm", cuda, torch.bfloat16,
                                                           LayerSizes(8, 2, 8, 64, 1, 16, 32))
     assert resolve_backend("auto", "glstm", cuda, torch.bfloat16, cluster_layer) == "cuda"
-    assert resolve_backend("auto", "glstm", cuda, torch.bfloat16, biglstm) != "cuda"
+    assert resolve_backend("auto", "glstm", cuda, torch.float32, biglstm) != "cuda"
     active_clusters[0] = 0
     assert "cannot make resident" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16, cluster_layer)
     assert cuda_backend.unsupported("glstm", cuda, torch.float32, one_cta_layer) is None  # no cluster needed

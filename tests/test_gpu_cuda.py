@@ -629,11 +629,16 @@ def test_runs_on_the_current_stream():
 # Shape legend here: P projection size, Pg = P / G.
 
 # The backend's own choice: (T, B, I, H, P, G). One CTA (G = 2, B past the 8-row tile); a cluster beyond one CTA
-# (H = 1024, P = 256, G = 4: C = 8 in fp16/bf16 on an H100); a plain LSTMP (G = 1) needing C = 16 in fp16/bf16.
-PROJECTED_SHAPES = [(5, 19, 7, 64, 32, 2), (6, 16, 256, 1024, 256, 4), (4, 9, 64, 1024, 256, 1)]
+# (H = 1024, P = 256, G = 4: C = 8 in fp16/bf16 on an H100); a plain LSTMP (G = 1) needing C = 16 in fp16/bf16; the
+# BIGLSTM-like layer scaled to one GPU (H = 4096, P = 1024, G = 4): the grid forward, N = 128 in fp16/bf16 on an H100.
+PROJECTED_SHAPES = [(5, 19, 7, 64, 32, 2), (6, 16, 256, 1024, 256, 4), (4, 9, 64, 1024, 256, 1),
+                    (3, 16, 1024, 4096, 1024, 4)]
 # Forced cluster sizes at small shapes: (C, T, B, I, H, P, G); T = 1 and B = 17 included, C = 16 with Rs = 1.
 PROJECTED_FORCED_CLUSTERS = [(2, 5, 19, 5, 64, 32, 1), (4, 1, 17, 8, 128, 64, 4), (4, 3, 9, 6, 128, 32, 2),
                              (16, 2, 3, 4, 256, 16, 1)]
+# Forced CTA counts of the grid projected forward: (N, T, B, I, H, P, G); N = 6 with G = 2 (Rs = 6, the last CTA 2
+# columns), T = 1 included.
+PROJECTED_FORCED_GRIDS = [(2, 5, 19, 6, 64, 32, 2), (4, 1, 17, 8, 128, 64, 4), (6, 3, 9, 4, 192, 32, 2)]
 
 
 def _projected_inputs(T, B, I, H, P, G, dtype):
@@ -693,3 +698,19 @@ def test_projected_flstm_is_left_to_triton():
     assert reason is not None and "projected F-LSTM" in reason
     assert resolve_backend("auto", "flstm", torch.device("cuda"), torch.float32, (3, 2, 4, 64, 1, 16, 32, False)) != \
         "cuda"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", PROJECTED_FORCED_GRIDS, ids=str)
+def test_projected_forced_grid_forward_matches_reference(forced, dtype):
+    """grid_ctas=N of the projected forward at small shapes: within the reference rule and within a few units in the
+    last place of the single-CTA projected forward (on tensor cores in fp16/bf16 the order differs)."""
+    N, T, B, I, H, P, G = forced
+    torch.manual_seed(N * 1000 + H + G)
+    x, h0, c0, w_ih, w_hh, bias, w_hr = _projected_inputs(T, B, I, H, P, G, dtype)
+    fwd = torch.ops.lstmkern_cuda.glstm_persistent_fwd
+    output, cell = fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, grid_ctas=N)
+    single_output, single_cell = fwd(x, h0, c0, w_ih, w_hh, bias, cluster_size=1, weight_hr=w_hr)
+    ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
+    assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA projected kernel")
+    assert_forward_like_reference(glstm_reference, (x, h0, c0, w_ih, w_hh, bias, w_hr), output, cell, dtype)

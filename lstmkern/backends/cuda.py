@@ -36,10 +36,12 @@ weights resident in shared memory:
   Triton backward.
 * Projected G-LSTM layers (LSTMP, weight_hr (P, H); G = 1 is a plain LSTMP): a step gates_t = P_t + W_hh (W_hr
   m_{t-1}) is the F-LSTM step with W1_h := W_hr, R := P, W2 := W_hh, so the F-LSTM forwards run it in their projected
-  mode (single CTA, csrc/flstm_persistent.cu, or a cluster of C CTAs, csrc/flstm_cluster.cu, C a multiple of G): the
-  z they exchange is the layer's output h_t = W_hr m_t, and group g's gate rows read only its P / G columns of z.
-  :func:`projected_rule` / :func:`projected_cluster_size`. The projected F-LSTM (three factors per step) is not
-  covered (Triton runs it), nor the grid forward's projected mode; the backward of a projected layer is Triton's.
+  mode (single CTA, csrc/flstm_persistent.cu; a cluster of C CTAs, csrc/flstm_cluster.cu, C a multiple of G; or the
+  grid of N CTAs, csrc/flstm_grid.cu, N a multiple of G, e.g. N = 128 for a BIGLSTM-like H = 4096, P = 1024, G = 4
+  layer in bf16 on an H100): the z they exchange is the layer's output h_t = W_hr m_t, and group g's gate rows read
+  only its P / G columns of z. :func:`projected_rule`, :func:`projected_cluster_size`, :func:`projected_grid_ctas`.
+  The projected F-LSTM (three factors per step) is not covered (Triton runs it); the backward of a projected layer is
+  Triton's.
 * The dense-input G-LSTM (weight_ih (G, 4Hg, I)) differs only in the launchers' input GEMMs (forward and backward).
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
@@ -102,6 +104,8 @@ with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default
 ``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16), and
 ``flstm_persistent_fwd(..., grid_ctas=N)`` the grid forward on N CTAs (N <= SM count, H a multiple of 16 N, R of 16).
 ``flstm_persistent_bwd(..., cluster_size=C)`` forces the single-CTA (1) or the cluster (2, 4, 8, 16) F-LSTM backward.
+A projected layer: ``glstm_persistent_fwd(..., weight_hr=W_hr, cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (a
+multiple of G, H a multiple of 16 C, P / G of 16), or ``grid_ctas=N`` (N a multiple of G, H a multiple of 16 N).
 """
 from __future__ import annotations
 
@@ -114,7 +118,8 @@ __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "p
            "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size",
            "flstm_cluster_bwd_smem_bytes", "flstm_bwd_cluster_size",
            "flstm_grid_smem_bytes", "flstm_grid_ctas", "projected_rule", "projected_smem_bytes",
-           "projected_cluster_smem_bytes", "projected_cluster_size"]
+           "projected_cluster_smem_bytes", "projected_cluster_size", "projected_grid_smem_bytes",
+           "projected_grid_ctas"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
@@ -499,17 +504,65 @@ def projected_cluster_size(H: int, P: int, G: int, dtype: torch.dtype, smem_byte
     return 0
 
 
+def _projected_grid_shape_ok(H: int, P: int, G: int, N: int) -> bool:
+    """projected_grid_shape_ok: the grid F-LSTM rule for (H, P, N), N a multiple of G and P / G a multiple of 16."""
+    return (_projected_shape_ok(H, P, G) and _flstm_grid_shape_ok(H, P, N) and N % G == 0
+            and (P // G) % _WMMA_TILE == 0)
+
+
+def projected_grid_smem_bytes(H: int, P: int, G: int, N: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the grid projected forward with N CTAs (csrc/flstm_grid.cu in its
+    projected mode, flstm_grid_fwd_layout with r = P and G groups): as :func:`flstm_grid_smem_bytes` for (H, R = P, N)
+    except that the CTA's gate rows of W_hh are Pg x 4Hs. Raises ValueError unless N >= 1 is a multiple of G, H a
+    multiple of 16 N and P / G a multiple of 16.
+
+    Example::
+        >>> projected_grid_smem_bytes(4096, 1024, 4, 128, torch.bfloat16)   # BIGLSTM-like, G = 4, on an H100
+        178432
+    """
+    if not _projected_grid_shape_ok(H, P, G, N):
+        raise ValueError(f"the grid projected forward takes N >= 1 CTAs a multiple of G, H a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} N and P / G a multiple of {_WMMA_TILE}, got N={N}, H={H}, P={P}, "
+                         f"G={G}")
+    elem = _element_bytes(dtype)
+    hs = H // N
+    bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
+    w1h_ld, w2_ld, h_ld, z_ld = (_operand_tile_ld(n, dtype) for n in (P, 4 * hs, hs, P))
+    gates_ld = _float_tile_ld(4 * hs, dtype)
+    return _buffers_bytes(hs * w1h_ld * elem, P // G * w2_ld * elem, bt * h_ld * elem, bt * z_ld * elem,
+                          bt * gates_ld * 4)
+
+
+def projected_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
+    """The CTA count of the grid projected forward (mirrors projected_fwd_grid_ctas in csrc/persistent_layout.h): the
+    smallest accepted N <= ``sm_count`` whose per-CTA share fits ``smem_bytes``, or 0. Used where
+    :func:`projected_cluster_size` is 0.
+
+    Example::
+        >>> projected_grid_ctas(4096, 1024, 4, torch.bfloat16, 232448, 132)
+        128
+    """
+    N = 1
+    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
+        if _projected_grid_shape_ok(H, P, G, N) and projected_grid_smem_bytes(H, P, G, N, dtype) <= smem_bytes:
+            return N
+        N += 1
+    return 0
+
+
 def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
-                   T: int = 1) -> str | None:
+                   T: int = 1, sm_count: int = 0) -> str | None:
     """None when the persistent forward kernels can run a projected G-LSTM layer (weight_hr (P, H), G groups; G = 1 is
     a plain LSTMP) with batch ``B`` and ``T`` steps in ``dtype`` on a device with ``smem_bytes`` opt-in shared memory
-    per block and compute capability ``cc``; otherwise the reason. The kernels are the F-LSTM forwards in their
-    projected mode (:func:`projected_cluster_size`); the backward is Triton's (:func:`unsupported` checks that).
+    per block, compute capability ``cc`` and ``sm_count`` SMs (0: unknown, the grid forward is not considered);
+    otherwise the reason. The kernels are the F-LSTM forwards in their projected mode: one CTA or a cluster
+    (:func:`projected_cluster_size`), else the grid (:func:`projected_grid_ctas`); the backward is Triton's
+    (:func:`unsupported` checks that).
 
     Example::
         >>> projected_rule(1024, 256, 4, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 8 CTAs
         True
-        >>> "shared memory" in projected_rule(4096, 1024, 4, 16, torch.bfloat16, 232448, (9, 0))
+        >>> projected_rule(4096, 1024, 4, 16, torch.bfloat16, 232448, (9, 0), sm_count=132) is None   # grid of 128
         True
     """
     reason = _common_rule(dtype, cc)
@@ -521,6 +574,8 @@ def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_byte
         return f"T * B * 4H = {T * B * 4 * H} exceeds the kernels' 32-bit indexing"
     if projected_cluster_size(H, P, G, dtype, smem_bytes, cc) > 0:
         return None
+    if projected_grid_ctas(H, P, G, dtype, smem_bytes, sm_count) > 0:
+        return None
     if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
         cluster = f"the thread-block-cluster forward needs compute capability 9.x, the device has {cc[0]}.{cc[1]}"
     else:
@@ -531,9 +586,19 @@ def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_byte
         else:
             per_cta = ", ".join(f"C={C}: {projected_cluster_smem_bytes(H, P, G, C, dtype)}" for C in accepted)
             cluster = f"the thread-block-cluster forward does not fit either (bytes per CTA: {per_cta})"
+    if sm_count < 1:
+        grid = "the grid-cooperative forward was not considered (SM count unknown)"
+    else:
+        largest = max((N for N in range(1, sm_count + 1) if _projected_grid_shape_ok(H, P, G, N)), default=0)
+        if largest == 0:
+            grid = (f"the grid-cooperative forward needs N a multiple of G with H a multiple of "
+                    f"{_CLUSTER_UNIT_MULTIPLE} N and P / G a multiple of {_WMMA_TILE}")
+        else:
+            grid = (f"the grid-cooperative forward does not fit either on up to {sm_count} SMs (N={largest}: "
+                    f"{projected_grid_smem_bytes(H, P, G, largest, dtype)} bytes per CTA)")
     return (f"W_hr and W_hh with H={H}, P={P}, G={G} in {dtype} need {projected_smem_bytes(H, P, G, dtype)} bytes of "
             f"shared memory per block on one CTA (weights plus working buffers), the device allows {smem_bytes}; "
-            f"{cluster}")
+            f"{cluster}; {grid}")
 
 
 def _common_rule(dtype: torch.dtype, cc: tuple[int, int]) -> str | None:
@@ -678,7 +743,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     T, B, _I, H, G, R, P, _dense_input = LayerSizes(*sizes)
     smem, cc, sm_count = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
     if P:
-        return _projected_problem(op, device, dtype, tuple(sizes), smem, cc)
+        return _projected_problem(op, device, dtype, tuple(sizes), smem, cc, sm_count)
     if op == "glstm":
         reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
         if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
@@ -720,7 +785,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
 
 
 def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
-                       cc: tuple[int, int]) -> str | None:
+                       cc: tuple[int, int], sm_count: int) -> str | None:
     """:func:`unsupported` for a projected layer (P > 0): the projected G-LSTM forward on the F-LSTM kernels
     (:func:`projected_rule`), a resident cluster where it needs one, and Triton's backward."""
     from . import LayerSizes
@@ -728,10 +793,21 @@ def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes:
     if op == "flstm":
         return ("the persistent CUDA kernels do not implement the projected F-LSTM (its step W2 (W1_h (W_hr m)) needs "
                 "a second cross-CTA exchange); the Triton backend does")
-    reason = projected_rule(H, P, G, B, dtype, smem, cc, T=T)
+    reason = projected_rule(H, P, G, B, dtype, smem, cc, T=T, sm_count=sm_count)
     if reason is not None:
         return reason
     cluster_size = projected_cluster_size(H, P, G, dtype, smem, cc)
+    if cluster_size == 0:  # neither one CTA nor a cluster: the grid-cooperative forward
+        ctas = projected_grid_ctas(H, P, G, dtype, smem, sm_count)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        try:
+            resident = _projected_grid_max_resident(index, H, P, G, ctas, dtype)
+        except RuntimeError as err:  # the occupancy query failed: "auto" must fall back, not raise
+            return f"the residency query of the {ctas}-CTA grid projected forward failed: {err}"
+        if resident < ctas:
+            return (f"H={H}, P={P}, G={G} in {dtype} needs the grid-cooperative projected forward with N={ctas} CTAs "
+                    f"of {projected_grid_smem_bytes(H, P, G, ctas, dtype)} bytes each, all resident at once, and this "
+                    f"device holds only {resident}")
     if cluster_size > 1:
         index = device.index if device.index is not None else torch.cuda.current_device()
         try:
@@ -746,6 +822,13 @@ def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes:
     if triton_reason is not None:
         return (f"a projected layer's backward is the Triton backend's, which cannot run here: {triton_reason}")
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _projected_grid_max_resident(index: int, H: int, P: int, G: int, N: int, dtype: torch.dtype) -> int:
+    """CTAs of the grid projected forward (its shared memory for H, P, G, N) that CUDA device ``index`` can hold at
+    once; the cooperative launch needs all N."""
+    return int(torch.ops.lstmkern_cuda.projected_grid_max_resident_ctas(index, H, P, G, N, dtype))
 
 
 @functools.lru_cache(maxsize=None)
