@@ -714,3 +714,24 @@ def test_projected_forced_grid_forward_matches_reference(forced, dtype):
     ulps = (64 if dtype == torch.float32 else 4) * torch.finfo(dtype).eps
     assert_within_ulps((output, cell), (single_output, single_cell), ulps, "the single-CTA projected kernel")
     assert_forward_like_reference(glstm_reference, (x, h0, c0, w_ih, w_hh, bias, w_hr), output, cell, dtype)
+
+
+@pytest.mark.parametrize("group_input", (True, False), ids=("grouped", "dense"))
+def test_projected_glstm_module_runs_on_cuda_like_the_reference(group_input):
+    """GLSTM(proj_size=P) through the public module with backend="cuda" (projected forward kernel, Triton backward
+    through autograd) against the same module on the reference backend, two layers, bidirectional, float32."""
+    torch.manual_seed(21)
+    kwargs = dict(num_layers=2, bidirectional=True, proj_size=32, groups=2, group_input=group_input, device="cuda")
+    reference = lstmkern.GLSTM(24, 64, backend="reference", **kwargs)
+    cuda = lstmkern.GLSTM(24, 64, backend="cuda", **kwargs)
+    cuda.load_state_dict(reference.state_dict())
+    x = torch.randn(7, 5, 24, device="cuda")
+    results = []
+    for module in (reference, cuda):
+        x_in = x.clone().requires_grad_(True)
+        output, (h_n, c_n) = module(x_in)
+        (output.square().sum() + h_n.sum() + c_n.sum()).backward()
+        results.append((output, h_n, c_n, x_in.grad, *(p.grad for p in module.parameters())))
+    for name, got, expected in zip(("output", "h_n", "c_n", "dx") + tuple(n for n, _ in cuda.named_parameters()),
+                                   results[1], results[0]):
+        torch.testing.assert_close(got, expected, rtol=2e-4, atol=2e-5, msg=name)
