@@ -7,7 +7,8 @@
 // weight_1 (R, I + P), weight_2 (4H, R), bias (4H); the optional projection weight_hr (P, H).
 // Outputs: output (T, B, P) and cell (T, B, H); the backward returns dx, dh0, dc0, the weight gradients, dbias (always)
 // and dweight_hr (empty without a projection).
-// float32 and float64 (the element type is also the state type, as lstmkern.reference.state_dtype says).
+// float32 and float64 (the element type is also the state type, as lstmkern.reference.state_dtype says), and bfloat16
+// (float32 state: cell and grad_cell are float32; run by the float32 drivers with bfloat16 rounding, see "bfloat16").
 //
 // Structure (what makes it fast on a CPU, where the reference's per-step Python and temporaries cost more than the
 // arithmetic):
@@ -38,6 +39,7 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -63,8 +65,11 @@ using at::Tensor;
 const CellKernels& cell_kernels() {
   static const CellKernels* chosen = [] {
 #if defined(__x86_64__) && defined(__GNUC__)
-    const CellKernels* avx2 = cell_kernels_avx2();
-    if (avx2 != nullptr && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2;
+    // Ask the CPU first: cell_kernels_avx2() lives in a translation unit compiled with -mavx2, so even calling it
+    // may execute AVX2 instructions.
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      if (const CellKernels* avx2 = cell_kernels_avx2(); avx2 != nullptr) return avx2;
+    }
 #endif
     return cell_kernels_default();
   }();
@@ -334,6 +339,65 @@ void for_each_task(const Split& s, const F& body) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
+// bfloat16: the drivers run in float32 (the state dtype of bfloat16, lstmkern.reference.state_dtype) on the inputs
+// converted once per call (bfloat16 -> float32 is exact), with `bf16` set. They then round to bfloat16 exactly where
+// the reference's bfloat16 matrix products and casts round (the reference multiplies bfloat16 operands with float32
+// accumulation and one rounding of the result):
+//  * forward: the input projection, every step's recurrent product (rounded on its own, then added to the rounded
+//    input projection in float32), F-LSTM's z_t = h_{t-1} W1_h^T and z_t W2^T, the cell output m_t, and the projection
+//    h_t = m_t W_hr^T; so h_t, which the next step multiplies by, holds bfloat16 values (returned as bfloat16 exactly);
+//  * backward: the time-parallel recompute of the pre-activations (and F-LSTM's z) with the same roundings, and m_t
+//    before dweight_hr; the recurrence itself and every gradient run in float32 (as in the reference) and are rounded
+//    once, on return.
+// With bf16 false (float32 and float64 inputs) these helpers do nothing.
+// ---------------------------------------------------------------------------------------------------------------------
+
+// v rounded to the nearest bfloat16 (ties to even), for float; the drivers only set bf16 for float.
+template <typename T>
+T bf16_value(T v) {
+  if constexpr (std::is_same_v<T, float>) return static_cast<float>(c10::BFloat16(v));
+  return v;
+}
+
+// X (rows x cols, row stride ld) rounded to bfloat16 values in place.
+template <typename T>
+void round_to_bf16(bool bf16, T* x, int64_t rows, int64_t cols, int64_t ld) {
+  if (!bf16) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) x[r * ld + c] = bf16_value(x[r * ld + c]);
+}
+
+// The same for a large matrix, in parallel over rows (outside the per-step regions).
+template <typename T>
+void round_to_bf16_parallel(bool bf16, T* x, int64_t rows, int64_t cols, int64_t ld) {
+  if (!bf16 || rows == 0 || cols == 0) return;
+  at::parallel_for(0, rows, std::max<int64_t>(1, (int64_t{1} << 16) / cols), [&](int64_t begin, int64_t end) {
+    round_to_bf16(bf16, x + begin * ld, end - begin, cols, ld);
+  });
+}
+
+// base + offset, or nullptr for a buffer that does not exist (pointer arithmetic on nullptr is undefined).
+template <typename T>
+T* offset_or_null(T* base, int64_t offset) {
+  return base == nullptr ? nullptr : base + offset;
+}
+
+// C (M x op.N, ldc) += A op(W): with bf16, the product goes into `scratch` (laid out like C: same offset from its
+// buffer, same ldc) and is rounded to bfloat16 before it is added, as the reference adds its bfloat16 recurrent
+// product to the input projection; else it accumulates onto C directly.
+template <typename T>
+void add_product(const StepOperand<T>& op, bool bf16, int64_t M, const T* A, int64_t lda, T* C, T* scratch,
+                 int64_t ldc) {
+  if (!bf16) {
+    op.multiply(M, A, lda, T(1), C, ldc);
+    return;
+  }
+  op.multiply(M, A, lda, T(0), scratch, ldc);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = 0; c < op.N; ++c) C[r * ldc + c] += bf16_value(scratch[r * ldc + c]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Checks (the Python layer validated already; these keep a direct torch.ops call from reading out of bounds).
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -347,8 +411,8 @@ void check_tensor(const Tensor& t, const char* name, const Tensor& x, at::IntArr
 
 void check_x(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "lstmkern_cpu: x must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "lstmkern_cpu: dtype must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kBFloat16,
+              "lstmkern_cpu: dtype must be float32, float64 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "lstmkern_cpu: x must be a contiguous (T, B, I) tensor");
 }
 
@@ -455,10 +519,12 @@ struct ForwardProjection {
     }
   }
 
-  // output_t (B, P) = m (B, H) W_hr^T.
-  void run(const StepOperands<T>& ops, int64_t B, const T* m, T* output_t) const {
+  // output_t (B, P) = m (B, H) W_hr^T (rounded to bfloat16 values with bf16).
+  void run(const StepOperands<T>& ops, int64_t B, const T* m, T* output_t, bool bf16) const {
     for_each_task(split, [&](int64_t task) {
-      ops[first + task].multiply(B, m, H, T(0), output_t + split.begin(task), P);
+      const StepOperand<T>& op = ops[first + task];
+      op.multiply(B, m, H, T(0), output_t + split.begin(task), P);
+      round_to_bf16(bf16, output_t + split.begin(task), B, op.N, P);
     });
   }
 };
@@ -483,7 +549,7 @@ void glstm_input_projection(const GlstmSizes& s, const T* x, const T* w_ih, T* g
 template <typename T>
 std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                          const Tensor& weight_hh, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr) {
+                                         const std::optional<Tensor>& weight_hr, bool bf16) {
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, P = s.P, Pg = s.Pg;
   Tensor output = at::empty({s.T, B, P}, x.options());
@@ -491,6 +557,10 @@ std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, cons
   Tensor gates = at::empty({s.T * B, ld}, x.options());
   T* gp = gates.data_ptr<T>();
   glstm_input_projection<T>(s, x.data_ptr<T>(), weight_ih.data_ptr<T>(), gp);
+  round_to_bf16_parallel(bf16, gp, s.T * B, ld, ld);
+  // bf16: every step's recurrent product lands here first, to be rounded before it is added (see add_product).
+  Tensor recurrent = bf16 ? at::empty({B, ld}, x.options()) : Tensor();
+  T* rp = bf16 ? recurrent.data_ptr<T>() : nullptr;
   const T* w_hh = weight_hh.data_ptr<T>();
   const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* b = ptr_or_null<T>(bias);
@@ -518,12 +588,14 @@ std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, cons
       const int64_t g = split.group(task), u0 = split.begin(task), n = split.size(task, Hg);
       T* gates_gu = gates_t + g * 4 * Hg + u0;
       for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += h_prev[g] W_hh[g][q*Hg + u0 ...]^T
-        w_step[4 * task + q].multiply(B, h_prev + g * Pg, P, T(1), gates_gu + q * Hg, ld);
+        add_product(w_step[4 * task + q], bf16, B, h_prev + g * Pg, P, gates_gu + q * Hg,
+                    offset_or_null(rp, g * 4 * Hg + u0 + q * Hg), ld);
       cell_forward(CellForward<T>{B, n, gates_gu, ld, Hg, b == nullptr ? nullptr : b + g * 4 * Hg + u0,
                                   c_prev + g * Hg + u0, H, cl + t * B * H + g * Hg + u0, H,
                                   cell_out + g * Hg + u0, H});
+      round_to_bf16(bf16, cell_out + g * Hg + u0, B, n, H);  // h_t (or m_t) as the reference casts it
     });
-    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P);
+    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P, bf16);
   }
   return {output, cell};
 }
@@ -532,7 +604,7 @@ template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr) {
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, bool bf16) {
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B, P = s.P, Pg = s.Pg;
@@ -551,10 +623,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   Tensor gates = at::empty({TB, ld}, x.options());
   T* gp = gates.data_ptr<T>();
   glstm_input_projection<T>(s, xp, w_ih, gp);
-  for (int64_t g = 0; g < G; ++g) {
-    const T* w = w_hh + g * 4 * Hg * Pg;
-    gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
-    gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
+  round_to_bf16_parallel(bf16, gp, TB, ld, ld);
+  {
+    // bf16: the recurrent products go into their own buffer, are rounded, then added (as in the forward).
+    Tensor recurrent = bf16 ? at::empty({TB, ld}, x.options()) : gates;
+    T* rp = recurrent.data_ptr<T>();
+    const T beta = bf16 ? T(0) : T(1);
+    for (int64_t g = 0; g < G; ++g) {
+      const T* w = w_hh + g * 4 * Hg * Pg;
+      gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, beta, rp + g * 4 * Hg, ld);
+      gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, beta, rp + B * ld + g * 4 * Hg, ld);
+    }
+    if (bf16 && TB > 0)
+      at::parallel_for(0, TB, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(ld, 1)),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t i = begin * ld; i < end * ld; ++i) gp[i] += bf16_value(rp[i]);
+                       });
   }
 
   Tensor dh0 = at::empty({B, P}, x.options());
@@ -629,6 +713,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
         cell_backward(args);
       });
     }
+    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
     dweight_hr = at::empty_like(*weight_hr);
     gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
@@ -670,7 +755,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
 template <typename T>
 std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
                                          const Tensor& weight_2, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr) {
+                                         const std::optional<Tensor>& weight_hr, bool bf16) {
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
   Tensor output = at::empty({s.T, B, P}, x.options());
@@ -691,7 +776,12 @@ std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, cons
   T* mp = w_hr != nullptr ? m.data_ptr<T>() : nullptr;
   // Input projection of all steps: W2 (W1_x x_t), as the reference orders it.
   gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
+  round_to_bf16_parallel(bf16, z_x.data_ptr<T>(), TB, R, R);
   gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
+  round_to_bf16_parallel(bf16, gp, TB, 4 * H, 4 * H);
+  // bf16: every step's recurrent product lands here first, to be rounded before it is added (see add_product).
+  Tensor recurrent = bf16 ? at::empty({B, 4 * H}, x.options()) : Tensor();
+  T* rp = bf16 ? recurrent.data_ptr<T>() : nullptr;
   const Split z_split = split_units(1, R, B * P);
   const Split unit_split = split_units(1, H, B * 4 * R);
   // Operands: z task i -> rows r0.. of W1_h, transposed (P x n); unit task j, gate q -> z_split.tasks + 4 j + q: rows
@@ -713,15 +803,18 @@ std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, cons
     T* cell_out = w_hr != nullptr ? mp : out + t * B * P;  // (B, H) either way: P = H without a projection
     for_each_task(z_split, [&](int64_t task) {  // z_h[:, r0 .. r0+n) = h_{t-1} W1_h[r0 .. r0+n)^T
       w_step[task].multiply(B, h_prev, P, T(0), zh + z_split.begin(task), R);
+      round_to_bf16(bf16, zh + z_split.begin(task), B, z_split.size(task, R), R);
     });
     for_each_task(unit_split, [&](int64_t task) {
       const int64_t u0 = unit_split.begin(task), n = unit_split.size(task, H);
       for (int64_t q = 0; q < 4; ++q)  // gate q of units [u0, u0 + n): += z_h W2[q*H + u0 ...]^T
-        w_step[gate_ops + 4 * task + q].multiply(B, zh, R, T(1), gates_t + q * H + u0, 4 * H);
+        add_product(w_step[gate_ops + 4 * task + q], bf16, B, zh, R, gates_t + q * H + u0,
+                    offset_or_null(rp, q * H + u0), 4 * H);
       cell_forward(CellForward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
                                   cl + t * B * H + u0, H, cell_out + u0, H});
+      round_to_bf16(bf16, cell_out + u0, B, n, H);  // h_t (or m_t) as the reference casts it
     });
-    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P);
+    if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P, bf16);
   }
   return {output, cell};
 }
@@ -730,7 +823,7 @@ template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr) {
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, bool bf16) {
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
   check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
@@ -753,7 +846,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
   gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
   gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
+  round_to_bf16_parallel(bf16, zp, TB, R, R);  // the reference's z = [x_t; h_{t-1}] W1^T is one bfloat16 product
   gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
+  round_to_bf16_parallel(bf16, gp, TB, 4 * H, 4 * H);
 
   Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
   Tensor dh0 = at::empty({B, P}, x.options());
@@ -828,6 +923,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
       });
       dz_columns(t);
     }
+    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
     dweight_hr = at::empty_like(*weight_hr);
     gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
@@ -855,12 +951,58 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
 
 using Gradients = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// bfloat16 calls (see "bfloat16" above): every tensor is bfloat16 except cell and grad_cell, which are float32 (the
+// state dtype); the drivers get float32 copies and the results are converted back (output and the gradients; cell
+// stays float32).
+void check_dtype(const std::optional<Tensor>& t, const char* name, at::ScalarType dtype) {
+  if (t.has_value())
+    TORCH_CHECK(t->scalar_type() == dtype, "lstmkern_cpu: ", name, " must be ", dtype, " for bfloat16 x, got ",
+                t->scalar_type());
+}
+
+void check_bf16_inputs(const Tensor& h0, const Tensor& c0, const Tensor& weight_a, const Tensor& weight_b,
+                       const std::optional<Tensor>& bias, const std::optional<Tensor>& weight_hr, const char* name_a,
+                       const char* name_b) {
+  check_dtype(h0, "h0", at::kBFloat16);
+  check_dtype(c0, "c0", at::kBFloat16);
+  check_dtype(weight_a, name_a, at::kBFloat16);
+  check_dtype(weight_b, name_b, at::kBFloat16);
+  check_dtype(bias, "bias", at::kBFloat16);
+  check_dtype(weight_hr, "weight_hr", at::kBFloat16);
+}
+
+void check_bf16_backward_extras(const Tensor& grad_output, const std::optional<Tensor>& grad_cell,
+                                const Tensor& output, const Tensor& cell) {
+  check_dtype(grad_output, "grad_output", at::kBFloat16);
+  check_dtype(output, "output", at::kBFloat16);
+  check_dtype(grad_cell, "grad_cell", at::kFloat);
+  check_dtype(cell, "cell", at::kFloat);
+}
+
+Tensor as_float(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+std::optional<Tensor> as_float(const std::optional<Tensor>& t) {
+  return t.has_value() ? std::optional<Tensor>(as_float(*t)) : std::nullopt;
+}
+
+Gradients as_bf16(const Gradients& g) {
+  auto bf16 = [](const Tensor& t) { return t.to(at::kBFloat16); };
+  return {bf16(std::get<0>(g)), bf16(std::get<1>(g)), bf16(std::get<2>(g)), bf16(std::get<3>(g)),
+          bf16(std::get<4>(g)), bf16(std::get<5>(g)), bf16(std::get<6>(g))};
+}
+
 std::tuple<Tensor, Tensor> glstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                      const Tensor& weight_hh, const std::optional<Tensor>& bias,
                                      const std::optional<Tensor>& weight_hr) {
   check_x(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
+    auto [output, cell] = glstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_ih),
+                                               as_float(weight_hh), as_float(bias), as_float(weight_hr), true);
+    return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
+  }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd", [&] {
-    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
+    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, false);
   });
 }
 
@@ -869,9 +1011,16 @@ Gradients glstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad
                     const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
                     const std::optional<Tensor>& weight_hr) {
   check_x(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
+    check_bf16_backward_extras(grad_output, grad_cell, output, cell);
+    return as_bf16(glstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
+                                         as_float(weight_ih), as_float(weight_hh), as_float(bias), as_float(output),
+                                         cell, as_float(weight_hr), true));
+  }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_bwd", [&] {
     return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
-                                    weight_hr);
+                                    weight_hr, false);
   });
 }
 
@@ -879,8 +1028,14 @@ std::tuple<Tensor, Tensor> flstm_fwd(const Tensor& x, const Tensor& h0, const Te
                                      const Tensor& weight_2, const std::optional<Tensor>& bias,
                                      const std::optional<Tensor>& weight_hr) {
   check_x(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
+    auto [output, cell] = flstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_1),
+                                               as_float(weight_2), as_float(bias), as_float(weight_hr), true);
+    return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
+  }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd", [&] {
-    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr);
+    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr, false);
   });
 }
 
@@ -889,9 +1044,16 @@ Gradients flstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad
                     const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
                     const std::optional<Tensor>& weight_hr) {
   check_x(x);
+  if (x.scalar_type() == at::kBFloat16) {
+    check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
+    check_bf16_backward_extras(grad_output, grad_cell, output, cell);
+    return as_bf16(flstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
+                                         as_float(weight_1), as_float(weight_2), as_float(bias), as_float(output),
+                                         cell, as_float(weight_hr), true));
+  }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_bwd", [&] {
     return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
-                                    weight_hr);
+                                    weight_hr, false);
   });
 }
 
