@@ -84,15 +84,18 @@
 namespace lstmkern {
 namespace {
 
-template <ElementKind kKind>
+// kProjected: the projected mode (a template parameter, so the F-LSTM's instantiation compiles exactly as without it).
+template <ElementKind kKind, bool kProjected>
 __global__ void __launch_bounds__(kThreadsPerBlock)
 flstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<kKind>::type* __restrict__ h0,
                          const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                          const typename ElementOf<kKind>::type* __restrict__ weight_2,
                          typename ElementOf<kKind>::type* __restrict__ output, float* __restrict__ cell, int T, int B,
-                         int I, int H, int R, int cluster_size, int groups, bool projected) {
+                         int I, int H, int R, int cluster_size, int groups) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
+  constexpr bool projected = kProjected;
+  if constexpr (!kProjected) groups = 1;  // the F-LSTM: one group, so its group arithmetic folds away
   using Element = typename ElementOf<kKind>::type;
   constexpr bool kWmma = uses_wmma(kKind);
   constexpr int kBatchTile = flstm_cluster_batch_tile(kKind);
@@ -252,56 +255,59 @@ inline bool cluster_fwd_shape_ok(int H, int R, int groups, bool projected, int c
 
 // The cluster launch of the forward kernel for (H, R, groups, B, C): a grid of C * ceil(B / BT) CTAs in clusters of C
 // (for C = 16 ClusterLaunch allows the non-portable size; that needs a GPC with 16 free SMs).
-template <ElementKind kKind>
+template <ElementKind kKind, bool kProjected>
 cudaError_t prepare_cluster_launch(int H, int R, int groups, int B, int cluster_size, cudaStream_t stream,
                                    ClusterLaunch& launch) {
   const int64_t smem_bytes = flstm_cluster_fwd_layout(H, R, cluster_size, kKind, groups).total_bytes;
-  return launch.prepare(flstm_cluster_fwd_kernel<kKind>, smem_bytes, flstm_cluster_batch_tile(kKind), B, 1,
-                        cluster_size, stream);
+  return launch.prepare(flstm_cluster_fwd_kernel<kKind, kProjected>, smem_bytes, flstm_cluster_batch_tile(kKind), B,
+                        1, cluster_size, stream);
 }
 
-template <ElementKind kKind>
-cudaError_t max_active_clusters(int H, int R, int groups, bool projected, int cluster_size, int* count) {
+template <ElementKind kKind, bool kProjected>
+cudaError_t max_active_clusters(int H, int R, int groups, int cluster_size, int* count) {
   *count = 0;
-  if (!cluster_fwd_shape_ok(H, R, groups, projected, cluster_size)) return cudaErrorInvalidValue;
+  if (!cluster_fwd_shape_ok(H, R, groups, kProjected, cluster_size)) return cudaErrorInvalidValue;
   ClusterLaunch launch;
-  const cudaError_t err = prepare_cluster_launch<kKind>(H, R, groups, 1, cluster_size, nullptr, launch);
+  const cudaError_t err = prepare_cluster_launch<kKind, kProjected>(H, R, groups, 1, cluster_size, nullptr, launch);
   if (err != cudaSuccess) return err;
-  return launch.max_active_clusters(flstm_cluster_fwd_kernel<kKind>, count);
+  return launch.max_active_clusters(flstm_cluster_fwd_kernel<kKind, kProjected>, count);
 }
 
-template <ElementKind kKind>
+template <ElementKind kKind, bool kProjected>
 cudaError_t launch_cluster_fwd(const FlstmFwdArgs& args, int cluster_size, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  if (!cluster_fwd_shape_ok(args.H, args.R, args.groups, args.projected, cluster_size)) return cudaErrorInvalidValue;
+  if (!cluster_fwd_shape_ok(args.H, args.R, args.groups, kProjected, cluster_size)) return cudaErrorInvalidValue;
   ClusterLaunch launch;
   const cudaError_t err =
-      prepare_cluster_launch<kKind>(args.H, args.R, args.groups, args.B, cluster_size, stream, launch);
+      prepare_cluster_launch<kKind, kProjected>(args.H, args.R, args.groups, args.B, cluster_size, stream, launch);
   if (err != cudaSuccess) return err;
-  return launch.launch(flstm_cluster_fwd_kernel<kKind>, args.proj, static_cast<const Element*>(args.h0), args.c0,
-                       static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
-                       static_cast<Element*>(args.output), args.cell, args.T, args.B, args.I, args.H, args.R,
-                       cluster_size, args.groups, args.projected);
+  return launch.launch(flstm_cluster_fwd_kernel<kKind, kProjected>, args.proj, static_cast<const Element*>(args.h0),
+                       args.c0, static_cast<const Element*>(args.weight_1),
+                       static_cast<const Element*>(args.weight_2), static_cast<Element*>(args.output), args.cell,
+                       args.T, args.B, args.I, args.H, args.R, cluster_size, args.groups);
 }
 
 }  // namespace
 
 cudaError_t launch_flstm_cluster_fwd(ElementKind kind, const FlstmFwdArgs& args, int cluster_size,
                                      cudaStream_t stream) {
-  return dispatch_element_kind(
-      kind, [&](auto element) { return launch_cluster_fwd<decltype(element)::value>(args, cluster_size, stream); });
+  return dispatch_element_kind(kind, [&](auto element) {
+    constexpr ElementKind kKind = decltype(element)::value;
+    return args.projected ? launch_cluster_fwd<kKind, true>(args, cluster_size, stream)
+                          : launch_cluster_fwd<kKind, false>(args, cluster_size, stream);
+  });
 }
 
 cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return max_active_clusters<decltype(element)::value>(H, R, 1, false, cluster_size, count);
+    return max_active_clusters<decltype(element)::value, false>(H, R, 1, cluster_size, count);
   });
 }
 
 cudaError_t projected_cluster_max_active_clusters(ElementKind kind, int H, int P, int G, int cluster_size,
                                                   int* count) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return max_active_clusters<decltype(element)::value>(H, P, G, true, cluster_size, count);
+    return max_active_clusters<decltype(element)::value, true>(H, P, G, cluster_size, count);
   });
 }
 

@@ -161,15 +161,18 @@ __device__ __forceinline__ void reduce_z(const float* partials, int64_t rank_str
 
 // output, cell, partials and z are written by the kernel and read back by it (by the same or by other CTAs): no
 // __restrict__ on them, so no load of them can take the read-only path.
-template <ElementKind kKind>
+// kProjected: the projected mode (a template parameter, so the F-LSTM's instantiation compiles exactly as without it).
+template <ElementKind kKind, bool kProjected>
 __global__ void __launch_bounds__(kThreadsPerBlock)
 flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<kKind>::type* __restrict__ h0,
                       const float* __restrict__ c0, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                       const typename ElementOf<kKind>::type* __restrict__ weight_2,
                       typename ElementOf<kKind>::type* output, float* cell, float* partials,
                       typename ElementOf<kKind>::type* z, typename ElementOf<kKind>::type* m_workspace, int T, int B,
-                      int I, int H, int R, int groups, bool projected) {
+                      int I, int H, int R, int groups) {
   namespace cg = cooperative_groups;
+  constexpr bool projected = kProjected;
+  if constexpr (!kProjected) groups = 1;  // the F-LSTM: one group, so its group arithmetic folds away
   using Element = typename ElementOf<kKind>::type;
   constexpr bool kWmma = uses_wmma(kKind);
   constexpr int kBatchTile = flstm_cluster_batch_tile(kKind);
@@ -339,10 +342,10 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
   }
 }
 
-template <ElementKind kKind>
+template <ElementKind kKind, bool kProjected>
 cudaError_t prepare_grid_launch(int H, int R, int groups, int ctas, cudaStream_t stream, CooperativeLaunch& launch) {
   const int64_t smem_bytes = flstm_grid_fwd_layout(H, R, ctas, kKind, groups).total_bytes;
-  return launch.prepare(flstm_grid_fwd_kernel<kKind>, smem_bytes, ctas, stream);
+  return launch.prepare(flstm_grid_fwd_kernel<kKind, kProjected>, smem_bytes, ctas, stream);
 }
 
 // The shape rule of the grid forward: the F-LSTM's (groups = 1, not projected), or the projected mode's.
@@ -350,32 +353,32 @@ inline bool grid_fwd_shape_ok(int H, int R, int groups, bool projected, int ctas
   return projected ? projected_grid_shape_ok(H, R, groups, ctas) : groups == 1 && flstm_grid_shape_ok(H, R, ctas);
 }
 
-template <ElementKind kKind>
-cudaError_t max_resident_ctas(int H, int R, int groups, bool projected, int ctas, int* count) {
+template <ElementKind kKind, bool kProjected>
+cudaError_t max_resident_ctas(int H, int R, int groups, int ctas, int* count) {
   *count = 0;
-  if (!grid_fwd_shape_ok(H, R, groups, projected, ctas)) return cudaErrorInvalidValue;
+  if (!grid_fwd_shape_ok(H, R, groups, kProjected, ctas)) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(H, R, groups, ctas, nullptr, launch);
+  const cudaError_t err = prepare_grid_launch<kKind, kProjected>(H, R, groups, ctas, nullptr, launch);
   if (err != cudaSuccess) return err;
-  return launch.max_resident_ctas(flstm_grid_fwd_kernel<kKind>, count);
+  return launch.max_resident_ctas(flstm_grid_fwd_kernel<kKind, kProjected>, count);
 }
 
-template <ElementKind kKind>
+template <ElementKind kKind, bool kProjected>
 cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials, void* z, void* m_workspace,
                            cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  if (!grid_fwd_shape_ok(args.H, args.R, args.groups, args.projected, ctas)) return cudaErrorInvalidValue;
-  if (args.projected ? m_workspace == nullptr : z == nullptr) return cudaErrorInvalidValue;
+  if (!grid_fwd_shape_ok(args.H, args.R, args.groups, kProjected, ctas)) return cudaErrorInvalidValue;
+  if (kProjected ? m_workspace == nullptr : z == nullptr) return cudaErrorInvalidValue;
   // stage_tile reads h0 with 16-byte loads: a misaligned h0 would fault (the torch launcher copies such an h0 first).
   if (reinterpret_cast<uintptr_t>(args.h0) % kFlstmGridH0Alignment != 0) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(args.H, args.R, args.groups, ctas, stream, launch);
+  const cudaError_t err = prepare_grid_launch<kKind, kProjected>(args.H, args.R, args.groups, ctas, stream, launch);
   if (err != cudaSuccess) return err;
-  return launch.launch(flstm_grid_fwd_kernel<kKind>, args.proj, static_cast<const Element*>(args.h0), args.c0,
-                       static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
-                       static_cast<Element*>(args.output), args.cell, partials, static_cast<Element*>(z),
-                       static_cast<Element*>(m_workspace), args.T, args.B, args.I, args.H, args.R, args.groups,
-                       args.projected);
+  return launch.launch(flstm_grid_fwd_kernel<kKind, kProjected>, args.proj, static_cast<const Element*>(args.h0),
+                       args.c0, static_cast<const Element*>(args.weight_1),
+                       static_cast<const Element*>(args.weight_2), static_cast<Element*>(args.output), args.cell,
+                       partials, static_cast<Element*>(z), static_cast<Element*>(m_workspace), args.T, args.B, args.I,
+                       args.H, args.R, args.groups);
 }
 
 }  // namespace
@@ -383,19 +386,21 @@ cudaError_t launch_grid_fwd(const FlstmFwdArgs& args, int ctas, float* partials,
 cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, int ctas, float* partials, void* z,
                                   cudaStream_t stream, void* m_workspace) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return launch_grid_fwd<decltype(element)::value>(args, ctas, partials, z, m_workspace, stream);
+    constexpr ElementKind kKind = decltype(element)::value;
+    return args.projected ? launch_grid_fwd<kKind, true>(args, ctas, partials, z, m_workspace, stream)
+                          : launch_grid_fwd<kKind, false>(args, ctas, partials, z, m_workspace, stream);
   });
 }
 
 cudaError_t flstm_grid_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return max_resident_ctas<decltype(element)::value>(H, R, 1, false, ctas, count);
+    return max_resident_ctas<decltype(element)::value, false>(H, R, 1, ctas, count);
   });
 }
 
 cudaError_t projected_grid_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return max_resident_ctas<decltype(element)::value>(H, P, G, true, ctas, count);
+    return max_resident_ctas<decltype(element)::value, true>(H, P, G, ctas, count);
   });
 }
 
