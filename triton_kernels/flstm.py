@@ -29,7 +29,8 @@ import triton.language as tl
 from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
                       new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
-from .projection import project_step, project_step_backward, projection_weight_grad
+from .bptt import reverse_time_loop
+from .projection import project_step, projection_weight_grad
 
 __all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
 
@@ -416,37 +417,17 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(z, weight_2, pre, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
                  c_strides=(0, four_h, 1), bias=bias)
 
-    # Reverse time with ping-pong dc (and, without a projection, dh) buffers (see glstm_backward).
+    # Reverse time (the loop and its buffers: triton_kernels/bptt.py).
     dgates = new_buffer((T, B, four_h), sdt, dev)
-    dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
     grid = lambda meta: (triton.cdiv(P, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
-    src = 0
-    if weight_hr is None:
-        dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
-        for t in range(T - 1, -1, -1):
-            c_prev = c0 if t == 0 else cell[t - 1]
-            _flstm_backward_step_kernel[grid](
-                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-                dh[src], dc[src], weight_1, weight_2, dgates[t], dh[1 - src], dc[1 - src], dgates[t], B, H, P, R, I,
-                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=False)
-            src = 1 - src
-        dh0 = dh[src]
-    else:
-        # dh_total[t + 1] = dh_t (B, P), the whole gradient reaching h_t (see glstm_backward); dh_total[0] is dh0.
-        dh_total = new_buffer((T + 1, B, P), sdt, dev)
-        dh_total[0].zero_()
-        dh_total[1:].copy_(grad_output)
-        dm = new_buffer((B, H), sdt, dev)
-        cell_output = new_buffer((T, B, H), x.dtype, dev)  # m_t, recomputed by the step kernels
-        for t in range(T - 1, -1, -1):
-            c_prev = c0 if t == 0 else cell[t - 1]
-            project_step_backward(dh_total[t + 1], weight_hr, dm)
-            _flstm_backward_step_kernel[grid](
-                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-                dm, dc[src], weight_1, weight_2, dgates[t], dh_total[t], dc[1 - src], cell_output[t], B, H, P, R, I,
-                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=True)
-            src = 1 - src
-        dh0 = dh_total[0].clone()  # not a view that would keep all of dh_total alive
+
+    def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
+        _flstm_backward_step_kernel[grid](
+            pre[t], c0 if t == 0 else cell[t - 1], cell[t], grad_output[t],
+            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dc_in, weight_1, weight_2, dgates[t],
+            dh_out, dc_out, m_out if m_out is not None else dgates[t], B, H, P, R, I,
+            HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
+    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
 
     # Time-parallel gradients over all T*B rows.
     dz = new_buffer((M, R), sdt, dev)
@@ -464,10 +445,10 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     dx = new_buffer(x.shape, x.dtype, dev)
     grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + P, 1),
                  c_strides=(0, I, 1))
-    grads = (dx, dh0.to(x.dtype), dc[src].to(x.dtype), dweight_1, dweight_2, dbias)
+    grads = (dx, rev.dh0.to(x.dtype), rev.dc0.to(x.dtype), dweight_1, dweight_2, dbias)
     if weight_hr is None:
         return grads
-    return grads + (projection_weight_grad(dh_total[1:], cell_output, x.dtype),)
+    return grads + (projection_weight_grad(rev.dh_total[1:], rev.cell_output, x.dtype),)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

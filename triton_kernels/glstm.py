@@ -29,7 +29,8 @@ from . import _common
 from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
                       new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
-from .projection import project_step, project_step_backward, projection_weight_grad
+from .bptt import reverse_time_loop
+from .projection import project_step, projection_weight_grad
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
 
@@ -354,39 +355,17 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(h_prev, weight_hh, pre, groups=G, M=T * B, N=four_hg, K=pg, a_strides=(pg, P, 1),
                  b_strides=(four_hg * pg, 1, pg), c_strides=(four_hg, G * four_hg, 1), accumulate=True)
 
-    # Reverse time. dc (and dh without a projection) ping-pong between two buffers: a step reads the whole group's
-    # gradients from step t+1 while other programs already write step t's, so they cannot share storage.
+    # Reverse time (the loop and its buffers: triton_kernels/bptt.py).
     dgates = new_buffer((T, B, G * four_hg), sdt, dev)
-    dc = torch.zeros((2, B, H), dtype=sdt, device=dev)
     grid = lambda meta: (G * triton.cdiv(pg, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
-    src = 0
-    if weight_hr is None:
-        dh = torch.zeros((2, B, H), dtype=sdt, device=dev)
-        for t in range(T - 1, -1, -1):
-            c_prev = c0 if t == 0 else cell[t - 1]
-            _glstm_backward_step_kernel[grid](
-                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-                dh[src], dc[src], weight_hh, dgates[t], dh[1 - src], dc[1 - src], dgates[t], B, hg, pg, G,
-                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=False)
-            src = 1 - src
-        dh0 = dh[src]
-    else:
-        # dh_total[t + 1] = dh_t (B, P), the whole gradient reaching h_t: it starts as grad_output[t] and step t + 1
-        # adds its recurrent part; all T are kept for dweight_hr. dh_total[0] ends as dh0.
-        dh_total = new_buffer((T + 1, B, P), sdt, dev)
-        dh_total[0].zero_()
-        dh_total[1:].copy_(grad_output)
-        dm = new_buffer((B, H), sdt, dev)
-        cell_output = new_buffer((T, B, H), x.dtype, dev)  # m_t, recomputed by the step kernels
-        for t in range(T - 1, -1, -1):
-            c_prev = c0 if t == 0 else cell[t - 1]
-            project_step_backward(dh_total[t + 1], weight_hr, dm)
-            _glstm_backward_step_kernel[grid](
-                pre[t], c_prev, cell[t], grad_output[t], grad_cell[t] if grad_cell is not None else grad_output[t],
-                dm, dc[src], weight_hh, dgates[t], dh_total[t], dc[1 - src], cell_output[t], B, hg, pg, G,
-                HAS_GRAD_CELL=grad_cell is not None, PROJECTED=True)
-            src = 1 - src
-        dh0 = dh_total[0].clone()  # not a view that would keep all of dh_total alive
+
+    def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
+        _glstm_backward_step_kernel[grid](
+            pre[t], c0 if t == 0 else cell[t - 1], cell[t], grad_output[t],
+            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dc_in, weight_hh, dgates[t], dh_out,
+            dc_out, m_out if m_out is not None else dgates[t], B, hg, pg, G,
+            HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
+    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
 
     # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows.
     dweight_ih = new_buffer(weight_ih.shape, x.dtype, dev)
@@ -408,10 +387,10 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
                      b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
     grouped_gemm(dgates, h_prev, dweight_hh, groups=G, M=four_hg, N=pg, K=T * B, a_strides=dgates_t_strides,
                  b_strides=(pg, P, 1), c_strides=(four_hg * pg, pg, 1))
-    grads = (dx, dh0.to(x.dtype), dc[src].to(x.dtype), dweight_ih, dweight_hh, dbias)
+    grads = (dx, rev.dh0.to(x.dtype), rev.dc0.to(x.dtype), dweight_ih, dweight_hh, dbias)
     if weight_hr is None:
         return grads
-    return grads + (projection_weight_grad(dh_total[1:], cell_output, x.dtype),)
+    return grads + (projection_weight_grad(rev.dh_total[1:], rev.cell_output, x.dtype),)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
