@@ -1,5 +1,6 @@
 """The "cpu" backend (C++ kernels in csrc/cpu_*.cpp): forward and backward against the float64 reference, float32 held
-to the reference's own float32 error, gradcheck, the parallel split, and the "auto" choice for CPU tensors; each with
+to the reference's own float32 error, bfloat16 by the shared tolerance rule (tests/kernel_checks.py) and to the
+reference's bfloat16 rounding points, gradcheck, the parallel split, and the "auto" choice for CPU tensors; each with
 and without a projection (LSTMP, weight_hr).
 
 Shape legend: T steps, B batch, I inputs, H hidden units, G groups, R rank, P projection size (0: none)."""
@@ -11,8 +12,9 @@ from lstmkern import reference
 from lstmkern.backends import cpu, resolve_backend
 
 from helpers import rel_err
+from kernel_checks import assert_close_like_reference
 
-F32, F64 = torch.float32, torch.float64
+F32, F64, BF16 = torch.float32, torch.float64, torch.bfloat16
 EPS32 = torch.finfo(F32).eps
 # (T, B, I, H, G, dense input): T = 1, B = 1, G = 3, odd and non-power-of-two sizes, a dense-input layer.
 GLSTM_SHAPES = [(1, 1, 3, 3, 1, False), (5, 2, 6, 9, 3, False), (4, 3, 12, 15, 3, False), (7, 1, 5, 7, 1, False),
@@ -305,7 +307,7 @@ def test_gradcheck_flstm_through_the_public_api():
     assert torch.autograd.gradcheck(f, (x, h0, c0, w1, w2, b))
 
 
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype", [F32, F64, BF16])
 def test_auto_picks_cpu_for_cpu_tensors(dtype):
     # (T, B, I, H, G, R, P, dense input): plain, projected (P = 4), dense-input, and both.
     for op, sizes in (("glstm", (4, 2, 8, 8, 2, 0, 0, False)), ("flstm", (4, 2, 8, 8, 1, 3, 0, False)),
@@ -315,11 +317,11 @@ def test_auto_picks_cpu_for_cpu_tensors(dtype):
         assert resolve_backend("cpu", op, torch.device("cpu"), dtype, sizes) == "cpu"
 
 
-def test_auto_falls_back_to_reference_for_bfloat16_and_cpu_refuses_it_by_name():
+def test_auto_falls_back_to_reference_for_float16_and_cpu_refuses_it_by_name():
     sizes = (4, 2, 8, 8, 2, 0, 0, False)
-    assert resolve_backend("auto", "glstm", torch.device("cpu"), torch.bfloat16, sizes) == "reference"
-    with pytest.raises(ValueError, match="bfloat16"):
-        resolve_backend("cpu", "glstm", torch.device("cpu"), torch.bfloat16, sizes)
+    assert resolve_backend("auto", "glstm", torch.device("cpu"), torch.float16, sizes) == "reference"
+    with pytest.raises(ValueError, match="float16"):
+        resolve_backend("cpu", "glstm", torch.device("cpu"), torch.float16, sizes)
     assert "CPU tensors" in cpu.unsupported("glstm", torch.device("cuda"), F32, sizes)
 
 
@@ -348,3 +350,143 @@ def test_modules_on_cpu_run_the_cpu_kernels_under_auto(module, proj_size, monkey
     assert x.grad is not None and torch.isfinite(x.grad).all()
     if proj_size:
         assert layer.weight_hr_l0.grad is not None and layer.weight_hr_l0.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bfloat16: float32 state and accumulation, bfloat16 rounding where the reference rounds (csrc/cpu_lstm.cpp, "bfloat16").
+# ---------------------------------------------------------------------------------------------------------------------
+
+# (kind, shape): G = 1 and G = 3, T = 1, B = 1, odd H, dense input, F-LSTM, projections (Pg = 1 included), and sizes
+# that split every region of a step over 2 threads.
+BF16_CASES = ([("glstm", s) for s in GLSTM_SHAPES + GLSTM_PARALLEL_SHAPES[:1]]
+              + [("flstm", s) for s in FLSTM_SHAPES + FLSTM_PARALLEL_SHAPES]
+              + [("glstmp", s) for s in GLSTMP_SHAPES + GLSTMP_PARALLEL_SHAPES[1:]]
+              + [("flstmp", s) for s in FLSTMP_SHAPES])
+
+
+def _bf16_run(kind, shape, grad_cell_given, bias=True):
+    """The cpu forward + backward in bfloat16, and the reference's forward + backward in bfloat16, float32 (on the
+    same bfloat16 inputs) and float64. Every backward runs on the cpu forward's saved output/cell (its contract), the
+    upstream gradients are bfloat16 (grad_output) and float32 (grad_cell, the state dtype). Returns the four lists
+    [output, cell, dx, dh0, dc0, weight gradients, dbias (, dweight_hr)]."""
+    op = kind[:5]
+    inputs = _INPUTS[kind](*shape, BF16, bias=bias)
+    out, cell = getattr(cpu, f"{op}_fwd")(*inputs)
+    assert out.dtype == BF16 and cell.dtype == F32
+    g = torch.Generator().manual_seed(1)
+    grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(BF16)
+    grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(F32) if grad_cell_given else None
+    grads = getattr(cpu, f"{op}_bwd")(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:])
+    ref_fwd = getattr(reference, f"{op}_reference")
+    ref_bwd = getattr(reference, f"{op}_reference_backward")
+    results = [[out, cell, *grads]]
+    for dtype in (BF16, F32, F64):
+        cast = [None if t is None else t.to(dtype) for t in inputs]
+        state = [out.to(dtype), cell.to(F64 if dtype == F64 else F32)]
+        upstream = [grad_out.to(dtype), None if grad_cell is None else grad_cell.to(state[1].dtype)]
+        results.append([*ref_fwd(*cast), *ref_bwd(*upstream, *cast[:6], *state, *cast[6:])])
+    return results
+
+
+@pytest.mark.parametrize("kind,shape", BF16_CASES)
+@pytest.mark.parametrize("grad_cell,bias", [(True, True), (False, False)])
+def test_bfloat16_within_reference_error(kind, shape, grad_cell, bias):
+    """bfloat16 vs the float64 reference within K x the bfloat16 reference's own error + a few bfloat16 ulp (the
+    shared rule of tests/kernel_checks.py); cell is float32 (the state dtype), every gradient bfloat16."""
+    got, ref_bf16, _, ref_64 = _bf16_run(kind, shape, grad_cell, bias)
+    names = _names(kind[:5], kind.endswith("p"))
+    assert len(got) == len(ref_bf16) == len(names)
+    for name, a, low, e in zip(names, got, ref_bf16, ref_64):
+        assert_close_like_reference(name, a, low, e, BF16)
+        assert a.is_contiguous(), name
+
+
+@pytest.mark.parametrize("kind,shape", [("glstm", (7, 3, 5, 9, 1, False)), ("glstm", (6, 4, 7, 10, 2, True)),
+                                        ("glstmp", (5, 2, 6, 9, 3, False, 6)), ("flstm", (6, 1, 4, 11, 3)),
+                                        ("flstmp", (5, 2, 6, 9, 7, 4))])
+def test_bfloat16_rounds_where_the_reference_rounds(kind, shape):
+    """The bfloat16 results follow the reference's bfloat16 rounding points, not just its error budget: the cpu
+    results are much closer to the bfloat16 reference than the same reference run in float32 on the same inputs is
+    (skipping one rounding point, e.g. h_t's before the next step multiplies by it, moves them to about that
+    distance; the tolerance test alone cannot see it, since a skipped rounding is more accurate)."""
+    got, ref_bf16, ref_32, _ = _bf16_run(kind, shape, True)
+    for name, a, low, f32 in zip(_names(kind[:5], kind.endswith("p")), got, ref_bf16, ref_32):
+        skipped = rel_err(f32.to(low.dtype), low)  # what rounding nowhere but at the end would give
+        assert skipped > 0, name
+        assert rel_err(a, low) <= 0.25 * skipped, f"{name}: {rel_err(a, low):.2e} from the bfloat16 reference"
+
+
+@pytest.mark.parametrize("kind,shape", [("glstm", GLSTM_PARALLEL_SHAPES[0]), ("flstm", FLSTM_PARALLEL_SHAPES[0]),
+                                        ("glstmp", GLSTMP_PARALLEL_SHAPES[1]), ("flstmp", FLSTMP_PARALLEL_SHAPES[0])])
+def test_bfloat16_parallel_split_matches_single_thread(kind, shape):
+    """bfloat16 on 1 and 2 threads: every step's products are split differently, the results are the same bits."""
+    op = kind[:5]
+    inputs = _INPUTS[kind](*shape, BF16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _run(op, inputs, True)
+        torch.set_num_threads(2)
+        two, _ = _run(op, inputs, True)
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(_names(op, kind.endswith("p")), one, two):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("P", [0, 6])
+@pytest.mark.parametrize("op", ["glstm", "flstm"])
+def test_bfloat16_empty_batch_through_the_ops(op, P):
+    """B = 0 in bfloat16 through the public API on backend="cpu": empty outputs, zero weight gradients in bfloat16."""
+    inputs = [t.requires_grad_() for t in (_glstm_inputs(3, 0, 6, 9, 3, False, BF16, P=P) if op == "glstm"
+                                           else _flstm_inputs(3, 0, 6, 9, 4, BF16, P=P))]
+    x, h0, c0, w_a, w_b, b = inputs[:6]
+    forward = lstmkern.glstm_forward if op == "glstm" else lstmkern.flstm_forward
+    out, (h_n, c_n) = forward(x, (h0, c0), w_a, w_b, b, weight_hr=inputs[6] if P else None, backend="cpu")
+    assert out.shape == (3, 0, P or 9) and out.dtype == BF16
+    weights = [w_a, w_b, b] + inputs[6:]
+    grads = torch.autograd.grad(out.float().sum() + c_n.float().sum(), weights)
+    for g, like in zip(grads, weights):
+        assert g.shape == like.shape and g.dtype == BF16 and not g.any()
+
+
+def test_bfloat16_direct_call_checks_dtypes():
+    """A direct op call with a float32 h0 next to bfloat16 x, or a bfloat16 cell (the state is float32), is refused by
+    name before any kernel runs."""
+    x, h0, c0, w_ih, w_hh, b = _glstm_inputs(3, 2, 6, 9, 3, False, BF16)
+    with pytest.raises(RuntimeError, match="h0 must be BFloat16"):
+        cpu.glstm_fwd(x, h0.float(), c0, w_ih, w_hh, b)
+    out, cell = cpu.glstm_fwd(x, h0, c0, w_ih, w_hh, b)
+    with pytest.raises(RuntimeError, match="cell must be Float"):
+        cpu.glstm_bwd(torch.zeros_like(out), None, x, h0, c0, w_ih, w_hh, b, out, cell.to(BF16))
+
+
+@pytest.mark.parametrize("proj_size", [0, 6])
+@pytest.mark.parametrize("module", ["GLSTM", "FLSTM"])
+def test_bfloat16_modules_run_the_cpu_kernels_under_auto(module, proj_size, monkeypatch):
+    """GLSTM / FLSTM in bfloat16 with backend="auto" on CPU tensors call this backend and agree with the reference
+    backend to within one bfloat16 ulp of the largest entry (both round at the same points)."""
+    calls = []
+    op = "glstm" if module == "GLSTM" else "flstm"
+    for kind in ("fwd", "bwd"):
+        real = getattr(cpu, f"{op}_{kind}")
+
+        def spy(*args, _real=real, _kind=kind):
+            calls.append(_kind)
+            return _real(*args)
+        monkeypatch.setattr(cpu, f"{op}_{kind}", spy)
+    torch.manual_seed(0)
+    kwargs = dict(proj_size=proj_size, dtype=BF16)
+    layer = lstmkern.GLSTM(12, 18, groups=3, **kwargs) if module == "GLSTM" else lstmkern.FLSTM(12, 18, rank=5, **kwargs)
+    x = torch.randn(4, 3, 12, dtype=BF16)
+    results = []
+    for backend in ("auto", "reference"):
+        layer.backend = backend
+        layer.zero_grad()
+        xb = x.clone().requires_grad_()
+        out, (h_n, c_n) = layer(xb)
+        (out.float().sum() + c_n.float().sum()).backward()
+        results.append([out, c_n, xb.grad] + [p.grad.clone() for p in layer.parameters()])
+    assert calls == ["fwd", "bwd"]
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype and rel_err(got, want) <= 2.0**-8  # a bfloat16 ulp of the largest entry

@@ -82,5 +82,6 @@ def test_cuda_backend_on_cpu_tensors_is_a_clear_error():
 
 def test_auto_on_cpu_is_the_cpu_backend_where_it_applies_else_the_reference():
     from lstmkern.backends import resolve_backend
-    for dtype, expected in ((torch.float32, "cpu"), (torch.float64, "cpu"), (torch.bfloat16, "reference")):
+    for dtype, expected in ((torch.float32, "cpu"), (torch.float64, "cpu"), (torch.bfloat16, "cpu"),
+                            (torch.float16, "reference")):
         assert resolve_backend("auto", "glstm", torch.device("cpu"), dtype, (3, 2, 6, 9, 3, 0)) == expected

@@ -23,8 +23,11 @@ How one call runs (no Python per step, no allocation per step):
   from the saved c_t), and dweight_hr = sum_t dh_t^T m_t is one GEMM after the loop.
 
 Numerics follow :mod:`lstmkern.reference` (same formulas, same order within a step; GEMM summation order differs),
-in float32 or float64, which is also the state dtype. float16 and bfloat16 are refused: the reference rounds every
-recurrent product and h to the element type, and the kernels would need a second type path to match it.
+in float32 or float64, which is also the state dtype, and in bfloat16: the state (``cell``, ``grad_cell``) and all
+accumulation in float32, and the float32 kernels round to bfloat16 where the reference's bfloat16 products and casts
+round (input projection, each step's recurrent product, F-LSTM's z, m_t, the projection, h_t; in the backward the
+recomputed pre-activations and m_t), so h_t, which the next step multiplies by, is a bfloat16 value; gradients are
+accumulated in float32 and rounded once. float16 is refused (the "reference" backend runs it).
 
 Example::
     >>> import torch, lstmkern
@@ -45,7 +48,7 @@ SUPPORTS_DENSE_INPUT = True
 # Projections (LSTMP, weight_hr (P, H)): the four functions take weight_hr as a last argument.
 SUPPORTS_PROJECTION = True
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _OPS = ("glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd")
 
 
@@ -70,8 +73,8 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     if torch.device(device).type != "cpu":
         return f"backend 'cpu' needs CPU tensors, got device {torch.device(device).type}"
     if dtype not in _DTYPES:
-        return (f"dtype {dtype} is not supported by the CPU kernels (float32 and float64 only); use 'reference' for "
-                f"float16 / bfloat16")
+        return (f"dtype {dtype} is not supported by the CPU kernels (float32, float64 and bfloat16 only); use "
+                f"'reference' for float16")
     return _extension_problem()
 
 
