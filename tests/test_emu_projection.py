@@ -27,17 +27,9 @@ if os.environ.get("LSTMKERN_SKIP_EMU", "").strip().lower() in ("1", "true", "yes
     pytest.skip("LSTMKERN_SKIP_EMU is set: lstmkern._emu was not built", allow_module_level=True)
 
 from lstmkern import _emu  # noqa: E402
-from test_emu import CSRC, OPS, _forced, _kernels_run, under_all_schedules  # noqa: E402
-
-H100_SMEM_OPTIN = 232448
-
-
-@pytest.fixture(autouse=True)
-def _fresh_emulator():
-    _emu.take_launches()
-    yield
-    _emu.set_schedule(0)
-    _emu.drop_barrier("")
+# The emulator fixtures and the schedule check are test_emu's (one race detector for every kernel test).
+from test_emu import (CSRC, H100_SMEM_OPTIN, OPS, _forced, _fresh_emulator, _kernels_run,  # noqa: E402, F401
+                      under_all_schedules)
 
 
 def _projected_forward(inputs, with_bias=True, **forced):
