@@ -87,12 +87,15 @@ def test_flstm_reference_bptt_matches_autograd(shape, with_grad_cell):
     _bptt_vs_autograd(reference.flstm_reference, reference.flstm_reference_backward, inputs, with_grad_cell)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 @pytest.mark.parametrize("cls", [lstmkern.GLSTM, lstmkern.FLSTM])
 @pytest.mark.parametrize("bidirectional,batch_first,bias", [(False, False, True), (True, True, False)])
-def test_from_projected_nn_lstm_is_exact(cls, bidirectional, batch_first, bias):
+def test_from_projected_nn_lstm_is_exact(cls, bidirectional, batch_first, bias, backend):
+    """Every backend that runs on CPU tensors here (Triton interpreted) reproduces nn.LSTM(proj_size) in float64,
+    forward and gradients (the CUDA kernels' projected mode is held to the reference in tests/test_emu_projection.py)."""
     dense = nn.LSTM(5, 8, 2, bias=bias, batch_first=batch_first, bidirectional=bidirectional, proj_size=3,
                     dtype=F64)
-    model = cls.from_lstm(dense)
+    model = cls.from_lstm(dense, backend=backend)
     assert model.proj_size == 3
     x = torch.randn((2, 4, 5) if batch_first else (4, 2, 5), dtype=F64)
     D = 2 if bidirectional else 1
