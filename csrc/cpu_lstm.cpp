@@ -39,6 +39,9 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/mm.h>
 #include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
@@ -349,8 +352,24 @@ void for_each_task(const Split& s, const F& body) {
 //  * backward: the time-parallel recompute of the pre-activations (and F-LSTM's z) with the same roundings, and m_t
 //    before dweight_hr; the recurrence itself and every gradient run in float32 (as in the reference) and are rounded
 //    once, on return.
+// The time-parallel products with bfloat16 operands (the input projection; in the backward also the recurrent
+// recompute and F-LSTM's z) are the reference's own ATen calls on the original bfloat16 tensors (Bf16Originals):
+// oneDNN's bfloat16 GEMM, with float32 accumulation, where the CPU has it (2.4x the float32 GEMM on this Zen 4); their
+// bfloat16 results are widened into the float32 buffers. The weight gradients and dx multiply float32 dgates, so they
+// stay float32 GEMMs, as in the reference.
 // With bf16 false (float32 and float64 inputs) these helpers do nothing.
 // ---------------------------------------------------------------------------------------------------------------------
+
+// The bfloat16 tensors of a bfloat16 call (the drivers get float32 copies of them too). output: backward only.
+struct Bf16Originals {
+  Tensor x, h0, weight_a, weight_b, output;
+};
+
+// (T*B, P) bfloat16: h_{t-1} of every step, [h0; output[0 .. T-2]] (what the backward's recompute multiplies).
+Tensor previous_h(const Bf16Originals& o) {
+  const int64_t T = o.x.size(0), B = o.x.size(1);
+  return at::cat({o.h0.unsqueeze(0), o.output.narrow(0, 0, T - 1)}, 0).view({T * B, o.h0.size(1)});
+}
 
 // v rounded to the nearest bfloat16 (ties to even), for float; the drivers only set bf16 for float.
 template <typename T>
@@ -546,18 +565,32 @@ void glstm_input_projection(const GlstmSizes& s, const T* x, const T* w_ih, T* g
             gates + g * 4 * s.Hg, ld);
 }
 
+// The same in bfloat16 through ATen (the reference's products and rounding), widened into `gates` (T*B, G*4Hg) float32.
+void glstm_input_projection_bf16(const GlstmSizes& s, const Bf16Originals& o, Tensor& gates) {
+  const int64_t TB = s.T * s.B, Hg4 = 4 * s.Hg;
+  if (s.dense) {
+    gates.copy_(at::mm(o.x.view({TB, s.I}), o.weight_a.view({s.G * Hg4, s.I}).t()));
+    return;
+  }
+  gates.view({TB, s.G, Hg4}).copy_(
+      at::bmm(o.x.view({TB, s.G, s.Ig}).transpose(0, 1), o.weight_a.transpose(1, 2)).transpose(0, 1));
+}
+
 template <typename T>
 std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                          const Tensor& weight_hh, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr, bool bf16) {
+                                         const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+  const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, P = s.P, Pg = s.Pg;
   Tensor output = at::empty({s.T, B, P}, x.options());
   Tensor cell = at::empty({s.T, B, H}, x.options());
   Tensor gates = at::empty({s.T * B, ld}, x.options());
   T* gp = gates.data_ptr<T>();
-  glstm_input_projection<T>(s, x.data_ptr<T>(), weight_ih.data_ptr<T>(), gp);
-  round_to_bf16_parallel(bf16, gp, s.T * B, ld, ld);
+  if (bf16)
+    glstm_input_projection_bf16(s, *originals, gates);
+  else
+    glstm_input_projection<T>(s, x.data_ptr<T>(), weight_ih.data_ptr<T>(), gp);
   // bf16: every step's recurrent product lands here first, to be rounded before it is added (see add_product).
   Tensor recurrent = bf16 ? at::empty({B, ld}, x.options()) : Tensor();
   T* rp = bf16 ? recurrent.data_ptr<T>() : nullptr;
@@ -604,7 +637,8 @@ template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, bool bf16) {
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+  const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B, P = s.P, Pg = s.Pg;
@@ -622,23 +656,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   // Pre-activations of every step, time-parallel: input projection + h_{t-1} W_hh^T (h_{t-1} = h0, then output).
   Tensor gates = at::empty({TB, ld}, x.options());
   T* gp = gates.data_ptr<T>();
-  glstm_input_projection<T>(s, xp, w_ih, gp);
-  round_to_bf16_parallel(bf16, gp, TB, ld, ld);
-  {
-    // bf16: the recurrent products go into their own buffer, are rounded, then added (as in the forward).
-    Tensor recurrent = bf16 ? at::empty({TB, ld}, x.options()) : gates;
-    T* rp = recurrent.data_ptr<T>();
-    const T beta = bf16 ? T(0) : T(1);
+  if (bf16) {
+    // The reference's bfloat16 products, each rounded, summed in float32.
+    glstm_input_projection_bf16(s, *originals, gates);
+    gates.view({TB, G, 4 * Hg}).add_(
+        at::bmm(previous_h(*originals).view({TB, G, Pg}).transpose(0, 1), originals->weight_b.transpose(1, 2))
+            .transpose(0, 1));
+  } else {
+    glstm_input_projection<T>(s, xp, w_ih, gp);
     for (int64_t g = 0; g < G; ++g) {
       const T* w = w_hh + g * 4 * Hg * Pg;
-      gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, beta, rp + g * 4 * Hg, ld);
-      gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, beta, rp + B * ld + g * 4 * Hg, ld);
+      gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
+      gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
     }
-    if (bf16 && TB > 0)
-      at::parallel_for(0, TB, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(ld, 1)),
-                       [&](int64_t begin, int64_t end) {
-                         for (int64_t i = begin * ld; i < end * ld; ++i) gp[i] += bf16_value(rp[i]);
-                       });
   }
 
   Tensor dh0 = at::empty({B, P}, x.options());
@@ -755,13 +785,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
 template <typename T>
 std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
                                          const Tensor& weight_2, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr, bool bf16) {
+                                         const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+  const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
   Tensor output = at::empty({s.T, B, P}, x.options());
   Tensor cell = at::empty({s.T, B, H}, x.options());
   Tensor gates = at::empty({TB, 4 * H}, x.options());
-  Tensor z_x = at::empty({TB, R}, x.options());
+  Tensor z_x = bf16 ? Tensor() : at::empty({TB, R}, x.options());  // bf16: ATen allocates its own
   Tensor z_h = at::empty({B, R}, x.options());
   const T* w1 = weight_1.data_ptr<T>();
   const T* w2 = weight_2.data_ptr<T>();
@@ -775,10 +806,13 @@ std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, cons
   Tensor m = w_hr != nullptr ? at::empty({B, H}, x.options()) : Tensor();
   T* mp = w_hr != nullptr ? m.data_ptr<T>() : nullptr;
   // Input projection of all steps: W2 (W1_x x_t), as the reference orders it.
-  gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
-  round_to_bf16_parallel(bf16, z_x.data_ptr<T>(), TB, R, R);
-  gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
-  round_to_bf16_parallel(bf16, gp, TB, 4 * H, 4 * H);
+  if (bf16) {
+    const Bf16Originals& o = *originals;
+    gates.copy_(at::mm(at::mm(o.x.view({TB, I}), o.weight_a.narrow(1, 0, I).t()), o.weight_b.t()));
+  } else {
+    gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
+    gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
+  }
   // bf16: every step's recurrent product lands here first, to be rounded before it is added (see add_product).
   Tensor recurrent = bf16 ? at::empty({B, 4 * H}, x.options()) : Tensor();
   T* rp = bf16 ? recurrent.data_ptr<T>() : nullptr;
@@ -823,7 +857,8 @@ template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, bool bf16) {
+    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+  const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
   check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
@@ -843,12 +878,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   Tensor gates = at::empty({TB, 4 * H}, x.options());
   T* zp = z.data_ptr<T>();
   T* gp = gates.data_ptr<T>();
-  gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
-  gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
-  gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
-  round_to_bf16_parallel(bf16, zp, TB, R, R);  // the reference's z = [x_t; h_{t-1}] W1^T is one bfloat16 product
-  gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
-  round_to_bf16_parallel(bf16, gp, TB, 4 * H, 4 * H);
+  if (bf16) {  // the reference's z = [x_t; h_{t-1}] W1^T is one bfloat16 product, then z W2^T another
+    const Bf16Originals& o = *originals;
+    Tensor z_bf16 = at::mm(at::cat({o.x.view({TB, I}), previous_h(o)}, 1), o.weight_a.t());
+    z.copy_(z_bf16);
+    gates.copy_(at::mm(z_bf16, o.weight_b.t()));
+  } else {
+    gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
+    gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
+    gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
+    gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
+  }
 
   Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
   Tensor dh0 = at::empty({B, P}, x.options());
@@ -997,12 +1037,13 @@ std::tuple<Tensor, Tensor> glstm_fwd(const Tensor& x, const Tensor& h0, const Te
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
+    const Bf16Originals originals{x, h0, weight_ih, weight_hh, Tensor()};
     auto [output, cell] = glstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_ih),
-                                               as_float(weight_hh), as_float(bias), as_float(weight_hr), true);
+                                               as_float(weight_hh), as_float(bias), as_float(weight_hr), &originals);
     return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd", [&] {
-    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, false);
+    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, nullptr);
   });
 }
 
@@ -1014,13 +1055,14 @@ Gradients glstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
     check_bf16_backward_extras(grad_output, grad_cell, output, cell);
+    const Bf16Originals originals{x, h0, weight_ih, weight_hh, output};
     return as_bf16(glstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
                                          as_float(weight_ih), as_float(weight_hh), as_float(bias), as_float(output),
-                                         cell, as_float(weight_hr), true));
+                                         cell, as_float(weight_hr), &originals));
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_bwd", [&] {
     return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
-                                    weight_hr, false);
+                                    weight_hr, nullptr);
   });
 }
 
@@ -1030,12 +1072,13 @@ std::tuple<Tensor, Tensor> flstm_fwd(const Tensor& x, const Tensor& h0, const Te
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
+    const Bf16Originals originals{x, h0, weight_1, weight_2, Tensor()};
     auto [output, cell] = flstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_1),
-                                               as_float(weight_2), as_float(bias), as_float(weight_hr), true);
+                                               as_float(weight_2), as_float(bias), as_float(weight_hr), &originals);
     return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd", [&] {
-    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr, false);
+    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr, nullptr);
   });
 }
 
@@ -1047,13 +1090,14 @@ Gradients flstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
     check_bf16_backward_extras(grad_output, grad_cell, output, cell);
+    const Bf16Originals originals{x, h0, weight_1, weight_2, output};
     return as_bf16(flstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
                                          as_float(weight_1), as_float(weight_2), as_float(bias), as_float(output),
-                                         cell, as_float(weight_hr), true));
+                                         cell, as_float(weight_hr), &originals));
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_bwd", [&] {
     return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
-                                    weight_hr, false);
+                                    weight_hr, nullptr);
   });
 }
 
