@@ -126,18 +126,37 @@ int64_t device_sm_count(int device) {
   return sm_count;
 }
 
+// What code a kernel's occupancy query can expect on a device: the cluster kernels are built for sm_90a only, the
+// grid-cooperative forwards for every compute capability >= 8.0.
+enum class KernelArch { kSm90a, kSm80Plus };
+
+// The common tail of the occupancy query ops below (each first validates its shape and dtype, which raise): 0 where
+// the kernel cannot run on CUDA device `device` at all (its compute capability is not `arch`, or its `smem_bytes` per
+// CTA exceed the opt-in limit, which cudaFuncSetAttribute would refuse), else what `occupancy(int* count)` (one of
+// the launchers' cudaOccupancy queries) answers with `device` current.
+template <typename Occupancy>
+int64_t occupancy_or_zero(int64_t device, KernelArch arch, int64_t smem_bytes, Occupancy occupancy) {
+  const int cc_major = device_cc_major(static_cast<int>(device));
+  if (arch == KernelArch::kSm90a ? cc_major != 9 : cc_major < 8) return 0;
+  if (smem_bytes > device_smem_optin(device)) return 0;
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  int count = 0;
+  C10_CUDA_CHECK(occupancy(&count));
+  return count;
+}
+
 int64_t flstm_cluster_max_active(int64_t device, int64_t hidden, int64_t rank, int64_t cluster_size,
                                   at::ScalarType dtype) {
   TORCH_CHECK_VALUE(flstm_cluster_shape_ok(hidden, rank, cluster_size), "the cluster F-LSTM forward takes "
                     "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
                     "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
-                                                   static_cast<int>(cluster_size), &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm90a, flstm_cluster_smem_bytes(hidden, rank, cluster_size, kind),
+                           [&](int* count) {
+                             return flstm_cluster_max_active_clusters(kind, static_cast<int>(hidden),
+                                                                      static_cast<int>(rank),
+                                                                      static_cast<int>(cluster_size), count);
+                           });
 }
 
 // The same for the cluster F-LSTM backward (its own shared memory for hidden, rank).
@@ -147,13 +166,12 @@ int64_t flstm_cluster_bwd_max_active(int64_t device, int64_t hidden, int64_t ran
                     "cluster_size 2, 4, 8 or 16, hidden a multiple of 16 * cluster_size and rank a multiple of 16, got "
                     "cluster_size = ", cluster_size, ", hidden = ", hidden, ", rank = ", rank);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
-  if (flstm_cluster_bwd_smem_bytes(hidden, rank, cluster_size, kind) > device_smem_optin(device)) return 0;
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(flstm_cluster_bwd_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(rank),
-                                                       static_cast<int>(cluster_size), &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm90a, flstm_cluster_bwd_smem_bytes(hidden, rank, cluster_size, kind),
+                           [&](int* count) {
+                             return flstm_cluster_bwd_max_active_clusters(kind, static_cast<int>(hidden),
+                                                                          static_cast<int>(rank),
+                                                                          static_cast<int>(cluster_size), count);
+                           });
 }
 
 int64_t projected_cluster_max_active(int64_t device, int64_t hidden, int64_t proj, int64_t groups,
@@ -163,14 +181,13 @@ int64_t projected_cluster_max_active(int64_t device, int64_t hidden, int64_t pro
                     "proj / groups a multiple of 16, got cluster_size = ", cluster_size, ", hidden = ", hidden,
                     ", proj = ", proj, ", groups = ", groups);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
-  if (projected_cluster_smem_bytes(hidden, proj, groups, cluster_size, kind) > device_smem_optin(device)) return 0;
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(projected_cluster_max_active_clusters(kind, static_cast<int>(hidden), static_cast<int>(proj),
-                                                       static_cast<int>(groups), static_cast<int>(cluster_size),
-                                                       &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm90a,
+                           projected_cluster_smem_bytes(hidden, proj, groups, cluster_size, kind), [&](int* count) {
+                             return projected_cluster_max_active_clusters(kind, static_cast<int>(hidden),
+                                                                          static_cast<int>(proj),
+                                                                          static_cast<int>(groups),
+                                                                          static_cast<int>(cluster_size), count);
+                           });
 }
 
 int64_t projected_grid_max_resident(int64_t device, int64_t hidden, int64_t proj, int64_t groups, int64_t grid_ctas,
@@ -180,13 +197,12 @@ int64_t projected_grid_max_resident(int64_t device, int64_t hidden, int64_t proj
                     "multiple of 16, got grid_ctas = ", grid_ctas, ", hidden = ", hidden, ", proj = ", proj,
                     ", groups = ", groups);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) < 8) return 0;
-  if (projected_grid_smem_bytes(hidden, proj, groups, grid_ctas, kind) > device_smem_optin(device)) return 0;
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(projected_grid_max_resident_ctas(kind, static_cast<int>(hidden), static_cast<int>(proj),
-                                                  static_cast<int>(groups), static_cast<int>(grid_ctas), &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm80Plus,
+                           projected_grid_smem_bytes(hidden, proj, groups, grid_ctas, kind), [&](int* count) {
+                             return projected_grid_max_resident_ctas(kind, static_cast<int>(hidden),
+                                                                     static_cast<int>(proj), static_cast<int>(groups),
+                                                                     static_cast<int>(grid_ctas), count);
+                           });
 }
 
 int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64_t cluster_size, at::ScalarType dtype) {
@@ -194,13 +210,11 @@ int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64
                     "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
                     cluster_size, ", hidden_per_group = ", hidden_per_group);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) != 9) return 0;  // the kernel's code is built for sm_90a only
-  if (glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind) > device_smem_optin(device)) return 0;
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(glstm_cluster_max_active_clusters(kind, static_cast<int>(hidden_per_group),
-                                                   static_cast<int>(cluster_size), &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm90a, glstm_cluster_smem_bytes(hidden_per_group, cluster_size, kind),
+                           [&](int* count) {
+                             return glstm_cluster_max_active_clusters(kind, static_cast<int>(hidden_per_group),
+                                                                      static_cast<int>(cluster_size), count);
+                           });
 }
 
 int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, int64_t grid_ctas, at::ScalarType dtype) {
@@ -208,14 +222,12 @@ int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, in
                     "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
                     ", hidden = ", hidden, ", rank = ", rank);
   const ElementKind kind = query_element_kind(dtype);
-  if (device_cc_major(static_cast<int>(device)) < 8) return 0;
-  const int64_t smem_bytes = flstm_grid_smem_bytes(hidden, rank, grid_ctas, kind);
-  if (smem_bytes > device_smem_optin(device)) return 0;  // cudaFuncSetAttribute would refuse it
-  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
-  int count = 0;
-  C10_CUDA_CHECK(flstm_grid_max_resident_ctas(kind, static_cast<int>(hidden), static_cast<int>(rank),
-                                              static_cast<int>(grid_ctas), &count));
-  return count;
+  return occupancy_or_zero(device, KernelArch::kSm80Plus, flstm_grid_smem_bytes(hidden, rank, grid_ctas, kind),
+                           [&](int* count) {
+                             return flstm_grid_max_resident_ctas(kind, static_cast<int>(hidden),
+                                                                 static_cast<int>(rank), static_cast<int>(grid_ctas),
+                                                                 count);
+                           });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -382,6 +394,53 @@ FlstmForwardPlan projected_forward_plan(int64_t requested_cluster, int64_t reque
   return {static_cast<int>(cluster_size), 0};
 }
 
+// Launches the F-LSTM forward kernel `plan` chose (args.projected: in the projected mode, args.R = P) on the current
+// stream. The grid forward's global workspace is allocated here (see csrc/flstm_grid.cu): the per-rank partial z,
+// (N, Bp, R) float32 with Bp = B rounded up to the batch tile, and either the reduced z, (Bp, R) in x's dtype, or in
+// the projected mode the cell's m_t, (B, H) in x's dtype (there z of a step is the previous output row and the exchange
+// writes h_t = W_hr m_t straight into the output). Raises, naming the kernel and its shared memory, where the planned
+// CTAs cannot all be resident.
+void launch_flstm_forward_plan(ElementKind kind, const FlstmFwdArgs& args, const FlstmForwardPlan& plan,
+                               const at::Tensor& x) {
+  const char* name = args.projected ? "projected" : "F-LSTM";
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (plan.grid_ctas > 0) {
+    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
+    const int64_t batch_pad = (args.B + batch_tile - 1) / batch_tile * batch_tile;
+    check_fits_int32(batch_pad * args.R, args.projected ? "ceil(B / BT) BT * P" : "ceil(B / BT) BT * R");
+    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, args.R}, x.options().dtype(at::kFloat));
+    at::Tensor z_or_m = args.projected ? at::empty({args.B, args.H}, x.options())
+                                       : at::empty({batch_pad, args.R}, x.options());
+    void* const z = args.projected ? nullptr : z_or_m.mutable_data_ptr();
+    void* const m_workspace = args.projected ? z_or_m.mutable_data_ptr() : nullptr;
+    const cudaError_t err = launch_flstm_grid_fwd(kind, args, plan.grid_ctas, partials.mutable_data_ptr<float>(), z,
+                                                  stream, m_workspace);
+    const int64_t smem_bytes = args.projected
+                                   ? projected_grid_smem_bytes(args.H, args.R, args.groups, plan.grid_ctas, kind)
+                                   : flstm_grid_smem_bytes(args.H, args.R, plan.grid_ctas, kind);
+    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid ", name, " forward with N = ", plan.grid_ctas,
+                " CTAs of ", smem_bytes, " bytes of shared memory each cannot all be resident on device ",
+                x.get_device(), " (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count < N; another context may "
+                "hold SMs); use the Triton backend");
+    C10_CUDA_CHECK(err);
+  } else if (plan.cluster_size == 1) {
+    C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
+  } else {
+    const int cluster = plan.cluster_size;
+    const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
+    const int64_t smem_bytes = args.projected
+                                   ? projected_cluster_smem_bytes(args.H, args.R, args.groups, cluster, kind)
+                                   : flstm_cluster_smem_bytes(args.H, args.R, cluster, kind);
+    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster ", name, " forward with C = ", cluster, " CTAs of ",
+                smem_bytes, " bytes of shared memory each cannot be resident on device ", x.get_device(),
+                " (cudaOccupancyMaxActiveClusters returned 0; clusters of 16 need a GPC with 16 free SMs and the "
+                "non-portable cluster size); force another cluster_size (a larger one needs less shared memory per "
+                "CTA) or use the Triton backend");
+    C10_CUDA_CHECK(err);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // The projected G-LSTM forward (weight_hr (P, H)): gates_t = P_t + W_hh (W_hr m_{t-1}) on the F-LSTM forward kernels
 // in their projected mode (W1_h := W_hr, R := P, W2 := W_hh; see projected_fwd_layout in persistent_layout.h), with
 // P_t = x W_ih^T + b from glstm_input_projection. Returns (output (T, B, P) in x's dtype, cell (T, B, H) float32).
@@ -396,7 +455,6 @@ std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::
   const ElementKind kind = element_kind_of(x);
   const FlstmForwardPlan plan =
       projected_forward_plan(cluster_size, grid_ctas, d, kind, x.scalar_type(), x.get_device());
-  const int cluster = plan.cluster_size;
   const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
   // The grid forward stages h0 (its z of step 0) with 16-byte loads (see aligned_or_copy).
@@ -417,31 +475,7 @@ std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::
   args.R = static_cast<int>(d.P);
   args.groups = static_cast<int>(d.G);
   args.projected = true;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (plan.grid_ctas > 0) {
-    // Global workspace of the grid forward (see csrc/flstm_grid.cu): per-rank partial z (= h_t) and the cell's m_t.
-    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
-    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
-    check_fits_int32(batch_pad * d.P, "ceil(B / BT) BT * P");
-    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.P}, x.options().dtype(at::kFloat));
-    at::Tensor m_workspace = at::empty({d.B, d.H}, x.options());
-    const cudaError_t err = launch_flstm_grid_fwd(kind, args, plan.grid_ctas, partials.mutable_data_ptr<float>(),
-                                                  nullptr, stream, m_workspace.mutable_data_ptr());
-    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid projected forward with N = ", plan.grid_ctas,
-                " CTAs of ", projected_grid_smem_bytes(d.H, d.P, d.G, plan.grid_ctas, kind), " bytes of shared memory "
-                "each cannot all be resident on device ", x.get_device(), "; use the Triton backend");
-    C10_CUDA_CHECK(err);
-  } else if (cluster == 1) {
-    C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
-  } else {
-    const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
-    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster projected forward with C = ", cluster, " CTAs of ",
-                projected_cluster_smem_bytes(d.H, d.P, d.G, cluster, kind), " bytes of shared memory each cannot be "
-                "resident on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0); force another "
-                "cluster_size or use the Triton backend");
-    C10_CUDA_CHECK(err);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_flstm_forward_plan(kind, args, plan, x);
   return {output, cell};
 }
 
@@ -703,7 +737,6 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   const ElementKind kind = element_kind_of(x);
   const FlstmForwardPlan plan =
       flstm_forward_plan(cluster_size, grid_ctas, d.H, d.R, kind, x.scalar_type(), x.get_device());
-  const int cluster = plan.cluster_size;
   // P = (x W1_x^T) W2^T in x's dtype, then float32 + bias: (T, B, 4H).
   const at::Tensor z_input = at::mm(x.view({d.T * d.B, d.I}), weight_1.narrow(1, 0, d.I).t());
   at::Tensor proj = at::mm(z_input, weight_2.t()).to(at::kFloat).view({d.T, d.B, 4 * d.H});
@@ -726,34 +759,7 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   args.I = static_cast<int>(d.I);
   args.H = static_cast<int>(d.H);
   args.R = static_cast<int>(d.R);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (plan.grid_ctas > 0) {
-    // Global workspace of the grid forward (see csrc/flstm_grid.cu): per-rank partial z and the reduced z, Bp rows.
-    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
-    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
-    check_fits_int32(batch_pad * d.R, "ceil(B / BT) BT * R");
-    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.R}, x.options().dtype(at::kFloat));
-    at::Tensor z = at::empty({batch_pad, d.R}, x.options());
-    const cudaError_t err =
-        launch_flstm_grid_fwd(kind, args, plan.grid_ctas, partials.mutable_data_ptr<float>(), z.mutable_data_ptr(),
-                              stream);
-    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid F-LSTM forward with N = ", plan.grid_ctas,
-                " CTAs of ", flstm_grid_smem_bytes(d.H, d.R, plan.grid_ctas, kind), " bytes of shared memory each "
-                "cannot all be resident on device ", x.get_device(), " (cudaOccupancyMaxActiveBlocksPerMultiprocessor "
-                "x SM count < N; another context may hold SMs); use the Triton backend");
-    C10_CUDA_CHECK(err);
-  } else if (cluster == 1) {
-    C10_CUDA_CHECK(launch_flstm_persistent_fwd(kind, args, stream));
-  } else {
-    const cudaError_t err = launch_flstm_cluster_fwd(kind, args, cluster, stream);
-    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster F-LSTM forward with C = ", cluster, " CTAs of ",
-                flstm_cluster_smem_bytes(d.H, d.R, cluster, kind), " bytes of shared memory each cannot be resident "
-                "on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0; clusters of 16 need a "
-                "GPC with 16 free SMs and the non-portable cluster size); force a larger cluster_size or use the "
-                "Triton backend");
-    C10_CUDA_CHECK(err);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_flstm_forward_plan(kind, args, plan, x);
   return {output, cell};
 }
 
