@@ -1,8 +1,8 @@
 // Persistent G-LSTM forward and backward on a Hopper thread-block cluster: the variant for groups whose W_hh[g] does
 // not fit one CTA's shared memory (e.g. Hg = 256 in bf16: 4Hg x Hg x 2 B = 512 KiB against 227 KiB per CTA).
 //
-// Shape legend: T time steps, B batch, G groups, Hg hidden units per group, H = G * Hg, BT batch tile (forward: 16
-// rows for WMMA, 8 for the float32 FMA path; backward: 8), C cluster size (2, 4 or 8), Hs = Hg / C hidden units owned
+// Shape legend: T time steps, B batch, G groups, Hg hidden units per group, H = G * Hg, BT batch tile (16 rows for
+// WMMA, 8 for the float32 FMA path, forward and backward), C cluster size (2, 4 or 8), Hs = Hg / C hidden units owned
 // by one CTA.
 //
 // Decomposition. Grid (C * ceil(B / BT), G), cluster dims (C, 1, 1): one cluster per (batch tile, group g). CTA rank r
@@ -197,13 +197,17 @@ glstm_cluster_fwd_kernel(const float* __restrict__ proj, const typename ElementO
 #endif
 }
 
-// Backward, reverse time, same cluster decomposition: CTA rank r holds the gate rows of its Hs units of W_hh[g]
-// (4Hs x Hg, as stored). Per step each CTA
+// Backward, reverse time, same cluster decomposition (batch tile glstm_bwd_batch_tile): CTA rank r holds the gate
+// rows of its Hs units of W_hh[g] (4Hs x Hg, as stored: the row-major B operand). Per step each CTA
 //   1. sums dh_t for its own units from the C partial products of the previous iteration (DSMEM reads, ranks in
 //      order 0..C-1, so the result does not depend on timing), adds the step's grad_output and runs the cell backward
-//      for its Hs units (dgates to global memory and to its dgates tile, dc kept in shared memory);
-//   2. computes its gate rows' contribution to dh_{t-1} for all Hg columns, partial = dgates_tile W_local (float32
-//      FMA), into its partial buffer, then waits at one cluster barrier.
+//      for its Hs units (dgates to global memory in float32 and to its dgates tile in the element type: rounded for
+//      fp16/bf16, the tensor cores' A operand, as in csrc/flstm_cluster_bwd.cu; dc kept in float32 shared memory);
+//   2. computes its gate rows' contribution to dh_{t-1} for all Hg columns, partial = dgates_tile W_local (BT x Hg,
+//      float32: WMMA m16n16k16 with float32 accumulators for fp16/bf16, wmma_product; float32 FMA for fp32,
+//      fma_product), into its partial buffer, then waits at one cluster barrier.
+// Padding rows (>= batch_rows) of the dgates tile are zero from the prologue and never written, so the product rows
+// they give are zero and never read.
 // Hazards of the double-buffered partial buffers (step t writes partial[t % 2]; peers read it in step t-1):
 //   * RAW: written before the writer's arrive at the barrier ending step t, read after the readers' wait on it.
 //   * WAR: partial[t % 2] is next written in step t-2, after the writer waits on the barrier ending step t-1, which
@@ -221,20 +225,24 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   using Element = typename ElementOf<kKind>::type;
-  constexpr int kBatchTile = kGlstmBwdBatchTile;
+  constexpr bool kWmma = uses_wmma(kKind);
+  constexpr int kBatchTile = glstm_bwd_batch_tile(kKind);
 
   const cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const GlstmClusterBwdLayout layout = glstm_cluster_bwd_layout(Hg, cluster_size, kKind);
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;
+  const int w_ld = static_cast<int>(layout.w_ld);
+  const int dgates_ld = static_cast<int>(layout.dgates_ld);
+  const int partial_ld = static_cast<int>(layout.partial_ld);
 
   unsigned char* const smem = dynamic_smem();
-  Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);
-  float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);
+  Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);                 // (4Hs x w_ld)
+  Element* dgates_tile = reinterpret_cast<Element*>(smem + layout.dgates_offset);  // (BT x dgates_ld)
   float* const partial_even = reinterpret_cast<float*>(smem + layout.partial_offset[0]);  // written by even steps
   float* const partial_odd = reinterpret_cast<float*>(smem + layout.partial_offset[1]);   // written by odd steps
-  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);
+  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);              // (BT x Hs)
 
   const int group = blockIdx.y;
   const int batch_start = static_cast<int>(blockIdx.x / cluster_size) * kBatchTile;
@@ -246,7 +254,7 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
   const auto cluster_sum = [&](const float* partial, int b, int unit) {
     float sum = 0.0f;
     for (int peer = 0; peer < cluster_size; ++peer) {
-      sum += *cluster.map_shared_rank(partial + b * Hg + unit, static_cast<unsigned>(peer));
+      sum += *cluster.map_shared_rank(partial + b * partial_ld + unit, static_cast<unsigned>(peer));
     }
     return sum;
   };
@@ -259,7 +267,8 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
     const int n = idx / Hg;
     const int k = idx - n * Hg;
     const int gate = n / Hs;
-    w[idx] = weight[(static_cast<int64_t>(gate) * Hg + unit_start + (n - gate * Hs)) * Hg + k];
+    const int64_t row = static_cast<int64_t>(gate) * Hg + unit_start + (n - gate * Hs);
+    w[static_cast<int64_t>(n) * w_ld + k] = weight[row * Hg + k];
   }
   // No barrier needed here: the step loop's __syncthreads orders these writes before the first product, and peers
   // touch this CTA's shared memory only after the first cluster barrier.
@@ -290,28 +299,20 @@ glstm_cluster_bwd_kernel(const float* __restrict__ pre_gates,
       dgates_out[Hg + unit] = grad.d_f;
       dgates_out[2 * Hg + unit] = grad.d_g;
       dgates_out[3 * Hg + unit] = grad.d_o;
-      float* dgates_row = dgates_tile + b * four_hs;
-      dgates_row[j] = grad.d_i;
-      dgates_row[Hs + j] = grad.d_f;
-      dgates_row[2 * Hs + j] = grad.d_g;
-      dgates_row[3 * Hs + j] = grad.d_o;
+      Element* dgates_row = dgates_tile + b * dgates_ld;  // rounded for the tensor cores (float32 stays float32)
+      dgates_row[j] = from_float<Element>(grad.d_i);
+      dgates_row[Hs + j] = from_float<Element>(grad.d_f);
+      dgates_row[2 * Hs + j] = from_float<Element>(grad.d_g);
+      dgates_row[3 * Hs + j] = from_float<Element>(grad.d_o);
       dc_tile[b * Hs + j] = grad.dc_prev;
     }
     __syncthreads();
 
-    // partial[b][k] = sum over the CTA's gate rows n of dgates[b][n] W_hh[g][n][k]: one thread per column k,
-    // w[n][k] contiguous across the warp, dgates_tile[b][n] a broadcast.
-    for (int k = threadIdx.x; k < Hg; k += blockDim.x) {
-      float acc[kBatchTile];
-#pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
-      for (int n = 0; n < four_hs; ++n) {
-        const float w_nk = to_float(w[static_cast<int64_t>(n) * Hg + k]);
-#pragma unroll
-        for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(dgates_tile[b * four_hs + n], w_nk, acc[b]);
-      }
-#pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) partial_out[b * Hg + k] = acc[b];
+    // partial[b][k] = sum over the CTA's gate rows n of dgates[b][n] W_hh[g][n][k] (BT x Hg).
+    if constexpr (kWmma) {
+      wmma_product(dgates_tile, dgates_ld, w, w_ld, partial_out, partial_ld, Hg / kWmmaTile, four_hs / kWmmaTile);
+    } else {
+      fma_product<kBatchTile>(dgates_tile, dgates_ld, w, w_ld, partial_out, partial_ld, Hg, four_hs);
     }
     cluster.sync();
   }
@@ -370,7 +371,8 @@ cudaError_t launch_cluster_bwd(const GlstmBwdArgs& args, int cluster_size, cudaS
   using Element = typename ElementOf<kKind>::type;
   if (!glstm_cluster_shape_ok(args.Hg, cluster_size)) return cudaErrorInvalidValue;
   return launch_on_clusters(glstm_cluster_bwd_kernel<kKind>,
-                            glstm_cluster_bwd_layout(args.Hg, cluster_size, kKind).total_bytes, kGlstmBwdBatchTile,
+                            glstm_cluster_bwd_layout(args.Hg, cluster_size, kKind).total_bytes,
+                            glstm_bwd_batch_tile(kKind),
                             args.B, args.G, cluster_size, stream, args.pre_gates,
                             static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
                             static_cast<const Element*>(args.weight_hh), args.dgates, args.dh0, args.dc0, args.T,

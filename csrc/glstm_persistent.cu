@@ -9,16 +9,26 @@
 // type before it is stored and before the next step multiplies it, exactly like the reference. Groups and batch
 // tiles are independent, so two __syncthreads per step are the only synchronisation (no grid sync).
 //
-// Backward: same CTA decomposition, reverse time. The launcher recomputes every step's pre-activation gates in one
-// time-parallel GEMM; per step the kernel forms dgates (cell backward, float32) and dh_{t-1} = dgates W_hh[g]
-// (float32 FMA with W_hh[g] resident in shared memory). Weight gradients and dx are time-parallel GEMMs in the
-// launcher.
+// Backward: same CTA decomposition, reverse time, with the backward's own batch tile (glstm_bwd_batch_tile: 16 rows
+// for WMMA, 8 for the float32 FMA path). The launcher recomputes every step's pre-activation gates in one
+// time-parallel GEMM; per step the kernel forms dgates (cell backward, float32; written to global memory in float32)
+// and dh_{t-1} = dgates W_hh[g] with W_hh[g] resident in shared memory as stored (the row-major B operand): for
+// fp16/bf16 on tensor cores (wmma_product, csrc/tile_products.cuh: m16n16k16, float32 accumulators) with dgates
+// rounded to the element type as the A operand only, for fp32 on float32 FMA (fma_product). Weight gradients and dx
+// are time-parallel GEMMs in the launcher from the float32 dgates. Two __syncthreads per step order the cell phase
+// (reads dh, writes the dgates tile) and the product (reads the dgates tile, writes dh).
+//
+// Precision of the backward: the fp16/bf16 recurrent product rounds dgates to the element type where the reference
+// keeps them in float32 (as csrc/flstm_cluster_bwd.cu does, and cuDNN); tests/test_emu.py holds all three dtypes to
+// the tolerance rule of tests/kernel_checks.py against the float64 reference. In fp16 the rounded operand takes
+// fp16's range (gradients below 2^-14 lose bits; loss scaling keeps training gradients above that).
 #include <mma.h>
 
 #include <type_traits>
 
 #include "persistent_common.cuh"
 #include "persistent_kernels.h"
+#include "tile_products.cuh"
 
 namespace lstmkern {
 namespace {
@@ -150,14 +160,18 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
                             float* __restrict__ dgates, float* __restrict__ dh0, float* __restrict__ dc0, int T,
                             int B, int G, int Hg) {
   using Element = typename ElementOf<kKind>::type;
-  constexpr int kBatchTile = kGlstmBwdBatchTile;
+  constexpr bool kWmma = uses_wmma(kKind);
+  constexpr int kBatchTile = glstm_bwd_batch_tile(kKind);
 
   const GlstmBwdLayout layout = glstm_bwd_layout(Hg, kKind);
+  const int w_ld = static_cast<int>(layout.w_ld);
+  const int dgates_ld = static_cast<int>(layout.dgates_ld);
+  const int dh_ld = static_cast<int>(layout.dh_ld);
   unsigned char* const smem = dynamic_smem();
-  Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);
-  float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);
-  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);
-  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);
+  Element* w = reinterpret_cast<Element*>(smem + layout.w_offset);                 // (w_rows x w_ld)
+  Element* dgates_tile = reinterpret_cast<Element*>(smem + layout.dgates_offset);  // (BT x dgates_ld)
+  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);              // (BT x dh_ld)
+  float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);              // (BT x Hg)
 
   const int group = blockIdx.y;
   const int batch_start = blockIdx.x * kBatchTile;
@@ -165,10 +179,16 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
   const int64_t H = static_cast<int64_t>(G) * Hg;
   const int four_hg = 4 * Hg;
 
-  zero_shared(smem, layout.total_bytes);  // dh, dc start at 0; dgates rows >= batch_rows stay 0
+  // dh, dc start at 0; the WMMA padding of w and of the dgates tile, and dgates rows >= batch_rows, stay 0.
+  zero_shared(smem, layout.total_bytes);
   __syncthreads();
+  // W_hh[g] (4Hg x Hg) -> w[r][k], consecutive threads on consecutive k: coalesced on both sides.
   const Element* weight = weight_hh + static_cast<int64_t>(group) * four_hg * Hg;
-  for (int idx = threadIdx.x; idx < four_hg * Hg; idx += blockDim.x) w[idx] = weight[idx];
+  for (int idx = threadIdx.x; idx < four_hg * Hg; idx += blockDim.x) {
+    const int r = idx / Hg;
+    const int k = idx - r * Hg;
+    w[static_cast<int64_t>(r) * w_ld + k] = weight[idx];
+  }
   __syncthreads();
 
   for (int t = T - 1; t >= 0; --t) {
@@ -178,8 +198,10 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
       const int j = idx - b * Hg;
       const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
       const int64_t state_idx = row * H + static_cast<int64_t>(group) * Hg + j;
-      const float dh = dh_tile[b * Hg + j] + to_float(grad_output[state_idx]);
-      const float dc = dc_tile[b * Hg + j] + (grad_cell != nullptr ? grad_cell[state_idx] : 0.0f);
+      const float dh = dh_tile[b * dh_ld + j] + to_float(grad_output[state_idx]);
+      // grad_cell is read-only for the whole launch: loaded through the read-only data cache (with a plain load, ptxas
+      // of CUDA 13.0 spilled 8 bytes in the fp16 instantiation; test_cuda_build rejects spills).
+      const float dc = dc_tile[b * Hg + j] + (grad_cell != nullptr ? __ldg(grad_cell + state_idx) : 0.0f);
       const float c_prev = t > 0 ? cell[state_idx - B * H] : c0[(batch_start + b) * H + group * Hg + j];
       const int64_t gates_offset = (row * G + group) * four_hg;
       const float* pre = pre_gates + gates_offset;
@@ -190,27 +212,24 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
       dgates_out[Hg + j] = grad.d_f;
       dgates_out[2 * Hg + j] = grad.d_g;
       dgates_out[3 * Hg + j] = grad.d_o;
-      float* dgates_row = dgates_tile + b * four_hg;
-      dgates_row[j] = grad.d_i;
-      dgates_row[Hg + j] = grad.d_f;
-      dgates_row[2 * Hg + j] = grad.d_g;
-      dgates_row[3 * Hg + j] = grad.d_o;
+      // The product's A operand: rounded to fp16/bf16 for the tensor cores (float32 stays float32).
+      Element* dgates_row = dgates_tile + b * dgates_ld;
+      dgates_row[j] = from_float<Element>(grad.d_i);
+      dgates_row[Hg + j] = from_float<Element>(grad.d_f);
+      dgates_row[2 * Hg + j] = from_float<Element>(grad.d_g);
+      dgates_row[3 * Hg + j] = from_float<Element>(grad.d_o);
       dc_tile[b * Hg + j] = grad.dc_prev;
     }
     __syncthreads();
 
-    // dh_{t-1}[b][k] = sum_r dgates[b][r] W_hh[g][r][k]: one thread per k, w[r][k] contiguous across the warp.
-    for (int k = threadIdx.x; k < Hg; k += blockDim.x) {
-      float acc[kBatchTile];
-#pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) acc[b] = 0.0f;
-      for (int r = 0; r < four_hg; ++r) {
-        const float w_rk = to_float(w[static_cast<int64_t>(r) * Hg + k]);
-#pragma unroll
-        for (int b = 0; b < kBatchTile; ++b) acc[b] = fmaf(dgates_tile[b * four_hg + r], w_rk, acc[b]);
-      }
-#pragma unroll
-      for (int b = 0; b < kBatchTile; ++b) dh_tile[b * Hg + k] = acc[b];
+    // dh_{t-1} = dgates W_hh[g] (BT x Hg; rows >= batch_rows are 0 and never read, and so are the WMMA padding
+    // columns of dh).
+    if constexpr (kWmma) {
+      const int n_tiles = static_cast<int>(round_up(Hg, kWmmaTile)) / kWmmaTile;  // dh columns, padded
+      const int k_tiles = static_cast<int>(layout.w_rows) / kWmmaTile;              // the 4Hg gate rows, padded
+      wmma_product(dgates_tile, dgates_ld, w, w_ld, dh_tile, dh_ld, n_tiles, k_tiles);
+    } else {
+      fma_product<kBatchTile>(dgates_tile, dgates_ld, w, w_ld, dh_tile, dh_ld, Hg, four_hg);
     }
     __syncthreads();
   }
@@ -219,7 +238,7 @@ glstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
     const int b = idx / Hg;
     const int j = idx - b * Hg;
     const int64_t state_idx = (batch_start + b) * H + static_cast<int64_t>(group) * Hg + j;
-    dh0[state_idx] = dh_tile[b * Hg + j];
+    dh0[state_idx] = dh_tile[b * dh_ld + j];
     dc0[state_idx] = dc_tile[b * Hg + j];
   }
 }
@@ -238,7 +257,7 @@ template <ElementKind kKind>
 cudaError_t launch_bwd(const GlstmBwdArgs& args, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
   const int64_t smem_bytes = glstm_bwd_layout(args.Hg, kKind).total_bytes;
-  const dim3 grid((args.B + kGlstmBwdBatchTile - 1) / kGlstmBwdBatchTile, args.G);
+  const dim3 grid((args.B + glstm_bwd_batch_tile(kKind) - 1) / glstm_bwd_batch_tile(kKind), args.G);
   return launch_plain(glstm_persistent_bwd_kernel<kKind>, grid, smem_bytes, stream,
       args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
       static_cast<const Element*>(args.weight_hh), args.dgates, args.dh0, args.dc0, args.T, args.B, args.G, args.Hg);

@@ -30,11 +30,12 @@ constexpr int kWmmaTile = 16;        // m16n16k16 fragments for the fp16/bf16 fo
 constexpr int kWmmaHalfRowPad = 8;
 constexpr int kWmmaFloatRowPad = 4;
 
-// Batch tiles. The fp16/bf16 G-LSTM forward uses WMMA, whose M dimension is 16; everything else uses FMA loops with
-// one register accumulator per batch row, so a smaller tile keeps the register count low.
+// Batch tiles. The fp16/bf16 G-LSTM kernels (forward and backward) use WMMA, whose M dimension is 16; everything else
+// uses FMA loops with one register accumulator per batch row, so a smaller tile keeps the register count low.
 constexpr int kGlstmFwdBatchTileWmma = 16;
 constexpr int kGlstmFwdBatchTileFma = 8;
-constexpr int kGlstmBwdBatchTile = 8;
+constexpr int kGlstmBwdBatchTileWmma = 16;
+constexpr int kGlstmBwdBatchTileFma = 8;
 constexpr int kFlstmBatchTile = 8;
 
 LSTMKERN_HOST_DEVICE constexpr int64_t round_up(int64_t value, int64_t multiple) {
@@ -55,6 +56,9 @@ LSTMKERN_HOST_DEVICE constexpr int64_t float_tile_ld(int64_t n, ElementKind kind
 }
 LSTMKERN_HOST_DEVICE constexpr int glstm_fwd_batch_tile(ElementKind kind) {
   return uses_wmma(kind) ? kGlstmFwdBatchTileWmma : kGlstmFwdBatchTileFma;
+}
+LSTMKERN_HOST_DEVICE constexpr int glstm_bwd_batch_tile(ElementKind kind) {
+  return uses_wmma(kind) ? kGlstmBwdBatchTileWmma : kGlstmBwdBatchTileFma;
 }
 
 // Appends a buffer of `bytes` at the next aligned offset; returns its offset and advances `end`.
@@ -100,19 +104,38 @@ LSTMKERN_HOST_DEVICE constexpr GlstmFwdLayout glstm_fwd_layout(int64_t hg, Eleme
   return layout;
 }
 
-// G-LSTM backward, one CTA per (group g, batch tile of kGlstmBwdBatchTile rows).
-//   w: W_hh[g] as stored, (4Hg x Hg) element type. dgates (BT x 4Hg), dh (BT x Hg), dc (BT x Hg): float32.
+// G-LSTM backward, one CTA per (group g, batch tile of BT = glstm_bwd_batch_tile rows). The recurrent product
+// dh_{t-1} = dgates W_hh[g] takes dgates as the A operand and W_hh[g] as stored as the row-major B operand:
+//   w:      W_hh[g] (w_rows x w_ld) element type, w[r * w_ld + k] = W_hh[g][r][k]; for WMMA zero-padded to
+//           (Kpad, Npad + 8) with Kpad = roundup(4Hg, 16), Npad = roundup(Hg, 16).
+//   dgates: (BT x dgates_ld) element type (fp16/bf16: rounded, the WMMA A operand, zero-padded to Kpad columns;
+//           float32 for the FMA loop).
+//   dh:     (BT x dh_ld) float32, the product (Npad columns for WMMA, of which the first Hg are read).
+//   dc:     (BT x Hg) float32.
 struct GlstmBwdLayout {
+  int64_t batch_tile, w_rows, w_ld, dgates_ld, dh_ld;
   int64_t w_offset, dgates_offset, dh_offset, dc_offset, total_bytes;
 };
 
 LSTMKERN_HOST_DEVICE constexpr GlstmBwdLayout glstm_bwd_layout(int64_t hg, ElementKind kind) {
   GlstmBwdLayout layout{};
-  const int64_t bt = kGlstmBwdBatchTile;
+  const int64_t bt = glstm_bwd_batch_tile(kind);
+  layout.batch_tile = bt;
+  if (uses_wmma(kind)) {
+    layout.w_rows = round_up(4 * hg, kWmmaTile);
+    layout.w_ld = round_up(hg, kWmmaTile) + kWmmaHalfRowPad;
+    layout.dgates_ld = round_up(4 * hg, kWmmaTile) + kWmmaHalfRowPad;
+    layout.dh_ld = round_up(hg, kWmmaTile) + kWmmaFloatRowPad;
+  } else {
+    layout.w_rows = 4 * hg;
+    layout.w_ld = hg;
+    layout.dgates_ld = 4 * hg;
+    layout.dh_ld = hg;
+  }
   int64_t end = 0;
-  layout.w_offset = carve(end, 4 * hg * hg * element_bytes(kind));
-  layout.dgates_offset = carve(end, bt * 4 * hg * 4);
-  layout.dh_offset = carve(end, bt * hg * 4);
+  layout.w_offset = carve(end, layout.w_rows * layout.w_ld * element_bytes(kind));
+  layout.dgates_offset = carve(end, bt * layout.dgates_ld * element_bytes(kind));
+  layout.dh_offset = carve(end, bt * layout.dh_ld * 4);
   layout.dc_offset = carve(end, bt * hg * 4);
   layout.total_bytes = round_up(end, kSmemAlignment);
   return layout;
@@ -228,15 +251,17 @@ LSTMKERN_HOST_DEVICE constexpr int64_t glstm_cluster_smem_bytes(int64_t hg, int6
 }
 
 // G-LSTM backward on a thread-block cluster (csrc/glstm_cluster.cu), same decomposition and shape rule as the forward
-// (glstm_cluster_shape_ok), BT = kGlstmBwdBatchTile:
-//   w:            the CTA's gate rows of W_hh[g] as stored (4Hs x Hg) element type: w[(q Hs + j) * Hg + k] =
-//                 W_hh[g][q Hg + r Hs + j][k].
-//   dgates:       the CTA's gate gradients of the step, (BT x 4Hs) float32, column q * Hs + j.
-//   partial[0,1]: double-buffered (BT x Hg) float32 contribution of the CTA's gate rows to dh_{t-1} (all Hg columns);
-//                 every CTA sums the C partials of its own columns through DSMEM.
+// (glstm_cluster_shape_ok), BT = glstm_bwd_batch_tile. Rows padded as in the other multi-CTA layouts (operand_tile_ld,
+// float_tile_ld); Hs and Hg are whole WMMA tiles, so nothing else is padded.
+//   w:            the CTA's gate rows of W_hh[g] as stored (4Hs x w_ld) element type: w[(q Hs + j) w_ld + k] =
+//                 W_hh[g][q Hg + r Hs + j][k]; the row-major B operand of the partial product.
+//   dgates:       the CTA's gate gradients of the step, (BT x dgates_ld), column q * Hs + j: element type (rounded,
+//                 the WMMA A operand) for fp16/bf16, float32 for fp32.
+//   partial[0,1]: double-buffered (BT x partial_ld) float32 contribution of the CTA's gate rows to dh_{t-1} (all Hg
+//                 columns); every CTA sums the C partials of its own columns through DSMEM.
 //   dc:           the CTA's dc slice (BT x Hs) float32.
 struct GlstmClusterBwdLayout {
-  int64_t units_per_cta;
+  int64_t units_per_cta, batch_tile, w_ld, dgates_ld, partial_ld;
   int64_t w_offset, dgates_offset, partial_offset[2], dc_offset, total_bytes;
 };
 
@@ -244,14 +269,18 @@ struct GlstmClusterBwdLayout {
 LSTMKERN_HOST_DEVICE constexpr GlstmClusterBwdLayout glstm_cluster_bwd_layout(int64_t hg, int64_t cluster_size,
                                                                               ElementKind kind) {
   GlstmClusterBwdLayout layout{};
-  const int64_t bt = kGlstmBwdBatchTile;
+  const int64_t bt = glstm_bwd_batch_tile(kind);
   const int64_t hs = hg / cluster_size;
   layout.units_per_cta = hs;
+  layout.batch_tile = bt;
+  layout.w_ld = operand_tile_ld(hg, kind);
+  layout.dgates_ld = operand_tile_ld(4 * hs, kind);
+  layout.partial_ld = float_tile_ld(hg, kind);
   int64_t end = 0;
-  layout.w_offset = carve(end, 4 * hs * hg * element_bytes(kind));
-  layout.dgates_offset = carve(end, bt * 4 * hs * 4);
-  layout.partial_offset[0] = carve(end, bt * hg * 4);
-  layout.partial_offset[1] = carve(end, bt * hg * 4);
+  layout.w_offset = carve(end, 4 * hs * layout.w_ld * element_bytes(kind));
+  layout.dgates_offset = carve(end, bt * layout.dgates_ld * element_bytes(kind));
+  layout.partial_offset[0] = carve(end, bt * layout.partial_ld * 4);
+  layout.partial_offset[1] = carve(end, bt * layout.partial_ld * 4);
   layout.dc_offset = carve(end, bt * hs * 4);
   layout.total_bytes = round_up(end, kSmemAlignment);
   return layout;
@@ -610,7 +639,13 @@ static_assert(glstm_cluster_fwd_layout(256, 4, ElementKind::kBFloat16).total_byt
               256 * 264 * 2 + 2 * 16 * 264 * 2 + 16 * 260 * 4 + 16 * 64 * 4);
 static_assert(glstm_cluster_smem_bytes(256, 32, ElementKind::kBFloat16) == -1);
 static_assert(glstm_cluster_bwd_smem_bytes(256, 4, ElementKind::kBFloat16) ==
-              256 * 256 * 2 + 8 * 256 * 4 + 2 * 8 * 256 * 4 + 8 * 64 * 4);
+              256 * 264 * 2 + 16 * 264 * 2 + 2 * 16 * 260 * 4 + 16 * 64 * 4);
+static_assert(glstm_cluster_bwd_smem_bytes(256, 8, ElementKind::kFloat32) ==
+              128 * 256 * 4 + 8 * 128 * 4 + 2 * 8 * 256 * 4 + 8 * 32 * 4);
+static_assert(glstm_bwd_cluster_size(256, ElementKind::kBFloat16, 232448, 9) == 4);  // C = 2: 270336 B for W
+static_assert(glstm_bwd_cluster_size(144, ElementKind::kBFloat16, 232448, 9) == 1);  // the largest single-CTA forward
+static_assert(glstm_bwd_layout(3, ElementKind::kFloat16).w_ld == 24);
+static_assert(glstm_bwd_layout(3, ElementKind::kFloat16).dgates_offset == 16 * 24 * 2);
 static_assert(glstm_cluster_smem_bytes(96, 4, ElementKind::kBFloat16) == -1);  // Hs = 24 is not whole WMMA tiles
 static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 9) == 4);  // C = 2 needs 266240 B for W
 static_assert(glstm_fwd_cluster_size(256, ElementKind::kBFloat16, 232448, 8) == 0);

@@ -138,7 +138,8 @@ _WMMA_HALF_ROW_PAD = 8
 _WMMA_FLOAT_ROW_PAD = 4
 _GLSTM_FWD_BATCH_TILE_WMMA = 16
 _GLSTM_FWD_BATCH_TILE_FMA = 8
-_GLSTM_BWD_BATCH_TILE = 8
+_GLSTM_BWD_BATCH_TILE_WMMA = 16
+_GLSTM_BWD_BATCH_TILE_FMA = 8
 _FLSTM_BATCH_TILE = 8
 _CLUSTER_SIZES = (2, 4, 8)       # 8 is the portable maximum
 _CLUSTER_UNIT_MULTIPLE = 16      # Hs = Hg / C must be a multiple of this
@@ -180,7 +181,8 @@ def glstm_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
     """Dynamic shared memory (bytes per block) of the persistent G-LSTM kernels: max over forward and backward.
 
     Forward: W_hh[g]^T (padded to multiples of 16 for WMMA in fp16/bf16), the h tile, the float32 gate tile and the
-    float32 cell tile. Backward: W_hh[g], float32 dgates, dh and dc tiles.
+    float32 cell tile. Backward: W_hh[g] (padded likewise), the dgates tile (the element type: the WMMA A operand in
+    fp16/bf16), float32 dh and dc tiles.
 
     Example::
         >>> glstm_smem_bytes(64, torch.float32)
@@ -188,10 +190,19 @@ def glstm_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
     """
     if Hg < 1:
         raise ValueError(f"Hg must be >= 1, got {Hg}")
+    return max(_glstm_fwd_smem_bytes(Hg, dtype), _glstm_bwd_smem_bytes(Hg, dtype))
+
+
+def _glstm_bwd_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
+    """The single-CTA G-LSTM backward alone (glstm_bwd_layout in csrc/persistent_layout.h)."""
     elem = _element_bytes(dtype)
-    bt = _GLSTM_BWD_BATCH_TILE
-    bwd = _buffers_bytes(4 * Hg * Hg * elem, bt * 4 * Hg * 4, bt * Hg * 4, bt * Hg * 4)
-    return max(_glstm_fwd_smem_bytes(Hg, dtype), bwd)
+    if dtype == torch.float32:
+        bt = _GLSTM_BWD_BATCH_TILE_FMA
+        return _buffers_bytes(4 * Hg * Hg * elem, bt * 4 * Hg * elem, bt * Hg * 4, bt * Hg * 4)
+    bt = _GLSTM_BWD_BATCH_TILE_WMMA
+    k_pad, n_pad = _round_up(4 * Hg, _WMMA_TILE), _round_up(Hg, _WMMA_TILE)
+    return _buffers_bytes(k_pad * (n_pad + _WMMA_HALF_ROW_PAD) * elem, bt * (k_pad + _WMMA_HALF_ROW_PAD) * elem,
+                          bt * (n_pad + _WMMA_FLOAT_ROW_PAD) * 4, bt * Hg * 4)
 
 
 def _glstm_fwd_smem_bytes(Hg: int, dtype: torch.dtype) -> int:
@@ -238,16 +249,23 @@ def glstm_cluster_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
 
 def glstm_cluster_bwd_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
     """Dynamic shared memory (bytes per CTA) of the cluster G-LSTM backward kernel with C CTAs per group: the CTA's
-    4Hs gate rows of W_hh[g] (4Hs x Hg), float32 dgates (BT x 4Hs), two float32 partial dh tiles (BT x Hg) and dc
-    (BT x Hs), BT = 8. Same accepted (Hg, C) as :func:`glstm_cluster_smem_bytes`.
+    4Hs gate rows of W_hh[g] (4Hs x Hg), the dgates tile (BT x 4Hs; the element type, the WMMA A operand, in
+    fp16/bf16), two float32 partial dh tiles (BT x Hg) and dc (BT x Hs); BT = 16 in fp16/bf16 (WMMA), 8 in float32;
+    rows padded by 8 elements (4 for float32 tiles) in fp16/bf16. Same accepted (Hg, C) as
+    :func:`glstm_cluster_smem_bytes`.
 
     Example::
         >>> glstm_cluster_bwd_smem_bytes(256, 4, torch.bfloat16)
-        157696
+        180992
     """
     _check_glstm_cluster_shape(Hg, C, "backward")
-    hs, bt = Hg // C, _GLSTM_BWD_BATCH_TILE
-    return _buffers_bytes(4 * hs * Hg * _element_bytes(dtype), bt * 4 * hs * 4, bt * Hg * 4, bt * Hg * 4, bt * hs * 4)
+    elem = _element_bytes(dtype)
+    hs = Hg // C
+    bt = _GLSTM_BWD_BATCH_TILE_FMA if dtype == torch.float32 else _GLSTM_BWD_BATCH_TILE_WMMA
+    w_ld, dgates_ld = _operand_tile_ld(Hg, dtype), _operand_tile_ld(4 * hs, dtype)
+    partial_ld = _float_tile_ld(Hg, dtype)
+    return _buffers_bytes(4 * hs * w_ld * elem, bt * dgates_ld * elem, bt * partial_ld * 4, bt * partial_ld * 4,
+                          bt * hs * 4)
 
 
 def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
