@@ -49,6 +49,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 #include <initializer_list>
 #include <cstdint>
@@ -1031,73 +1032,68 @@ Gradients as_bf16(const Gradients& g) {
           bf16(std::get<4>(g)), bf16(std::get<5>(g)), bf16(std::get<6>(g))};
 }
 
-std::tuple<Tensor, Tensor> glstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
-                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,
+// The four ops share one dtype dispatch: float32 and float64 run the driver of that type; bfloat16 runs the float32
+// driver on widened copies (exact) with the original bfloat16 tensors beside them for the products the reference
+// computes in bfloat16, and rounds the output and the gradients once. `Layer` names the G-LSTM or F-LSTM drivers and
+// their weights (weight_a, weight_b = weight_ih, weight_hh or weight_1, weight_2).
+struct GlstmLayer {
+  static constexpr const char* weight_a = "weight_ih";
+  static constexpr const char* weight_b = "weight_hh";
+  static constexpr const char* forward_name = "lstmkern_cpu::glstm_fwd";
+  static constexpr const char* backward_name = "lstmkern_cpu::glstm_bwd";
+  template <typename T, typename... Args>
+  static auto forward(Args&&... args) { return glstm_forward<T>(std::forward<Args>(args)...); }
+  template <typename T, typename... Args>
+  static auto backward(Args&&... args) { return glstm_backward<T>(std::forward<Args>(args)...); }
+};
+
+struct FlstmLayer {
+  static constexpr const char* weight_a = "weight_1";
+  static constexpr const char* weight_b = "weight_2";
+  static constexpr const char* forward_name = "lstmkern_cpu::flstm_fwd";
+  static constexpr const char* backward_name = "lstmkern_cpu::flstm_bwd";
+  template <typename T, typename... Args>
+  static auto forward(Args&&... args) { return flstm_forward<T>(std::forward<Args>(args)...); }
+  template <typename T, typename... Args>
+  static auto backward(Args&&... args) { return flstm_backward<T>(std::forward<Args>(args)...); }
+};
+
+template <typename Layer>
+std::tuple<Tensor, Tensor> layer_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_a,
+                                     const Tensor& weight_b, const std::optional<Tensor>& bias,
                                      const std::optional<Tensor>& weight_hr) {
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
-    check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
-    const Bf16Originals originals{x, h0, weight_ih, weight_hh, Tensor()};
-    auto [output, cell] = glstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_ih),
-                                               as_float(weight_hh), as_float(bias), as_float(weight_hr), &originals);
+    check_bf16_inputs(h0, c0, weight_a, weight_b, bias, weight_hr, Layer::weight_a, Layer::weight_b);
+    const Bf16Originals originals{x, h0, weight_a, weight_b, Tensor()};
+    auto [output, cell] = Layer::template forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_a),
+                                                         as_float(weight_b), as_float(bias), as_float(weight_hr),
+                                                         &originals);
     return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
   }
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_fwd", [&] {
-    return glstm_forward<scalar_t>(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, nullptr);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), Layer::forward_name, [&] {
+    return Layer::template forward<scalar_t>(x, h0, c0, weight_a, weight_b, bias, weight_hr, nullptr);
   });
 }
 
-Gradients glstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
-                    const Tensor& h0, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh,
+template <typename Layer>
+Gradients layer_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
+                    const Tensor& h0, const Tensor& c0, const Tensor& weight_a, const Tensor& weight_b,
                     const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
                     const std::optional<Tensor>& weight_hr) {
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
-    check_bf16_inputs(h0, c0, weight_ih, weight_hh, bias, weight_hr, "weight_ih", "weight_hh");
+    check_bf16_inputs(h0, c0, weight_a, weight_b, bias, weight_hr, Layer::weight_a, Layer::weight_b);
     check_bf16_backward_extras(grad_output, grad_cell, output, cell);
-    const Bf16Originals originals{x, h0, weight_ih, weight_hh, output};
-    return as_bf16(glstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
-                                         as_float(weight_ih), as_float(weight_hh), as_float(bias), as_float(output),
-                                         cell, as_float(weight_hr), &originals));
+    const Bf16Originals originals{x, h0, weight_a, weight_b, output};
+    return as_bf16(Layer::template backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0),
+                                                   as_float(c0), as_float(weight_a), as_float(weight_b),
+                                                   as_float(bias), as_float(output), cell, as_float(weight_hr),
+                                                   &originals));
   }
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::glstm_bwd", [&] {
-    return glstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
-                                    weight_hr, nullptr);
-  });
-}
-
-std::tuple<Tensor, Tensor> flstm_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
-                                     const Tensor& weight_2, const std::optional<Tensor>& bias,
-                                     const std::optional<Tensor>& weight_hr) {
-  check_x(x);
-  if (x.scalar_type() == at::kBFloat16) {
-    check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
-    const Bf16Originals originals{x, h0, weight_1, weight_2, Tensor()};
-    auto [output, cell] = flstm_forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_1),
-                                               as_float(weight_2), as_float(bias), as_float(weight_hr), &originals);
-    return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
-  }
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_fwd", [&] {
-    return flstm_forward<scalar_t>(x, h0, c0, weight_1, weight_2, bias, weight_hr, nullptr);
-  });
-}
-
-Gradients flstm_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
-                    const Tensor& h0, const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2,
-                    const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
-                    const std::optional<Tensor>& weight_hr) {
-  check_x(x);
-  if (x.scalar_type() == at::kBFloat16) {
-    check_bf16_inputs(h0, c0, weight_1, weight_2, bias, weight_hr, "weight_1", "weight_2");
-    check_bf16_backward_extras(grad_output, grad_cell, output, cell);
-    const Bf16Originals originals{x, h0, weight_1, weight_2, output};
-    return as_bf16(flstm_backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0), as_float(c0),
-                                         as_float(weight_1), as_float(weight_2), as_float(bias), as_float(output),
-                                         cell, as_float(weight_hr), &originals));
-  }
-  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmkern_cpu::flstm_bwd", [&] {
-    return flstm_backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
-                                    weight_hr, nullptr);
+  return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), Layer::backward_name, [&] {
+    return Layer::template backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_a, weight_b, bias, output,
+                                              cell, weight_hr, nullptr);
   });
 }
 
@@ -1124,8 +1120,8 @@ TORCH_LIBRARY(lstmkern_cpu, m) {
 }
 
 TORCH_LIBRARY_IMPL(lstmkern_cpu, CPU, m) {
-  m.impl("glstm_fwd", &lstmkern::cpu::glstm_fwd);
-  m.impl("glstm_bwd", &lstmkern::cpu::glstm_bwd);
-  m.impl("flstm_fwd", &lstmkern::cpu::flstm_fwd);
-  m.impl("flstm_bwd", &lstmkern::cpu::flstm_bwd);
+  m.impl("glstm_fwd", &lstmkern::cpu::layer_fwd<lstmkern::cpu::GlstmLayer>);
+  m.impl("glstm_bwd", &lstmkern::cpu::layer_bwd<lstmkern::cpu::GlstmLayer>);
+  m.impl("flstm_fwd", &lstmkern::cpu::layer_fwd<lstmkern::cpu::FlstmLayer>);
+  m.impl("flstm_bwd", &lstmkern::cpu::layer_bwd<lstmkern::cpu::FlstmLayer>);
 }
