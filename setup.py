@@ -49,7 +49,10 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 DEFAULT_CUDA_ARCHS = "90a compute_80"
 # -Wno-unused-parameter: torch's own headers trip it (they are included with -I, not -isystem).
-HOST_FLAGS = ["-O3", "-std=c++20", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"]
+# -fopenmp: ATen's at::parallel_for is an inline template whose `omp parallel` pragma is compiled into this extension;
+# without the flag every parallel region of the cpu backend would run on one thread (lstmkern_cpu::parallel_width).
+HOST_FLAGS = ["-O3", "-std=c++20", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-fopenmp"]
+HOST_LINK_FLAGS = ["-fopenmp"]
 
 
 def _env_flag(name: str) -> bool:
@@ -208,12 +211,13 @@ def native_extensions() -> tuple[list, dict]:
         extension = cpp_extension.CUDAExtension(
             "lstmkern._C", CPU_SOURCES + CUDA_SOURCES, include_dirs=include_dirs, depends=depends,
             define_macros=[("LSTMKERN_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": werror_flags(HOST_FLAGS), "nvcc": nvcc})
+            extra_compile_args={"cxx": werror_flags(HOST_FLAGS), "nvcc": nvcc}, extra_link_args=HOST_LINK_FLAGS)
         extension.lstmkern_cuda = True
     else:
         extension = cpp_extension.CppExtension(
             "lstmkern._C", list(CPU_SOURCES), include_dirs=include_dirs, depends=depends,
-            define_macros=[("LSTMKERN_WITH_CUDA", "0")], extra_compile_args={"cxx": werror_flags(HOST_FLAGS)})
+            define_macros=[("LSTMKERN_WITH_CUDA", "0")], extra_compile_args={"cxx": werror_flags(HOST_FLAGS)},
+            extra_link_args=HOST_LINK_FLAGS)
     build_ext = _make_build_ext(cpp_extension.BuildExtension).with_options(use_ninja=True)
     return [extension] + emu_extensions(cpp_extension), {"build_ext": build_ext}
 

@@ -46,6 +46,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -1099,6 +1100,18 @@ Gradients layer_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad
 
 std::string cell_isa() { return cell_kernels().isa; }
 
+// How many threads this extension's at::parallel_for regions run on: at::get_num_threads() when it is compiled with
+// OpenMP, 1 when the compiler dropped the `omp parallel` pragma of ATen's inline parallel_for (a build without
+// -fopenmp runs every "parallel" region serially, silently). The tests hold the build to it.
+int64_t parallel_width() {
+  const int64_t threads = at::get_num_threads();
+  std::atomic<uint64_t> seen{0};
+  at::parallel_for(0, 64 * threads, 1, [&](int64_t, int64_t) {
+    seen.fetch_or(uint64_t{1} << std::min<int>(at::get_thread_num(), 63));
+  });
+  return __builtin_popcountll(seen.load());
+}
+
 }  // namespace
 }  // namespace lstmkern::cpu
 
@@ -1117,6 +1130,8 @@ TORCH_LIBRARY(lstmkern_cpu, m) {
         "Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias, Tensor dweight_hr)");
   // The instruction set of the cell kernels this CPU runs ("avx2" or "default"), for benchmark records.
   m.def("cell_isa() -> str", &lstmkern::cpu::cell_isa);
+  // The number of threads a parallel region of this extension runs on (see parallel_width), for the tests.
+  m.def("parallel_width() -> int", &lstmkern::cpu::parallel_width);
 }
 
 TORCH_LIBRARY_IMPL(lstmkern_cpu, CPU, m) {

@@ -43,6 +43,21 @@ def test_backend_is_available_here():
     assert cpu.cell_isa() in ("avx2", "default")
 
 
+def test_parallel_regions_run_on_every_thread():
+    # at::parallel_for is an inline template: its `omp parallel` pragma is compiled into the extension, so a build
+    # without OpenMP runs every "parallel" region on one thread without a word (the thread-count tests below would
+    # still agree). This holds the build to it.
+    ops = torch.ops.lstmkern_cpu
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert ops.parallel_width() == 2
+        torch.set_num_threads(1)
+        assert ops.parallel_width() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _glstm_inputs(T, B, I, H, G, dense, dtype, bias=True, gen_seed=0, P=0):
     """[x, h0, c0, weight_ih, weight_hh, bias], plus weight_hr (P, H) when P > 0 (the backend functions' order)."""
     g = torch.Generator().manual_seed(gen_seed)
