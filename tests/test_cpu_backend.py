@@ -47,13 +47,12 @@ def test_parallel_regions_run_on_every_thread():
     # at::parallel_for is an inline template: its `omp parallel` pragma is compiled into the extension, so a build
     # without OpenMP runs every "parallel" region on one thread without a word (the thread-count tests below would
     # still agree). This holds the build to it.
-    ops = torch.ops.lstmkern_cpu
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert ops.parallel_width() == 2
+        assert cpu.parallel_width() == 2
         torch.set_num_threads(1)
-        assert ops.parallel_width() == 1
+        assert cpu.parallel_width() == 1
     finally:
         torch.set_num_threads(previous)
 

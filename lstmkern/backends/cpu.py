@@ -41,7 +41,7 @@ import functools
 
 import torch
 
-__all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "cell_isa"]
+__all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "cell_isa", "parallel_width"]
 
 # The dense-input G-LSTM (weight_ih (G, 4Hg, I): every group reads all of x) is one GEMM for the input projection.
 SUPPORTS_DENSE_INPUT = True
@@ -81,6 +81,12 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
 def cell_isa() -> str:
     """The instruction set the CPU kernels' pointwise cell runs with here: "avx2" or "default"."""
     return _ops().cell_isa()
+
+
+def parallel_width() -> int:
+    """How many threads the CPU kernels' parallel regions run on now: torch.get_num_threads() in a correct build (the
+    extension is compiled with OpenMP), 1 in a build that silently lost it."""
+    return _ops().parallel_width()
 
 
 def _ops():
