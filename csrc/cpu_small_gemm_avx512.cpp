@@ -32,10 +32,10 @@ struct Avx512Float {
   static constexpr int kWidth = 16;
   LSTMKERN_AVX512 static V zero() { return _mm512_setzero_ps(); }
   LSTMKERN_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
-  LSTMKERN_AVX512 static V load_part(const float* p, int n) {
+  LSTMKERN_AVX512 static V load(const float* p, int n) {
     return n == kWidth ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
   }
-  LSTMKERN_AVX512 static void store_part(float* p, V v, int n) {
+  LSTMKERN_AVX512 static void store(float* p, V v, int n) {
     if (n == kWidth) _mm512_storeu_ps(p, v);
     else _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
   }
@@ -48,10 +48,10 @@ struct Avx512Double {
   static constexpr int kWidth = 8;
   LSTMKERN_AVX512 static V zero() { return _mm512_setzero_pd(); }
   LSTMKERN_AVX512 static V load(const double* p) { return _mm512_loadu_pd(p); }
-  LSTMKERN_AVX512 static V load_part(const double* p, int n) {
+  LSTMKERN_AVX512 static V load(const double* p, int n) {
     return n == kWidth ? _mm512_loadu_pd(p) : _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
   }
-  LSTMKERN_AVX512 static void store_part(double* p, V v, int n) {
+  LSTMKERN_AVX512 static void store(double* p, V v, int n) {
     if (n == kWidth) _mm512_storeu_pd(p, v);
     else _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), v);
   }

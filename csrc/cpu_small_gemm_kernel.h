@@ -9,8 +9,8 @@
 // accumulators in registers and per k loads NV vectors of W and broadcasts MR elements of A (straight from A's rows),
 // so W is streamed from memory once per call and A (M x K, small) is re-read from cache.
 //
-// A policy S provides: type V, constexpr int kWidth, V zero(), V load(const T*) (whole vector), V load_part(const T*,
-// int n) (lanes >= n read as 0, memory past n untouched), store_part(T*, V, int n) (lanes >= n not written),
+// A policy S provides: type V, constexpr int kWidth, V zero(), V load(const T*) (whole vector), V load(const T*,
+// int n) (lanes >= n read as 0, memory past n untouched), store(T*, V, int n) (lanes >= n not written),
 // V splat(T), V fmadd(V a, V b, V c) = a * b + c.
 #pragma once
 
@@ -54,8 +54,8 @@ void tile(int64_t kc, const T* a, int64_t lda, const T* w, int64_t width, T* c, 
       T* cp = c + r * ldc + j * S::kWidth;
       const int n = j == NV - 1 ? last_lanes : S::kWidth;
       V v = acc[r][j];
-      if (beta != T(0)) v = S::fmadd(vbeta, S::load_part(cp, n), v);
-      S::store_part(cp, v, n);
+      if (beta != T(0)) v = S::fmadd(vbeta, S::load(cp, n), v);
+      S::store(cp, v, n);
     }
 }
 
