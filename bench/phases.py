@@ -57,8 +57,8 @@ def attribute(events, on_gpu: bool) -> dict[str, float]:
     for event in events:
         is_cpu_event = event.device_type == torch.autograd.DeviceType.CPU
         if on_gpu:
-            if not is_cpu_event:
-                device_total += event.device_time_total if not event.cpu_children else 0.0
+            if not is_cpu_event:  # a kernel's own record: its duration counts toward the device total
+                device_total += event.device_time_total
                 continue
             backward = _in_backward(event)
             for kernel in event.kernels:
