@@ -53,6 +53,7 @@
 #include <utility>
 #include <vector>
 #include <initializer_list>
+#include <optional>
 #include <cstdint>
 
 #include "cpu_lstm.h"
@@ -322,18 +323,37 @@ Split split_units(int64_t groups, int64_t units, int64_t macs_per_unit) {
 // around them (inside a parallel region MKL runs sequentially by itself); where a step runs as one serial task, MKL
 // would otherwise open its own parallel region for every small product, and on a loaded machine each region can cost
 // a scheduler slice while its threads wait for one another.
+// Its scope must end before the time-parallel GEMMs after a loop (parallel_gemm checks it): held over them, it ran the
+// backward's weight-gradient and dx GEMMs on one thread, half the speed on two.
 class SerialBlas {
  public:
-  SerialBlas() : previous_(MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : -1) {}
+  SerialBlas() : previous_(MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : -1) { ++depth(); }
   ~SerialBlas() {
+    --depth();
     if (previous_ >= 0) MKL_Set_Num_Threads_Local(previous_);
   }
   SerialBlas(const SerialBlas&) = delete;
   SerialBlas& operator=(const SerialBlas&) = delete;
 
+  // Whether one is alive on this thread (counted whether or not the BLAS is MKL, so the check holds everywhere).
+  static bool active() { return depth() > 0; }
+
  private:
+  static int& depth() {
+    thread_local int d = 0;
+    return d;
+  }
   int previous_;
 };
+
+// A time-parallel GEMM (input projections, recompute, weight gradients, dx): the BLAS threads it, so it must not run
+// while a SerialBlas holds this thread's BLAS to one thread.
+template <typename T>
+void parallel_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  TORCH_INTERNAL_ASSERT(!SerialBlas::active(), "lstmkern cpu: a time-parallel GEMM inside a SerialBlas scope");
+  gemm<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 template <typename F>
 void for_each_task(const Split& s, const F& body) {
@@ -559,11 +579,11 @@ template <typename T>
 void glstm_input_projection(const GlstmSizes& s, const T* x, const T* w_ih, T* gates) {
   const int64_t ld = s.G * 4 * s.Hg, rows = s.T * s.B;
   if (s.dense) {  // one GEMM with weight_ih viewed as (G*4Hg, I)
-    gemm<T>(false, true, rows, ld, s.I, T(1), x, s.I, w_ih, s.I, T(0), gates, ld);
+    parallel_gemm<T>(false, true, rows, ld, s.I, T(1), x, s.I, w_ih, s.I, T(0), gates, ld);
     return;
   }
   for (int64_t g = 0; g < s.G; ++g)
-    gemm<T>(false, true, rows, 4 * s.Hg, s.Ig, T(1), x + g * s.Ig, s.I, w_ih + g * 4 * s.Hg * s.Ig, s.Ig, T(0),
+    parallel_gemm<T>(false, true, rows, 4 * s.Hg, s.Ig, T(1), x + g * s.Ig, s.I, w_ih + g * 4 * s.Hg * s.Ig, s.Ig, T(0),
             gates + g * 4 * s.Hg, ld);
 }
 
@@ -668,8 +688,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
     glstm_input_projection<T>(s, xp, w_ih, gp);
     for (int64_t g = 0; g < G; ++g) {
       const T* w = w_hh + g * 4 * Hg * Pg;
-      gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
-      gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
+      parallel_gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
+      parallel_gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
     }
   }
 
@@ -698,8 +718,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
     const int64_t g = dh_split.group(task), p0 = dh_split.begin(task);
     w_step[task].multiply(B, dgates + g * 4 * Hg, ld, beta, dst + g * Pg + p0, P);
   };
-  Tensor dweight_hr = no_projection_gradient(x);
-  SerialBlas serial_blas;
+  // With a projection: dh_t = grad_output[t] + dgates_{t+1} W_hh for every t (kept: dweight_hr needs them all),
+  // accumulated in place onto a copy of grad_output, and m_t of every step, written by the cell backward.
+  Tensor dh_all, m_all;
+  std::optional<SerialBlas> serial_blas(std::in_place);  // the reverse walk; ends before the time-parallel GEMMs
   if (w_hr == nullptr) {
     // h_t is the cell output: task (g, chunk) forms the recurrent dh for its own units, then their cell backward, in
     // one region per step.
@@ -720,11 +742,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
       });
     }
   } else {
-    // dh_t = grad_output[t] + dgates_{t+1} W_hh for every t (kept: dweight_hr needs them all), accumulated in place
-    // onto a copy of grad_output; m_t of every step, written by the cell backward; dm_t, reused every step.
-    Tensor dh_all = grad_output.clone();
-    Tensor m_all = at::empty({TB, H}, x.options());
-    Tensor dm = at::empty({B, H}, x.options());
+    dh_all = grad_output.clone();
+    m_all = at::empty({TB, H}, x.options());
+    Tensor dm = at::empty({B, H}, x.options());  // dm_t, reused every step
     T* dhp = dh_all.data_ptr<T>();
     T* mp = m_all.data_ptr<T>();
     T* dmp = dm.data_ptr<T>();
@@ -745,12 +765,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
         cell_backward(args);
       });
     }
-    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
-    dweight_hr = at::empty_like(*weight_hr);
-    gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
   T* dh0p = dh0.data_ptr<T>();
   for_each_task(dh_split, [&](int64_t task) { dh_columns(task, gp, T(0), dh0p); });
+  serial_blas.reset();
+
+  Tensor dweight_hr = no_projection_gradient(x);
+  if (w_hr != nullptr) {
+    T* mp = m_all.data_ptr<T>();
+    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
+    dweight_hr = at::empty_like(*weight_hr);
+    parallel_gemm<T>(true, false, P, H, TB, T(1), dh_all.data_ptr<T>(), P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
+  }
 
   // Weight gradients and dx: large GEMMs over all T*B rows of dgates.
   Tensor dweight_ih = at::empty_like(weight_ih);
@@ -762,17 +788,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   for (int64_t g = 0; g < G; ++g) {
     const T* dg = gp + g * 4 * Hg;
     T* dw = dwh + g * 4 * Hg * Pg;
-    gemm<T>(true, false, 4 * Hg, Pg, B, T(1), dg, ld, h0p + g * Pg, P, T(0), dw, Pg);
-    gemm<T>(true, false, 4 * Hg, Pg, TB - B, T(1), dg + B * ld, ld, out + g * Pg, P, T(1), dw, Pg);
+    parallel_gemm<T>(true, false, 4 * Hg, Pg, B, T(1), dg, ld, h0p + g * Pg, P, T(0), dw, Pg);
+    parallel_gemm<T>(true, false, 4 * Hg, Pg, TB - B, T(1), dg + B * ld, ld, out + g * Pg, P, T(1), dw, Pg);
   }
   if (s.dense) {
-    gemm<T>(true, false, ld, s.I, TB, T(1), gp, ld, xp, s.I, T(0), dwi, s.I);
-    gemm<T>(false, false, TB, s.I, ld, T(1), gp, ld, w_ih, s.I, T(0), dxp, s.I);
+    parallel_gemm<T>(true, false, ld, s.I, TB, T(1), gp, ld, xp, s.I, T(0), dwi, s.I);
+    parallel_gemm<T>(false, false, TB, s.I, ld, T(1), gp, ld, w_ih, s.I, T(0), dxp, s.I);
   } else {
     for (int64_t g = 0; g < G; ++g) {
       const T* dg = gp + g * 4 * Hg;
-      gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0), dwi + g * 4 * Hg * s.Ig, s.Ig);
-      gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0), dxp + g * s.Ig,
+      parallel_gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0), dwi + g * 4 * Hg * s.Ig, s.Ig);
+      parallel_gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0), dxp + g * s.Ig,
               s.I);
     }
   }
@@ -812,8 +838,8 @@ std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, cons
     const Bf16Originals& o = *originals;
     gates.copy_(at::mm(at::mm(o.x.view({TB, I}), o.weight_a.narrow(1, 0, I).t()), o.weight_b.t()));
   } else {
-    gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
-    gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
+    parallel_gemm<T>(false, true, TB, R, I, T(1), x.data_ptr<T>(), I, w1, ld1, T(0), z_x.data_ptr<T>(), R);
+    parallel_gemm<T>(false, true, TB, 4 * H, R, T(1), z_x.data_ptr<T>(), R, w2, R, T(0), gp, 4 * H);
   }
   // bf16: every step's recurrent product lands here first, to be rounded before it is added (see add_product).
   Tensor recurrent = bf16 ? at::empty({B, 4 * H}, x.options()) : Tensor();
@@ -886,10 +912,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
     z.copy_(z_bf16);
     gates.copy_(at::mm(z_bf16, o.weight_b.t()));
   } else {
-    gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
-    gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
-    gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
-    gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
+    parallel_gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
+    parallel_gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
+    parallel_gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
+    parallel_gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
   }
 
   Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
@@ -918,8 +944,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
       w_step[z_ops + task].multiply(B, gp + t * B * 4 * H, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
     });
   };
-  Tensor dweight_hr = no_projection_gradient(x);
-  SerialBlas serial_blas;
+  Tensor dh_all, m_all;  // with a projection, as in the G-LSTM backward
+  std::optional<SerialBlas> serial_blas(std::in_place);  // the reverse walk; ends before the time-parallel GEMMs
   if (w_hr == nullptr) {
     Tensor dh_next = at::empty({B, H}, x.options());
     T* dhn = dh_next.data_ptr<T>();
@@ -940,8 +966,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   } else {
     // As in the G-LSTM backward: dh_t for every t accumulated onto a copy of grad_output, m_t of every step from the
     // cell backward, dm_t reused every step.
-    Tensor dh_all = grad_output.clone();
-    Tensor m_all = at::empty({TB, H}, x.options());
+    dh_all = grad_output.clone();
+    m_all = at::empty({TB, H}, x.options());
     Tensor dm = at::empty({B, H}, x.options());
     T* dhp = dh_all.data_ptr<T>();
     T* mp = m_all.data_ptr<T>();
@@ -965,24 +991,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
       });
       dz_columns(t);
     }
-    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
-    dweight_hr = at::empty_like(*weight_hr);
-    gemm<T>(true, false, P, H, TB, T(1), dhp, P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
   }
   T* dh0p = dh0.data_ptr<T>();
   for_each_task(dh_split, [&](int64_t task) {
     w_step[task].multiply(B, dzp, R, T(0), dh0p + dh_split.begin(task), P);
   });
+  serial_blas.reset();
+
+  Tensor dweight_hr = no_projection_gradient(x);
+  if (w_hr != nullptr) {
+    T* mp = m_all.data_ptr<T>();
+    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
+    dweight_hr = at::empty_like(*weight_hr);
+    parallel_gemm<T>(true, false, P, H, TB, T(1), dh_all.data_ptr<T>(), P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
+  }
 
   Tensor dweight_1 = at::empty_like(weight_1);
   Tensor dweight_2 = at::empty_like(weight_2);
   Tensor dx = at::empty_like(x);
   T* dw1 = dweight_1.data_ptr<T>();
-  gemm<T>(true, false, 4 * H, R, TB, T(1), gp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
-  gemm<T>(true, false, R, I, TB, T(1), dzp, R, xp, I, T(0), dw1, ld1);
-  gemm<T>(true, false, R, P, B, T(1), dzp, R, h0p, P, T(0), dw1 + I, ld1);
-  gemm<T>(true, false, R, P, TB - B, T(1), dzp + B * R, R, out, P, T(1), dw1 + I, ld1);
-  gemm<T>(false, false, TB, I, R, T(1), dzp, R, w1, ld1, T(0), dx.data_ptr<T>(), I);
+  parallel_gemm<T>(true, false, 4 * H, R, TB, T(1), gp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
+  parallel_gemm<T>(true, false, R, I, TB, T(1), dzp, R, xp, I, T(0), dw1, ld1);
+  parallel_gemm<T>(true, false, R, P, B, T(1), dzp, R, h0p, P, T(0), dw1 + I, ld1);
+  parallel_gemm<T>(true, false, R, P, TB - B, T(1), dzp + B * R, R, out, P, T(1), dw1 + I, ld1);
+  parallel_gemm<T>(false, false, TB, I, R, T(1), dzp, R, w1, ld1, T(0), dx.data_ptr<T>(), I);
   Tensor dbias = at::sum(gates, {0});
   return {dx, dh0, dc0, dweight_1, dweight_2, dbias, dweight_hr};
 }
