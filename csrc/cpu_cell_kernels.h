@@ -31,8 +31,7 @@ struct Gates {
 };
 
 // The four activated gates of `n` units: pre-activations at gates[k * gate_stride] (+ bias[k * gate_stride] if given)
-// for the gates i, f, g, o (k = 0..3), then sigmoid, sigmoid, tanh, sigmoid. Shared by the forward and the backward
-// (which recomputes them), so both see the same values.
+// for the gates i, f, g, o (k = 0..3), then sigmoid, sigmoid, tanh, sigmoid.
 template <typename T, typename S>
 inline Gates<S> activated_gates(const T* gates, const T* bias, int64_t gate_stride, int n) {
   typename S::V pre[4];
@@ -48,11 +47,16 @@ void cell_forward(const CellForward<T>& a) {
   using V = typename S::V;
   const int64_t gs = a.gate_stride;
   for (int64_t r = 0; r < a.rows; ++r) {
-    const T* gr = a.gates + r * a.gates_ld;
+    T* gr = a.gates + r * a.gates_ld;
     for (int64_t u = 0; u < a.units; u += S::kWidth) {
       const int n = static_cast<int>(std::min<int64_t>(S::kWidth, a.units - u));
       const Gates<S> gate = activated_gates<T, S>(gr + u, a.bias == nullptr ? nullptr : a.bias + u, gs, n);
       const V i = gate.i, f = gate.f, g = gate.g, o = gate.o;
+      // Kept for the backward, which then needs no exp and one tanh per unit instead of three exp and two tanh.
+      S::store(gr + u, i, n);
+      S::store(gr + gs + u, f, n);
+      S::store(gr + 2 * gs + u, g, n);
+      S::store(gr + 3 * gs + u, o, n);
       const V c = S::add(S::mul(f, S::load(a.c_prev + r * a.c_prev_ld + u, n)), S::mul(i, g));
       S::store(a.c + r * a.c_ld + u, c, n);
       S::store(a.h + r * a.h_ld + u, S::mul(o, S::tanh(c)), n);
@@ -66,11 +70,12 @@ void cell_backward(const CellBackward<T>& a) {
   const int64_t gs = a.gate_stride;
   const V one = S::splat(1);
   for (int64_t r = 0; r < a.rows; ++r) {
-    T* gr = a.gates + r * a.gates_ld;
+    const T* gr = a.gates + r * a.gates_ld;
+    T* dr = a.dgates + r * a.gates_ld;
     for (int64_t u = 0; u < a.units; u += S::kWidth) {
       const int n = static_cast<int>(std::min<int64_t>(S::kWidth, a.units - u));
-      const Gates<S> gate = activated_gates<T, S>(gr + u, a.bias == nullptr ? nullptr : a.bias + u, gs, n);
-      const V i = gate.i, f = gate.f, g = gate.g, o = gate.o;
+      const V i = S::load(gr + u, n), f = S::load(gr + gs + u, n), g = S::load(gr + 2 * gs + u, n),
+              o = S::load(gr + 3 * gs + u, n);
       const V tanh_c = S::tanh(S::load(a.c + r * a.c_ld + u, n));
       if (a.m != nullptr) S::store(a.m + r * a.m_ld + u, S::mul(o, tanh_c), n);
       V dh = S::load(a.grad_h + r * a.grad_h_ld + u, n);
@@ -83,10 +88,10 @@ void cell_backward(const CellBackward<T>& a) {
       const V di = S::mul(dc, g);
       const V df = S::mul(dc, S::load(a.c_prev + r * a.c_prev_ld + u, n));
       const V dg = S::mul(dc, i);
-      S::store(gr + u, S::mul(S::mul(di, i), S::sub(one, i)), n);
-      S::store(gr + gs + u, S::mul(S::mul(df, f), S::sub(one, f)), n);
-      S::store(gr + 2 * gs + u, S::mul(dg, S::sub(one, S::mul(g, g))), n);
-      S::store(gr + 3 * gs + u, S::mul(S::mul(d_o, o), S::sub(one, o)), n);
+      S::store(dr + u, S::mul(S::mul(di, i), S::sub(one, i)), n);
+      S::store(dr + gs + u, S::mul(S::mul(df, f), S::sub(one, f)), n);
+      S::store(dr + 2 * gs + u, S::mul(dg, S::sub(one, S::mul(g, g))), n);
+      S::store(dr + 3 * gs + u, S::mul(S::mul(d_o, o), S::sub(one, o)), n);
       S::store(dc_ptr, S::mul(dc, f), n);
     }
   }

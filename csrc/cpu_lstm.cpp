@@ -17,16 +17,17 @@
 //  * per step, one at::parallel_for over tasks (group g, chunk of hidden units): each task accumulates the recurrent
 //    product of its units' four gate rows onto the gate buffer (small GEMMs with beta = 1, no allocation; the weight
 //    slices are packed once per call for cpu_small_gemm.h's kernel, see StepOperands) and runs the vectorised cell for
-//    them, writing h_t and c_t straight into `output` and `cell`. A task reads only its slice of W_hh, so each thread
+//    them, writing h_t and c_t straight into `output` and `cell` and the activated gates back into the gate buffer,
+//    which the forward returns for the backward (the workspace). A task reads only its slice of W_hh, so each thread
 //    streams a disjoint part of the weights every step. Small steps run as one serial task (a parallel region costs
 //    more than it saves);
 //  * F-LSTM needs z = W1_h h_{t-1} complete before any gate: two parallel regions per step (z by rank chunks, then
 //    gates + cell by unit chunks);
-//  * backward: the gates of every step recomputed time-parallel (large GEMMs) from the saved h, then the reverse walk
-//    with one parallel region per step for G-LSTM (task (g, chunk) forms its columns of dh_t = dgates_{t+1} W_hh[g]
-//    and runs the cell backward for the same units, in place in the gate buffer) and two for F-LSTM (dz_t by rank
-//    chunks, kept for the weight gradients); the weight gradients, dx and dbias are large GEMMs / one reduction after
-//    the loop;
+//  * backward: on the forward's activated gates (no recompute, no exp, one tanh per unit), the reverse walk with one
+//    parallel region per step for G-LSTM (task (g, chunk) forms its columns of dh_t = dgates_{t+1} W_hh[g] and runs
+//    the cell backward for the same units into the dgates buffer) and two for F-LSTM (dz_t by rank chunks, kept for
+//    the weight gradients; F-LSTM's z, for dweight_2, is recomputed time-parallel: a product (I+P)/4H the size of the
+//    gates'); the weight gradients, dx and dbias are large GEMMs / one reduction after the loop;
 //  * projection (LSTMP): one more region per step, h_t = m_t W_hr^T by chunks of P columns in the forward, and in the
 //    backward dh_t (by columns of P) before dm_t = dh_t W_hr + the cell backward (by units); see "Projection" below.
 // The per-step GEMMs run single-threaded (SerialBlas; inside a parallel region MKL would anyway); the large ones outside
@@ -371,11 +372,10 @@ void for_each_task(const Split& s, const F& body) {
 //  * forward: the input projection, every step's recurrent product (rounded on its own, then added to the rounded
 //    input projection in float32), F-LSTM's z_t = h_{t-1} W1_h^T and z_t W2^T, the cell output m_t, and the projection
 //    h_t = m_t W_hr^T; so h_t, which the next step multiplies by, holds bfloat16 values (returned as bfloat16 exactly);
-//  * backward: the time-parallel recompute of the pre-activations (and F-LSTM's z) with the same roundings, and m_t
-//    before dweight_hr; the recurrence itself and every gradient run in float32 (as in the reference) and are rounded
-//    once, on return.
-// The time-parallel products with bfloat16 operands (the input projection; in the backward also the recurrent
-// recompute and F-LSTM's z) are the reference's own ATen calls on the original bfloat16 tensors (Bf16Originals):
+//  * backward: the forward's gates (the reference's backward forms its pre-activations as its forward does), the
+//    time-parallel recompute of F-LSTM's z (one bfloat16 product, as the reference), and m_t before dweight_hr; the
+//    recurrence itself and every gradient run in float32 (as in the reference) and are rounded once, on return.
+// The time-parallel products with bfloat16 operands (the input projection; in the backward F-LSTM's z) are the reference's own ATen calls on the original bfloat16 tensors (Bf16Originals):
 // oneDNN's bfloat16 GEMM, with float32 accumulation, where the CPU has it (2.4x the float32 GEMM on this Zen 4); their
 // bfloat16 results are widened into the float32 buffers. The weight gradients and dx multiply float32 dgates, so they
 // stay float32 GEMMs, as in the reference.
@@ -514,14 +514,15 @@ FlstmSizes flstm_sizes(const Tensor& x, const Tensor& h0, const Tensor& c0, cons
   return s;
 }
 
-// grad_output and output are (T, B, P), grad_cell and cell (T, B, H).
+// grad_output and output are (T, B, P), grad_cell and cell (T, B, H), the forward's gates (T*B, 4H).
 void check_backward_extras(const Tensor& x, const Tensor& grad_output, const std::optional<Tensor>& grad_cell,
-                           const Tensor& output, const Tensor& cell, int64_t P, int64_t H) {
+                           const Tensor& output, const Tensor& cell, const Tensor& gates, int64_t P, int64_t H) {
   const int64_t T = x.size(0), B = x.size(1);
   check_tensor(grad_output, "grad_output", x, {T, B, P});
   if (grad_cell.has_value()) check_tensor(*grad_cell, "grad_cell", x, {T, B, H});
   check_tensor(output, "output", x, {T, B, P});
   check_tensor(cell, "cell", x, {T, B, H});
+  check_tensor(gates, "gates", x, {T * B, 4 * H});
 }
 
 template <typename T>
@@ -599,7 +600,7 @@ void glstm_input_projection_bf16(const GlstmSizes& s, const Bf16Originals& o, Te
 }
 
 template <typename T>
-std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+std::tuple<Tensor, Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                          const Tensor& weight_hh, const std::optional<Tensor>& bias,
                                          const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
@@ -652,17 +653,18 @@ std::tuple<Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, cons
     });
     if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P, bf16);
   }
-  return {output, cell};
+  return {output, cell, gates};
 }
 
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+    const Tensor& output, const Tensor& cell, const Tensor& gates, const std::optional<Tensor>& weight_hr,
+    const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
-  check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, gates, s.P, s.H);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, G = s.G, TB = s.T * s.B, P = s.P, Pg = s.Pg;
   const T* xp = x.data_ptr<T>();
   const T* w_ih = weight_ih.data_ptr<T>();
@@ -671,27 +673,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   const T* h0p = h0.data_ptr<T>();
   const T* out = output.data_ptr<T>();
   const T* cl = cell.data_ptr<T>();
-  const T* b = ptr_or_null<T>(bias);
   const T* go = grad_output.data_ptr<T>();
   const T* gc = ptr_or_null<T>(grad_cell);
-
-  // Pre-activations of every step, time-parallel: input projection + h_{t-1} W_hh^T (h_{t-1} = h0, then output).
-  Tensor gates = at::empty({TB, ld}, x.options());
-  T* gp = gates.data_ptr<T>();
-  if (bf16) {
-    // The reference's bfloat16 products, each rounded, summed in float32.
-    glstm_input_projection_bf16(s, *originals, gates);
-    gates.view({TB, G, 4 * Hg}).add_(
-        at::bmm(previous_h(*originals).view({TB, G, Pg}).transpose(0, 1), originals->weight_b.transpose(1, 2))
-            .transpose(0, 1));
-  } else {
-    glstm_input_projection<T>(s, xp, w_ih, gp);
-    for (int64_t g = 0; g < G; ++g) {
-      const T* w = w_hh + g * 4 * Hg * Pg;
-      parallel_gemm<T>(false, true, B, 4 * Hg, Pg, T(1), h0p + g * Pg, P, w, Pg, T(1), gp + g * 4 * Hg, ld);
-      parallel_gemm<T>(false, true, TB - B, 4 * Hg, Pg, T(1), out + g * Pg, P, w, Pg, T(1), gp + B * ld + g * 4 * Hg, ld);
-    }
-  }
+  const T* gp = gates.data_ptr<T>();  // the forward's activated gates of every step (T*B, G*4Hg)
+  Tensor dgates = at::empty({TB, ld}, x.options());  // their gradients, written by the cell backward
+  T* dgp = dgates.data_ptr<T>();
 
   Tensor dh0 = at::empty({B, P}, x.options());
   Tensor dc0 = at::zeros({B, H}, x.options());  // carries dc backwards through the loop, ends as dc0
@@ -730,15 +716,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const bool last = t == s.T - 1;
       const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-      T* gates_t = gp + t * B * ld;
+      const T* gates_t = gp + t * B * ld;
+      T* dgates_t = dgp + t * B * ld;
       for_each_task(dh_split, [&](int64_t task) {
         const int64_t g = dh_split.group(task), u0 = dh_split.begin(task), n = dh_split.size(task, Hg);
-        if (!last) dh_columns(task, gates_t + B * ld, T(0), dhn);
+        if (!last) dh_columns(task, dgates_t + B * ld, T(0), dhn);
         const int64_t off = t * B * H + g * Hg + u0;
-        cell_backward(CellBackward<T>{B, n, gates_t + g * 4 * Hg + u0, ld, Hg,
-                                      b == nullptr ? nullptr : b + g * 4 * Hg + u0, c_prev + g * Hg + u0, H, cl + off,
-                                      H, go + off, H, last ? nullptr : dhn + g * Hg + u0, H,
-                                      gc == nullptr ? nullptr : gc + off, H, dc + g * Hg + u0, H});
+        cell_backward(CellBackward<T>{B, n, gates_t + g * 4 * Hg + u0, dgates_t + g * 4 * Hg + u0, ld, Hg,
+                                      c_prev + g * Hg + u0, H, cl + off, H, go + off, H,
+                                      last ? nullptr : dhn + g * Hg + u0, H, gc == nullptr ? nullptr : gc + off, H,
+                                      dc + g * Hg + u0, H});
       });
     }
   } else {
@@ -751,14 +738,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const bool last = t == s.T - 1;
       const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-      T* gates_t = gp + t * B * ld;
+      const T* gates_t = gp + t * B * ld;
+      T* dgates_t = dgp + t * B * ld;
       T* dh_t = dhp + t * B * P;
-      if (!last) for_each_task(dh_split, [&](int64_t task) { dh_columns(task, gates_t + B * ld, T(1), dh_t); });
+      if (!last) for_each_task(dh_split, [&](int64_t task) { dh_columns(task, dgates_t + B * ld, T(1), dh_t); });
       for_each_task(cell_split, [&](int64_t task) {
         const int64_t g = cell_split.group(task), u0 = cell_split.begin(task), n = cell_split.size(task, Hg);
         const int64_t unit = g * Hg + u0, off = t * B * H + unit;
         w_step[dm_ops + task].multiply(B, dh_t, P, T(0), dmp + unit, H);
-        CellBackward<T> args{B, n, gates_t + g * 4 * Hg + u0, ld, Hg, b == nullptr ? nullptr : b + g * 4 * Hg + u0,
+        CellBackward<T> args{B, n, gates_t + g * 4 * Hg + u0, dgates_t + g * 4 * Hg + u0, ld, Hg,
                              c_prev + unit, H, cl + off, H, dmp + unit, H, nullptr, H,
                              gc == nullptr ? nullptr : gc + off, H, dc + unit, H};
         args.m = mp + off, args.m_ld = H;
@@ -767,7 +755,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
     }
   }
   T* dh0p = dh0.data_ptr<T>();
-  for_each_task(dh_split, [&](int64_t task) { dh_columns(task, gp, T(0), dh0p); });
+  for_each_task(dh_split, [&](int64_t task) { dh_columns(task, dgp, T(0), dh0p); });
   serial_blas.reset();
 
   Tensor dweight_hr = no_projection_gradient(x);
@@ -786,23 +774,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   T* dwh = dweight_hh.data_ptr<T>();
   T* dxp = dx.data_ptr<T>();
   for (int64_t g = 0; g < G; ++g) {
-    const T* dg = gp + g * 4 * Hg;
+    const T* dg = dgp + g * 4 * Hg;
     T* dw = dwh + g * 4 * Hg * Pg;
     parallel_gemm<T>(true, false, 4 * Hg, Pg, B, T(1), dg, ld, h0p + g * Pg, P, T(0), dw, Pg);
     parallel_gemm<T>(true, false, 4 * Hg, Pg, TB - B, T(1), dg + B * ld, ld, out + g * Pg, P, T(1), dw, Pg);
   }
   if (s.dense) {
-    parallel_gemm<T>(true, false, ld, s.I, TB, T(1), gp, ld, xp, s.I, T(0), dwi, s.I);
-    parallel_gemm<T>(false, false, TB, s.I, ld, T(1), gp, ld, w_ih, s.I, T(0), dxp, s.I);
+    parallel_gemm<T>(true, false, ld, s.I, TB, T(1), dgp, ld, xp, s.I, T(0), dwi, s.I);
+    parallel_gemm<T>(false, false, TB, s.I, ld, T(1), dgp, ld, w_ih, s.I, T(0), dxp, s.I);
   } else {
     for (int64_t g = 0; g < G; ++g) {
-      const T* dg = gp + g * 4 * Hg;
+      const T* dg = dgp + g * 4 * Hg;
       parallel_gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0), dwi + g * 4 * Hg * s.Ig, s.Ig);
       parallel_gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0), dxp + g * s.Ig,
               s.I);
     }
   }
-  Tensor dbias = at::sum(gates, {0}).view({G, 4 * Hg});
+  Tensor dbias = at::sum(dgates, {0}).view({G, 4 * Hg});
   return {dx, dh0, dc0, dweight_ih, dweight_hh, dbias, dweight_hr};
 }
 
@@ -811,7 +799,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
 // ---------------------------------------------------------------------------------------------------------------------
 
 template <typename T>
-std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
+std::tuple<Tensor, Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
                                          const Tensor& weight_2, const std::optional<Tensor>& bias,
                                          const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
@@ -878,17 +866,18 @@ std::tuple<Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, cons
     });
     if (w_hr != nullptr) projection.run(w_step, B, mp, out + t * B * P, bf16);
   }
-  return {output, cell};
+  return {output, cell, gates};
 }
 
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backward(
     const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x, const Tensor& h0,
     const Tensor& c0, const Tensor& weight_1, const Tensor& weight_2, const std::optional<Tensor>& bias,
-    const Tensor& output, const Tensor& cell, const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+    const Tensor& output, const Tensor& cell, const Tensor& gates, const std::optional<Tensor>& weight_hr,
+    const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
-  check_backward_extras(x, grad_output, grad_cell, output, cell, s.P, s.H);
+  check_backward_extras(x, grad_output, grad_cell, output, cell, gates, s.P, s.H);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
   const T* xp = x.data_ptr<T>();
   const T* h0p = h0.data_ptr<T>();
@@ -897,26 +886,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   const T* w_hr = ptr_or_null<T>(weight_hr);
   const T* out = output.data_ptr<T>();
   const T* cl = cell.data_ptr<T>();
-  const T* b = ptr_or_null<T>(bias);
   const T* go = grad_output.data_ptr<T>();
   const T* gc = ptr_or_null<T>(grad_cell);
 
-  // z = W1 [x_t; h_{t-1}] and the pre-activations W2 z of every step, time-parallel.
+  // z = W1 [x_t; h_{t-1}] of every step (for dweight_2), recomputed time-parallel: a (T*B, I+P, R) product, small
+  // beside the forward's gates (T*B, R, 4H), which the forward keeps.
   Tensor z = at::empty({TB, R}, x.options());
-  Tensor gates = at::empty({TB, 4 * H}, x.options());
   T* zp = z.data_ptr<T>();
-  T* gp = gates.data_ptr<T>();
-  if (bf16) {  // the reference's z = [x_t; h_{t-1}] W1^T is one bfloat16 product, then z W2^T another
+  if (bf16) {  // the reference's z = [x_t; h_{t-1}] W1^T is one bfloat16 product
     const Bf16Originals& o = *originals;
-    Tensor z_bf16 = at::mm(at::cat({o.x.view({TB, I}), previous_h(o)}, 1), o.weight_a.t());
-    z.copy_(z_bf16);
-    gates.copy_(at::mm(z_bf16, o.weight_b.t()));
+    z.copy_(at::mm(at::cat({o.x.view({TB, I}), previous_h(o)}, 1), o.weight_a.t()));
   } else {
     parallel_gemm<T>(false, true, TB, R, I, T(1), xp, I, w1, ld1, T(0), zp, R);
     parallel_gemm<T>(false, true, B, R, P, T(1), h0p, P, w1 + I, ld1, T(1), zp, R);
     parallel_gemm<T>(false, true, TB - B, R, P, T(1), out, P, w1 + I, ld1, T(1), zp + B * R, R);
-    parallel_gemm<T>(false, true, TB, 4 * H, R, T(1), zp, R, w2, R, T(0), gp, 4 * H);
   }
+  const T* gp = gates.data_ptr<T>();  // the forward's activated gates of every step (T*B, 4H)
+  Tensor dgates = at::empty({TB, 4 * H}, x.options());  // their gradients, written by the cell backward
+  T* dgp = dgates.data_ptr<T>();
 
   Tensor dz = at::empty({TB, R}, x.options());  // dz_t = dgates_t W2, kept for the weight gradients
   Tensor dh0 = at::empty({B, P}, x.options());
@@ -941,7 +928,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   const size_t dm_ops = z_ops + static_cast<size_t>(z_split.tasks);
   auto dz_columns = [&](int64_t t) {  // dz_t[:, r0 .. r0+n) = dgates_t W2[:, r0 .. r0+n)
     for_each_task(z_split, [&](int64_t task) {
-      w_step[z_ops + task].multiply(B, gp + t * B * 4 * H, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
+      w_step[z_ops + task].multiply(B, dgp + t * B * 4 * H, 4 * H, T(0), dzp + t * B * R + z_split.begin(task), R);
     });
   };
   Tensor dh_all, m_all;  // with a projection, as in the G-LSTM backward
@@ -952,14 +939,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const bool last = t == s.T - 1;
       const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-      T* gates_t = gp + t * B * 4 * H;
+      const T* gates_t = gp + t * B * 4 * H;
+      T* dgates_t = dgp + t * B * 4 * H;
       for_each_task(dh_split, [&](int64_t task) {  // dh columns from dz_{t+1}, then the cell backward of step t
         const int64_t u0 = dh_split.begin(task), n = dh_split.size(task, H);
         if (!last) w_step[task].multiply(B, dzp + (t + 1) * B * R, R, T(0), dhn + u0, H);
         const int64_t off = t * B * H + u0;
-        cell_backward(CellBackward<T>{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
-                                      cl + off, H, go + off, H, last ? nullptr : dhn + u0, H,
-                                      gc == nullptr ? nullptr : gc + off, H, dc + u0, H});
+        cell_backward(CellBackward<T>{B, n, gates_t + u0, dgates_t + u0, 4 * H, H, c_prev + u0, H, cl + off, H,
+                                      go + off, H, last ? nullptr : dhn + u0, H, gc == nullptr ? nullptr : gc + off, H,
+                                      dc + u0, H});
       });
       dz_columns(t);
     }
@@ -975,7 +963,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
     for (int64_t t = s.T - 1; t >= 0; --t) {
       const bool last = t == s.T - 1;
       const T* c_prev = t == 0 ? c0.data_ptr<T>() : cl + (t - 1) * B * H;
-      T* gates_t = gp + t * B * 4 * H;
+      const T* gates_t = gp + t * B * 4 * H;
+      T* dgates_t = dgp + t * B * 4 * H;
       T* dh_t = dhp + t * B * P;
       if (!last)
         for_each_task(dh_split, [&](int64_t task) {  // dh_t[:, p0 .. p0+n) += dz_{t+1} W1_h[:, p0 .. p0+n)
@@ -984,8 +973,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
       for_each_task(cell_split, [&](int64_t task) {  // dm_t columns u0.., then the cell backward of those units
         const int64_t u0 = cell_split.begin(task), n = cell_split.size(task, H), off = t * B * H + u0;
         w_step[dm_ops + task].multiply(B, dh_t, P, T(0), dmp + u0, H);
-        CellBackward<T> args{B, n, gates_t + u0, 4 * H, H, b == nullptr ? nullptr : b + u0, c_prev + u0, H,
-                             cl + off, H, dmp + u0, H, nullptr, H, gc == nullptr ? nullptr : gc + off, H, dc + u0, H};
+        CellBackward<T> args{B, n, gates_t + u0, dgates_t + u0, 4 * H, H, c_prev + u0, H, cl + off, H, dmp + u0, H,
+                             nullptr, H, gc == nullptr ? nullptr : gc + off, H, dc + u0, H};
         args.m = mp + off, args.m_ld = H;
         cell_backward(args);
       });
@@ -1010,12 +999,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   Tensor dweight_2 = at::empty_like(weight_2);
   Tensor dx = at::empty_like(x);
   T* dw1 = dweight_1.data_ptr<T>();
-  parallel_gemm<T>(true, false, 4 * H, R, TB, T(1), gp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
+  parallel_gemm<T>(true, false, 4 * H, R, TB, T(1), dgp, 4 * H, zp, R, T(0), dweight_2.data_ptr<T>(), R);
   parallel_gemm<T>(true, false, R, I, TB, T(1), dzp, R, xp, I, T(0), dw1, ld1);
   parallel_gemm<T>(true, false, R, P, B, T(1), dzp, R, h0p, P, T(0), dw1 + I, ld1);
   parallel_gemm<T>(true, false, R, P, TB - B, T(1), dzp + B * R, R, out, P, T(1), dw1 + I, ld1);
   parallel_gemm<T>(false, false, TB, I, R, T(1), dzp, R, w1, ld1, T(0), dx.data_ptr<T>(), I);
-  Tensor dbias = at::sum(gates, {0});
+  Tensor dbias = at::sum(dgates, {0});
   return {dx, dh0, dc0, dweight_1, dweight_2, dbias, dweight_hr};
 }
 
@@ -1046,11 +1035,12 @@ void check_bf16_inputs(const Tensor& h0, const Tensor& c0, const Tensor& weight_
 }
 
 void check_bf16_backward_extras(const Tensor& grad_output, const std::optional<Tensor>& grad_cell,
-                                const Tensor& output, const Tensor& cell) {
+                                const Tensor& output, const Tensor& cell, const Tensor& gates) {
   check_dtype(grad_output, "grad_output", at::kBFloat16);
   check_dtype(output, "output", at::kBFloat16);
   check_dtype(grad_cell, "grad_cell", at::kFloat);
   check_dtype(cell, "cell", at::kFloat);
+  check_dtype(gates, "gates", at::kFloat);
 }
 
 Tensor as_float(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
@@ -1092,17 +1082,17 @@ struct FlstmLayer {
 };
 
 template <typename Layer>
-std::tuple<Tensor, Tensor> layer_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_a,
+std::tuple<Tensor, Tensor, Tensor> layer_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_a,
                                      const Tensor& weight_b, const std::optional<Tensor>& bias,
                                      const std::optional<Tensor>& weight_hr) {
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_a, weight_b, bias, weight_hr, Layer::weight_a, Layer::weight_b);
     const Bf16Originals originals{x, h0, weight_a, weight_b, Tensor()};
-    auto [output, cell] = Layer::template forward<float>(as_float(x), as_float(h0), as_float(c0), as_float(weight_a),
-                                                         as_float(weight_b), as_float(bias), as_float(weight_hr),
-                                                         &originals);
-    return {output.to(at::kBFloat16), cell};  // output holds bfloat16 values: exact
+    auto [output, cell, gates] = Layer::template forward<float>(as_float(x), as_float(h0), as_float(c0),
+                                                                as_float(weight_a), as_float(weight_b),
+                                                                as_float(bias), as_float(weight_hr), &originals);
+    return {output.to(at::kBFloat16), cell, gates};  // output holds bfloat16 values: exact; gates stay float32
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), Layer::forward_name, [&] {
     return Layer::template forward<scalar_t>(x, h0, c0, weight_a, weight_b, bias, weight_hr, nullptr);
@@ -1113,20 +1103,20 @@ template <typename Layer>
 Gradients layer_bwd(const Tensor& grad_output, const std::optional<Tensor>& grad_cell, const Tensor& x,
                     const Tensor& h0, const Tensor& c0, const Tensor& weight_a, const Tensor& weight_b,
                     const std::optional<Tensor>& bias, const Tensor& output, const Tensor& cell,
-                    const std::optional<Tensor>& weight_hr) {
+                    const Tensor& gates, const std::optional<Tensor>& weight_hr) {
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_a, weight_b, bias, weight_hr, Layer::weight_a, Layer::weight_b);
-    check_bf16_backward_extras(grad_output, grad_cell, output, cell);
+    check_bf16_backward_extras(grad_output, grad_cell, output, cell, gates);
     const Bf16Originals originals{x, h0, weight_a, weight_b, output};
     return as_bf16(Layer::template backward<float>(as_float(grad_output), grad_cell, as_float(x), as_float(h0),
                                                    as_float(c0), as_float(weight_a), as_float(weight_b),
-                                                   as_float(bias), as_float(output), cell, as_float(weight_hr),
-                                                   &originals));
+                                                   as_float(bias), as_float(output), cell, gates,
+                                                   as_float(weight_hr), &originals));
   }
   return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), Layer::backward_name, [&] {
     return Layer::template backward<scalar_t>(grad_output, grad_cell, x, h0, c0, weight_a, weight_b, bias, output,
-                                              cell, weight_hr, nullptr);
+                                              cell, gates, weight_hr, nullptr);
   });
 }
 
@@ -1151,14 +1141,14 @@ TORCH_LIBRARY(lstmkern_cpu, m) {
   // Shapes, dtypes and the backward contract: lstmkern/backends/__init__.py and the legend at the top of this file.
   // weight_hr (P, H) is the optional projection (LSTMP); without it the backward's dweight_hr is an empty tensor.
   m.def("glstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell)");
+        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell, Tensor gates)");
   m.def("glstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, "
-        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, Tensor? weight_hr=None) -> (Tensor dx, "
+        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> (Tensor dx, "
         "Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias, Tensor dweight_hr)");
   m.def("flstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
-        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell)");
+        "Tensor? weight_hr=None) -> (Tensor output, Tensor cell, Tensor gates)");
   m.def("flstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_1, "
-        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, Tensor? weight_hr=None) -> (Tensor dx, "
+        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> (Tensor dx, "
         "Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias, Tensor dweight_hr)");
   // The instruction set of the cell kernels this CPU runs ("avx2" or "default"), for benchmark records.
   m.def("cell_isa() -> str", &lstmkern::cpu::cell_isa);

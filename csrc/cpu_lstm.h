@@ -16,7 +16,8 @@ namespace lstmkern::cpu {
 template <typename T>
 struct CellForward {
   int64_t rows, units;
-  const T* gates;  // pre-activations without the bias: input projection + recurrent product
+  T* gates;  // in: pre-activations without the bias (input projection + recurrent product); out: the activated gates
+             // sigmoid(i), sigmoid(f), tanh(g), sigmoid(o), which the backward reads (in place: the same layout)
   int64_t gates_ld, gate_stride;
   const T* bias;  // bias[q * gate_stride + u], or nullptr
   const T* c_prev;
@@ -30,9 +31,9 @@ struct CellForward {
 template <typename T>
 struct CellBackward {
   int64_t rows, units;
-  T* gates;  // in: pre-activations without the bias; out: the gradients of the pre-activations (in place)
+  const T* gates;  // the activated gates the forward wrote (kept for the backward)
+  T* dgates;       // out: the gradients of the pre-activations, laid out as `gates` (may be `gates` itself)
   int64_t gates_ld, gate_stride;
-  const T* bias;  // or nullptr
   const T* c_prev;
   int64_t c_prev_ld;
   const T* c;  // c_t

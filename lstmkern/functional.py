@@ -88,9 +88,10 @@ def run_layer(op: str, x: Tensor, h0: Tensor, c0: Tensor, weight_a: Tensor, weig
     if not torch.compiler.is_compiling():
         resolve_backend(backend, op, x.device, x.dtype, ops.layer_sizes(op, x, c0, weight_a, weight_hr))
     fwd = ops.glstm_fwd if op == "glstm" else ops.flstm_fwd
-    return fwd(x.contiguous(), h0.contiguous(), c0.contiguous(), weight_a.contiguous(), weight_b.contiguous(),
-               None if bias is None else bias.contiguous(), None if weight_hr is None else weight_hr.contiguous(),
-               backend)
+    output, cell, _workspace = fwd(
+        x.contiguous(), h0.contiguous(), c0.contiguous(), weight_a.contiguous(), weight_b.contiguous(),
+        None if bias is None else bias.contiguous(), None if weight_hr is None else weight_hr.contiguous(), backend)
+    return output, cell
 
 
 def _finish(op, x, hx, weight_a, weight_b, bias, weight_hr, H, P, batch_first, backend):

@@ -254,10 +254,12 @@ def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: T
     h_prev = _shift_prev(output, h0)
     c_prev = _shift_prev(cell, c0.to(sdt))
     xh = torch.cat((x, h_prev), dim=2).reshape(T * B, I + P)  # [x_t; h_{t-1}] for all steps
-    z = xh @ weight_1.t()  # (T*B, R)
-    pre = (z @ weight_2.t()).reshape(T, B, 1, 4, H).to(sdt)
-    if bias is not None:
-        pre = pre + bias.to(sdt).view(1, 4, H)
+    z = xh @ weight_1.t()  # (T*B, R), for dweight_2
+    # The pre-activations as the forward forms them (input part + recurrent part, each product rounded on its own in
+    # 16-bit dtypes), so the backward differentiates the gates the forward ran on.
+    recurrent = (h_prev.reshape(T * B, P) @ weight_1[:, I:].t()) @ weight_2.t()
+    pre = (_flstm_input_projection(x, weight_1, weight_2, bias) + recurrent.reshape(T, B, 4 * H).to(sdt))
+    pre = pre.reshape(T, B, 1, 4, H)
     acts = torch.cat((torch.sigmoid(pre[:, :, :, :2]), torch.tanh(pre[:, :, :, 2:3]), torch.sigmoid(pre[:, :, :, 3:])),
                      dim=3)
     w2_s = weight_2.to(sdt)

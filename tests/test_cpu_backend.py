@@ -100,12 +100,12 @@ def _run(op, inputs, grad_cell_given, gen_seed=1):
     bwd = getattr(cpu, f"{op}_bwd")
     ref_fwd = getattr(reference, f"{op}_reference")
     ref_bwd = getattr(reference, f"{op}_reference_backward")
-    out, cell = fwd(*inputs)
+    out, cell, gates = fwd(*inputs)
     g = torch.Generator().manual_seed(gen_seed)
     grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(out.dtype)
     grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(cell.dtype) if grad_cell_given else None
     # weight_hr, where given, comes last in both directions: after bias in the forward, after cell in the backward.
-    grads = bwd(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:])
+    grads = bwd(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:], workspace=gates)
     ref = _f64(inputs)
     ref_out, ref_cell = ref_fwd(*ref)
     # The backward is checked on the kernel's own saved output/cell (its contract), so the forward's rounding does not
@@ -151,7 +151,7 @@ def _run_reference32(op, inputs, grad_cell_given):
     grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(F32)
     grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(F32) if grad_cell_given else None
     # Gradients on the float32 cpu forward's saved states, like _run, so both are judged on the same out/cell.
-    cpu_out, cpu_cell = getattr(cpu, f"{op}_fwd")(*x32)
+    cpu_out, cpu_cell, _gates = getattr(cpu, f"{op}_fwd")(*x32)
     grads = ref_bwd(grad_out, grad_cell, *x32[:6], cpu_out, cpu_cell, *x32[6:])
     return [out, cell, *grads], None
 
@@ -232,15 +232,62 @@ def test_parallel_split_matches_single_thread(kind, shape):
         assert rel_err(a, b) < 1e-13, name
 
 
+def _activated_gates(op, inputs, output):
+    """Every step's activated gates sigmoid(i), sigmoid(f), tanh(g), sigmoid(o), (T*B, 4H), in float64 from the inputs
+    and the saved output."""
+    x, h0, _c0, w_a, w_b, bias = _f64(inputs[:6])
+    T, B, _ = x.shape
+    h_prev = torch.cat((h0[None], output.to(F64)[:-1]))  # (T, B, P)
+    if op == "flstm":
+        pre = ((torch.cat((x, h_prev), dim=2) @ w_a.t()) @ w_b.t()).reshape(T, B, 1, 4, -1)
+    else:
+        G = w_a.shape[0]
+        x_g = x[:, :, None, :].expand(T, B, G, x.shape[2]) if w_a.shape[2] == x.shape[2] else x.view(T, B, G, -1)
+        pre = torch.einsum("tbgi,gri->tbgr", x_g, w_a) + torch.einsum("tbgp,grp->tbgr", h_prev.view(T, B, G, -1), w_b)
+        pre = pre.reshape(T, B, G, 4, -1)
+    if bias is not None:
+        pre = pre + bias.reshape(pre.shape[2:])
+    acts = torch.cat((pre[:, :, :, :2].sigmoid(), pre[:, :, :, 2:3].tanh(), pre[:, :, :, 3:].sigmoid()), dim=3)
+    return acts.reshape(T * B, -1)
+
+
+@pytest.mark.parametrize("kind,shape", [("glstm", GLSTM_SHAPES[1]), ("glstm", GLSTM_PARALLEL_SHAPES[0]),
+                                        ("flstm", FLSTM_SHAPES[0]), ("flstm", FLSTM_PARALLEL_SHAPES[0]),
+                                        ("glstmp", GLSTMP_SHAPES[0]), ("flstmp", FLSTMP_SHAPES[0])])
+def test_forward_keeps_the_gates_and_backward_reads_them(kind, shape):
+    """The forward's workspace is every step's activated gates (T*B, 4H), and the backward runs on it instead of
+    recomputing them: the same call with a perturbed workspace gives other gradients."""
+    op = kind[:5]
+    inputs = _INPUTS[kind](*shape, F64)
+    out, cell, gates = getattr(cpu, f"{op}_fwd")(*inputs)
+    assert gates.dtype == F64 and gates.shape == (out.shape[0] * out.shape[1], 4 * cell.shape[2])
+    # 1e-12: a sigmoid carries the pre-activation's rounding (GEMM order) times |x| (up to ~30 here) into its value.
+    assert rel_err(gates, _activated_gates(op, inputs, out)) < 1e-12
+    grad_out = torch.randn_like(out)
+    bwd = getattr(cpu, f"{op}_bwd")
+    grads = bwd(grad_out, None, *inputs[:6], out, cell, *inputs[6:], workspace=gates)
+    perturbed = bwd(grad_out, None, *inputs[:6], out, cell, *inputs[6:], workspace=gates * 0.75)
+    for name, a, b in zip(_names(op, kind.endswith("p"))[2:], grads, perturbed):
+        assert rel_err(b, a) > 1e-3, name
+
+
+def test_backward_refuses_a_workspace_of_the_wrong_size():
+    inputs = _glstm_inputs(3, 2, 6, 9, 3, False, F32)
+    out, cell, gates = cpu.glstm_fwd(*inputs)
+    with pytest.raises(RuntimeError, match="gates must have shape"):
+        cpu.glstm_bwd(torch.zeros_like(out), None, *inputs, out, cell, workspace=gates[:-1])
+
+
 @pytest.mark.parametrize("P", [0, 6])
 @pytest.mark.parametrize("op", ["glstm", "flstm"])
 def test_empty_batch_is_safe(op, P):
     """B = 0 reaches the kernels only when called directly (the ops handle it before): empty outputs, zero gradients."""
     inputs = (_glstm_inputs(3, 0, 6, 9, 3, False, F32, P=P) if op == "glstm"
               else _flstm_inputs(3, 0, 6, 9, 4, F32, P=P))
-    out, cell = getattr(cpu, f"{op}_fwd")(*inputs)
-    assert out.shape == (3, 0, P or 9) and cell.shape == (3, 0, 9)
-    grads = getattr(cpu, f"{op}_bwd")(torch.zeros_like(out), None, *inputs[:6], out, cell, *inputs[6:])
+    out, cell, gates = getattr(cpu, f"{op}_fwd")(*inputs)
+    assert out.shape == (3, 0, P or 9) and cell.shape == (3, 0, 9) and gates.shape == (0, 36)
+    grads = getattr(cpu, f"{op}_bwd")(torch.zeros_like(out), None, *inputs[:6], out, cell, *inputs[6:],
+                                      workspace=gates)
     assert len(grads) == len(inputs)  # dx, dh0, dc0, two weight gradients, dbias (+ dweight_hr)
     for g, like in zip(grads, inputs):
         assert g.shape == like.shape and not g.any()
@@ -349,9 +396,9 @@ def test_modules_on_cpu_run_the_cpu_kernels_under_auto(module, proj_size, monkey
     for kind in ("fwd", "bwd"):
         real = getattr(cpu, f"{op}_{kind}")
 
-        def spy(*args, _real=real, _kind=kind):
+        def spy(*args, _real=real, _kind=kind, **kwargs):
             calls.append((_kind, len(args)))
-            return _real(*args)
+            return _real(*args, **kwargs)
         monkeypatch.setattr(cpu, f"{op}_{kind}", spy)
     layer = (lstmkern.GLSTM(12, 18, proj_size=proj_size, groups=3) if module == "GLSTM"
              else lstmkern.FLSTM(12, 18, proj_size=proj_size, rank=5))
@@ -385,12 +432,12 @@ def _bf16_run(kind, shape, grad_cell_given, bias=True):
     [output, cell, dx, dh0, dc0, weight gradients, dbias (, dweight_hr)]."""
     op = kind[:5]
     inputs = _INPUTS[kind](*shape, BF16, bias=bias)
-    out, cell = getattr(cpu, f"{op}_fwd")(*inputs)
-    assert out.dtype == BF16 and cell.dtype == F32
+    out, cell, gates = getattr(cpu, f"{op}_fwd")(*inputs)
+    assert out.dtype == BF16 and cell.dtype == F32 and gates.dtype == F32
     g = torch.Generator().manual_seed(1)
     grad_out = torch.randn(out.shape, generator=g, dtype=F64).to(BF16)
     grad_cell = torch.randn(cell.shape, generator=g, dtype=F64).to(F32) if grad_cell_given else None
-    grads = getattr(cpu, f"{op}_bwd")(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:])
+    grads = getattr(cpu, f"{op}_bwd")(grad_out, grad_cell, *inputs[:6], out, cell, *inputs[6:], workspace=gates)
     ref_fwd = getattr(reference, f"{op}_reference")
     ref_bwd = getattr(reference, f"{op}_reference_backward")
     results = [[out, cell, *grads]]
@@ -470,9 +517,11 @@ def test_bfloat16_direct_call_checks_dtypes():
     x, h0, c0, w_ih, w_hh, b = _glstm_inputs(3, 2, 6, 9, 3, False, BF16)
     with pytest.raises(RuntimeError, match="h0 must be BFloat16"):
         cpu.glstm_fwd(x, h0.float(), c0, w_ih, w_hh, b)
-    out, cell = cpu.glstm_fwd(x, h0, c0, w_ih, w_hh, b)
+    out, cell, gates = cpu.glstm_fwd(x, h0, c0, w_ih, w_hh, b)
     with pytest.raises(RuntimeError, match="cell must be Float"):
-        cpu.glstm_bwd(torch.zeros_like(out), None, x, h0, c0, w_ih, w_hh, b, out, cell.to(BF16))
+        cpu.glstm_bwd(torch.zeros_like(out), None, x, h0, c0, w_ih, w_hh, b, out, cell.to(BF16), workspace=gates)
+    with pytest.raises(RuntimeError, match="gates must be Float"):
+        cpu.glstm_bwd(torch.zeros_like(out), None, x, h0, c0, w_ih, w_hh, b, out, cell, workspace=gates.to(BF16))
 
 
 @pytest.mark.parametrize("proj_size", [0, 6])
@@ -485,9 +534,9 @@ def test_bfloat16_modules_run_the_cpu_kernels_under_auto(module, proj_size, monk
     for kind in ("fwd", "bwd"):
         real = getattr(cpu, f"{op}_{kind}")
 
-        def spy(*args, _real=real, _kind=kind):
+        def spy(*args, _real=real, _kind=kind, **kwargs):
             calls.append(_kind)
-            return _real(*args)
+            return _real(*args, **kwargs)
         monkeypatch.setattr(cpu, f"{op}_{kind}", spy)
     torch.manual_seed(0)
     kwargs = dict(proj_size=proj_size, dtype=BF16)

@@ -41,18 +41,22 @@ def _projection(make, bias, requires_grad=False):
                                           (ops.flstm_fwd, ops.flstm_bwd, _flstm_inputs)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("projected", [False, True])
-def test_opcheck(fwd, bwd, make, bias, projected):
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_opcheck(fwd, bwd, make, bias, projected, backend):
+    """Schema, fake kernels (the cpu backend's workspace has a size only the backend knows), autograd registration."""
     def inputs(requires_grad):
         if projected:
             return _projection(make, bias, requires_grad)
         return [*make(bias, requires_grad=requires_grad), None]
 
-    torch.library.opcheck(fwd, (*inputs(True), "reference"))
+    torch.library.opcheck(fwd, (*inputs(True), backend))
     with torch.no_grad():
         plain = inputs(False)
-        out, cell = fwd(*plain, "reference")
-        torch.library.opcheck(bwd, (torch.randn_like(out), torch.randn_like(cell), *plain, out, cell, "reference"))
-        torch.library.opcheck(bwd, (torch.randn_like(out), None, *plain, out, cell, "reference"))
+        out, cell, workspace = fwd(*plain, backend)
+        assert workspace.numel() == (out.shape[0] * out.shape[1] * 4 * cell.shape[2] if backend == "cpu" else 0)
+        torch.library.opcheck(bwd, (torch.randn_like(out), torch.randn_like(cell), *plain, out, cell, workspace,
+                                    backend))
+        torch.library.opcheck(bwd, (torch.randn_like(out), None, *plain, out, cell, workspace, backend))
 
 
 @pytest.mark.parametrize("cls,kwargs", [(lstmkern.GLSTM, dict(groups=3)), (lstmkern.FLSTM, dict(rank=5))])

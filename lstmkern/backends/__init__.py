@@ -15,6 +15,10 @@ tuple; G = 1 for F-LSTM, R = 0 for G-LSTM, P = 0 without projection), otherwise 
 when they asked for that backend by name). Projection (P > 0) and dense input are offered only to backends that set
 ``SUPPORTS_PROJECTION`` / ``SUPPORTS_DENSE_INPUT``; their four functions then take ``weight_hr`` (P, H) as a last
 argument (the backward then also returns dweight_hr) and/or weight_ih of shape (G, 4Hg, I).
+A backend that sets ``KEEPS_WORKSPACE`` returns a third tensor from its forward functions, ``workspace``: whatever its
+backward wants from the forward beyond output and cell (cuDNN's reserve space; the cpu backend keeps every step's
+activated gates so its backward does not recompute them), and its backward functions take it back as the keyword
+``workspace``. The ops save it for the backward; for every other backend it is an empty tensor.
 It takes plain values, not tensors, so torch.compile can evaluate the choice once while tracing.
 
 What a backend may assume (the validation in :mod:`lstmkern.functional` has run): x (T, B, I) contiguous, T >= 1;
