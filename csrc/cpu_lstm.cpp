@@ -284,10 +284,13 @@ class StepOperands {
 // Work split of one step: tasks = (group, chunk of `chunk` consecutive hidden units / rank columns).
 // ---------------------------------------------------------------------------------------------------------------------
 
-// Below this many multiply-adds per task (~50-100 us of one core), the fork/join of a parallel region costs more than
-// it saves; on a machine shared with other processes one region can cost a whole scheduler slice, so small layers
-// (e.g. H = 128, B = 16: 1M per step) run each step as one serial task.
-constexpr int64_t kMinTaskMacs = int64_t{1} << 21;
+// Below this many multiply-adds per task (~10-20 us of one core) a task costs more in fork/join and narrower small-GEMM
+// tiles than it saves (an OpenMP region costs ~2 us here on a quiet machine; on one shared with other processes a
+// region can cost a scheduler slice). Measured at I = H = 128, B = 16, 2 threads, against nn.LSTM in the same process:
+// G = 1 (1M per step) split in two tasks of 64 units ran its forward at 0.50x -> 0.67-0.71x and forward+backward at
+// 0.66x -> 0.88-0.99x nn.LSTM's speed (2^21 -> 2^19); four tasks of 32 units (2^18) gained nothing more; G = 4 and
+// R = 32 (256K per step) stay one serial task.
+constexpr int64_t kMinTaskMacs = int64_t{1} << 19;
 // Chunks are whole 64-byte lines of float32 (or double) where the size allows, so tasks do not share cache lines.
 constexpr int64_t kChunkAlign = 16;
 

@@ -271,6 +271,50 @@ def test_forward_keeps_the_gates_and_backward_reads_them(kind, shape):
         assert rel_err(b, a) > 1e-3, name
 
 
+def _activation_probe(values, dtype):
+    """The cell's activations of ``values`` (any count, as pre-activations): a G = 1 layer with identity input
+    weights, zero recurrent weights and no bias, whose workspace is then sigmoid, sigmoid, tanh, sigmoid of x."""
+    H, B = 129, 3  # odd H: masked tail lanes in every row
+    per_step = B * 4 * H
+    T = -(-values.numel() // per_step)
+    x = torch.zeros(T * per_step, dtype=F64)
+    x[:values.numel()] = values
+    x = x.view(T, B, 4 * H).to(dtype)
+    zeros = torch.zeros(B, H, dtype=dtype)
+    w_ih = torch.eye(4 * H, dtype=dtype)[None]
+    w_hh = torch.zeros(1, 4 * H, H, dtype=dtype)
+    out, _cell, gates = cpu.glstm_fwd(x, zeros, zeros, w_ih, w_hh, None)
+    return x.view(-1, 4, H).to(F64), gates.view(-1, 4, H).to(F64), out
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_cell_sigmoid_and_tanh_are_accurate(dtype):
+    """Sigmoid and tanh of the cell (the AVX2 float32 kernels inline their own exp and tanh) within 3 units of
+    relative rounding of float64's, on a dense grid over [-40, 40] plus tiny and boundary values, in every lane."""
+    grid = torch.cat((torch.linspace(-40, 40, 200_001, dtype=F64), torch.tensor([1e-30, -1e-20, 1e-6, 0.6249, 0.625,
+                                                                                  0.6251, -0.6251, 88.0, -87.0])))
+    x, acts, _ = _activation_probe(grid[torch.randperm(grid.numel())], dtype)
+    eps = torch.finfo(dtype).eps
+    for k, exact in ((0, x[:, 0].sigmoid()), (1, x[:, 1].sigmoid()), (2, x[:, 2].tanh()), (3, x[:, 3].sigmoid())):
+        err = (acts[:, k] - exact).abs() / exact.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert err.max() <= 3 * eps, f"gate {k}: {err.max() / eps:.2f} ulp at x = {x[:, k].flatten()[err.argmax()]}"
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_cell_propagates_nan_and_saturates(dtype):
+    """Huge pre-activations saturate to the exact limits, zero gives 1/2 and 0, NaN stays NaN (one value per batch
+    row; infinities cannot be fed through the identity GEMM, whose 0 * inf is NaN; NaN last, so no later step reads
+    it through the recurrence)."""
+    values = torch.tensor([1e30, -1e30, 0.0, float("nan")], dtype=F64)
+    _x, acts, out = _activation_probe(values.repeat_interleave(4 * 129), dtype)  # row b: one value in all 4H gates
+    big, small, zero, nan = acts[:4]
+    sigmoid_rows, tanh_row = [0, 1, 3], 2
+    assert (big == 1).all()
+    assert (small[sigmoid_rows] == 0).all() and (small[tanh_row] == -1).all()
+    assert (zero[sigmoid_rows] == 0.5).all() and (zero[tanh_row] == 0).all()
+    assert nan.isnan().all() and out[1, 0].isnan().all() and not out[0].isnan().any()
+
+
 def test_backward_refuses_a_workspace_of_the_wrong_size():
     inputs = _glstm_inputs(3, 2, 6, 9, 3, False, F32)
     out, cell, gates = cpu.glstm_fwd(*inputs)
