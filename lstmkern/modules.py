@@ -170,12 +170,10 @@ class _StackedLSTM(nn.Module):
 
     def _run_stack(self, x: Tensor, h0: Tensor, c0: Tensor, lengths: Optional[Tensor]):
         T, B = x.shape[0], x.shape[1]
-        batch = torch.arange(B, device=x.device)
-        if lengths is None:
-            last = torch.full((B,), T - 1, device=x.device, dtype=torch.long)
-            reverse = None
+        if lengths is None:  # every sequence ends at step T - 1: the final states are the last step's (no gather)
+            last, batch, reverse = -1, slice(None), None
         else:
-            last = (lengths - 1).to(x.device)
+            last, batch = (lengths - 1).to(x.device), torch.arange(B, device=x.device)
             reverse = _reverse_index(lengths, T, x.device)
         h_n, c_n = [], []
         layer_input = x
