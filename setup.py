@@ -122,7 +122,8 @@ def find_cuda_home() -> str | None:
 CPU_SOURCES = ["csrc/extension.cpp", "csrc/cpu_lstm.cpp", "csrc/cpu_cell_default.cpp", "csrc/cpu_cell_avx2.cpp",
                "csrc/cpu_small_gemm.cpp", "csrc/cpu_small_gemm_avx512.cpp", "csrc/cpu_small_gemm_avx2.cpp"]
 CUDA_SOURCES = ["csrc/cuda_ops.cpp", "csrc/glstm_persistent.cu", "csrc/glstm_cluster.cu", "csrc/flstm_persistent.cu",
-                "csrc/flstm_cluster.cu", "csrc/flstm_cluster_bwd.cu", "csrc/flstm_grid.cu"]
+                "csrc/flstm_cluster.cu", "csrc/flstm_cluster_bwd.cu", "csrc/flstm_grid.cu",
+                "csrc/flstm_grid_bwd.cu"]
 CUDA_ONLY_LIBRARIES = ("cudart", "c10_cuda", "torch_cuda")
 
 
@@ -171,7 +172,7 @@ def _to_cpu_only(ext) -> None:
 EMU_SOURCES = ["csrc/emu/module.cpp", "csrc/emu/emu.cpp", "csrc/emu/launchers.cpp", "csrc/emu/self_test.cpp"] + [
     f"csrc/emu/kernel_{name}.cpp"
     for name in ("glstm_persistent", "glstm_cluster", "flstm_persistent", "flstm_cluster", "flstm_cluster_bwd",
-                 "flstm_grid")]
+                 "flstm_grid", "flstm_grid_bwd")]
 # -O2, not -O3: the emulated kernels run on tiny shapes in CI, where build time dominates.
 EMU_FLAGS = ["-O2", "-std=c++20", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-Werror"]
 

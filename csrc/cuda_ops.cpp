@@ -1,8 +1,8 @@
 // CUDA implementations of the lstmkern_cuda ops (built only with CUDA): argument checks, the time-parallel GEMMs
 // (input projection, gate recompute, weight gradients, dx; cuBLAS through ATen) and the launches of the persistent
 // kernels of csrc/glstm_persistent.cu, csrc/glstm_cluster.cu, csrc/flstm_persistent.cu, csrc/flstm_cluster.cu,
-// csrc/flstm_cluster_bwd.cu and csrc/flstm_grid.cu on the current stream (the grid F-LSTM forward's global workspace
-// is allocated here).
+// csrc/flstm_cluster_bwd.cu, csrc/flstm_grid.cu and csrc/flstm_grid_bwd.cu on the current stream (the grid F-LSTM
+// kernels' global workspaces are allocated here).
 //
 // Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 // C thread-block-cluster size of the cluster kernels, N CTA count of the grid F-LSTM forward.
@@ -227,6 +227,21 @@ int64_t flstm_grid_max_resident(int64_t device, int64_t hidden, int64_t rank, in
                              return flstm_grid_max_resident_ctas(kind, static_cast<int>(hidden),
                                                                  static_cast<int>(rank), static_cast<int>(grid_ctas),
                                                                  count);
+                           });
+}
+
+// The same for the grid F-LSTM backward (its own shared memory for hidden, rank, grid_ctas).
+int64_t flstm_grid_bwd_max_resident(int64_t device, int64_t hidden, int64_t rank, int64_t grid_ctas,
+                                    at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM backward takes grid_ctas >= 1, "
+                    "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
+                    ", hidden = ", hidden, ", rank = ", rank);
+  const ElementKind kind = query_element_kind(dtype);
+  return occupancy_or_zero(device, KernelArch::kSm80Plus, flstm_grid_bwd_smem_bytes(hidden, rank, grid_ctas, kind),
+                           [&](int* count) {
+                             return flstm_grid_bwd_max_resident_ctas(kind, static_cast<int>(hidden),
+                                                                     static_cast<int>(rank),
+                                                                     static_cast<int>(grid_ctas), count);
                            });
 }
 
@@ -763,25 +778,50 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   return {output, cell};
 }
 
-// Which F-LSTM backward kernel runs: 0 picks flstm_bwd_cluster_size (the single-CTA backward where it fits, else the
-// smallest fitting cluster on 9.x; what lstmkern.backends.cuda's rule assumes), 1 or C forces that kernel. Raises
-// ValueError naming the reason where the kernel cannot run on `device`.
-int flstm_backward_cluster_size(int64_t requested, int64_t h, int64_t r, ElementKind kind, at::ScalarType dtype,
-                                int device) {
+// Which F-LSTM backward kernel runs: the forward's three choices (single CTA, cluster of C CTAs per batch tile, or the
+// grid-cooperative backward on N CTAs). `requested_cluster` and `requested_grid` are the op's cluster_size and
+// grid_ctas: both 0 pick flstm_bwd_cluster_size (the single-CTA backward where it fits, else the smallest fitting
+// cluster on 9.x) and, where that finds nothing, flstm_bwd_grid_ctas (what lstmkern.backends.cuda's rule assumes);
+// cluster_size 1 or C forces that kernel, grid_ctas N the grid backward on N CTAs. Raises ValueError naming the
+// reason where the kernel cannot run on `device`.
+using FlstmBackwardPlan = FlstmForwardPlan;
+
+FlstmBackwardPlan flstm_backward_plan(int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
+                                      ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
-  int64_t cluster_size = requested;
-  if (requested == 0) {
+  const int64_t sm_count = device_sm_count(device);
+  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid F-LSTM "
+                    "backward, got grid_ctas = ", requested_grid);
+  if (requested_grid > 0) {
+    TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
+                      requested_cluster, ", grid_ctas = ", requested_grid);
+    TORCH_CHECK_VALUE(flstm_grid_shape_ok(h, r, requested_grid), "the grid F-LSTM backward takes grid_ctas >= 1 with "
+                      "H a multiple of 16 * grid_ctas and R a multiple of 16; got grid_ctas = ", requested_grid,
+                      " for H = ", h, ", R = ", r);
+    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid F-LSTM backward runs one CTA per SM, all co-resident: "
+                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
+    check_device_fits(device, flstm_grid_bwd_smem_bytes(h, r, requested_grid, kind), "the grid F-LSTM backward kernel");
+    return {0, static_cast<int>(requested_grid)};
+  }
+  int64_t cluster_size = requested_cluster;
+  if (requested_cluster == 0) {
     cluster_size = flstm_bwd_cluster_size(h, r, kind, smem_optin, cc_major);
-    TORCH_CHECK_VALUE(cluster_size != 0, "the F-LSTM backward kernel with H = ", h, ", R = ", r, " in ", dtype,
-                      " needs ", flstm_bwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one "
-                      "CTA, device ", device, " allows ", smem_optin, ", and no thread-block cluster applies (compute "
-                      "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
-                      "per-CTA share fitting; see lstmkern.backends.cuda.flstm_bwd_cluster_size)");
+    if (cluster_size == 0) {
+      const int ctas = flstm_bwd_grid_ctas(h, r, kind, smem_optin, sm_count);
+      TORCH_CHECK_VALUE(ctas != 0, "the F-LSTM backward kernel with H = ", h, ", R = ", r, " in ", dtype, " needs ",
+                        flstm_bwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one CTA, "
+                        "device ", device, " allows ", smem_optin, ", no thread-block cluster applies (compute "
+                        "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
+                        "per-CTA share fitting), and neither does the grid backward (N <= ", sm_count, " CTAs with H a "
+                        "multiple of 16 N, R a multiple of 16 and the per-CTA share fitting); see "
+                        "lstmkern.backends.cuda.flstm_bwd_grid_ctas");
+      return {0, ctas};
+    }
   } else {
-    TORCH_CHECK_VALUE(requested == 1 || flstm_cluster_shape_ok(h, r, requested), "cluster_size must be 0 "
-                      "(automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R a "
-                      "multiple of 16; got cluster_size = ", requested, " for H = ", h, ", R = ", r);
+    TORCH_CHECK_VALUE(requested_cluster == 1 || flstm_cluster_shape_ok(h, r, requested_cluster), "cluster_size must "
+                      "be 0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R "
+                      "a multiple of 16; got cluster_size = ", requested_cluster, " for H = ", h, ", R = ", r);
   }
   if (cluster_size == 1) {
     check_device_fits(device, flstm_bwd_layout(h, r, kind).total_bytes, "the F-LSTM backward kernel");
@@ -791,13 +831,14 @@ int flstm_backward_cluster_size(int64_t requested, int64_t h, int64_t r, Element
     check_device_fits(device, flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind),
                       "the cluster F-LSTM backward kernel");
   }
-  return static_cast<int>(cluster_size);
+  return {static_cast<int>(cluster_size), 0};
 }
 
 Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
                            const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_1,
                            const at::Tensor& weight_2, const std::optional<at::Tensor>& bias,
-                           const at::Tensor& output, const at::Tensor& cell, int64_t cluster_size) {
+                           const at::Tensor& output, const at::Tensor& cell, int64_t cluster_size,
+                           int64_t grid_ctas) {
   const FlstmDims d = check_flstm(x, h0, c0, weight_1, weight_2, bias);
   const at::ScalarType dtype = x.scalar_type();
   TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
@@ -813,7 +854,7 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
             at::zeros_like(weight_2), at::zeros({4 * d.H}, x.options())};
   }
   const ElementKind kind = element_kind_of(x);
-  const int cluster = flstm_backward_cluster_size(cluster_size, d.H, d.R, kind, dtype, x.get_device());
+  const FlstmBackwardPlan plan = flstm_backward_plan(cluster_size, grid_ctas, d.H, d.R, kind, dtype, x.get_device());
 
   // Time-parallel recompute: z = [x_t; h_{t-1}] W1^T, pre = z W2^T (x's dtype) -> float32 + bias.
   const at::Tensor h_prev = previous_hidden(h0, output);
@@ -846,11 +887,30 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor dg = dgates.view({d.T * d.B, 4 * d.H});
   at::Tensor dz;  // (T*B, R) float32: dgates W2
-  if (cluster == 1) {
+  if (plan.grid_ctas > 0) {
+    // The grid backward's global workspace (see csrc/flstm_grid_bwd.cu): the per-rank partial dz, (N, Bp, R) float32,
+    // and the reduced dz rounded to x's dtype, (Bp, R), Bp = B rounded up to the batch tile; it writes dz (float32).
+    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
+    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
+    check_fits_int32(batch_pad * d.R, "ceil(B / BT) BT * R");
+    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.R}, x.options().dtype(at::kFloat));
+    at::Tensor dz_rounded = at::empty({batch_pad, d.R}, x.options());
+    dz = at::empty({d.T * d.B, d.R}, x.options().dtype(at::kFloat));
+    const cudaError_t err = launch_flstm_grid_bwd(kind, args, plan.grid_ctas, dz.mutable_data_ptr<float>(),
+                                                  partials.mutable_data_ptr<float>(), dz_rounded.mutable_data_ptr(),
+                                                  stream);
+    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid F-LSTM backward with N = ", plan.grid_ctas,
+                " CTAs of ", flstm_grid_bwd_smem_bytes(d.H, d.R, plan.grid_ctas, kind), " bytes of shared memory each "
+                "cannot all be resident on device ", x.get_device(), " (cudaOccupancyMaxActiveBlocksPerMultiprocessor "
+                "x SM count < N; another context may hold SMs); use the Triton backend");
+    C10_CUDA_CHECK(err);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  } else if (plan.cluster_size == 1) {
     C10_CUDA_CHECK(launch_flstm_persistent_bwd(kind, args, stream));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     dz = at::mm(dg, weight_2.to(at::kFloat));
   } else {
+    const int cluster = plan.cluster_size;
     // The cluster backward reduces dz across the cluster every step anyway and writes it out (float32).
     dz = at::empty({d.T * d.B, d.R}, x.options().dtype(at::kFloat));
     const cudaError_t err = launch_flstm_cluster_bwd(kind, args, cluster, dz.mutable_data_ptr<float>(), stream);
@@ -907,6 +967,9 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
   // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
   m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",
         &lstmkern::flstm_grid_max_resident);
+  // The same for the grid F-LSTM backward (lstmkern.backends.cuda runs Triton's backward where it is < grid_ctas).
+  m.def("flstm_grid_bwd_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::flstm_grid_bwd_max_resident);
 }
 
 TORCH_LIBRARY_IMPL(LSTMKERN_KERNEL_LIBRARY, LSTMKERN_KERNEL_DISPATCH, m) {

@@ -109,6 +109,21 @@ int64_t flstm_forward_grid_ctas(int64_t hidden, int64_t rank, c10::ScalarType dt
   return flstm_fwd_grid_ctas(hidden, rank, element_kind_of(dtype), smem_optin, sm_count);
 }
 
+int64_t flstm_grid_bwd_smem(int64_t hidden, int64_t rank, int64_t grid_ctas, c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(flstm_grid_shape_ok(hidden, rank, grid_ctas), "the grid F-LSTM backward takes grid_ctas >= 1, "
+                    "hidden a multiple of 16 * grid_ctas and rank a multiple of 16, got grid_ctas = ", grid_ctas,
+                    ", hidden = ", hidden, ", rank = ", rank);
+  return flstm_grid_bwd_smem_bytes(hidden, rank, grid_ctas, kind);
+}
+
+int64_t flstm_backward_grid_ctas(int64_t hidden, int64_t rank, c10::ScalarType dtype, int64_t smem_optin,
+                                 int64_t sm_count) {
+  TORCH_CHECK_VALUE(hidden >= 1, "hidden must be >= 1, got ", hidden);
+  TORCH_CHECK_VALUE(rank >= 1, "rank must be >= 1, got ", rank);
+  return flstm_bwd_grid_ctas(hidden, rank, element_kind_of(dtype), smem_optin, sm_count);
+}
+
 void check_projected_shape(int64_t hidden, int64_t proj, int64_t groups) {
   TORCH_CHECK_VALUE(projected_shape_ok(hidden, proj, groups), "a projected layer needs hidden, proj, groups >= 1 with "
                     "hidden and proj divisible by groups, got hidden = ", hidden, ", proj = ", proj, ", groups = ",
@@ -191,6 +206,12 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::flstm_cluster_bwd_smem);
   m.def("flstm_backward_cluster_size(int hidden, int rank, ScalarType dtype, int smem_optin, int cc_major) -> int",
         &lstmkern::flstm_backward_cluster_size);
+  // The grid F-LSTM backward: bytes per CTA with grid_ctas CTAs (ValueError where that count is not accepted), and the
+  // CTA count the op's automatic mode uses where flstm_backward_cluster_size is 0 (flstm_bwd_grid_ctas; 0: none fits).
+  m.def("flstm_grid_bwd_smem_bytes(int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::flstm_grid_bwd_smem);
+  m.def("flstm_backward_grid_ctas(int hidden, int rank, ScalarType dtype, int smem_optin, int sm_count) -> int",
+        &lstmkern::flstm_backward_grid_ctas);
   // Projected layers (weight_hr (proj, hidden), a G-LSTM with `groups` groups) on the F-LSTM forward kernels: bytes
   // per block of the single-CTA projected forward and per CTA of the cluster one (ValueError where the shape or C is
   // not accepted), and the kernel the automatic mode picks (1, C, or 0).

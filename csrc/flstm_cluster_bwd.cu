@@ -85,32 +85,6 @@
 namespace lstmkern {
 namespace {
 
-// The resident weights of a backward CTA that owns hidden units [unit_start, unit_start + Hs), both as stored:
-//   W2 rows of the units' gates: W2[gate H + unit_start + j][q] -> w2[gate Hs + j][q] (4Hs x w2_ld);
-//   W1_h columns: W1[q][I + unit_start + k] -> w1h[q][k] (R x w1h_ld).
-// Consecutive threads read and write consecutive q (W2) or k (W1_h): coalesced on both sides.
-// weight_1 (R, I + H) and weight_2 (4H, R) row-major in global memory.
-template <typename Element>
-__device__ __forceinline__ void load_flstm_unit_weights_as_stored(const Element* __restrict__ weight_1,
-                                                                  const Element* __restrict__ weight_2, int I, int H,
-                                                                  int R, int unit_start, int Hs, Element* w2,
-                                                                  int64_t w2_ld, Element* w1h, int64_t w1h_ld) {
-  const int four_hs = 4 * Hs;
-  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
-    const int n = idx / R;  // CTA-local gate row gate * Hs + j
-    const int q = idx - n * R;
-    const int gate = n / Hs;
-    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
-    w2[static_cast<int64_t>(n) * w2_ld + q] = weight_2[row * R + q];
-  }
-  const int64_t w1_ld = static_cast<int64_t>(I) + H;
-  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
-    const int q = idx / Hs;
-    const int k = idx - q * Hs;
-    w1h[static_cast<int64_t>(q) * w1h_ld + k] = weight_1[q * w1_ld + I + unit_start + k];
-  }
-}
-
 // What the cell backward of one (batch row, owned unit) item reads from global memory in one step: none of it depends
 // on the recurrence, so the first items of a thread are loaded one step ahead (see the step loop).
 struct CellBackwardInputs {

@@ -75,89 +75,13 @@
 #include <cooperative_groups.h>
 #include <mma.h>
 
+#include "grid_exchange.cuh"
 #include "persistent_common.cuh"
 #include "persistent_kernels.h"
 #include "tile_products.cuh"
 
 namespace lstmkern {
 namespace {
-
-// kCount values of T as one aligned vector, so a copy is one vector load or store.
-template <typename T, int kCount>
-struct alignas(sizeof(T) * kCount) Pack {
-  T values[kCount];
-};
-
-// Copies `tile_rows` rows of `cols` elements (cols * sizeof(Element) a multiple of 16, both row starts 16-byte
-// aligned: for h0 the launcher guarantees it, see kFlstmGridH0Alignment) from global `source` (leading dimension
-// source_ld) into the shared tile (tile_ld), as 16-byte L2 loads;
-// rows >= rows_valid are zero-filled instead (padding rows of the last batch tile: the MMAs multiply all BT rows).
-template <typename Element>
-__device__ __forceinline__ void stage_tile(const Element* source, int64_t source_ld, int rows_valid, int cols,
-                                           Element* tile, int tile_ld, int tile_rows) {
-  constexpr int kChunk = static_cast<int>(sizeof(int4) / sizeof(Element));
-  const int chunks_per_row = cols / kChunk;
-  for (int idx = threadIdx.x; idx < tile_rows * chunks_per_row; idx += blockDim.x) {
-    const int row = idx / chunks_per_row;
-    const int col = (idx - row * chunks_per_row) * kChunk;
-    int4 value = make_int4(0, 0, 0, 0);
-    if (row < rows_valid) value = __ldcg(reinterpret_cast<const int4*>(source + row * source_ld + col));
-    *reinterpret_cast<int4*>(tile + row * tile_ld + col) = value;
-  }
-}
-
-// kVector partial values from global memory through L2 (ld.global.cg: coherent across the grid after a grid barrier).
-template <int kVector>
-__device__ __forceinline__ void load_partial(const float* source, float (&values)[kVector]) {
-  if constexpr (kVector == 4) {
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(source));
-    values[0] = v.x;
-    values[1] = v.y;
-    values[2] = v.z;
-    values[3] = v.w;
-  } else {
-    static_assert(kVector == 1, "partials are reduced one or four columns at a time");
-    values[0] = __ldcg(source);
-  }
-}
-
-// Phase 2 of the step (see the header): for rows b < B and the CTA's columns q in [col_start, col_start + col_count),
-// z[b][q] = sum over ranks 0, 1, ..., N-1 of partials[rank][b][q], rounded to the element type. kVector adjacent
-// columns per item (col_count a multiple of kVector). The loads of kRankChunk ranks are issued before their adds, so
-// their latencies overlap; the adds run in rank order, so the result does not depend on timing.
-template <int kVector, typename Element>
-__device__ __forceinline__ void reduce_z(const float* partials, int64_t rank_stride, int ctas, int R, Element* z, int B,
-                                         int col_start, int col_count) {
-  constexpr int kRankChunk = 8;
-  using ZVector = Pack<Element, kVector>;
-  const int vectors_per_row = col_count / kVector;
-  for (int idx = threadIdx.x; idx < B * vectors_per_row; idx += blockDim.x) {
-    const int b = idx / vectors_per_row;
-    const int q = col_start + (idx - b * vectors_per_row) * kVector;
-    const float* source = partials + static_cast<int64_t>(b) * R + q;
-    float sum[kVector];
-#pragma unroll
-    for (int v = 0; v < kVector; ++v) sum[v] = 0.0f;
-    for (int rank_0 = 0; rank_0 < ctas; rank_0 += kRankChunk) {
-      float parts[kRankChunk][kVector];
-#pragma unroll
-      for (int k = 0; k < kRankChunk; ++k) {
-        if (rank_0 + k < ctas) load_partial<kVector>(source + (rank_0 + k) * rank_stride, parts[k]);
-      }
-#pragma unroll
-      for (int k = 0; k < kRankChunk; ++k) {
-        if (rank_0 + k < ctas) {
-#pragma unroll
-          for (int v = 0; v < kVector; ++v) sum[v] += parts[k][v];
-        }
-      }
-    }
-    ZVector z_values;
-#pragma unroll
-    for (int v = 0; v < kVector; ++v) z_values.values[v] = from_float<Element>(sum[v]);
-    *reinterpret_cast<ZVector*>(z + static_cast<int64_t>(b) * R + q) = z_values;
-  }
-}
 
 // output, cell, partials and z are written by the kernel and read back by it (by the same or by other CTAs): no
 // __restrict__ on them, so no load of them can take the read-only path.
@@ -245,9 +169,9 @@ flstm_grid_fwd_kernel(const float* __restrict__ proj, const typename ElementOf<k
     // Reduce this CTA's columns over the N partials in rank order, round to the element type, publish.
     if (z_col_count > 0) {
       if (z_col_count % kZVector == 0) {
-        reduce_z<kZVector>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
+        reduce_partials<kZVector>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
       } else {
-        reduce_z<1>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
+        reduce_partials<1>(partials, rank_stride, ctas, R, z_target, B, z_col_start, z_col_count);
       }
     }
     grid.sync();  // barrier B: the whole z is visible (and every read of the partials is done)

@@ -33,10 +33,12 @@ inline constexpr const char* kKernelOpSchemas[] = {
     "int cluster_size=0, int grid_ctas=0) -> (Tensor output, Tensor cell)",
     // cluster_size: 0 = automatic (single CTA where its backward fits, else the smallest thread-block cluster whose
     // backward layout fits on compute capability 9.x; see flstm_bwd_cluster_size in persistent_layout.h), 1 = force the
-    // single-CTA kernel, 2 / 4 / 8 / 16 = force the cluster backward with that many CTAs per batch tile.
+    // single-CTA kernel, 2 / 4 / 8 / 16 = force the cluster backward with that many CTAs per batch tile. Where neither
+    // fits, the automatic mode runs the grid-cooperative backward on the smallest fitting number of CTAs N <= SM count
+    // (flstm_bwd_grid_ctas); grid_ctas = N >= 1 forces that kernel (cluster_size must then be 0).
     "flstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
-    "Tensor weight_1, Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0) -> (Tensor dx, "
-    "Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias)",
+    "Tensor weight_1, Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0, "
+    "int grid_ctas=0) -> (Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias)",
 };
 
 }  // namespace lstmkern

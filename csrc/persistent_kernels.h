@@ -1,5 +1,6 @@
 // Host entry points of the persistent LSTM kernels (csrc/glstm_persistent.cu, csrc/glstm_cluster.cu,
-// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu, csrc/flstm_cluster_bwd.cu, csrc/flstm_grid.cu).
+// csrc/flstm_persistent.cu, csrc/flstm_cluster.cu, csrc/flstm_cluster_bwd.cu, csrc/flstm_grid.cu,
+// csrc/flstm_grid_bwd.cu).
 //
 // The kernels' translation units include no torch headers (they compile in seconds and tests/test_cuda_build.py can
 // compile them standalone for the ptxas resource report); the torch-facing launchers in cuda_ops.cpp prepare the
@@ -135,5 +136,16 @@ cudaError_t launch_flstm_grid_fwd(ElementKind kind, const FlstmFwdArgs& args, in
 cudaError_t flstm_grid_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count);
 // The same for the grid forward in the projected mode (H cell units, P projection size, G groups).
 cudaError_t projected_grid_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count);
+// The grid-cooperative F-LSTM backward (csrc/flstm_grid_bwd.cu): same arguments and results as the cluster backward
+// (dz (T, B, R) float32, written), the whole batch on `ctas` co-resident CTAs (H / ctas hidden units each) with dz
+// exchanged through the global workspace: `partials` (ctas, Bp, R) float32 and `dz_rounded` (Bp, R) element type,
+// Bp = B rounded up to flstm_cluster_batch_tile(kind); neither needs initialising, nor does args.dc0 (the kernel keeps
+// the running dc there). Needs compute capability >= 8.0 (the caller checks) and flstm_grid_shape_ok(H, R, ctas)
+// (cudaErrorInvalidValue otherwise); returns cudaErrorCooperativeLaunchTooLarge when the ctas CTAs with
+// flstm_grid_bwd_layout's shared memory cannot all be resident, and otherwise the error of cudaLaunchKernelEx itself.
+cudaError_t launch_flstm_grid_bwd(ElementKind kind, const FlstmBwdArgs& args, int ctas, float* dz, float* partials,
+                                  void* dz_rounded, cudaStream_t stream);
+// How many CTAs of the grid F-LSTM backward (its shared memory for (H, R, ctas)) the current device can hold at once.
+cudaError_t flstm_grid_bwd_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count);
 
 }  // namespace lstmkern

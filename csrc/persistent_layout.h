@@ -602,6 +602,69 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_grid_ctas(int64_t h, int64_t r, Ele
   return 0;
 }
 
+// F-LSTM backward on the whole grid (csrc/flstm_grid_bwd.cu), the grid forward's decomposition in reverse time and
+// the same shape rule (flstm_grid_shape_ok) and batch tile (flstm_cluster_batch_tile): CTA r owns hidden units
+// [r Hs, (r+1) Hs), Hs = H / N, for the whole batch and keeps its units' weights resident as stored, exactly as the
+// cluster backward does (each the row-major B operand of one product); dz is exchanged through a global workspace with
+// two grid barriers per step. Shared memory holds one batch tile at a time, so it does not depend on B:
+//   w2:     W2 rows of the CTA's units' gates, (4Hs x w2_ld) element type, w2[(g Hs + j) * w2_ld + q] =
+//           W2[g H + r Hs + j][q] (partial dz = dgates_own w2).
+//   w1h:    W1_h columns of the CTA's units, (R x w1h_ld) element type, w1h[q * w1h_ld + k] = W1[q][I + r Hs + k]
+//           (dh_{t-1}[own] = dz w1h).
+//   dgates: one batch tile of the CTA's gate gradients, (BT x dgates_ld), column g Hs + j: element type (rounded for
+//           fp16/bf16, the WMMA A operand), float32 for fp32.
+//   dz:     one batch tile of the reduced dz, (BT x dz_ld) element type (the A operand of the dh product).
+//   dh:     one batch tile of the recurrent gradient reaching the CTA's units of h_{t-1}, (BT x dh_ld) float32.
+// Global workspace (allocated by the launcher): partials (N x Bp x R) float32 and the rounded dz (Bp x R) element
+// type, Bp = ceil(B / BT) BT; the running dc of the CTA's units lives in the dc0 output (B x H float32).
+struct FlstmGridBwdLayout {
+  int64_t ctas, units_per_cta, batch_tile, w2_ld, w1h_ld, dgates_ld, dz_ld, dh_ld;
+  int64_t w2_offset, w1h_offset, dgates_offset, dz_offset, dh_offset, total_bytes;
+};
+
+// Only meaningful where flstm_grid_shape_ok(h, r, ctas).
+LSTMKERN_HOST_DEVICE constexpr FlstmGridBwdLayout flstm_grid_bwd_layout(int64_t h, int64_t r, int64_t ctas,
+                                                                        ElementKind kind) {
+  FlstmGridBwdLayout layout{};
+  const int64_t bt = flstm_cluster_batch_tile(kind);
+  const int64_t hs = h / ctas;
+  const int64_t elem = element_bytes(kind);
+  layout.ctas = ctas;
+  layout.units_per_cta = hs;
+  layout.batch_tile = bt;
+  layout.w2_ld = operand_tile_ld(r, kind);
+  layout.w1h_ld = operand_tile_ld(hs, kind);
+  layout.dgates_ld = operand_tile_ld(4 * hs, kind);
+  layout.dz_ld = operand_tile_ld(r, kind);
+  layout.dh_ld = float_tile_ld(hs, kind);
+  int64_t end = 0;
+  layout.w2_offset = carve(end, 4 * hs * layout.w2_ld * elem);
+  layout.w1h_offset = carve(end, r * layout.w1h_ld * elem);
+  layout.dgates_offset = carve(end, bt * layout.dgates_ld * elem);
+  layout.dz_offset = carve(end, bt * layout.dz_ld * elem);
+  layout.dh_offset = carve(end, bt * layout.dh_ld * 4);
+  layout.total_bytes = round_up(end, kSmemAlignment);
+  return layout;
+}
+
+// Bytes per CTA of the grid F-LSTM backward with `ctas` CTAs, or -1 where that CTA count is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t flstm_grid_bwd_smem_bytes(int64_t h, int64_t r, int64_t ctas,
+                                                                 ElementKind kind) {
+  return flstm_grid_shape_ok(h, r, ctas) ? flstm_grid_bwd_layout(h, r, ctas, kind).total_bytes : -1;
+}
+
+// The CTA count of the grid F-LSTM backward (the op's automatic choice where flstm_bwd_cluster_size finds no single CTA
+// or cluster): the smallest N <= sm_count accepted for (h, r) whose per-CTA backward layout fits, or 0.
+// lstmkern.backends.cuda.flstm_bwd_grid_ctas mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int flstm_bwd_grid_ctas(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
+                                                       int64_t sm_count) {
+  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
+    const int64_t bytes = flstm_grid_bwd_smem_bytes(h, r, ctas, kind);
+    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
+  }
+  return 0;
+}
+
 // The projected mode of the grid forward (csrc/flstm_grid.cu; see projected_fwd_layout above): flstm_grid_shape_ok
 // for (h, p, N), N a multiple of G (each CTA's Hs units lie in one group) and P / G a multiple of 16. It needs a
 // global workspace for m (B x H, element type) besides the partials; its z is the output itself.
@@ -685,6 +748,14 @@ static_assert(flstm_fwd_grid_ctas(2048, 512, ElementKind::kBFloat16, 232448, 48)
 static_assert(flstm_fwd_grid_ctas(1024, 256, ElementKind::kBFloat16, 166912, 108) == 32);
 static_assert(flstm_grid_smem_bytes(2048, 512, 48, ElementKind::kBFloat16) == -1);  // Hs = 42.67
 static_assert(flstm_grid_smem_bytes(2048, 72, 64, ElementKind::kBFloat16) == -1);   // R not whole WMMA tiles
+// Its backward on the grid, N = 64 as well: 128 x 520 x 2 (W2 rows) + 512 x 40 x 2 (W1_h columns) + 16 x 136 x 2
+// (dgates) + 16 x 520 x 2 (dz) + 16 x 36 x 4 (dh) = 197376 bytes; in fp32 N = 128 (182784 bytes), as the forward.
+static_assert(flstm_grid_bwd_smem_bytes(2048, 512, 64, ElementKind::kBFloat16) ==
+              128 * 520 * 2 + 512 * 40 * 2 + 16 * 136 * 2 + 16 * 520 * 2 + 16 * 36 * 4);
+static_assert(flstm_bwd_grid_ctas(2048, 512, ElementKind::kBFloat16, 232448, 132) == 64);
+static_assert(flstm_bwd_grid_ctas(2048, 512, ElementKind::kFloat32, 232448, 132) == 128);
+static_assert(flstm_bwd_grid_ctas(1024, 256, ElementKind::kBFloat16, 166912, 108) == 32);
+static_assert(flstm_grid_bwd_smem_bytes(2048, 512, 48, ElementKind::kBFloat16) == -1);
 // The projected layouts at H = 1024, P = 256, G = 4 in bf16 (Pg = 64), C = 16 CTAs of 64 units: 64 x 264 x 2 (W_hr
 // columns) + 64 x 264 x 2 (W2: Pg x 4Hs) + 16 x 72 x 2 (m) + 2 x 16 x 260 x 4 (partial / gates) + 16 x 264 x 2 (z)
 // + 16 x 64 x 4 (c) = 115712 bytes; C = 8 fits too (221184 bytes) and is chosen; G = 1 (Pg = 256) needs C = 16. The

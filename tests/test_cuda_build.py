@@ -22,13 +22,14 @@ from lstmkern.backends import cuda as cuda_backend
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 KERNEL_SOURCES = ("glstm_persistent.cu", "glstm_cluster.cu", "flstm_persistent.cu", "flstm_cluster.cu",
-                  "flstm_cluster_bwd.cu", "flstm_grid.cu")
+                  "flstm_cluster_bwd.cu", "flstm_grid.cu", "flstm_grid_bwd.cu")
 # One kernel template per (op, direction, variant), each instantiated for float32, float16 and bfloat16.
 EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_persistent_bwd_kernel",
                                          "glstm_cluster_fwd_kernel", "glstm_cluster_bwd_kernel",
                                          "flstm_persistent_fwd_kernel",
                                          "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel",
-                                         "flstm_cluster_bwd_kernel", "flstm_grid_fwd_kernel")}
+                                         "flstm_cluster_bwd_kernel", "flstm_grid_fwd_kernel",
+                                         "flstm_grid_bwd_kernel")}
 # The cluster and grid F-LSTM forwards are also instantiated in their projected mode (LSTMP layers; a template
 # parameter, so the F-LSTM's own instantiation is compiled as without it).
 EXPECTED_KERNELS.update({"flstm_cluster_fwd_kernel": 6, "flstm_grid_fwd_kernel": 6})
@@ -205,6 +206,43 @@ def test_python_flstm_grid_rule_matches_the_extension_choice(dtype, ops):
                         h, r, smem, sm_count)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_python_flstm_grid_bwd_formula_and_rule_match_the_kernel_layout(dtype, ops):
+    """flstm_grid_bwd_smem_bytes / flstm_bwd_grid_ctas (Python) and flstm_grid_bwd_layout / flstm_bwd_grid_ctas (what
+    the backward op carves and its automatic mode launches) agree."""
+    for N in (1, 2, 3, 4, 6, 8, 16, 32, 48, 64, 128):
+        for h in range(16 * N, 16 * N * 6 + 1, 16 * N):
+            for r in (16, 32, 48, 256, 512):
+                assert cuda_backend.flstm_grid_bwd_smem_bytes(h, r, N, dtype) == ops.flstm_grid_bwd_smem_bytes(
+                    h, r, N, dtype), (h, r, N)
+    for h, r, N in ((2048, 512, 48), (1024, 72, 16), (48, 16, 2), (1024, 0, 2), (0, 16, 2), (1024, 256, 0)):
+        with pytest.raises(ValueError, match="grid"):
+            ops.flstm_grid_bwd_smem_bytes(h, r, N, dtype)
+        with pytest.raises(ValueError, match="grid"):
+            cuda_backend.flstm_grid_bwd_smem_bytes(h, r, N, dtype)
+    for h in (1, 16, 48, 256, 384, 1024, 2048, 4096):
+        for r in (1, 16, 35, 256, 512):
+            for smem in (48 * 1024, A100_SMEM_OPTIN, A100_SMEM_OPTIN_BYTES, 232448):
+                for sm_count in (0, 1, 16, 48, 108, 132):
+                    assert cuda_backend.flstm_bwd_grid_ctas(h, r, dtype, smem, sm_count) == (
+                        ops.flstm_backward_grid_ctas(h, r, dtype, smem, sm_count)), (h, r, smem, sm_count)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_grid_forward_shape_has_a_persistent_backward(dtype):
+    """Wherever the grid F-LSTM forward runs (no single CTA or cluster fits; an H100's or an A100's shared memory and SM
+    count), a persistent backward fits too, the grid backward with no more CTAs where no cluster backward does, so
+    "auto" never falls back to Triton's per-step backward for those shapes."""
+    for smem, cc, sm_count in ((H100_SMEM_OPTIN, (9, 0), H100_SMS), (A100_SMEM_OPTIN_BYTES, (8, 0), A100_SMS)):
+        for H in range(16, 4097, 16):
+            for R in range(16, 1025, 16):
+                if cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) > 0:
+                    continue
+                N = cuda_backend.flstm_grid_ctas(H, R, dtype, smem, sm_count)
+                if N > 0 and cuda_backend.flstm_bwd_cluster_size(H, R, dtype, smem, cc) == 0:
+                    assert 0 < cuda_backend.flstm_bwd_grid_ctas(H, R, dtype, smem, sm_count) <= N, (H, R, N)
+
+
 def test_smem_query_rejects_float64_and_empty_sizes(ops):
     with pytest.raises(ValueError, match="dtype"):
         ops.glstm_persistent_smem_bytes(8, torch.float64)
@@ -311,14 +349,17 @@ def test_unsupported_on_cpu_and_for_float64():
 
 def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_clusters: int = 1,
                   sm_count: int = H100_SMS, max_resident_ctas: int | None = None,
-                  max_active_bwd_clusters: int | None = None) -> None:
+                  max_active_bwd_clusters: int | None = None, max_resident_bwd_ctas: int | None = None) -> None:
     """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one);
     max_resident_ctas: what the grid forward's co-residency query answers (default: one CTA per SM);
-    max_active_bwd_clusters: the cluster F-LSTM backward's residency (default: max_active_clusters)."""
+    max_active_bwd_clusters: the cluster F-LSTM backward's residency (default: max_active_clusters);
+    max_resident_bwd_ctas: the grid F-LSTM backward's co-residency (default: max_resident_ctas)."""
     resident = sm_count if max_resident_ctas is None else max_resident_ctas
     bwd_active = max_active_clusters if max_active_bwd_clusters is None else max_active_bwd_clusters
     monkeypatch.setattr(cuda_backend, "_flstm_cluster_bwd_max_active", lambda *args: bwd_active)
     monkeypatch.setattr(cuda_backend, "_flstm_grid_max_resident", lambda *args: resident)
+    bwd_resident = resident if max_resident_bwd_ctas is None else max_resident_bwd_ctas
+    monkeypatch.setattr(cuda_backend, "_flstm_grid_bwd_max_resident", lambda *args: bwd_resident)
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
     monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc, sm_count))
     monkeypatch.setattr(cuda_backend, "_flstm_cluster_max_active", lambda *args: max_active_clusters)
@@ -371,7 +412,11 @@ def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatc
     reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
     assert "Triton" in reason and "no Triton today" in reason
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None
-    reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (256, 64, 2048, 2048, 1, 512))  # flstm-train
+    # flstm-train: the grid forward and the grid backward (N = 64), no Triton needed; where the grid backward's 64 CTAs
+    # cannot all be resident, Triton's backward would have to take over.
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (256, 64, 2048, 2048, 1, 512)) is None
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_resident_bwd_ctas=63)
+    reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (256, 64, 2048, 2048, 1, 512))
     assert "grid-cooperative forward (N=64 CTAs)" in reason and "no Triton today" in reason
     monkeypatch.undo()
     # Without clusters (A100): the grid-cooperative forward, N = 32 for flstm-infer.
@@ -406,8 +451,9 @@ class _RecordingOps:
         self.calls.append("glstm_persistent_bwd")
         return "persistent"
 
-    def flstm_persistent_bwd(self, *args, cluster_size=0):
-        self.calls.append(("flstm_persistent_bwd", cluster_size))
+    def flstm_persistent_bwd(self, *args, cluster_size=0, grid_ctas=0):
+        self.calls.append(("flstm_persistent_bwd", cluster_size) if grid_ctas == 0 else
+                          ("flstm_persistent_bwd", "grid", grid_ctas))
         return "persistent"
 
 
@@ -466,12 +512,39 @@ def test_flstm_bwd_rule_runs_a_persistent_backward_wherever_one_fits(monkeypatch
     assert cuda_backend.flstm_cluster_bwd_smem_bytes(H, R, 2, torch.float32) < single - 1
     assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls[-1] == ("flstm_persistent_bwd", 2)
 
-    for device in ({"cc": (8, 0)}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):  # no clusters; none resident
+    _simulate_gpu(monkeypatch, single - 1, (8, 0))  # no clusters: the grid backward, N = 1 (its share is smaller)
+    assert cuda_backend.flstm_bwd_grid_ctas(H, R, torch.float32, single - 1, H100_SMS) == 1
+    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls[-1] == ("flstm_persistent_bwd", "grid", 1)
+
+    # No clusters and the grid backward's CTAs not all resident; a cluster backward that is not resident.
+    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 0}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):
         _simulate_gpu(monkeypatch, single - 1, **device)
         delegated = cuda_backend.flstm_bwd(*args)
-        assert len(recording.calls) == 2  # not called again
+        assert len(recording.calls) == 3  # not called again
         for got, expected in zip(delegated, triton_backend.flstm_bwd(*args)):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flstm_bwd_runs_the_grid_backward_for_flstm_train(monkeypatch, dtype):
+    """flstm-train (H = 2048, R = 512) fits no single CTA and no cluster of an H100, so its forward runs on the grid
+    (N = 64 in fp16/bf16, 128 in fp32): "auto"'s backward is the grid backward on as many CTAs, not Triton's per-step
+    backward; likewise flstm-infer (H = 1024, R = 256) on an A100, which has no clusters (N = 32, or 64 in fp32)."""
+    recording = _RecordingOps()
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: recording)
+    from lstmkern.backends import triton as triton_backend
+    monkeypatch.setattr(triton_backend, "flstm_bwd", lambda *args: pytest.fail("Triton's backward was called"))
+    x = torch.empty(1, 1, 1, dtype=dtype)
+    wide = dtype == torch.float32  # fp32 weights take twice the CTAs
+    h100, a100 = (H100_SMEM_OPTIN, (9, 0), H100_SMS), (A100_SMEM_OPTIN_BYTES, (8, 0), A100_SMS)
+    for (H, R), (smem, cc, sm_count), N in (((2048, 512), h100, 128 if wide else 64),
+                                            ((1024, 256), a100, 64 if wide else 32)):
+        _simulate_gpu(monkeypatch, smem, cc, sm_count=sm_count)
+        assert cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) == 0
+        assert cuda_backend.flstm_grid_ctas(H, R, dtype, smem, sm_count) == N
+        weight_2 = torch.empty(4 * H, R, dtype=dtype)
+        assert cuda_backend.flstm_bwd(None, None, x, None, None, None, weight_2, None, None, None) == "persistent"
+        assert recording.calls[-1] == ("flstm_persistent_bwd", "grid", N)
 
 
 def _ptxas_report(nvcc: str, source: Path, tmp_path: Path) -> str:

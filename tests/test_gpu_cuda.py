@@ -20,10 +20,11 @@ round z and the gate product to the element type as the reference does).
 
 The grid-cooperative F-LSTM forward (compute capability >= 8.0) is held to the same rule at flstm-train's layer
 (I = H = 2048, R = 512, at small T and B: N = 64 CTAs in fp16/bf16 and 128 in fp32 on an H100) and an awkward shape (R
-not a multiple of 16 N: the last CTAs reduce no column of z), with the backward delegated to Triton's, also through
-autograd; forced CTA counts at small shapes must match the single-CTA forward like the cluster forward does, and match
-the cluster forward with as many CTAs to an ulp or two (same fragments, same k order, same rank order of the z sum,
-same cell code).
+not a multiple of 16 N: the last CTAs reduce no column of z), with the backward the cuda backend picks there (the
+grid-cooperative backward, csrc/flstm_grid_bwd.cu, on as many CTAs), also through autograd; forced CTA counts at small
+shapes must match the single-CTA forward like the cluster forward does, and match the cluster forward with as many
+CTAs to an ulp or two (same fragments, same k order, same rank order of the z sum, same cell code); the forced grid
+backward is held to the reference rule and, on 9.x, to the cluster backward with as many CTAs.
 
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
 C thread-block-cluster size, N CTA count of the grid F-LSTM forward.
@@ -39,6 +40,7 @@ from lstmkern.backends import resolve_backend
 from kernel_checks import (DTYPES, FLOOR, K, assert_close_like_reference, assert_forward_like_reference,  # noqa: F401
                            assert_within_ulps, check_both_variants, check_forward_and_backward, flstm_inputs,
                            glstm_inputs)
+from helpers import rel_err
 from lstmkern.reference import flstm_reference, glstm_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -359,8 +361,8 @@ def _sm_count():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", FLSTM_GRID_SHAPES, ids=str)
 def test_flstm_grid_matches_reference(shape, dtype):
-    """The backend's own choice beyond any cluster: grid-cooperative forward, Triton backward (called the way autograd
-    calls it)."""
+    """The backend's own choice beyond any cluster: grid-cooperative forward and backward (called the way autograd calls
+    them)."""
     T, B, I, H, R = shape
     smem, cc = _device_limits()
     if cuda_backend.flstm_cluster_size(H, R, dtype, smem, cc) != 0:
@@ -397,6 +399,75 @@ def test_flstm_forced_grid_forward_equals_single_cta(forced, dtype):
         _assert_within_ulps((output, cell), (cluster_output, cluster_cell), 2 * torch.finfo(dtype).eps,
                             "the cluster kernel")
     _assert_forward_like_reference(flstm_reference, (x, h0, c0, w1, w2, bias), output, cell, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", FLSTM_FORCED_GRIDS, ids=str)
+def test_flstm_forced_grid_backward_matches_reference(forced, dtype):
+    """grid_ctas=N for both the forward and the backward kernel (csrc/flstm_grid_bwd.cu) at small shapes: B past the
+    batch tiles, T = 1, N = 1, N not a power of two, with and without bias and a cell-state gradient; on 9.x every
+    gradient within an ulp or two of the cluster backward with C = N (same products, same rank order of the dz sum)."""
+    N, T, B, I, H, R = forced
+    smem, cc = _device_limits()
+    if N > _sm_count():
+        pytest.skip(f"grid_ctas={N} exceeds the {_sm_count()} SMs of this GPU")
+    torch.manual_seed(N * 1000 + H + T + 2)
+    inputs = _flstm_inputs(T, B, I, H, R, dtype)
+    ops = torch.ops.lstmkern_cuda
+
+    def fwd(*args):
+        return ops.flstm_persistent_fwd(*args, grid_ctas=N)
+
+    def bwd(*args):
+        return ops.flstm_persistent_bwd(*args, grid_ctas=N)
+
+    _check_both_variants("flstm", inputs, dtype, fwd=fwd, bwd=bwd)
+    if cc[0] == 9 and N in (2, 4, 8, 16):
+        output, cell = ops.flstm_persistent_fwd(*inputs, cluster_size=N)
+        args = (torch.randn_like(output), torch.randn_like(cell), *inputs, output, cell)
+        grid_grads = ops.flstm_persistent_bwd(*args, grid_ctas=N)
+        cluster_grads = ops.flstm_persistent_bwd(*args, cluster_size=N)
+        # Bitwise equal unless the compiler contracts the cell's expressions differently in the two kernels (then a
+        # few ulps, carried through the recurrence and the gradient GEMMs).
+        ulps = (16 if dtype == torch.float32 else 2) * torch.finfo(dtype).eps
+        for name, got, other in zip(("dx", "dh0", "dc0", "dweight_1", "dweight_2", "dbias"), grid_grads,
+                                    cluster_grads):
+            assert rel_err(got, other) <= ulps, (name, rel_err(got, other))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_flstm_train_backward_runs_on_the_grid_kernel(dtype):
+    """flstm-train's layer (I = H = 2048, R = 512): no single CTA or cluster fits an H100/H200, so the backward op's
+    automatic choice and the backend's are the grid backward on as many CTAs as the grid forward (64 in fp16/bf16, 128
+    in fp32), all resident, and it holds to the reference rule (T = 2, B = 64)."""
+    smem, cc = _require_headline_gpu(min_sms=64)
+    N = cuda_backend.flstm_grid_ctas(2048, 512, dtype, smem, _sm_count())
+    if N == 0:
+        pytest.skip(f"the grid forward of flstm-train in {dtype} does not fit this GPU ({_sm_count()} SMs)")
+    assert cuda_backend.flstm_bwd_cluster_size(2048, 512, dtype, smem, cc) == 0
+    assert cuda_backend.flstm_bwd_grid_ctas(2048, 512, dtype, smem, _sm_count()) == N
+    resident = torch.ops.lstmkern_cuda.flstm_grid_bwd_max_resident_ctas(torch.cuda.current_device(), 2048, 512, N,
+                                                                        dtype)
+    assert resident >= N, resident
+    assert cuda_backend._flstm_backward_kernel(torch.cuda.current_device(), 2048, 512, dtype, smem, cc,
+                                               _sm_count()) == (0, N)
+    torch.manual_seed(21)
+    inputs = _flstm_inputs(2, 64, 2048, 2048, 512, dtype)
+    ops = torch.ops.lstmkern_cuda
+    _check_forward_and_backward("flstm", inputs, dtype, with_bias=True, with_grad_cell=True,
+                                fwd=ops.flstm_persistent_fwd, bwd=ops.flstm_persistent_bwd)
+
+
+def test_flstm_backward_grid_ctas_argument_is_checked():
+    x, h0, c0, w1, w2, bias = _flstm_inputs(3, 2, 4, 64, 16, torch.float32)
+    output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias)
+    args = (torch.ones_like(output), None, x, h0, c0, w1, w2, bias, output, cell)
+    bwd = torch.ops.lstmkern_cuda.flstm_persistent_bwd
+    for bad in (-1, 3, 8):  # 3, 8: H = 64 is not a multiple of 16 * grid_ctas
+        with pytest.raises(ValueError, match="grid_ctas"):
+            bwd(*args, grid_ctas=bad)
+    with pytest.raises(ValueError, match="cluster_size and grid_ctas"):
+        bwd(*args, cluster_size=2, grid_ctas=2)
 
 
 def test_flstm_grid_ctas_argument_is_checked():
@@ -538,12 +609,14 @@ _ALIGNMENT_VARIANTS = [("glstm", {"cluster_size": 1}, {"cluster_size": 1}),
                        ("glstm", {"cluster_size": 2}, {"cluster_size": 2}),
                        ("flstm", {"cluster_size": 1}, {}),
                        ("flstm", {"cluster_size": 2}, {}),
-                       ("flstm", {"grid_ctas": 2}, {})]
+                       ("flstm", {"grid_ctas": 2}, {}),
+                       ("flstm", {"grid_ctas": 2}, {"grid_ctas": 2})]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind,forward_kernel,backward_kernel", _ALIGNMENT_VARIANTS,
-                         ids=["glstm-cta", "glstm-cluster2", "flstm-cta", "flstm-cluster2", "flstm-grid2"])
+                         ids=["glstm-cta", "glstm-cluster2", "flstm-cta", "flstm-cluster2", "flstm-grid2",
+                              "flstm-grid2-bwd"])
 def test_kernels_take_tensors_that_are_only_element_aligned(kind, forward_kernel, backward_kernel, dtype):
     """Inputs, gradients and saved tensors that are contiguous but start one element into their storage: the results
     keep to the tolerance rule (no fault, no misread), for every kernel."""

@@ -33,7 +33,10 @@ weights resident in shared memory:
   per SM at most) covering the whole batch, with z exchanged through a global workspace (L2) and two grid barriers per
   step (cooperative launch, cooperative_groups grid sync); :func:`flstm_bwd` runs the cluster backward where one
   fits (:func:`flstm_bwd_cluster_size`; not for flstm-train, whose W2 rows alone exceed a CTA at C = 16), else the
-  Triton backward.
+  grid-cooperative backward (csrc/flstm_grid_bwd.cu, :func:`flstm_bwd_grid_ctas`): the cluster backward's algorithm
+  on N co-resident CTAs with dz exchanged through a global workspace like the forward's z (flstm-train in bf16 on an
+  H100: N = 64, 197376 B per CTA; verified under the CPU emulator, tests/test_emu_flstm_grid_bwd.py), and Triton's
+  backward only where neither fits or is resident.
 * Projected G-LSTM layers (LSTMP, weight_hr (P, H); G = 1 is a plain LSTMP): a step gates_t = P_t + W_hh (W_hr
   m_{t-1}) is the F-LSTM step with W1_h := W_hr, R := P, W2 := W_hh, so the F-LSTM forwards run it in their projected
   mode (single CTA, csrc/flstm_persistent.cu; a cluster of C CTAs, csrc/flstm_cluster.cu, C a multiple of G; or the
@@ -77,7 +80,9 @@ returns None, and otherwise falls through to triton, then reference):
    (the per-CTA share: R x Hs and 4Hs x R weights plus one batch tile of h, z and gates; independent of B) fits; the
    smallest such N is used (:func:`flstm_grid_ctas`; e.g. flstm-train H = 2048, R = 512 in bf16/fp16 on an H100 ->
    N = 64 with 198912 B per CTA, in fp32 -> N = 128; H = 1024, R = 256 in bf16 on an A100 -> N = 32), and the
-   backward must run too: on the cluster backward where one fits (as above), else on the Triton backend;
+   backward must run too: on the cluster backward where one fits (as above), else on the grid backward
+   (:func:`flstm_bwd_grid_ctas`, its own per-CTA share :func:`flstm_grid_bwd_smem_bytes` fitting and all N CTAs
+   resident), else on the Triton backend;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels);
 7. with a projection (P > 0): a G-LSTM (the projected F-LSTM is not covered) whose single-CTA projected forward fits,
    or, on compute capability 9.x, some cluster of :func:`projected_cluster_size` (resident on the device), and the
@@ -103,7 +108,8 @@ Forcing a kernel (tests, compute-sanitizer): ``torch.ops.lstmkern_cuda.glstm_per
 with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default 0 makes the choice above. Likewise
 ``flstm_persistent_fwd(..., cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (H a multiple of 16 C, R of 16), and
 ``flstm_persistent_fwd(..., grid_ctas=N)`` the grid forward on N CTAs (N <= SM count, H a multiple of 16 N, R of 16).
-``flstm_persistent_bwd(..., cluster_size=C)`` forces the single-CTA (1) or the cluster (2, 4, 8, 16) F-LSTM backward.
+``flstm_persistent_bwd(..., cluster_size=C)`` forces the single-CTA (1) or the cluster (2, 4, 8, 16) F-LSTM backward,
+``flstm_persistent_bwd(..., grid_ctas=N)`` the grid backward on N CTAs (same rule as the grid forward).
 A projected layer: ``glstm_persistent_fwd(..., weight_hr=W_hr, cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (a
 multiple of G, H a multiple of 16 C, P / G of 16), or ``grid_ctas=N`` (N a multiple of G, H a multiple of 16 N).
 """
@@ -117,7 +123,8 @@ __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "p
            "flstm_persistent_rule", "glstm_smem_bytes", "flstm_smem_bytes", "glstm_cluster_smem_bytes",
            "glstm_cluster_bwd_smem_bytes", "glstm_cluster_size", "flstm_cluster_smem_bytes", "flstm_cluster_size",
            "flstm_cluster_bwd_smem_bytes", "flstm_bwd_cluster_size",
-           "flstm_grid_smem_bytes", "flstm_grid_ctas", "projected_rule", "projected_smem_bytes",
+           "flstm_grid_smem_bytes", "flstm_grid_ctas", "flstm_grid_bwd_smem_bytes", "flstm_bwd_grid_ctas",
+           "projected_rule", "projected_smem_bytes",
            "projected_cluster_smem_bytes", "projected_cluster_size", "projected_grid_smem_bytes",
            "projected_grid_ctas"]
 
@@ -455,6 +462,46 @@ def flstm_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_coun
     return 0
 
 
+def flstm_grid_bwd_smem_bytes(H: int, R: int, N: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the grid-cooperative F-LSTM backward with N CTAs
+    (flstm_grid_bwd_layout in csrc/persistent_layout.h): the CTA's gate rows of W2 (4Hs x R) and columns of W1_h
+    (R x Hs) as stored, rows padded by 8 elements in fp16/bf16, and one batch tile of its dgates (BT x 4Hs, input dtype)
+    and of dz (BT x R, input dtype) and its float32 recurrent dh (BT x Hs, rows padded by 4 in fp16/bf16); BT = 16
+    (WMMA) for fp16/bf16, 8 for fp32. Independent of B. Same accepted (H, R, N) as :func:`flstm_grid_smem_bytes`.
+
+    Example::
+        >>> flstm_grid_bwd_smem_bytes(2048, 512, 64, torch.bfloat16)   # flstm-train on an H100
+        197376
+    """
+    if not _flstm_grid_shape_ok(H, R, N):
+        raise ValueError(f"the grid F-LSTM backward takes N >= 1 CTAs, H a multiple of {_CLUSTER_UNIT_MULTIPLE} N and "
+                         f"R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got N={N}, H={H}, R={R}")
+    elem = _element_bytes(dtype)
+    hs = H // N
+    bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
+    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R, hs, 4 * hs, R))
+    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * dgates_ld * elem, bt * dz_ld * elem,
+                          bt * _float_tile_ld(hs, dtype) * 4)
+
+
+def flstm_bwd_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
+    """The CTA count of the grid-cooperative F-LSTM backward (mirrors flstm_bwd_grid_ctas in
+    csrc/persistent_layout.h), which runs where :func:`flstm_bwd_cluster_size` finds neither a single CTA nor a
+    cluster: the smallest N <= ``sm_count`` with H a multiple of 16 N (and R of 16) whose per-CTA backward share fits
+    ``smem_bytes``, or 0.
+
+    Example::
+        >>> flstm_bwd_grid_ctas(2048, 512, torch.bfloat16, 232448, 132)   # flstm-train on an H100
+        64
+    """
+    N = 1
+    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
+        if _flstm_grid_shape_ok(H, R, N) and flstm_grid_bwd_smem_bytes(H, R, N, dtype) <= smem_bytes:
+            return N
+        N += 1
+    return 0
+
+
 # --- Projected layers (LSTMP) on the F-LSTM forward kernels: keep in sync with csrc/persistent_layout.h ------------
 
 def _projected_shape_ok(H: int, P: int, G: int) -> bool:
@@ -673,8 +720,8 @@ def flstm_persistent_rule(H: int, R: int, B: int, dtype: torch.dtype, smem_bytes
     of W1_h and W2 resident in one CTA); else (compute capability 9.x) the cluster forward of
     :func:`flstm_cluster_size` fits; else the grid-cooperative forward of :func:`flstm_grid_ctas` fits on at most
     ``sm_count`` CTAs (0: the SM count is unknown, the grid forward is not considered). The backward of the last two is
-    the cluster backward where :func:`flstm_bwd_cluster_size` finds one, else Triton's (:func:`unsupported` checks
-    that one of them can run).
+    the cluster backward where :func:`flstm_bwd_cluster_size` finds one, else the grid backward where
+    :func:`flstm_bwd_grid_ctas` does, else Triton's (:func:`unsupported` checks that one of them can run).
 
     Example::
         >>> flstm_persistent_rule(1024, 256, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 16 CTAs
@@ -783,7 +830,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
             return (f"H={H}, R={R} in {dtype} needs the grid-cooperative forward with N={ctas} CTAs of "
                     f"{flstm_grid_smem_bytes(H, R, ctas, dtype)} bytes each, all resident at once, and this device "
                     f"holds only {resident} (cudaOccupancyMaxActiveBlocksPerMultiprocessor x SM count)")
-        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc)
+        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc, sm_count)
         if backward_reason is not None:
             return f"H={H}, R={R} in {dtype} runs on the grid-cooperative forward (N={ctas} CTAs); {backward_reason}"
     if cluster_size > 1:
@@ -796,7 +843,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
             return (f"H={H}, R={R} in {dtype} needs the thread-block-cluster forward with C={cluster_size} CTAs of "
                     f"{flstm_cluster_smem_bytes(H, R, cluster_size, dtype)} bytes each, which this device cannot make "
                     f"resident (cudaOccupancyMaxActiveClusters = 0)")
-        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc)
+        backward_reason = _flstm_backward_problem(device, dtype, tuple(sizes), smem, cc, sm_count)
         if backward_reason is not None:
             return f"H={H}, R={R} in {dtype} runs on the thread-block-cluster forward; {backward_reason}"
     return reason
@@ -856,32 +903,45 @@ def _projected_cluster_max_active(index: int, H: int, P: int, G: int, C: int, dt
     return int(torch.ops.lstmkern_cuda.projected_cluster_max_active_clusters(index, H, P, G, C, dtype))
 
 
-def _flstm_backward_cluster(index: int, H: int, R: int, dtype: torch.dtype, smem: int, cc: tuple[int, int]) -> int:
-    """The persistent F-LSTM backward :func:`flstm_bwd` runs on CUDA device ``index``: 1 = single CTA, C = the cluster
-    backward with C CTAs (:func:`flstm_bwd_cluster_size`, resident on the device), 0 = none (Triton's backward)."""
+def _flstm_backward_kernel(index: int, H: int, R: int, dtype: torch.dtype, smem: int, cc: tuple[int, int],
+                           sm_count: int) -> tuple[int, int]:
+    """The persistent F-LSTM backward :func:`flstm_bwd` runs on CUDA device ``index``, as the op's (cluster_size,
+    grid_ctas): (1, 0) = single CTA, (C, 0) = the cluster backward with C CTAs (:func:`flstm_bwd_cluster_size`,
+    resident on the device), (0, N) = the grid-cooperative backward on N CTAs where no single CTA or cluster fits
+    (:func:`flstm_bwd_grid_ctas`, all N resident), (0, 0) = none (Triton's backward)."""
     cluster_size = flstm_bwd_cluster_size(H, R, dtype, smem, cc)
     if cluster_size > 1:
         try:
             if _flstm_cluster_bwd_max_active(index, H, R, cluster_size, dtype) < 1:
-                return 0
+                return 0, 0
         except RuntimeError:  # the occupancy query failed: fall back, do not raise
-            return 0
-    return cluster_size
+            return 0, 0
+    if cluster_size > 0:
+        return cluster_size, 0
+    ctas = flstm_bwd_grid_ctas(H, R, dtype, smem, sm_count)
+    if ctas == 0:
+        return 0, 0
+    try:
+        if _flstm_grid_bwd_max_resident(index, H, R, ctas, dtype) < ctas:
+            return 0, 0
+    except RuntimeError:  # the occupancy query failed: fall back, do not raise
+        return 0, 0
+    return 0, ctas
 
 
 def _flstm_backward_problem(device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
-                            cc: tuple[int, int]) -> str | None:
+                            cc: tuple[int, int], sm_count: int) -> str | None:
     """None when the F-LSTM backward of a multi-CTA forward can run here: on a persistent backward kernel
-    (:func:`_flstm_backward_cluster`), else on Triton's; otherwise why not."""
+    (:func:`_flstm_backward_kernel`), else on Triton's; otherwise why not."""
     _T, _B, _I, H, _G, R = tuple(sizes)[:6]
     index = device.index if device.index is not None else torch.cuda.current_device()
-    if _flstm_backward_cluster(index, H, R, dtype, smem, cc) > 0:
+    if _flstm_backward_kernel(index, H, R, dtype, smem, cc, sm_count) != (0, 0):
         return None
     triton_reason = _triton_problem("flstm", device, dtype, sizes)
     if triton_reason is None:
         return None
-    return (f"no persistent backward kernel fits or is resident (flstm_bwd_cluster_size), and the Triton backend, "
-            f"which would run the backward, cannot run here: {triton_reason}")
+    return (f"no persistent backward kernel fits or is resident (flstm_bwd_cluster_size, flstm_bwd_grid_ctas), and "
+            f"the Triton backend, which would run the backward, cannot run here: {triton_reason}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -896,6 +956,13 @@ def _flstm_cluster_max_active(index: int, H: int, R: int, C: int, dtype: torch.d
     """Clusters of the cluster F-LSTM forward (C CTAs, its shared memory for H, R) that CUDA device ``index`` can hold
     at once: 0 where C = 16 (beyond the portable 8) cannot be resident, e.g. no GPC with 16 free SMs."""
     return int(torch.ops.lstmkern_cuda.flstm_cluster_max_active_clusters(index, H, R, C, dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _flstm_grid_bwd_max_resident(index: int, H: int, R: int, N: int, dtype: torch.dtype) -> int:
+    """CTAs of the grid F-LSTM backward (its shared memory for H, R, N) that CUDA device ``index`` can hold at once;
+    the cooperative launch needs all N (:func:`flstm_bwd` runs Triton's backward otherwise)."""
+    return int(torch.ops.lstmkern_cuda.flstm_grid_bwd_max_resident_ctas(index, H, R, N, dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -974,17 +1041,23 @@ def flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, outpu
 
     The persistent backward kernels: the single-CTA kernel where it fits the device, else the cluster backward
     (csrc/flstm_cluster_bwd.cu, :func:`flstm_bwd_cluster_size`: compute capability 9.x, a cluster whose per-CTA share
-    fits and that the device can make resident; this covers the shapes of the cluster forward, e.g. flstm-infer);
-    otherwise (e.g. the grid-cooperative forward's flstm-train) the Triton backward, which only needs the saved output
-    and cell and follows the same reference numerics. weight_hr must be None.
+    fits and that the device can make resident; this covers the shapes of the cluster forward, e.g. flstm-infer),
+    else the grid-cooperative backward (csrc/flstm_grid_bwd.cu, :func:`flstm_bwd_grid_ctas`, all N CTAs resident; this
+    covers the shapes of the grid forward, e.g. flstm-train on an H100 with N = 64, or flstm-infer on an A100);
+    otherwise the Triton backward, which only needs the saved output and cell and follows the same reference
+    numerics. weight_hr must be None.
     """
     _refuse_projected_flstm(weight_hr)
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    smem, cc, _sm_count = _device_limits(index)
-    cluster_size = _flstm_backward_cluster(index, weight_2.shape[0] // 4, weight_2.shape[1], x.dtype, smem, cc)
-    if cluster_size == 0:
+    smem, cc, sm_count = _device_limits(index)
+    cluster_size, grid_ctas = _flstm_backward_kernel(index, weight_2.shape[0] // 4, weight_2.shape[1], x.dtype, smem,
+                                                     cc, sm_count)
+    if cluster_size == 0 and grid_ctas == 0:
         from . import triton as triton_backend
         return triton_backend.flstm_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell)
+    if grid_ctas > 0:
+        return ops.flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
+                                        grid_ctas=grid_ctas)
     return ops.flstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_1, weight_2, bias, output, cell,
                                     cluster_size=cluster_size)
