@@ -121,16 +121,21 @@ def run_flstm_cluster(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: boo
 
 
 def run_flstm_grid(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) -> None:
-    """One forced grid-cooperative F-LSTM forward against the float64 reference."""
+    """One forced grid-cooperative F-LSTM forward against the float64 reference, and the grid backward on it
+    (csrc/flstm_grid.cu, csrc/flstm_grid_bwd.cu)."""
     N, T, B, I, H, R = sizes
     w1, w2 = _rand(R, I + H, dtype=dtype) * (I + H) ** -0.5, _rand(4 * H, R, dtype=dtype) * R**-0.5
     bias = _rand(4 * H, dtype=dtype) if with_bias else None
     x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, H, dtype=dtype), _rand(B, H, dtype=dtype)
     output, cell = torch.ops.lstmkern_cuda.flstm_persistent_fwd(x, h0, c0, w1, w2, bias, grid_ctas=N)
+    grads = torch.ops.lstmkern_cuda.flstm_persistent_bwd(torch.randn(T, B, H, device="cuda").to(dtype),
+                                                         torch.randn(T, B, H, device="cuda"), x, h0, c0, w1, w2, bias,
+                                                         output, cell, grid_ctas=N)
     torch.cuda.synchronize()
     expected, expected_cell = flstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w1, w2, bias)))
     error = max((output.double() - expected).abs().max().item(), (cell.double() - expected_cell).abs().max().item())
     assert error <= TOLERANCE[dtype], f"flstm grid {sizes} {dtype}: output/cell error {error:.3e}"
+    assert all(torch.isfinite(g).all() for g in grads), f"flstm grid {sizes} {dtype}: non-finite gradient"
 
 
 def _element_aligned(t: torch.Tensor) -> torch.Tensor:
@@ -157,8 +162,8 @@ def run_misaligned(dtype: torch.dtype) -> None:
              _rand(4 * H, dtype=dtype)]
     for forced in ({"cluster_size": 1}, {"grid_ctas": 2}):
         output, cell = ops.flstm_persistent_fwd(*map(_element_aligned, flstm), **forced)
-    ops.flstm_persistent_bwd(_element_aligned(torch.randn_like(output)), None, *map(_element_aligned, flstm),
-                             _element_aligned(output), _element_aligned(cell))
+        ops.flstm_persistent_bwd(_element_aligned(torch.randn_like(output)), None, *map(_element_aligned, flstm),
+                                 _element_aligned(output), _element_aligned(cell), **forced)
     torch.cuda.synchronize()
     expected, _ = flstm_reference(*(t.double() for t in flstm))
     error = (output.double() - expected).abs().max().item()

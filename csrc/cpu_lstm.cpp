@@ -574,6 +574,20 @@ struct ForwardProjection {
   }
 };
 
+// dweight_hr = sum_t dh_t^T m_t (P, H): one time-parallel GEMM over the reverse walk's dh_all (T*B, P) and m_all
+// (T*B, H) (rounded first where the reference casts m_t to bfloat16); the empty placeholder without a projection.
+template <typename T>
+Tensor projection_weight_gradient(const Tensor& x, const std::optional<Tensor>& weight_hr, const Tensor& dh_all,
+                                  const Tensor& m_all, bool bf16) {
+  if (!weight_hr.has_value()) return no_projection_gradient(x);
+  const int64_t TB = m_all.size(0), H = m_all.size(1), P = weight_hr->size(0);
+  T* mp = m_all.data_ptr<T>();
+  round_to_bf16_parallel(bf16, mp, TB, H, H);
+  Tensor dweight_hr = at::empty_like(*weight_hr);
+  parallel_gemm<T>(true, false, P, H, TB, T(1), dh_all.data_ptr<T>(), P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
+  return dweight_hr;
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // G-LSTM
 // ---------------------------------------------------------------------------------------------------------------------
@@ -761,13 +775,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   for_each_task(dh_split, [&](int64_t task) { dh_columns(task, dgp, T(0), dh0p); });
   serial_blas.reset();
 
-  Tensor dweight_hr = no_projection_gradient(x);
-  if (w_hr != nullptr) {
-    T* mp = m_all.data_ptr<T>();
-    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
-    dweight_hr = at::empty_like(*weight_hr);
-    parallel_gemm<T>(true, false, P, H, TB, T(1), dh_all.data_ptr<T>(), P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
-  }
+  Tensor dweight_hr = projection_weight_gradient<T>(x, weight_hr, dh_all, m_all, bf16);
 
   // Weight gradients and dx: large GEMMs over all T*B rows of dgates.
   Tensor dweight_ih = at::empty_like(weight_ih);
@@ -990,13 +998,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> flstm_backwar
   });
   serial_blas.reset();
 
-  Tensor dweight_hr = no_projection_gradient(x);
-  if (w_hr != nullptr) {
-    T* mp = m_all.data_ptr<T>();
-    round_to_bf16_parallel(bf16, mp, TB, H, H);  // the reference's m_t for dweight_hr is cast to x's dtype
-    dweight_hr = at::empty_like(*weight_hr);
-    parallel_gemm<T>(true, false, P, H, TB, T(1), dh_all.data_ptr<T>(), P, mp, H, T(0), dweight_hr.data_ptr<T>(), H);
-  }
+  Tensor dweight_hr = projection_weight_gradient<T>(x, weight_hr, dh_all, m_all, bf16);
 
   Tensor dweight_1 = at::empty_like(weight_1);
   Tensor dweight_2 = at::empty_like(weight_2);
