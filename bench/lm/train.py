@@ -448,6 +448,10 @@ def main(argv=None) -> list[dict]:
         if not args.no_plot:
             print(plot(rows, out.with_suffix(".png")))
     if runtime.distributed:
+        # Rank 0 writes the results while the others are done: without the barrier a rank tears its gloo pairs down
+        # while rank 0 still holds them, which aborted rank 1 at exit once in CI-like runs ("terminate called without
+        # an active exception").
+        dist.barrier()
         dist.destroy_process_group()
     return rows
 
