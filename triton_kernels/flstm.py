@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
-                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, gradient_gemm_operand, lstm_cell,
+                      lstm_cell_backward, new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
@@ -429,12 +429,14 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
             HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
     rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
 
-    # Time-parallel gradients over all T*B rows.
+    # Time-parallel gradients over all T*B rows (dgates, dz and z in x's dtype for fp16/bf16: gradient_gemm_operand).
+    dgates = gradient_gemm_operand(dgates, x.dtype)
     dz = new_buffer((M, R), sdt, dev)
     grouped_gemm(dgates, weight_2, dz, groups=1, M=M, N=R, K=four_h, a_strides=(0, four_h, 1), b_strides=(0, R, 1),
                  c_strides=(0, R, 1))
     dweight_2 = new_buffer(weight_2.shape, x.dtype, dev)
     dbias = new_buffer((four_h,), x.dtype, dev)
+    dz, z = gradient_gemm_operand(dz, x.dtype), gradient_gemm_operand(z, x.dtype)
     grouped_gemm(dgates, z, dweight_2, groups=1, M=four_h, N=R, K=M, a_strides=(0, 1, four_h), b_strides=(0, R, 1),
                  c_strides=(0, R, 1), rowsum=dbias)
     dweight_1 = new_buffer(weight_1.shape, x.dtype, dev)

@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
-                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, gradient_gemm_operand, lstm_cell,
+                      lstm_cell_backward, new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
@@ -367,7 +367,8 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
             HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
     rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
 
-    # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows.
+    # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows (dgates in x's dtype for fp16/bf16).
+    dgates = gradient_gemm_operand(dgates, x.dtype)
     dweight_ih = new_buffer(weight_ih.shape, x.dtype, dev)
     dweight_hh = new_buffer(weight_hh.shape, x.dtype, dev)
     dbias = new_buffer((G, four_hg), x.dtype, dev)
