@@ -343,21 +343,21 @@ int glstm_forward_cluster_size(int64_t requested, int64_t hg, ElementKind kind, 
   return static_cast<int>(cluster_size);
 }
 
-// Which F-LSTM forward kernel runs (also in the projected mode): cluster_size 1 = single CTA per batch tile, C in
-// {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative forward on N CTAs
-// (cluster_size is then 0).
-struct FlstmForwardPlan {
+// Which F-LSTM kernel runs, forward (also in the projected mode) or backward: cluster_size 1 = single CTA per batch
+// tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative kernel on N
+// CTAs (cluster_size is then 0).
+struct FlstmPlan {
   int cluster_size;
   int grid_ctas;
 };
 
 // Which projected forward kernel runs (the F-LSTM kernels in their projected mode): cluster_size 1 = single CTA per
 // batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative
-// forward on N CTAs (cluster_size is then 0). `requested_cluster` and `requested_grid` as in flstm_forward_plan: both
+// forward on N CTAs (cluster_size is then 0). `requested_cluster` and `requested_grid` as in flstm_plan: both
 // 0 pick projected_fwd_cluster_size and, where that finds nothing, projected_fwd_grid_ctas (what
 // lstmkern.backends.cuda's rule assumes); a nonzero one forces that kernel. Raises ValueError naming the reason where
 // the kernel cannot run on `device`.
-FlstmForwardPlan projected_forward_plan(int64_t requested_cluster, int64_t requested_grid, const GlstmDims& d,
+FlstmPlan projected_forward_plan(int64_t requested_cluster, int64_t requested_grid, const GlstmDims& d,
                                         ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
@@ -415,7 +415,7 @@ FlstmForwardPlan projected_forward_plan(int64_t requested_cluster, int64_t reque
 // the projected mode the cell's m_t, (B, H) in x's dtype (there z of a step is the previous output row and the exchange
 // writes h_t = W_hr m_t straight into the output). Raises, naming the kernel and its shared memory, where the planned
 // CTAs cannot all be resident.
-void launch_flstm_forward_plan(ElementKind kind, const FlstmFwdArgs& args, const FlstmForwardPlan& plan,
+void launch_flstm_forward_plan(ElementKind kind, const FlstmFwdArgs& args, const FlstmPlan& plan,
                                const at::Tensor& x) {
   const char* name = args.projected ? "projected" : "F-LSTM";
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -468,7 +468,7 @@ std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  const FlstmForwardPlan plan =
+  const FlstmPlan plan =
       projected_forward_plan(cluster_size, grid_ctas, d, kind, x.scalar_type(), x.get_device());
   const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
@@ -696,42 +696,58 @@ FlstmDims check_flstm(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   return d;
 }
 
-// Which F-LSTM forward kernel runs (FlstmForwardPlan, defined with the projected forward above). `requested_cluster`
-// and `requested_grid` are the op's cluster_size and grid_ctas arguments: both 0 picks flstm_fwd_cluster_size and,
-// where that finds nothing, flstm_fwd_grid_ctas (what lstmkern.backends.cuda's rule assumes); cluster_size 1 or C
-// forces that kernel, grid_ctas N forces the grid forward on N CTAs (tests and compute-sanitizer runs use both to reach
-// the multi-CTA kernels at small shapes). Raises ValueError naming the reason where the kernel cannot run on `device`.
-FlstmForwardPlan flstm_forward_plan(int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
-                                    ElementKind kind, at::ScalarType dtype, int device) {
+// Which F-LSTM kernel runs, forward or backward (FlstmPlan, defined with the projected forward above).
+// `requested_cluster` and `requested_grid` are the op's cluster_size and grid_ctas arguments: both 0 pick
+// flstm_{fwd,bwd}_cluster_size (the single CTA where it fits, else the smallest fitting cluster on 9.x) and, where that
+// finds nothing, flstm_{fwd,bwd}_grid_ctas (what lstmkern.backends.cuda's rule assumes); cluster_size 1 or C forces
+// that kernel, grid_ctas N the grid kernel on N CTAs (tests and compute-sanitizer runs use both to reach the multi-CTA
+// kernels at small shapes). Raises ValueError naming the reason where the kernel cannot run on `device`.
+FlstmPlan flstm_plan(bool backward, int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
+                     ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
   const int64_t sm_count = device_sm_count(device);
-  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid F-LSTM "
-                    "forward, got grid_ctas = ", requested_grid);
+  const char* direction = backward ? "backward" : "forward";
+  const std::string single_kernel = std::string("the F-LSTM ") + direction + " kernel";
+  const std::string cluster_kernel = std::string("the cluster F-LSTM ") + direction + " kernel";
+  const std::string grid_kernel = std::string("the grid F-LSTM ") + direction + " kernel";
+  const int64_t single_bytes =
+      backward ? flstm_bwd_layout(h, r, kind).total_bytes : flstm_fwd_layout(h, r, kind).total_bytes;
+  auto cluster_bytes = [&](int64_t c) {
+    return backward ? flstm_cluster_bwd_smem_bytes(h, r, c, kind) : flstm_cluster_smem_bytes(h, r, c, kind);
+  };
+  auto grid_bytes = [&](int64_t n) {
+    return backward ? flstm_grid_bwd_smem_bytes(h, r, n, kind) : flstm_grid_smem_bytes(h, r, n, kind);
+  };
+  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid F-LSTM ",
+                    direction, ", got grid_ctas = ", requested_grid);
   if (requested_grid > 0) {
     TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
                       requested_cluster, ", grid_ctas = ", requested_grid);
-    TORCH_CHECK_VALUE(flstm_grid_shape_ok(h, r, requested_grid), "the grid F-LSTM forward takes grid_ctas >= 1 with H "
-                      "a multiple of 16 * grid_ctas and R a multiple of 16; got grid_ctas = ", requested_grid,
+    TORCH_CHECK_VALUE(flstm_grid_shape_ok(h, r, requested_grid), "the grid F-LSTM ", direction, " takes grid_ctas >= 1 "
+                      "with H a multiple of 16 * grid_ctas and R a multiple of 16; got grid_ctas = ", requested_grid,
                       " for H = ", h, ", R = ", r);
-    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid F-LSTM forward runs one CTA per SM, all co-resident: "
-                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
-    check_device_fits(device, flstm_grid_smem_bytes(h, r, requested_grid, kind), "the grid F-LSTM forward kernel");
+    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid F-LSTM ", direction, " runs one CTA per SM, all "
+                      "co-resident: grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ",
+                      device);
+    check_device_fits(device, grid_bytes(requested_grid), grid_kernel.c_str());
     return {0, static_cast<int>(requested_grid)};
   }
   int64_t cluster_size = requested_cluster;
   if (requested_cluster == 0) {
-    cluster_size = flstm_fwd_cluster_size(h, r, kind, smem_optin, cc_major);
+    cluster_size = backward ? flstm_bwd_cluster_size(h, r, kind, smem_optin, cc_major)
+                            : flstm_fwd_cluster_size(h, r, kind, smem_optin, cc_major);
     if (cluster_size == 0) {
-      const int ctas = flstm_fwd_grid_ctas(h, r, kind, smem_optin, sm_count);
-      TORCH_CHECK_VALUE(ctas != 0, "the F-LSTM forward kernel with H = ", h, ", R = ", r, " in ", dtype, " needs ",
-                        flstm_fwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one CTA, "
-                        "device ", device, " allows ", smem_optin, ", no thread-block cluster applies (compute "
-                        "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
-                        "per-CTA share fitting), and neither does the grid forward (N <= ", sm_count, " CTAs with H a "
-                        "multiple of 16 N, R a multiple of 16 and the per-CTA share fitting); see "
-                        "lstmkern.backends.cuda.flstm_persistent_rule");
-      check_device_fits(device, flstm_grid_smem_bytes(h, r, ctas, kind), "the grid F-LSTM forward kernel");
+      const int ctas = backward ? flstm_bwd_grid_ctas(h, r, kind, smem_optin, sm_count)
+                                : flstm_fwd_grid_ctas(h, r, kind, smem_optin, sm_count);
+      TORCH_CHECK_VALUE(ctas != 0, single_kernel, " with H = ", h, ", R = ", r, " in ", dtype, " needs ", single_bytes,
+                        " bytes of shared memory per block on one CTA, device ", device, " allows ", smem_optin,
+                        ", no thread-block cluster applies (compute capability 9.x, C in {2, 4, 8, 16} with H a "
+                        "multiple of 16 C, R a multiple of 16 and the per-CTA share fitting), and neither does the "
+                        "grid ", direction, " (N <= ", sm_count, " CTAs with H a multiple of 16 N, R a multiple of 16 "
+                        "and the per-CTA share fitting); see lstmkern.backends.cuda.",
+                        backward ? "flstm_bwd_grid_ctas" : "flstm_persistent_rule");
+      check_device_fits(device, grid_bytes(ctas), grid_kernel.c_str());
       return {0, ctas};
     }
   } else {
@@ -740,11 +756,11 @@ FlstmForwardPlan flstm_forward_plan(int64_t requested_cluster, int64_t requested
                       "a multiple of 16; got cluster_size = ", requested_cluster, " for H = ", h, ", R = ", r);
   }
   if (cluster_size == 1) {
-    check_device_fits(device, flstm_fwd_layout(h, r, kind).total_bytes, "the F-LSTM forward kernel");
+    check_device_fits(device, single_bytes, single_kernel.c_str());
   } else {
-    TORCH_CHECK_VALUE(cc_major == 9, "the cluster F-LSTM forward kernel needs compute capability 9.x (thread-block "
-                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
-    check_device_fits(device, flstm_cluster_smem_bytes(h, r, cluster_size, kind), "the cluster F-LSTM forward kernel");
+    TORCH_CHECK_VALUE(cc_major == 9, cluster_kernel, " needs compute capability 9.x (thread-block clusters; its code "
+                      "is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, cluster_bytes(cluster_size), cluster_kernel.c_str());
   }
   return {static_cast<int>(cluster_size), 0};
 }
@@ -761,8 +777,8 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   if (d.T == 0 || d.B == 0) return {output, cell};
 
   const ElementKind kind = element_kind_of(x);
-  const FlstmForwardPlan plan =
-      flstm_forward_plan(cluster_size, grid_ctas, d.H, d.R, kind, x.scalar_type(), x.get_device());
+  const FlstmPlan plan =
+      flstm_plan(false, cluster_size, grid_ctas, d.H, d.R, kind, x.scalar_type(), x.get_device());
   // P = (x W1_x^T) W2^T in x's dtype, then float32 + bias: (T, B, 4H).
   const at::Tensor z_input = at::mm(x.view({d.T * d.B, d.I}), weight_1.narrow(1, 0, d.I).t());
   at::Tensor proj = at::mm(z_input, weight_2.t()).to(at::kFloat).view({d.T, d.B, 4 * d.H});
@@ -789,62 +805,6 @@ std::tuple<at::Tensor, at::Tensor> flstm_persistent_fwd(const at::Tensor& x, con
   return {output, cell};
 }
 
-// Which F-LSTM backward kernel runs: the forward's three choices (single CTA, cluster of C CTAs per batch tile, or the
-// grid-cooperative backward on N CTAs). `requested_cluster` and `requested_grid` are the op's cluster_size and
-// grid_ctas: both 0 pick flstm_bwd_cluster_size (the single-CTA backward where it fits, else the smallest fitting
-// cluster on 9.x) and, where that finds nothing, flstm_bwd_grid_ctas (what lstmkern.backends.cuda's rule assumes);
-// cluster_size 1 or C forces that kernel, grid_ctas N the grid backward on N CTAs. Raises ValueError naming the
-// reason where the kernel cannot run on `device`.
-using FlstmBackwardPlan = FlstmForwardPlan;
-
-FlstmBackwardPlan flstm_backward_plan(int64_t requested_cluster, int64_t requested_grid, int64_t h, int64_t r,
-                                      ElementKind kind, at::ScalarType dtype, int device) {
-  const int64_t smem_optin = device_smem_optin(device);
-  const int cc_major = device_cc_major(device);
-  const int64_t sm_count = device_sm_count(device);
-  TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid F-LSTM "
-                    "backward, got grid_ctas = ", requested_grid);
-  if (requested_grid > 0) {
-    TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
-                      requested_cluster, ", grid_ctas = ", requested_grid);
-    TORCH_CHECK_VALUE(flstm_grid_shape_ok(h, r, requested_grid), "the grid F-LSTM backward takes grid_ctas >= 1 with "
-                      "H a multiple of 16 * grid_ctas and R a multiple of 16; got grid_ctas = ", requested_grid,
-                      " for H = ", h, ", R = ", r);
-    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid F-LSTM backward runs one CTA per SM, all co-resident: "
-                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
-    check_device_fits(device, flstm_grid_bwd_smem_bytes(h, r, requested_grid, kind), "the grid F-LSTM backward kernel");
-    return {0, static_cast<int>(requested_grid)};
-  }
-  int64_t cluster_size = requested_cluster;
-  if (requested_cluster == 0) {
-    cluster_size = flstm_bwd_cluster_size(h, r, kind, smem_optin, cc_major);
-    if (cluster_size == 0) {
-      const int ctas = flstm_bwd_grid_ctas(h, r, kind, smem_optin, sm_count);
-      TORCH_CHECK_VALUE(ctas != 0, "the F-LSTM backward kernel with H = ", h, ", R = ", r, " in ", dtype, " needs ",
-                        flstm_bwd_layout(h, r, kind).total_bytes, " bytes of shared memory per block on one CTA, "
-                        "device ", device, " allows ", smem_optin, ", no thread-block cluster applies (compute "
-                        "capability 9.x, C in {2, 4, 8, 16} with H a multiple of 16 C, R a multiple of 16 and the "
-                        "per-CTA share fitting), and neither does the grid backward (N <= ", sm_count, " CTAs with H a "
-                        "multiple of 16 N, R a multiple of 16 and the per-CTA share fitting); see "
-                        "lstmkern.backends.cuda.flstm_bwd_grid_ctas");
-      return {0, ctas};
-    }
-  } else {
-    TORCH_CHECK_VALUE(requested_cluster == 1 || flstm_cluster_shape_ok(h, r, requested_cluster), "cluster_size must "
-                      "be 0 (automatic), 1 (single CTA), or 2, 4, 8 or 16 with H a multiple of 16 * cluster_size and R "
-                      "a multiple of 16; got cluster_size = ", requested_cluster, " for H = ", h, ", R = ", r);
-  }
-  if (cluster_size == 1) {
-    check_device_fits(device, flstm_bwd_layout(h, r, kind).total_bytes, "the F-LSTM backward kernel");
-  } else {
-    TORCH_CHECK_VALUE(cc_major == 9, "the cluster F-LSTM backward kernel needs compute capability 9.x (thread-block "
-                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
-    check_device_fits(device, flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind),
-                      "the cluster F-LSTM backward kernel");
-  }
-  return {static_cast<int>(cluster_size), 0};
-}
-
 Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
                            const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_1,
                            const at::Tensor& weight_2, const std::optional<at::Tensor>& bias,
@@ -865,7 +825,7 @@ Grads flstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
             at::zeros_like(weight_2), at::zeros({4 * d.H}, x.options())};
   }
   const ElementKind kind = element_kind_of(x);
-  const FlstmBackwardPlan plan = flstm_backward_plan(cluster_size, grid_ctas, d.H, d.R, kind, dtype, x.get_device());
+  const FlstmPlan plan = flstm_plan(true, cluster_size, grid_ctas, d.H, d.R, kind, dtype, x.get_device());
 
   // Time-parallel recompute: z = [x_t; h_{t-1}] W1^T, pre = z W2^T (x's dtype) -> float32 + bias.
   const at::Tensor h_prev = previous_hidden(h0, output);
