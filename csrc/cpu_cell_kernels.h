@@ -1,6 +1,7 @@
 // Vectorised pointwise LSTM cell (forward and backward), written once over a small SIMD policy and instantiated per
 // instruction set: cpu_cell_default.cpp (one element at a time with std::exp / std::tanh: any CPU) and
-// cpu_cell_avx2.cpp (8 floats / 4 doubles per AVX2 register, exp and tanh from SLEEF, which libtorch carries). See
+// cpu_cell_avx2.cpp (8 floats / 4 doubles per AVX2 register; float32 exp and tanh inlined there, float64's from SLEEF,
+// which libtorch carries). See
 // cpu_lstm.h for the layout.
 //
 // Why not at::vec: its headers need -Wno-unknown-pragmas (`#pragma unroll`), and this project compiles with -Werror

@@ -378,10 +378,11 @@ void for_each_task(const Split& s, const F& body) {
 //  * backward: the forward's gates (the reference's backward forms its pre-activations as its forward does), the
 //    time-parallel recompute of F-LSTM's z (one bfloat16 product, as the reference), and m_t before dweight_hr; the
 //    recurrence itself and every gradient run in float32 (as in the reference) and are rounded once, on return.
-// The time-parallel products with bfloat16 operands (the input projection; in the backward F-LSTM's z) are the reference's own ATen calls on the original bfloat16 tensors (Bf16Originals):
-// oneDNN's bfloat16 GEMM, with float32 accumulation, where the CPU has it (2.4x the float32 GEMM on this Zen 4); their
-// bfloat16 results are widened into the float32 buffers. The weight gradients and dx multiply float32 dgates, so they
-// stay float32 GEMMs, as in the reference.
+// The time-parallel products with bfloat16 operands (the input projection; in the backward F-LSTM's z) are the
+// reference's own ATen calls on the original bfloat16 tensors (Bf16Originals): oneDNN's bfloat16 GEMM, with float32
+// accumulation, where the CPU has it (2.4x the float32 GEMM on this Zen 4); their bfloat16 results are widened into
+// the float32 buffers. The weight gradients and dx multiply float32 dgates, so they stay float32 GEMMs, as in the
+// reference.
 // With bf16 false (float32 and float64 inputs) these helpers do nothing.
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -617,9 +618,11 @@ void glstm_input_projection_bf16(const GlstmSizes& s, const Bf16Originals& o, Te
 }
 
 template <typename T>
-std::tuple<Tensor, Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
-                                         const Tensor& weight_hh, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+std::tuple<Tensor, Tensor, Tensor> glstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                                 const Tensor& weight_ih, const Tensor& weight_hh,
+                                                 const std::optional<Tensor>& bias,
+                                                 const std::optional<Tensor>& weight_hr,
+                                                 const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const GlstmSizes s = glstm_sizes(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
   const int64_t ld = s.G * 4 * s.Hg, Hg = s.Hg, H = s.H, B = s.B, P = s.P, Pg = s.Pg;
@@ -796,9 +799,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
   } else {
     for (int64_t g = 0; g < G; ++g) {
       const T* dg = dgp + g * 4 * Hg;
-      parallel_gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0), dwi + g * 4 * Hg * s.Ig, s.Ig);
-      parallel_gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0), dxp + g * s.Ig,
-              s.I);
+      parallel_gemm<T>(true, false, 4 * Hg, s.Ig, TB, T(1), dg, ld, xp + g * s.Ig, s.I, T(0),
+                       dwi + g * 4 * Hg * s.Ig, s.Ig);
+      parallel_gemm<T>(false, false, TB, s.Ig, 4 * Hg, T(1), dg, ld, w_ih + g * 4 * Hg * s.Ig, s.Ig, T(0),
+                       dxp + g * s.Ig, s.I);
     }
   }
   Tensor dbias = at::sum(dgates, {0}).view({G, 4 * Hg});
@@ -810,9 +814,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> glstm_backwar
 // ---------------------------------------------------------------------------------------------------------------------
 
 template <typename T>
-std::tuple<Tensor, Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_1,
-                                         const Tensor& weight_2, const std::optional<Tensor>& bias,
-                                         const std::optional<Tensor>& weight_hr, const Bf16Originals* originals) {
+std::tuple<Tensor, Tensor, Tensor> flstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                                 const Tensor& weight_1, const Tensor& weight_2,
+                                                 const std::optional<Tensor>& bias,
+                                                 const std::optional<Tensor>& weight_hr,
+                                                 const Bf16Originals* originals) {
   const bool bf16 = originals != nullptr;  // a bfloat16 call (see "bfloat16")
   const FlstmSizes s = flstm_sizes(x, h0, c0, weight_1, weight_2, bias, weight_hr);
   const int64_t B = s.B, H = s.H, R = s.R, I = s.I, P = s.P, ld1 = I + P, TB = s.T * s.B;
@@ -1087,9 +1093,10 @@ struct FlstmLayer {
 };
 
 template <typename Layer>
-std::tuple<Tensor, Tensor, Tensor> layer_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_a,
-                                     const Tensor& weight_b, const std::optional<Tensor>& bias,
-                                     const std::optional<Tensor>& weight_hr) {
+std::tuple<Tensor, Tensor, Tensor> layer_fwd(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                             const Tensor& weight_a, const Tensor& weight_b,
+                                             const std::optional<Tensor>& bias,
+                                             const std::optional<Tensor>& weight_hr) {
   check_x(x);
   if (x.scalar_type() == at::kBFloat16) {
     check_bf16_inputs(h0, c0, weight_a, weight_b, bias, weight_hr, Layer::weight_a, Layer::weight_b);
@@ -1145,16 +1152,17 @@ int64_t parallel_width() {
 TORCH_LIBRARY(lstmkern_cpu, m) {
   // Shapes, dtypes and the backward contract: lstmkern/backends/__init__.py and the legend at the top of this file.
   // weight_hr (P, H) is the optional projection (LSTMP); without it the backward's dweight_hr is an empty tensor.
+  // gates (T*B, 4H), state dtype: every step's activated gates, which the forward returns for the backward.
   m.def("glstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
         "Tensor? weight_hr=None) -> (Tensor output, Tensor cell, Tensor gates)");
   m.def("glstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, "
-        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> (Tensor dx, "
-        "Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias, Tensor dweight_hr)");
+        "Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> "
+        "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias, Tensor dweight_hr)");
   m.def("flstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_1, Tensor weight_2, Tensor? bias, "
         "Tensor? weight_hr=None) -> (Tensor output, Tensor cell, Tensor gates)");
   m.def("flstm_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, Tensor weight_1, "
-        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> (Tensor dx, "
-        "Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias, Tensor dweight_hr)");
+        "Tensor weight_2, Tensor? bias, Tensor output, Tensor cell, Tensor gates, Tensor? weight_hr=None) -> "
+        "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_1, Tensor dweight_2, Tensor dbias, Tensor dweight_hr)");
   // The instruction set of the cell kernels this CPU runs ("avx2" or "default"), for benchmark records.
   m.def("cell_isa() -> str", &lstmkern::cpu::cell_isa);
   // The number of threads a parallel region of this extension runs on (see parallel_width), for the tests.

@@ -32,7 +32,7 @@ template <typename T>
 struct CellBackward {
   int64_t rows, units;
   const T* gates;  // the activated gates the forward wrote (kept for the backward)
-  T* dgates;       // out: the gradients of the pre-activations, laid out as `gates` (may be `gates` itself)
+  T* dgates;       // out: the gradients of the pre-activations, laid out as `gates`
   int64_t gates_ld, gate_stride;
   const T* c_prev;
   int64_t c_prev_ld;

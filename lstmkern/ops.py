@@ -12,8 +12,8 @@ projection; without it ``dweight_hr`` is an empty tensor (an op's outputs cannot
 wants from its forward beyond ``output`` and ``cell`` (a backend that sets ``KEEPS_WORKSPACE``: the cpu backend keeps
 every step's activated gates, as nn.LSTM's autograd graph and cuDNN's reserve space do), flattened to one
 dimension whose size only the backend knows (the fake kernel gives it an unbacked size), empty for the backends that
-recompute the gates from ``output`` and ``cell``. It is not differentiable; the modules and the functional API drop it (with no
-gradient wanted it is freed as soon as the forward returns, and the forward allocated it anyway).
+recompute the gates from ``output`` and ``cell``. It is not differentiable; the modules and the functional API drop it
+(with no gradient wanted it is freed as soon as the forward returns, and the forward allocated it anyway).
 Each op has a fake kernel (so torch.compile traces through without running a kernel) and the forward op's autograd
 formula calls the backward op of the same backend.
 

@@ -258,7 +258,7 @@ def flstm_reference_backward(grad_output: Tensor, grad_cell: Tensor | None, x: T
     # The pre-activations as the forward forms them (input part + recurrent part, each product rounded on its own in
     # 16-bit dtypes), so the backward differentiates the gates the forward ran on.
     recurrent = (h_prev.reshape(T * B, P) @ weight_1[:, I:].t()) @ weight_2.t()
-    pre = (_flstm_input_projection(x, weight_1, weight_2, bias) + recurrent.reshape(T, B, 4 * H).to(sdt))
+    pre = _flstm_input_projection(x, weight_1, weight_2, bias) + recurrent.reshape(T, B, 4 * H).to(sdt)
     pre = pre.reshape(T, B, 1, 4, H)
     acts = torch.cat((torch.sigmoid(pre[:, :, :, :2]), torch.tanh(pre[:, :, :, 2:3]), torch.sigmoid(pre[:, :, :, 3:])),
                      dim=3)

@@ -10,9 +10,9 @@ How one call runs (no Python per step, no allocation per step):
   gate buffer (T*B, 4H);
 * per step, the recurrent product and the pointwise cell are one ``at::parallel_for`` over tasks (group, chunk of
   hidden units): a task multiplies h_{t-1} by its units' rows of W_hh[g] (small GEMMs into the gate buffer, with the
-  weights packed once per call where the BLAS is MKL) and runs the fused, vectorised cell (AVX2 + SLEEF's exp/tanh
-  where the CPU has AVX2, else scalar) for those units, writing h_t and c_t into ``output`` and ``cell`` and the
-  activated gates back into the gate buffer; F-LSTM first forms z = h_{t-1} W1_h^T by rank chunks (a second region
+  weights packed once per call where the BLAS is MKL) and runs the fused, vectorised cell (AVX2 with inlined float32
+  exp/tanh where the CPU has AVX2, else scalar) for those units, writing h_t and c_t into ``output`` and ``cell`` and
+  the activated gates back into the gate buffer; F-LSTM first forms z = h_{t-1} W1_h^T by rank chunks (a second region
   per step);
 * the forward returns its gate buffer (every step's activated gates sigmoid(i), sigmoid(f), tanh(g), sigmoid(o),
   (T*B, 4H) in the state dtype) as the workspace (``KEEPS_WORKSPACE``), so the backward neither recomputes the gates
