@@ -169,6 +169,7 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/bench_kernels.py` without an
 from torch import Tensor, nn  # noqa: E402
 
 from bench.phases import profile_split, split_table  # noqa: E402
+from lstmkern.triton_kernels.step_graph import stats as step_graph_stats  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -957,6 +958,14 @@ def prepare_case(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext) -> tup
     return prepared, (prepared.check() if prepared.check is not None else None)
 
 
+def step_graphs_delta(before: dict) -> dict:
+    """What the Triton per-step loops did while a case group was timed (lstmkern.triton_kernels.step_graph): loops run
+    eagerly, captured into CUDA graphs and replayed. Replays mean the timed calls paid no per-step host work; eager
+    runs mean the buffers' addresses did not repeat from call to call (or there was nothing per-step to run)."""
+    after = step_graph_stats()
+    return {k: after[k] - before[k] for k in ("eager", "captured", "replayed")}
+
+
 def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceilings: dict | None, prepared: "Prepared",
                 max_rel_err: float | None, timing: dict, peak_mb: float | None) -> dict:
     """The json record of one case. tflops / floor_ms / frac_of_floor only where ``ceilings`` were measured (GPU)."""
@@ -985,7 +994,7 @@ def case_record(cfg: BenchConfig, impl: str, mode: str, ctx: RunContext, ceiling
         "rel_tol": tol if impl in LSTMKERN_IMPLS else None,
         "check_T": min(ctx.check_t, cfg.T) if max_rel_err is not None else None,
         "sweep": cfg.sweep, "sweep_value": cfg.sweep_value, "detail": prepared.detail, "nonfinite": nonfinite,
-        "split": None,
+        "split": None, "step_graphs": None,
     }
 
 
@@ -1283,6 +1292,7 @@ def main(args: argparse.Namespace) -> int:
                 log(f"{tag} {impl_label(impl, device)} FAILED: {type(err).__name__}: {err}\n{traceback.format_exc()}")
         if group:
             log(f"{tag}: timing {', '.join(impl_label(i, device) for i in group)} ...")
+            graphs_before = step_graph_stats()
             try:
                 timings = measure_group(group, ctx)
             except Exception as err:  # e.g. out of memory while timing: record it, keep the other groups
@@ -1295,6 +1305,10 @@ def main(args: argparse.Namespace) -> int:
                 prepared = group[impl]
                 peak_mb = measure_peak_mb(prepared.call, prepared.grad_to_none, prepared.io_bytes, device)
                 rec = case_record(cfg, impl, mode, ctx, ceilings, prepared, errors[impl], timing, peak_mb)
+                if impl == "lstmkern-triton":
+                    rec["step_graphs"] = step_graphs_delta(graphs_before)
+                    log(f"{tag} {rec['impl']}: per-step loops {rec['step_graphs']} (step_graph: eager / captured / "
+                        f"replayed)")
                 if mode == "fwdbwd" and not args.no_split:
                     try:
                         rec["split"] = profile_split(prepared.call, prepared.grad_to_none, device)
