@@ -16,6 +16,7 @@ from lstmkern.triton_kernels import (_common, flstm_backward, flstm_forward, fls
                                      flstm_sequence_fits, glstm_backward, glstm_forward, glstm_input_projection,
                                      glstm_sequence_fits, grouped_gemm)
 
+import kernel_checks
 from helpers import rel_err
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -261,6 +262,16 @@ def test_float16_interpreted_or_gpu(op, path):
     _assert_half_accuracy(_half_errors(op, inputs, path), torch.float16)
 
 
+# (T, B, I, H, R): T = 1 and B = 1 with R = 1; H = R = 17 (two unit tiles, two rank chunks); R = 20 (a partial chunk).
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5, 1), (3, 2, 5, 17, 17), (4, 3, 6, 9, 20)], ids=str)
+def test_flstm_float16_step_path_by_the_tolerance_rule(shape):
+    # The backward's recurrent products take dgates_t and dz_t rounded to fp16 (tensor-core operands): forward and
+    # BPTT, with bias and a cell gradient and with neither, by the GPU tests' rule (tests/kernel_checks.py).
+    inputs = kernel_checks.flstm_inputs(*shape, torch.float16, DEVICE)
+    kernel_checks.check_both_variants("flstm", inputs, torch.float16, fwd=lambda *a: flstm_forward(*a, path="step"),
+                                      bwd=flstm_backward)
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op,path,sizes", [
@@ -288,6 +299,23 @@ def test_step_path_is_cuda_graph_capturable():
     graph.replay()
     torch.cuda.synchronize()
     _assert_close(captured, expected, 1e-6, "graph replay output")
+
+
+@needs_cuda
+def test_flstm_step_loops_are_cuda_graph_capturable():
+    inputs = _flstm_inputs(6, 8, 64, 256, 96, True, "random")  # H, R past the sequence-fused kernel: step path
+    expected, cell = flstm_forward(*inputs, path="step")  # also runs the autotuners before capture
+    grad_output = torch.randn_like(expected)
+    expected_grads = flstm_backward(grad_output, None, *inputs, expected, cell)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured, captured_cell = flstm_forward(*inputs, path="step")
+        captured_grads = flstm_backward(grad_output, None, *inputs, captured, captured_cell)
+    graph.replay()
+    torch.cuda.synchronize()
+    _assert_close(captured, expected, 1e-6, "graph replay output")
+    for name, grad, expected_grad in zip(GRAD_NAMES, captured_grads, expected_grads):
+        _assert_close(grad, expected_grad, 1e-6, f"graph replay {name}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -28,15 +28,7 @@ ARCH = 90
 DTYPE_NAMES = {dtype: name for name, dtype in aot.LAYER_DTYPES.items()}
 # What a Triton release genuinely cannot fit, by (kernel, layer dtype): the most spill bytes tolerated, and why. The
 # test fails if such a kernel spills more, breaks another rule, or starts to fit (then this entry must go).
-KNOWN_SPILLS = {
-    "3.6.0": {
-        ("_flstm_backward_step_kernel", "float64"): (
-            64, "every float64 config tried spills under Triton 3.6.0 (best: BLOCK_B=16, BLOCK_J=16, BLOCK_K=32, "
-                "BLOCK_R=16, 8 warps, 1 stage: 36 B of spill stores; 4 warps or larger tiles: 148 to 2680 B), while "
-                "Triton 3.8 fits the same config in 240 registers; fitting it under 3.6 needs a restructured "
-                "kernel (fewer live gate tiles per step)"),
-    },
-}
+KNOWN_SPILLS = {}
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +94,47 @@ def test_problems_flag_compile_errors_shared_memory_and_spills():
     assert "compile error" in aot.problems({**fits, "error": "AssertionError"}, ARCH)[0]
     assert "shared memory" in aot.problems({**fits, "shared": aot.SHARED_MEMORY_LIMIT[ARCH] + 1}, ARCH)[0]
     assert "spills" in aot.problems({**fits, "stack_frame": 8, "spill_stores": 4, "spill_loads": 4}, ARCH)[0]
+
+
+# Compiles, for sm_90, one autotune config of each F-LSTM kernel that multiplies in the recurrence (the rank product
+# z_t = h W1_h^T / dz_t = dgates W2, the forward step's z W2^T, the backward step's dz_{t+1} W1_h) as the launchers
+# specialise it, and reports per "kernel dtype" whether its PTX holds tensor-core instructions (mma / wgmma).
+_TENSOR_CORE_SCRIPT = """
+import json, sys
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton_kernels import aot
+KERNELS = ("_flstm_rank_product_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
+target = GPUTarget("cuda", 90, 32)
+launches, kernels = aot.record_launches([torch.float32, torch.float16, torch.bfloat16])
+found = {}
+for spec in aot.specialisations(launches, kernels, target):
+    names = list(spec.signature)
+    flags = {names[path[0]]: value for path, value in spec.constexprs.items()}
+    if spec.kernel not in KERNELS or flags.get("PROJECTED", False):  # the projected step has no product
+        continue
+    for dtype in spec.dtypes:
+        found.setdefault(f"{spec.kernel} {str(dtype).removeprefix('torch.')}", spec)
+result = {}
+for key, spec in found.items():
+    fn = aot._jit_function(kernels[(spec.module, spec.kernel)])
+    compiled = triton.compile(ASTSource(fn, spec.signature, spec.constexprs, spec.attrs), target=target,
+                              options=spec.options)
+    result[key] = "mma" in compiled.asm["ptx"]
+json.dump(result, sys.stdout)
+"""
+
+
+def test_flstm_recurrent_products_use_tensor_cores_in_16_bit():
+    """fp16/bf16 F-LSTM step kernels multiply on tensor cores (the backward step's dz_{t+1} W1_h and the rank product
+    dz_t = dgates_t W2 included: both take 16-bit operands), float32 ones keep IEEE products (FMA, no mma)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _TENSOR_CORE_SCRIPT], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    uses_mma = json.loads(proc.stdout)
+    kernels = ("_flstm_rank_product_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
+    assert set(uses_mma) == {f"{k} {d}" for k in kernels for d in ("float32", "float16", "bfloat16")}, uses_mma
+    for key, mma in uses_mma.items():
+        assert mma == (not key.endswith("float32")), f"{key}: tensor-core instructions {'' if mma else 'not '}found"

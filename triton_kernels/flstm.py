@@ -2,23 +2,36 @@
 
 Shape legend: T time steps, B batch, I input features, H hidden units, R rank, P projection size (P = H without one).
 Layouts (contiguous, time-major): x (T, B, I); h0 (B, P); c0 (B, H); weight_1 (R, I+P) = [W1_x | W1_h];
-weight_2 (4H, R), rows gates i, f, g, o; bias (4H,); weight_hr (P, H) or None; P / pre-activations / gate gradients
-(T, B, 4H) in the state dtype; z = W1 [x; h] (rank R, per sample); output (T, B, P) in x's dtype; cell (T, B, H) in
-the state dtype.
+weight_2 (4H, R), rows gates i, f, g, o; bias (4H,); weight_hr (P, H) or None; P / pre-activations (T, B, 4H) in the
+state dtype; z = W1 [x; h] (rank R, per sample); output (T, B, P) in x's dtype; cell (T, B, H) in the state dtype;
+the backward's dgates (T, B, 4H) and dz (T, B, R) in x's dtype (see Precision).
 
 Launch structure
     forward:  input projection P = W2 (W1_x x_t) + b for all T: 1 launch with z on chip (rank padded <= 128), else
               2 GEMM launches through a (T*B, R) intermediate;
               + either 1 sequence-fused launch (all steps; a program owns a batch tile and keeps W1_h, W2, h, c on
-              chip; used when H and R are small and there is no projection) or T fused step launches:
-              z = W1_h h_{t-1} (recomputed per program, never leaves the chip), gates = P_t + W2 z for a tile of
-              hidden units (all 4 gates), then the cell; with a projection each is followed by the GEMM
-              h_t = m_t W_hr^T.
-    backward: 3 GEMMs recompute pre for all T (z = W1 [x; h_prev], pre = W2 z + b), T reverse-time fused step
-              launches (pointwise backward of all units, dz = dpre W2 and dh_{t-1} = dz W1_h for a tile of h's
-              columns; with a projection each is preceded by the GEMM dm_t = dh_t W_hr), then 5 GEMMs over all T:
-              dz, dweight_2 (+ dbias as its row sums), the two column blocks of dweight_1, dx (+ 1 for
-              dweight_hr = sum_t dh_t^T m_t).
+              chip; used when H and R are small and there is no projection) or 2 launches per step: the rank product
+              z_t = h_{t-1} W1_h^T (B, R) once for the layer (programs over batch x rank tiles), then the step kernel
+              (a program owns a tile of hidden units: gates = P_t + z_t W2^T for its units' 4 gates, then the cell);
+              with a projection each step ends with the GEMM h_t = m_t W_hr^T.
+    backward: 3 GEMMs recompute pre for all T (z = W1 [x; h_prev], pre = W2 z + b), 2 launches per reverse step: the
+              step kernel (a program owns a tile of units: dh_t = grad_output[t] + dz_{t+1} W1_h for its units, then
+              their pointwise backward, once, giving dgates_t and dc_{t-1}) and the rank product dz_t = dgates_t W2
+              once for the layer (with a projection the step is preceded by the GEMM dm_t = dh_t W_hr and followed by
+              the GEMM dh_{t-1} += dz_t W1_h); then dh0 = dz_0 W1_h and 4 GEMMs over all T: dweight_2 (+ dbias as its
+              row sums), the two column blocks of dweight_1, dx (+ 1 for dweight_hr = sum_t dh_t^T m_t).
+
+Why z_t (dz_t) is one launch per step and not per unit tile: a unit-tile program needs all R columns of z for its
+batch tile; recomputing them read all of W1_h in every program (flstm-infer, H 1024, R 256, B 64, bf16: 128 x 512 KiB =
+64 MiB of L2 reads per step; flstm-train, H 2048, R 512: 512 MiB), and float32 partials, one per unit tile, cost as
+many bytes to reduce (n_tiles x BLOCK_B x R x 4 B). Once per step: W1_h once per batch tile (2 / 8 MiB at BLOCK_B 16),
+z (32 / 64 KiB) once per unit tile, for one more launch per step; the backward's dz = dgates W2 likewise.
+
+Precision (the reference's rounding points, lstmkern/reference.py): z is rounded to x's dtype before the product with
+W2, as the reference's 16-bit matmul does, so both forward products take 16-bit operands (tensor cores). The backward's
+recurrent products take dgates_t and dz_t rounded to x's dtype for fp16/bf16 (float32 accumulation), as the CUDA
+backward kernels do (csrc/flstm_cluster_bwd.cu, "Precision") and as the weight-gradient GEMMs already did; float32 and
+float64 layers keep IEEE products in their own dtype.
 """
 from __future__ import annotations
 
@@ -26,8 +39,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, gradient_gemm_operand, lstm_cell,
-                      lstm_cell_backward, new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
+from ._common import (ALL_DTYPES, F32, F64, HALF, TORCH_TO_TL, autotune_configs, dot_acc, dot_pad,
+                      gradient_gemm_operand, lstm_cell, lstm_cell_backward, new_buffer, sigmoid, state_dtype,
+                      step_epilogue, tanh)
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
@@ -100,31 +114,86 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The rank products of the recurrence: z_t = h_{t-1} W1_h^T (forward) and dz_t = dgates_t W2 (backward)
+# ----------------------------------------------------------------------------------------------------------------------
+@triton.autotune(
+    **autotune_configs(
+        gpu=[dict(BLOCK_B=16, BLOCK_R=32, BLOCK_K=64), dict(BLOCK_B=32, BLOCK_R=32, BLOCK_K=64),
+             dict(BLOCK_B=64, BLOCK_R=16, BLOCK_K=64), dict(BLOCK_B=64, BLOCK_R=32, BLOCK_K=32),
+             dict(BLOCK_B=16, BLOCK_R=16, BLOCK_K=32)],
+        num_stages=[3, 3, 3, 3, 1],
+        # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
+        dtype_arg="w_ptr", dtypes=[ALL_DTYPES, ALL_DTYPES, ALL_DTYPES, ALL_DTYPES, F32 + HALF],
+        interpreted=dict(BLOCK_B=16, BLOCK_R=16, BLOCK_K=16)),
+    key=["B", "K", "R", "stride_wk"],
+)
+@triton.jit
+def _flstm_rank_product_kernel(a_ptr, w_ptr, out_ptr, B, K, R, stride_wk, stride_wr, ACC_DTYPE: tl.constexpr,
+                               BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """out = a w for one step, once for the whole layer: a (B, K) contiguous, w (K, R) at strides (stride_wk,
+    stride_wr), out (B, R). Forward: z_t = h_{t-1} W1_h^T (a = h_{t-1}, K = P, w = W1_h^T); backward:
+    dz_t = dgates_t W2 (a = dgates_t, K = 4H, w = W2).
+
+    a and w are in the layer dtype (16-bit operands use tensor cores), the sum is accumulated in ACC_DTYPE (the state
+    dtype) and rounded to out's dtype (the layer dtype) once, where the reference rounds z (its 16-bit matmul).
+    Grid: (cdiv(B, BLOCK_B), cdiv(R, BLOCK_R)).
+    """
+    offs_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    offs_r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_b = offs_b < B
+    mask_r = offs_r < R
+    acc = tl.zeros((BLOCK_B, BLOCK_R), dtype=ACC_DTYPE)
+    a_ptrs = a_ptr + offs_b[:, None] * K + offs_k[None, :]
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_r[None, :] * stride_wr
+    for k0 in range(0, K, BLOCK_K):
+        mask_k = (k0 + offs_k) < K
+        a = tl.load(a_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
+        acc = dot_acc(a, w, acc)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * stride_wk
+    tl.store(out_ptr + offs_b[:, None] * R + offs_r[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=mask_b[:, None] & mask_r[None, :])
+
+
+def _rank_product_launcher(w: torch.Tensor, w_strides: tuple[int, int], B: int, K: int, R: int):
+    """``launch(a, out)``: out (B, R) = a (B, K) w (K, R), w addressed through ``w_strides`` (k, r), in one launch
+    without allocation; the grid and constexprs are computed here, once, not per step."""
+    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(R, meta["BLOCK_R"]))  # noqa: E731
+    acc_dtype = TORCH_TO_TL[state_dtype(w.dtype)]
+
+    def launch(a: torch.Tensor, out: torch.Tensor) -> None:
+        _flstm_rank_product_kernel[grid](a, w, out, B, K, R, *w_strides, ACC_DTYPE=acc_dtype)
+    return launch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Forward: one fused recurrent step
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
     **autotune_configs(
-        gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=64, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_H=64, BLOCK_K=64, BLOCK_R=32),
-             dict(BLOCK_B=16, BLOCK_H=64, BLOCK_K=128, BLOCK_R=64), dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=32, BLOCK_R=16)],
+        gpu=[dict(BLOCK_B=16, BLOCK_H=32, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_H=64, BLOCK_R=32),
+             dict(BLOCK_B=16, BLOCK_H=64, BLOCK_R=64), dict(BLOCK_B=16, BLOCK_H=16, BLOCK_R=16)],
         num_stages=[3, 3, 3, 1],
         # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
-        dtype_arg="w2_ptr", dtypes=[F32 + HALF, HALF, HALF, ALL_DTYPES],
-        interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=16, BLOCK_R=16)),
-    key=["B", "H", "P", "R"],
+        dtype_arg="w2_ptr", dtypes=[ALL_DTYPES, HALF, F32 + HALF, ALL_DTYPES],
+        interpreted=dict(BLOCK_B=16, BLOCK_H=16, BLOCK_R=16)),
+    key=["B", "H", "R"],
 )
 @triton.jit
-def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr, c_out_ptr, B, H, P, R, I,
-                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    """One step for (BLOCK_H units, BLOCK_B samples): z = h_{t-1} W1_h^T chunk by chunk of the rank, each chunk
-    immediately multiplied into the 4 gate accumulators by W2, so z never leaves the chip.
+def _flstm_step_kernel(p_ptr, z_ptr, c_prev_ptr, w2_ptr, h_out_ptr, c_out_ptr, B, H, R,
+                       BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One step for (BLOCK_H units, BLOCK_B samples): gates = P_t + z_t W2^T for the tile's units (all 4 gates), then
+    the cell. z_t (B, R) in the layer dtype was formed once for the whole layer by the rank product.
 
-    p (B, 4H) state dtype; h_prev (B, P); c_prev (B, H) any float dtype; h_out (B, H) x dtype: h_t, or
-    m_t = o*tanh(c_t) before a projection; c_out state dtype. Grid: (cdiv(H, BLOCK_H), cdiv(B, BLOCK_B)).
+    p (B, 4H) state dtype; c_prev (B, H) any float dtype; h_out (B, H) x dtype: h_t, or m_t = o*tanh(c_t) before a
+    projection; c_out state dtype. Grid: (cdiv(H, BLOCK_H), cdiv(B, BLOCK_B)).
     """
     state_dt: tl.constexpr = c_out_ptr.dtype.element_ty
     offs_j = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
+    offs_r = tl.arange(0, BLOCK_R)
     mask_b = offs_b < B
     mask_j = offs_j < H
 
@@ -133,26 +202,18 @@ def _flstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w1_ptr, w2_ptr, h_out_ptr,
     acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
     acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=state_dt)
     gate_stride = H * R
+    z_ptrs = z_ptr + offs_b[:, None] * R + offs_r[None, :]
+    w2_ptrs = w2_ptr + offs_j[None, :] * R + offs_r[:, None]  # (BLOCK_R, BLOCK_H) tile of W2[gate*H + j, r]^T
     for r0 in range(0, R, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        mask_r = offs_r < R
-        z = tl.zeros((BLOCK_B, BLOCK_R), dtype=state_dt)
-        h_ptrs = h_prev_ptr + offs_b[:, None] * P + offs_k[None, :]
-        w1_ptrs = w1_ptr + I + offs_r[None, :] * (I + P) + offs_k[:, None]  # (BLOCK_K, BLOCK_R) tile of W1_h^T
-        for k0 in range(0, P, BLOCK_K):
-            mask_k = (k0 + offs_k) < P
-            h = tl.load(h_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
-            w1 = tl.load(w1_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
-            z = dot_acc(h, w1, z)
-            h_ptrs += BLOCK_K
-            w1_ptrs += BLOCK_K
-        z_op = z.to(w2_ptr.dtype.element_ty)
-        w2_ptrs = w2_ptr + offs_j[None, :] * R + offs_r[:, None]  # (BLOCK_R, BLOCK_H) tile of W2[gate*H + j, r]^T
+        mask_r = (r0 + offs_r) < R
+        z = tl.load(z_ptrs, mask=mask_b[:, None] & mask_r[None, :], other=0.0)
         w2_mask = mask_r[:, None] & mask_j[None, :]
-        acc_i = dot_acc(z_op, tl.load(w2_ptrs, mask=w2_mask, other=0.0), acc_i)
-        acc_f = dot_acc(z_op, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0), acc_f)
-        acc_g = dot_acc(z_op, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0), acc_g)
-        acc_o = dot_acc(z_op, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o)
+        acc_i = dot_acc(z, tl.load(w2_ptrs, mask=w2_mask, other=0.0), acc_i)
+        acc_f = dot_acc(z, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0), acc_f)
+        acc_g = dot_acc(z, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0), acc_g)
+        acc_o = dot_acc(z, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0), acc_o)
+        z_ptrs += BLOCK_R
+        w2_ptrs += BLOCK_R
 
     p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
     unit_offs = offs_b[:, None] * H + offs_j[None, :]
@@ -227,87 +288,75 @@ def _flstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w1_ptr, w2_ptr, out_ptr, cell_
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Backward: one reverse-time fused step
+# Backward: one reverse-time step (its dz_t = dgates_t W2 is one rank-product launch after it)
 # ----------------------------------------------------------------------------------------------------------------------
 @triton.autotune(
     **autotune_configs(
-        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=32, BLOCK_J=16, BLOCK_K=32, BLOCK_R=32),
-             dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32, BLOCK_R=32), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32, BLOCK_R=16)],
-        num_warps=[4, 4, 4, 8], num_stages=[1, 2, 3, 1],
+        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_R=64), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_R=32),
+             dict(BLOCK_B=16, BLOCK_J=64, BLOCK_R=32), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_R=32)],
+        num_stages=[3, 3, 3, 1],
         # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
-        dtype_arg="w2_ptr", dtypes=[F32 + HALF, F32 + HALF, HALF, F64],
-        interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16, BLOCK_R=16)),
+        dtype_arg="w1_ptr", dtypes=[ALL_DTYPES, ALL_DTYPES, HALF + F64, ALL_DTYPES],
+        interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_R=16)),
     key=["B", "H", "P", "R", "HAS_GRAD_CELL", "PROJECTED"],
 )
 @triton.jit
-def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
-                                w1_ptr, w2_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, m_ptr, B, H, P, R, I,
+def _flstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dm_ptr, dz_next_ptr,
+                                dc_next_ptr, w1_ptr, dgates_ptr, dc_prev_ptr, m_ptr, B, H, P, R, I,
                                 HAS_GRAD_CELL: tl.constexpr, PROJECTED: tl.constexpr, BLOCK_B: tl.constexpr,
-                                BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Step t of BPTT for (BLOCK_K columns of dh_{t-1}, BLOCK_B samples): dh_{t-1} = (dpre_t W2) W1_h.
+                                BLOCK_J: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Step t of BPTT for (BLOCK_J units, BLOCK_B samples): the gradient reaching the tile's h_t, then the pointwise
+    backward of the tile's units, once.
 
-    dz = dpre_t W2 needs dpre for all 4H gates, so each program recomputes the pointwise backward of every unit for
-    each rank chunk (dz stays on chip); programs of column tile 0 also write dgates_t and dc_{t-1}.
-    Grid: (cdiv(P, BLOCK_K), cdiv(B, BLOCK_B)). Tensors, and what PROJECTED changes (dh_next is dm_t, dh_prev (B, P)
-    is added to, m_t is written), as in the G-LSTM backward step with G = 1.
+    Without a projection dh_t[own] = grad_output[t][own] + dz_{t+1} W1_h[:, own] (dz_next (B, R) in the layer dtype:
+    16-bit operands use tensor cores; zero at t = T-1); with one (PROJECTED) it is dm_t (B, H), formed by the launcher
+    (dz_{t+1} W1_h and the projection mix all units). Writes dgates_t (B, 4H) in the layer dtype (the operand of dz_t
+    and of the weight gradients), dc_{t-1} (B, H) state dtype, and, PROJECTED, the forward's m_t (B, H) x dtype for
+    dweight_hr. pre, c, dc_next, dm: state dtype. Grid: (cdiv(H, BLOCK_J), cdiv(B, BLOCK_B)).
     """
-    state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
-    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    state_dt: tl.constexpr = dc_prev_ptr.dtype.element_ty
+    offs_j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
     offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     mask_b = offs_b < B
-    mask_k = offs_k < P
-    writes_pointwise = tl.program_id(0) == 0
+    mask_j = offs_j < H
+    mask = mask_b[:, None] & mask_j[None, :]
+    unit_offs = offs_b[:, None] * H + offs_j[None, :]
 
-    acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
-    gate_stride = H * R
-    for r0 in range(0, R, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        mask_r = offs_r < R
-        dz = tl.zeros((BLOCK_B, BLOCK_R), dtype=state_dt)
-        for j0 in range(0, H, BLOCK_J):
-            offs_j = j0 + tl.arange(0, BLOCK_J)
-            mask_j = offs_j < H
-            mask = mask_b[:, None] & mask_j[None, :]
-            unit_offs = offs_b[:, None] * H + offs_j[None, :]
-            gate_offs = offs_b[:, None] * (4 * H) + offs_j[None, :]
-            pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
-            pre_f = tl.load(pre_ptr + gate_offs + H, mask=mask, other=0.0)
-            pre_g = tl.load(pre_ptr + gate_offs + 2 * H, mask=mask, other=0.0)
-            pre_o = tl.load(pre_ptr + gate_offs + 3 * H, mask=mask, other=0.0)
-            c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-            c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
-            dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0)
-            if not PROJECTED:
-                dh += tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-            dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
-            if HAS_GRAD_CELL:
-                dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-            dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh,
-                                                                         dc)
-            store_mask = mask & writes_pointwise & (r0 == 0)
-            tl.store(dgates_ptr + gate_offs, dpre_i, mask=store_mask)
-            tl.store(dgates_ptr + gate_offs + H, dpre_f, mask=store_mask)
-            tl.store(dgates_ptr + gate_offs + 2 * H, dpre_g, mask=store_mask)
-            tl.store(dgates_ptr + gate_offs + 3 * H, dpre_o, mask=store_mask)
-            tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
-            if PROJECTED:
-                m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
-                tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=store_mask)
-
-            w2_ptrs = w2_ptr + offs_j[:, None] * R + offs_r[None, :]  # (BLOCK_J, BLOCK_R) tile of W2[gate*H + j, r]
-            w2_mask = mask_j[:, None] & mask_r[None, :]
-            dz = dot_acc(dpre_i, tl.load(w2_ptrs, mask=w2_mask, other=0.0).to(state_dt), dz)
-            dz = dot_acc(dpre_f, tl.load(w2_ptrs + gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
-            dz = dot_acc(dpre_g, tl.load(w2_ptrs + 2 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
-            dz = dot_acc(dpre_o, tl.load(w2_ptrs + 3 * gate_stride, mask=w2_mask, other=0.0).to(state_dt), dz)
-        w1 = tl.load(w1_ptr + I + offs_r[:, None] * (I + P) + offs_k[None, :], mask=mask_r[:, None] & mask_k[None, :],
-                     other=0.0)  # (BLOCK_R, BLOCK_K) tile of W1_h
-        acc = dot_acc(dz, w1.to(state_dt), acc)
-    dh_prev_ptrs = dh_prev_ptr + offs_b[:, None] * P + offs_k[None, :]
-    dh_prev_mask = mask_b[:, None] & mask_k[None, :]
     if PROJECTED:
-        acc += tl.load(dh_prev_ptrs, mask=dh_prev_mask, other=0.0)
-    tl.store(dh_prev_ptrs, acc, mask=dh_prev_mask)
+        dh = tl.load(dm_ptr + unit_offs, mask=mask, other=0.0)
+    else:  # P = H: the tile's units are also its columns of h
+        dh = tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+        offs_r = tl.arange(0, BLOCK_R)
+        dz_ptrs = dz_next_ptr + offs_b[:, None] * R + offs_r[None, :]
+        w1_ptrs = w1_ptr + I + offs_r[:, None] * (I + P) + offs_j[None, :]  # (BLOCK_R, BLOCK_J) tile of W1_h
+        for r0 in range(0, R, BLOCK_R):
+            mask_r = (r0 + offs_r) < R
+            dz = tl.load(dz_ptrs, mask=mask_b[:, None] & mask_r[None, :], other=0.0)
+            w1 = tl.load(w1_ptrs, mask=mask_r[:, None] & mask_j[None, :], other=0.0)
+            dh = dot_acc(dz, w1, dh)
+            dz_ptrs += BLOCK_R
+            w1_ptrs += BLOCK_R * (I + P)
+    dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
+    if HAS_GRAD_CELL:
+        dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+
+    gate_offs = offs_b[:, None] * (4 * H) + offs_j[None, :]
+    pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
+    pre_f = tl.load(pre_ptr + gate_offs + H, mask=mask, other=0.0)
+    pre_g = tl.load(pre_ptr + gate_offs + 2 * H, mask=mask, other=0.0)
+    pre_o = tl.load(pre_ptr + gate_offs + 3 * H, mask=mask, other=0.0)
+    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
+    dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc)
+    gate_dt: tl.constexpr = dgates_ptr.dtype.element_ty
+    tl.store(dgates_ptr + gate_offs, dpre_i.to(gate_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + H, dpre_f.to(gate_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 2 * H, dpre_g.to(gate_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 3 * H, dpre_o.to(gate_dt), mask=mask)
+    tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=mask)
+    if PROJECTED:
+        m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
+        tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -375,11 +424,14 @@ def flstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_1:
         return output, cell
     # With a projection the step kernel writes m_t here and one GEMM projects it into output[t].
     cell_output = new_buffer((B, H), x.dtype, x.device) if weight_hr is not None else None
+    z = new_buffer((B, R), x.dtype, x.device)  # z_t = h_{t-1} W1_h^T, rounded to x's dtype as in the reference
+    z_product = _rank_product_launcher(weight_1[:, I:], (1, I + P), B, P, R)  # W1_h^T (P, R) in weight_1 (R, I+P)
     grid = lambda meta: (triton.cdiv(H, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
     for t in range(T):  # views only: CUDA-graph capturable
         h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
-        _flstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_1, weight_2,
-                                 output[t] if cell_output is None else cell_output, cell[t], B, H, P, R, I)
+        z_product(h_prev, z)
+        _flstm_step_kernel[grid](proj[t], z, c_prev, weight_2, output[t] if cell_output is None else cell_output,
+                                 cell[t], B, H, R)
         if weight_hr is not None:
             project_step(cell_output, weight_hr, output[t])
     return output, cell
@@ -417,26 +469,43 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(z, weight_2, pre, groups=1, M=M, N=four_h, K=R, a_strides=(0, R, 1), b_strides=(0, 1, R),
                  c_strides=(0, four_h, 1), bias=bias)
 
-    # Reverse time (the loop and its buffers: triton_kernels/bptt.py).
-    dgates = new_buffer((T, B, four_h), sdt, dev)
-    grid = lambda meta: (triton.cdiv(P, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    # Reverse time (the loop and its buffers: triton_kernels/bptt.py). Per step: the step kernel (pointwise backward of
+    # each unit once; without a projection it first adds dz_{t+1} W1_h[:, own] to grad_output[t] itself), then
+    # dz_t = dgates_t W2 once for the layer; with a projection, then dh_{t-1} += dz_t W1_h into the loop's dh_total[t].
+    # dgates and dz are kept in x's dtype: for fp16/bf16 they are the 16-bit operands of the recurrent products and of
+    # the weight-gradient GEMMs (as gradient_gemm_operand rounds them); for float32/float64 that is the state dtype.
+    dgates = new_buffer((T, B, four_h), x.dtype, dev)
+    dz = new_buffer((T + 1, B, R), x.dtype, dev)  # row T: dz_T = 0, what step T-1 reads
+    dz[T].zero_()
+    w1_h = weight_1[:, I:]
+    dz_product = _rank_product_launcher(weight_2, (R, 1), B, four_h, R)
+    grid = lambda meta: (triton.cdiv(H, meta["BLOCK_J"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
 
     def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
+        # Without a projection dh_in / dh_out are not used: the step kernel forms dh_t from dz_{t+1} and dh0 is
+        # formed after the loop.
         _flstm_backward_step_kernel[grid](
             pre[t], c0 if t == 0 else cell[t - 1], cell[t], grad_output[t],
-            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dc_in, weight_1, weight_2, dgates[t],
-            dh_out, dc_out, m_out if m_out is not None else dgates[t], B, H, P, R, I,
+            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dz[t + 1], dc_in, weight_1, dgates[t],
+            dc_out, m_out if m_out is not None else dgates[t], B, H, P, R, I,
             HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
+        dz_product(dgates[t], dz[t])
+        if m_out is not None:
+            grouped_gemm(dz[t], w1_h, dh_out, groups=1, M=B, N=P, K=R, a_strides=(0, R, 1),
+                         b_strides=(0, I + P, 1), c_strides=(0, P, 1), accumulate=True)
     rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
+    if weight_hr is None:
+        dh0 = new_buffer((B, P), x.dtype, dev)
+        grouped_gemm(dz[0], w1_h, dh0, groups=1, M=B, N=P, K=R, a_strides=(0, R, 1), b_strides=(0, I + P, 1),
+                     c_strides=(0, P, 1))
+    else:
+        dh0 = rev.dh0.to(x.dtype)
+    dz = dz[:T].view(M, R)
 
     # Time-parallel gradients over all T*B rows (dgates, dz and z in x's dtype for fp16/bf16: gradient_gemm_operand).
-    dgates = gradient_gemm_operand(dgates, x.dtype)
-    dz = new_buffer((M, R), sdt, dev)
-    grouped_gemm(dgates, weight_2, dz, groups=1, M=M, N=R, K=four_h, a_strides=(0, four_h, 1), b_strides=(0, R, 1),
-                 c_strides=(0, R, 1))
     dweight_2 = new_buffer(weight_2.shape, x.dtype, dev)
     dbias = new_buffer((four_h,), x.dtype, dev)
-    dz, z = gradient_gemm_operand(dz, x.dtype), gradient_gemm_operand(z, x.dtype)
+    z = gradient_gemm_operand(z, x.dtype)
     grouped_gemm(dgates, z, dweight_2, groups=1, M=four_h, N=R, K=M, a_strides=(0, 1, four_h), b_strides=(0, R, 1),
                  c_strides=(0, R, 1), rowsum=dbias)
     dweight_1 = new_buffer(weight_1.shape, x.dtype, dev)
@@ -447,7 +516,7 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     dx = new_buffer(x.shape, x.dtype, dev)
     grouped_gemm(dz, weight_1, dx, groups=1, M=M, N=I, K=R, a_strides=(0, R, 1), b_strides=(0, I + P, 1),
                  c_strides=(0, I, 1))
-    grads = (dx, rev.dh0.to(x.dtype), rev.dc0.to(x.dtype), dweight_1, dweight_2, dbias)
+    grads = (dx, dh0, rev.dc0.to(x.dtype), dweight_1, dweight_2, dbias)
     if weight_hr is None:
         return grads
     return grads + (projection_weight_grad(rev.dh_total[1:], rev.cell_output, x.dtype),)
