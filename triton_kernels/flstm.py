@@ -135,7 +135,8 @@ def _flstm_rank_product_kernel(a_ptr, w_ptr, out_ptr, B, K, R, stride_wk, stride
     dz_t = dgates_t W2 (a = dgates_t, K = 4H, w = W2).
 
     a and w are in the layer dtype (16-bit operands use tensor cores), the sum is accumulated in ACC_DTYPE (the state
-    dtype) and rounded to out's dtype (the layer dtype) once, where the reference rounds z (its 16-bit matmul).
+    dtype) and rounded to out's dtype (the layer dtype) once: z where the reference's 16-bit matmul rounds it, dz as
+    the 16-bit operand of the next recurrent product and of the weight gradients (module docstring, Precision).
     Grid: (cdiv(B, BLOCK_B), cdiv(R, BLOCK_R)).
     """
     offs_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
