@@ -272,6 +272,19 @@ def test_flstm_float16_step_path_by_the_tolerance_rule(shape):
                                       bwd=flstm_backward)
 
 
+# (T, B, G, Hg, Ig): T = 1 and B = 1; G = 3; Hg = 17 (two unit tiles, a partial reduction chunk over 4Hg = 68); T = 6
+# with G = 2 (five steps' 16-bit dgates compound through the recurrence).
+@pytest.mark.parametrize("shape", [(1, 1, 1, 3, 2), (3, 2, 3, 6, 5), (4, 3, 1, 17, 4), (6, 2, 2, 17, 3)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, pytest.param(torch.bfloat16, marks=needs_cuda)], ids=str)
+def test_glstm_half_backward_by_the_tolerance_rule(shape, dtype):
+    # The backward step's recurrent product takes dgates rounded to the layer's dtype (tensor-core operands, float32
+    # accumulation), the same dgates the weight-gradient GEMMs take: forward and BPTT, with bias and a cell gradient
+    # and with neither, by the GPU tests' rule (tests/kernel_checks.py). bfloat16 needs a GPU: the interpreter does
+    # not compute bfloat16 products correctly.
+    inputs = kernel_checks.glstm_inputs(*shape, dtype, DEVICE)
+    kernel_checks.check_both_variants("glstm", inputs, dtype, fwd=glstm_forward, bwd=glstm_backward)
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op,path,sizes", [
@@ -315,6 +328,28 @@ def test_flstm_step_loops_are_cuda_graph_capturable():
     torch.cuda.synchronize()
     _assert_close(captured, expected, 1e-6, "graph replay output")
     for name, grad, expected_grad in zip(GRAD_NAMES, captured_grads, expected_grads):
+        _assert_close(grad, expected_grad, 1e-6, f"graph replay {name}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [F32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("projected", [False, True])
+def test_glstm_backward_is_cuda_graph_capturable(dtype, projected):
+    # Hg = 256: the step forward; with a projection P = 256 (Pg = 128): pointwise and product launches per step.
+    inputs = (kernel_checks.projected_inputs(6, 8, 64, 512, 256, 2, dtype, DEVICE) if projected else
+              kernel_checks.glstm_inputs(6, 8, 2, 256, 32, dtype, DEVICE) + [None])
+    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
+    output, cell = glstm_forward(*inputs)
+    grad_output = torch.randn_like(output)
+    args = (grad_output, None, x, h0, c0, w_ih, w_hh, bias, output, cell, w_hr)
+    expected = glstm_backward(*args)  # also runs the autotuners before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = glstm_backward(*args)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert len(captured) == len(expected) == (7 if projected else 6)
+    for name, grad, expected_grad in zip(GRAD_NAMES + ("dweight_hr",), captured, expected):
         _assert_close(grad, expected_grad, 1e-6, f"graph replay {name}")
 
 

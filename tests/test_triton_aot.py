@@ -26,6 +26,10 @@ GPU_IMAGE_TRITON = "3.6.0"
 TRITON_CACHE = REPO / ".cache" / f"triton-{GPU_IMAGE_TRITON}"
 ARCH = 90
 DTYPE_NAMES = {dtype: name for name, dtype in aot.LAYER_DTYPES.items()}
+# Kernels whose recurrent product must run on tensor cores in fp16/bf16 layers and on IEEE float32 FMA in float32 ones
+# (issue 12), with the constexpr flag that switches the product on: their binaries with it on must hold mma/wgmma
+# instructions for 16-bit layer dtypes and none for float32.
+TENSOR_CORE_PRODUCTS = {"_glstm_backward_step_kernel": "RECURRENT"}
 # What a Triton release genuinely cannot fit, by (kernel, layer dtype): the most spill bytes tolerated, and why. The
 # test fails if such a kernel spills more, breaks another rule, or starts to fit (then this entry must go).
 KNOWN_SPILLS = {}
@@ -68,6 +72,15 @@ def _run_check(tmp_path: Path, extra_path: Path | None) -> dict:
                         f"{r['constexprs']}: " + "; ".join(r["problems"]))
     assert not failures, f"{len(failures)} of {len(report['rows'])} binaries fail:\n" + "\n".join(failures)
     assert tolerated == set(known), f"known spills that no longer occur (remove them): {set(known) - tolerated}"
+    products = [r for r in report["rows"] if r["error"] is None and r["kernel"] in TENSOR_CORE_PRODUCTS
+                and r["constexprs"].get(TENSOR_CORE_PRODUCTS[r["kernel"]]) == "True"]
+    assert {r["kernel"] for r in products} == set(TENSOR_CORE_PRODUCTS), "a tensor-core product was not compiled"
+    for r in products:
+        on_tensor_cores = r["tensor_core_ops"] > 0
+        for dtype in r["dtypes"]:
+            if dtype in ("float16", "bfloat16", "float32"):
+                assert on_tensor_cores == (dtype != "float32"), (
+                    f"{r['kernel']} {dtype} {r['config']}: {r['tensor_core_ops']} tensor-core instructions")
     assert proc.returncode == (1 if known else 0), proc.stderr[-5000:]
     return report
 

@@ -62,6 +62,8 @@ PATH_FLAGS = frozenset({"PROJECTED"})
 
 _PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _PTXAS_REGISTERS = re.compile(r"Used (\d+) registers")
+# Tensor-core instructions in the PTX: mma.sync (sm_80 style, also DMMA for float64) or sm_90's wgmma.
+_TENSOR_CORE_OP = re.compile(r"\b(?:mma\.sync|wgmma\.mma_async)\b")
 
 
 @dataclass
@@ -210,7 +212,8 @@ def _init_worker():
 def compile_one(spec: Specialisation, arch: int) -> dict:
     """Compile one specialisation for sm_<arch>; returns its resources, or the error, as a dict."""
     fn = _jit_function(getattr(importlib.import_module(spec.module), spec.kernel))
-    result = dict(error=None, shared=None, registers=None, stack_frame=None, spill_stores=None, spill_loads=None)
+    result = dict(error=None, shared=None, registers=None, stack_frame=None, spill_stores=None, spill_loads=None,
+                  tensor_core_ops=None)
     log = io.StringIO()
     start = time.perf_counter()
     try:
@@ -222,6 +225,8 @@ def compile_one(spec: Specialisation, arch: int) -> dict:
         result["error"] = f"{type(exc).__name__}: " + " | ".join(line.strip() for line in text[-6:] if line.strip())
     else:
         result["shared"] = compiled.metadata.shared
+        # How many tensor-core instructions the PTX holds: whether its products run on tensor cores or on FMA.
+        result["tensor_core_ops"] = len(_TENSOR_CORE_OP.findall(compiled.asm["ptx"]))
         frames, registers = _PTXAS_FRAME.findall(log.getvalue()), _PTXAS_REGISTERS.findall(log.getvalue())
         if len(frames) != 1 or len(registers) != 1:
             result["error"] = f"could not read ptxas' resource report from the compile log:\n{log.getvalue()[-2000:]}"

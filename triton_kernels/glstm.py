@@ -4,8 +4,9 @@ Shape legend: T time steps, B batch, I input features, H = G*Hg hidden units, G 
 projection size (P = H, Pg = Hg without a projection).
 Layouts (all contiguous, time-major): x (T, B, I); h0 (B, P); c0 (B, H); weight_ih (G, 4Hg, Ig) (grouped input) or
 (G, 4Hg, I) (dense input: every group reads all of x); weight_hh (G, 4Hg, Pg); bias (G, 4Hg); weight_hr (P, H) or
-None; P / pre-activations / gate gradients (T, B, G*4Hg) in the state dtype, i.e. (T, B, G, 4, Hg) with gates
-i, f, g, o inside each group; output (T, B, P) in x's dtype; cell (T, B, H) in the state dtype.
+None; P / pre-activations (T, B, G*4Hg) in the state dtype, i.e. (T, B, G, 4, Hg) with gates i, f, g, o inside each
+group, and gate gradients dgates in the same layout in x's dtype; output (T, B, P) in x's dtype; cell (T, B, H) in
+the state dtype.
 
 Launch structure
     forward:  1 grouped GEMM (P = x W_ih^T + b, all T, groups on the grid; dense input: one GEMM with weight_ih
@@ -14,10 +15,14 @@ Launch structure
               h and c on chip; used when 4*Hg_pad^2 weights fit and there is no projection) or T fused step launches
               (a program owns a (group, hidden tile, batch tile) and computes its 4 gates, the recurrent product and
               the cell), each followed, with a projection, by the GEMM h_t = m_t W_hr^T (it mixes all groups).
-    backward: 2 grouped GEMMs (pre = P + H_prev W_hh^T, all T), T reverse-time fused step launches (pointwise backward
-              of the whole group + dh_{t-1} = dpre W_hh for a tile of units; with a projection each is preceded by
-              the GEMM dm_t = dh_t W_hr), then 3 grouped GEMMs for dweight_ih (+ dbias as its row sums), dweight_hh
-              and dx over all T (+ 1 for dweight_hr = sum_t dh_t^T m_t).
+    backward: 2 grouped GEMMs (pre = P + H_prev W_hh^T, all T), then T reverse-time step launches, in each of which
+              a program owns a (group, unit tile, batch tile) and runs the pointwise backward of exactly its units
+              (once per unit and step) into dgates_t (kept for all T, in x's dtype). The recurrent product dgates
+              W_hh (fp16/bf16 operands on tensor cores) runs without a projection inside the next step's launch
+              (dh_t[own units] = grad_output[t] + dgates_{t+1} W_hh[:, own units]; + 1 GEMM for dh0), with one as a
+              GEMM after each step launch (dh_total[t] += dgates_t W_hh: it sums over h's P columns, not the cell's
+              H units), and each step starts with the GEMM dm_t = dh_t W_hr. Last, 3 grouped GEMMs for dweight_ih
+              (+ dbias as its row sums), dweight_hh and dx over all T (+ 1 for dweight_hr = sum_t dh_t^T m_t).
 """
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, gradient_gemm_operand, lstm_cell,
-                      lstm_cell_backward, new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
+                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
@@ -161,99 +166,86 @@ def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Backward: one reverse-time fused step
+# Backward: one reverse-time step, a program per unit tile
 # ----------------------------------------------------------------------------------------------------------------------
-def _backward_step_class(named_args, constexprs):
-    """What the backward step's configs depend on: the dtype, with a projected half-precision layer apart (m_t's
-    store and the read-modify-write of dh_{t-1} make BLOCK_B=32, BLOCK_J=32, BLOCK_K=64 spill 4 B under Triton 3.8)."""
-    dtype = named_args["w_hh_ptr"].dtype
-    return "half, projected" if constexprs["PROJECTED"] and dtype in HALF else dtype
-
-
 @triton.autotune(
     **autotune_configs(
-        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=32), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_K=64),
-             dict(BLOCK_B=16, BLOCK_J=64, BLOCK_K=64), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32),
-             dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32)],
-        num_warps=[4, 4, 4, 4, 8], num_stages=[3, 3, 3, 1, 1],
-        # The dtypes each config serves: elsewhere it spills registers on sm_90 or (BLOCK_B=64, float32) needs more
-        # than 227 KiB of shared memory (see tests/test_triton_aot.py).
-        dtype_arg=_backward_step_class,
-        dtypes=[F32 + HALF + ("half, projected",), F32 + HALF, F32, F32 + HALF + ("half, projected",), F64],
+        gpu=[dict(BLOCK_B=16, BLOCK_J=32, BLOCK_K=64), dict(BLOCK_B=32, BLOCK_J=32, BLOCK_K=64),
+             dict(BLOCK_B=16, BLOCK_J=64, BLOCK_K=64), dict(BLOCK_B=64, BLOCK_J=32, BLOCK_K=32),
+             dict(BLOCK_B=64, BLOCK_J=64, BLOCK_K=32), dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=32)],
+        num_warps=[4, 4, 4, 4, 8, 4], num_stages=[3, 3, 3, 3, 3, 1],
+        # The dtypes each config serves: float64 spills registers with BLOCK_B=64 on sm_90, with or without the
+        # product (see tests/test_triton_aot.py).
+        dtype_arg="w_hh_ptr", dtypes=[ALL_DTYPES, ALL_DTYPES, ALL_DTYPES, F32 + HALF, F32 + HALF, ALL_DTYPES],
         interpreted=dict(BLOCK_B=16, BLOCK_J=16, BLOCK_K=16)),
-    key=["B", "HG", "PG", "G", "HAS_GRAD_CELL", "PROJECTED"],
+    key=["B", "HG", "G", "RECURRENT", "HAS_GRAD_CELL", "PROJECTED"],
 )
 @triton.jit
-def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, grad_out_ptr, grad_cell_ptr, dh_next_ptr, dc_next_ptr,
-                                w_hh_ptr, dgates_ptr, dh_prev_ptr, dc_prev_ptr, m_ptr, B, HG, PG, G,
-                                HAS_GRAD_CELL: tl.constexpr, PROJECTED: tl.constexpr,
+def _glstm_backward_step_kernel(pre_ptr, c_prev_ptr, c_ptr, dh_ptr, grad_cell_ptr, dc_next_ptr, dgates_next_ptr,
+                                w_hh_ptr, dgates_ptr, dc_prev_ptr, m_ptr, B, HG, G,
+                                RECURRENT: tl.constexpr, HAS_GRAD_CELL: tl.constexpr, PROJECTED: tl.constexpr,
                                 BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Step t of BPTT for (group, BLOCK_K columns of dh_{t-1}, BLOCK_B samples).
+    """Step t of BPTT for (group, BLOCK_J units, BLOCK_B samples): the recurrent part of these units' dh_t
+    (RECURRENT), then the pointwise backward of exactly these units, so that each unit's runs in one program per step.
 
-    dh_{t-1}[g] = dpre_t[g] W_hh[g] needs dpre for every unit of the group, so each program recomputes the pointwise
-    backward of its whole group (cheap next to the product); programs of column tile 0 also write dgates_t and
-    dc_{t-1}. pre (B, G*4Hg), c_prev, c (B, H), grad_cell (B, H), dc_next (B, H) from step t+1 (state dtype);
-    writes dgates (B, G*4Hg), dc_prev (B, H), and dh_prev (B, G*Pg).
-    Without a projection (Pg = Hg): dh_next (B, H) is the recurrent gradient from step t+1 and grad_out[t] (B, H) is
-    added to it; dh_prev is overwritten. With one (PROJECTED): dh_next is dm_t = dh_t W_hr (B, H), already the whole
-    gradient reaching m_t; dh_prev (B, P) holds grad_out[t-1] and the program adds its product to it (each program
-    owns its tile, so the read-modify-write is race-free); column tile 0 writes m_t = o*tanh(c_t) (B, H) in x's dtype
-    (m_ptr) for the dweight_hr GEMM. Grid: (G * cdiv(Pg, BLOCK_K), cdiv(B, BLOCK_B)).
+    dh (B, H): the gradient reaching h_t from outside the recurrence, grad_output[t] (x's dtype) without a projection,
+    dm_t = dh_t W_hr (state dtype) with one (PROJECTED; dh_t then already holds the recurrent part, added by the
+    product launch of step t + 1). RECURRENT (no projection, t < T-1): dh_t[own units] += dgates_{t+1}[g, all 4Hg]
+    W_hh[g][:, own units], with dgates_next (B, G*4Hg) written by the previous launch. The product's operands are
+    dgates and W_hh both in x's dtype: fp16/bf16 on tensor cores with float32 accumulation, float32 with IEEE float32
+    products, float64 in float64.
+    pre (B, G*4Hg), c (B, H), dc_next (B, H) the gradient reaching c_t from step t+1, grad_cell (B, H): state dtype;
+    c_prev (B, H) any float dtype. Writes dgates (B, G*4Hg) in x's dtype (rounded once, for both the next step's
+    product and the weight-gradient GEMMs), dc_prev (B, H) in the state dtype and, PROJECTED, m_t = o*tanh(c_t)
+    (B, H) in x's dtype (m_ptr) for the dweight_hr GEMM. Grid: (G * cdiv(Hg, BLOCK_J), cdiv(B, BLOCK_B)).
     """
-    state_dt: tl.constexpr = dh_prev_ptr.dtype.element_ty
+    state_dt: tl.constexpr = dc_prev_ptr.dtype.element_ty
+    grad_dt: tl.constexpr = dgates_ptr.dtype.element_ty
     H = G * HG
-    num_k_tiles = tl.cdiv(PG, BLOCK_K)
-    group = tl.program_id(0) // num_k_tiles
-    k_tile = tl.program_id(0) % num_k_tiles
-    offs_k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
+    num_j_tiles = tl.cdiv(HG, BLOCK_J)
+    group = tl.program_id(0) // num_j_tiles
+    offs_j = (tl.program_id(0) % num_j_tiles) * BLOCK_J + tl.arange(0, BLOCK_J)  # units within the group
     offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     mask_b = offs_b < B
-    mask_k = offs_k < PG
-    writes_pointwise = k_tile == 0
+    mask_j = offs_j < HG
+    mask = mask_b[:, None] & mask_j[None, :]
+    unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
+    gate_offs = offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
 
-    acc = tl.zeros((BLOCK_B, BLOCK_K), dtype=state_dt)
-    gate_stride = HG * PG
-    for j0 in range(0, HG, BLOCK_J):
-        offs_j = j0 + tl.arange(0, BLOCK_J)
-        mask_j = offs_j < HG
-        mask = mask_b[:, None] & mask_j[None, :]
-        unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
-        gate_offs = offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
-        pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
-        pre_f = tl.load(pre_ptr + gate_offs + HG, mask=mask, other=0.0)
-        pre_g = tl.load(pre_ptr + gate_offs + 2 * HG, mask=mask, other=0.0)
-        pre_o = tl.load(pre_ptr + gate_offs + 3 * HG, mask=mask, other=0.0)
-        c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-        c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
-        dh = tl.load(dh_next_ptr + unit_offs, mask=mask, other=0.0)
-        if not PROJECTED:
-            dh += tl.load(grad_out_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-        dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
-        if HAS_GRAD_CELL:
-            dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-        dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc)
-        store_mask = mask & writes_pointwise
-        tl.store(dgates_ptr + gate_offs, dpre_i, mask=store_mask)
-        tl.store(dgates_ptr + gate_offs + HG, dpre_f, mask=store_mask)
-        tl.store(dgates_ptr + gate_offs + 2 * HG, dpre_g, mask=store_mask)
-        tl.store(dgates_ptr + gate_offs + 3 * HG, dpre_o, mask=store_mask)
-        tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=store_mask)
-        if PROJECTED:
-            m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
-            tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=store_mask)
-
-        # (BLOCK_J, BLOCK_K) tiles of W_hh[g, gate*Hg + j, k], in the state dtype like the reference's product.
-        w_ptrs = w_hh_ptr + group * 4 * HG * PG + offs_j[:, None] * PG + offs_k[None, :]
-        w_mask = mask_j[:, None] & mask_k[None, :]
-        acc = dot_acc(dpre_i, tl.load(w_ptrs, mask=w_mask, other=0.0).to(state_dt), acc)
-        acc = dot_acc(dpre_f, tl.load(w_ptrs + gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
-        acc = dot_acc(dpre_g, tl.load(w_ptrs + 2 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
-        acc = dot_acc(dpre_o, tl.load(w_ptrs + 3 * gate_stride, mask=w_mask, other=0.0).to(state_dt), acc)
-    dh_prev_ptrs = dh_prev_ptr + offs_b[:, None] * (G * PG) + group * PG + offs_k[None, :]
-    dh_prev_mask = mask_b[:, None] & mask_k[None, :]
+    dh = tl.load(dh_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    if RECURRENT:
+        # The reduction runs over the group's 4Hg gate rows in one sweep: rows q*Hg + k of W_hh[g] (Hg columns, as
+        # Pg = Hg here) are contiguous across gates, and so are a sample's 4Hg dgates of the group.
+        acc = tl.zeros((BLOCK_B, BLOCK_J), dtype=state_dt)
+        offs_k = tl.arange(0, BLOCK_K)
+        dg_ptrs = dgates_next_ptr + offs_b[:, None] * (4 * H) + group * 4 * HG + offs_k[None, :]
+        w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_k[:, None] * HG + offs_j[None, :]
+        for k0 in range(0, 4 * HG, BLOCK_K):
+            mask_k = (k0 + offs_k) < 4 * HG
+            dg = tl.load(dg_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_j[None, :], other=0.0).to(grad_dt)
+            acc = dot_acc(dg, w, acc)
+            dg_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K * HG
+        dh += acc
+    dc = tl.load(dc_next_ptr + unit_offs, mask=mask, other=0.0)
+    if HAS_GRAD_CELL:
+        dc += tl.load(grad_cell_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    pre_i = tl.load(pre_ptr + gate_offs, mask=mask, other=0.0)
+    pre_f = tl.load(pre_ptr + gate_offs + HG, mask=mask, other=0.0)
+    pre_g = tl.load(pre_ptr + gate_offs + 2 * HG, mask=mask, other=0.0)
+    pre_o = tl.load(pre_ptr + gate_offs + 3 * HG, mask=mask, other=0.0)
+    c_prev = tl.load(c_prev_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
+    c = tl.load(c_ptr + unit_offs, mask=mask, other=0.0)
+    dpre_i, dpre_f, dpre_g, dpre_o, dc_prev = lstm_cell_backward(pre_i, pre_f, pre_g, pre_o, c_prev, c, dh, dc)
+    tl.store(dgates_ptr + gate_offs, dpre_i.to(grad_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + HG, dpre_f.to(grad_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 2 * HG, dpre_g.to(grad_dt), mask=mask)
+    tl.store(dgates_ptr + gate_offs + 3 * HG, dpre_o.to(grad_dt), mask=mask)
+    tl.store(dc_prev_ptr + unit_offs, dc_prev, mask=mask)
     if PROJECTED:
-        acc += tl.load(dh_prev_ptrs, mask=dh_prev_mask, other=0.0)
-    tl.store(dh_prev_ptrs, acc, mask=dh_prev_mask)
+        m = sigmoid(pre_o) * tanh(c)  # the forward's m_t, recomputed as the reference does
+        tl.store(m_ptr + unit_offs, m.to(m_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -355,20 +347,48 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     grouped_gemm(h_prev, weight_hh, pre, groups=G, M=T * B, N=four_hg, K=pg, a_strides=(pg, P, 1),
                  b_strides=(four_hg * pg, 1, pg), c_strides=(four_hg, G * four_hg, 1), accumulate=True)
 
-    # Reverse time (the loop and its buffers: triton_kernels/bptt.py).
-    dgates = new_buffer((T, B, G * four_hg), sdt, dev)
-    grid = lambda meta: (G * triton.cdiv(pg, meta["BLOCK_K"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    # Reverse time (the loop and its buffers: triton_kernels/bptt.py). dgates are kept for all T (the weight-gradient
+    # GEMMs need them) in x's dtype: rounded once, they are both the A operand of the recurrent product (fp16/bf16 on
+    # tensor cores, as the CUDA backward kernels do) and the operand of the time-parallel GEMMs below.
+    dgates = new_buffer((T, B, G * four_hg), x.dtype, dev)
+    unit_grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_J"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
+    # Per-step views, made once: the loop body only launches (no allocation, no host sync: CUDA-graph capturable).
+    dgates_steps, pre_steps, cell_steps = dgates.unbind(0), pre.unbind(0), cell.unbind(0)
+    c_prev_steps = (c0,) + cell_steps[:-1]
+    grad_output_steps = grad_output.unbind(0)
+    grad_cell_steps = grad_cell.unbind(0) if grad_cell is not None else grad_output_steps  # unread without HAS_GRAD_CELL
+    has_grad_cell = grad_cell is not None
+
+    def add_recurrent_product(t, dh, accumulate):
+        """dh (B, P) (+)= dgates_t W_hh (block-diagonal): the gradient reaching h_{t-1} through the recurrence."""
+        grouped_gemm(dgates_steps[t], weight_hh, dh, groups=G, M=B, N=pg, K=four_hg,
+                     a_strides=(four_hg, G * four_hg, 1), b_strides=(four_hg * pg, pg, 1), c_strides=(pg, P, 1),
+                     accumulate=accumulate)
 
     def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
-        _glstm_backward_step_kernel[grid](
-            pre[t], c0 if t == 0 else cell[t - 1], cell[t], grad_output[t],
-            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dc_in, weight_hh, dgates[t], dh_out,
-            dc_out, m_out if m_out is not None else dgates[t], B, hg, pg, G,
-            HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
+        if weight_hr is not None:
+            # The product mixes the cell's units (index space H) into h's (P): a pointwise launch per unit tile on
+            # dm_t (dh_in), then one product launch adding dgates_t W_hh into dh_total[t] (dh_out).
+            _glstm_backward_step_kernel[unit_grid](
+                pre_steps[t], c_prev_steps[t], cell_steps[t], dh_in, grad_cell_steps[t], dc_in, dgates_steps[t],
+                weight_hh, dgates_steps[t], dc_out, m_out, B, hg, G,
+                RECURRENT=False, HAS_GRAD_CELL=has_grad_cell, PROJECTED=True)
+            add_recurrent_product(t, dh_out, accumulate=True)
+            return
+        # Without a projection the step's own launch multiplies dgates_{t+1} (written by the previous launch) by
+        # W_hh for its units, so the recurrent gradient travels in dgates and dh_in is not read; only dh0 =
+        # dgates_0 W_hh needs a product launch of its own, into dh_out at t = 0.
+        recurrent = t + 1 < T
+        _glstm_backward_step_kernel[unit_grid](
+            pre_steps[t], c_prev_steps[t], cell_steps[t], grad_output_steps[t], grad_cell_steps[t], dc_in,
+            dgates_steps[t + 1] if recurrent else dgates_steps[t], weight_hh, dgates_steps[t], dc_out,
+            dgates_steps[t], B, hg, G, RECURRENT=recurrent, HAS_GRAD_CELL=has_grad_cell, PROJECTED=False)
+        if t == 0:
+            add_recurrent_product(0, dh_out, accumulate=False)
     rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
 
-    # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows (dgates in x's dtype for fp16/bf16).
-    dgates = gradient_gemm_operand(dgates, x.dtype)
+    # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows. For fp16/bf16 both operands are 16-bit
+    # (tensor cores, float32 accumulation); dbias sums the same x-dtype dgates in float32.
     dweight_ih = new_buffer(weight_ih.shape, x.dtype, dev)
     dweight_hh = new_buffer(weight_hh.shape, x.dtype, dev)
     dbias = new_buffer((G, four_hg), x.dtype, dev)
