@@ -19,6 +19,9 @@ size; skipped with a note where the GPU cannot make such a cluster resident).
 On compute capability 8.0 and newer it also runs the grid-cooperative F-LSTM forward (csrc/flstm_grid.cu) forced
 through the op's grid_ctas argument with 1 to 6 CTAs (its global-memory z exchange and grid barriers, the masked z
 columns where R is not a multiple of N, and the zero-filled padding rows of the last batch tile).
+Projected G-LSTM layers (LSTMP) run forward and backward on the F-LSTM kernels' projected mode, forced alike on one
+CTA, a cluster (9.x) and the grid (1 to 3 CTAs, G = 1 and 3), so the projected backwards' group-restricted dz exchange
+and prologue run under the tools too.
 Last, every kernel family on inputs that start one element into their storage (contiguous, element-aligned only).
 Also checks the results against the float64 reference loosely, so a silent wrong answer fails too.
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
@@ -46,6 +49,12 @@ FLSTM_CLUSTER_SIZES = [(2, 3, 17, 3, 64, 32), (4, 2, 9, 2, 128, 16), (8, 1, 3, 1
 # column per item (Rs = 3) and 4 (vector path); B crossing the batch tiles; T = 1 and a grid of one CTA included.
 FLSTM_GRID_SIZES = [(2, 3, 17, 3, 64, 32), (6, 2, 9, 2, 192, 32), (4, 1, 1, 1, 64, 16), (1, 2, 3, 2, 32, 16),
                     (3, 2, 19, 1, 96, 16)]
+# (kernel, T, B, I, H, P, G): the projected forward and backward forced on one CTA (G = 3, B crossing the 8-row tile),
+# clusters of 2 (G = 1, B crossing the 16-row tile) and 4 (G = 2, T = 1), grids of 1 and 3 CTAs (G = 3: one CTA per
+# group; G = 1 with Rs = 11, one dz column per item).
+PROJECTED_SIZES = [({"cluster_size": 1}, 3, 17, 6, 12, 6, 3), ({"cluster_size": 2}, 2, 17, 3, 64, 32, 1),
+                   ({"cluster_size": 4}, 1, 3, 4, 128, 32, 2), ({"grid_ctas": 1}, 2, 3, 2, 16, 16, 1),
+                   ({"grid_ctas": 3}, 2, 19, 3, 96, 48, 3), ({"grid_ctas": 3}, 2, 9, 4, 48, 32, 1)]
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 2e-1}
 
 
@@ -138,6 +147,28 @@ def run_flstm_grid(sizes: tuple[int, ...], dtype: torch.dtype, with_bias: bool) 
     assert all(torch.isfinite(g).all() for g in grads), f"flstm grid {sizes} {dtype}: non-finite gradient"
 
 
+def run_projected(sizes: tuple, dtype: torch.dtype, with_bias: bool, with_grad_cell: bool) -> None:
+    """One projected G-LSTM layer with its forward and backward forced on the same kernel (csrc/flstm_persistent.cu,
+    csrc/flstm_cluster.cu + flstm_cluster_bwd.cu, csrc/flstm_grid.cu + flstm_grid_bwd.cu in their projected mode)."""
+    kernel, T, B, I, H, P, G = sizes
+    Hg, Pg, Ig = H // G, P // G, I // G
+    w_ih, w_hh = _rand(G, 4 * Hg, Ig, dtype=dtype) * Ig**-0.5, _rand(G, 4 * Hg, Pg, dtype=dtype) * Pg**-0.5
+    w_hr = _rand(P, H, dtype=dtype) * H**-0.5
+    bias = _rand(G, 4 * Hg, dtype=dtype) if with_bias else None
+    x, h0, c0 = _rand(T, B, I, dtype=dtype), _rand(B, P, dtype=dtype), _rand(B, H, dtype=dtype)
+    ops = torch.ops.lstmkern_cuda
+    output, cell = ops.glstm_persistent_fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr, **kernel)
+    grad_cell = torch.randn(T, B, H, device="cuda") if with_grad_cell else None
+    grads = ops.glstm_persistent_bwd(torch.randn(T, B, P, device="cuda").to(dtype), grad_cell, x, h0, c0, w_ih, w_hh,
+                                     bias, output, cell, weight_hr=w_hr, **kernel)
+    torch.cuda.synchronize()
+    expected, _ = glstm_reference(*(None if t is None else t.double() for t in (x, h0, c0, w_ih, w_hh, bias, w_hr)))
+    error = (output.double() - expected).abs().max().item()
+    assert error <= TOLERANCE[dtype], f"projected {sizes} {dtype}: output error {error:.3e}"
+    assert len(grads) == 7 and grads[6].shape == w_hr.shape, f"projected {sizes} {dtype}: no dweight_hr"
+    assert all(torch.isfinite(g).all() for g in grads), f"projected {sizes} {dtype}: non-finite gradient"
+
+
 def _element_aligned(t: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of t that starts one element into its storage (aligned to its element size only)."""
     copy = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)[1:].view(t.shape)
@@ -208,11 +239,22 @@ def main() -> None:
                 run_flstm_grid(sizes, dtype, with_bias)
                 grid_count += 1
     progress(f"{grid_count} grid F-LSTM runs")
+    projected_count = 0
+    clusters = torch.cuda.get_device_capability()[0] == 9
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for with_bias, with_grad_cell in ((True, True), (False, False)):
+            for sizes in PROJECTED_SIZES:
+                if sizes[0].get("cluster_size", 1) > 1 and not clusters:
+                    continue
+                run_projected(sizes, dtype, with_bias, with_grad_cell)
+                projected_count += 1
+    progress(f"{projected_count} projected forward+backward runs")
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         run_misaligned(dtype)
     progress("element-aligned inputs")
     print(f"sanitize_small: {count} forward+backward runs, {cluster_count} cluster G-LSTM forward+backward runs, "
-          f"{flstm_cluster_count} cluster F-LSTM forward+backward runs and {grid_count} grid F-LSTM forward runs OK")
+          f"{flstm_cluster_count} cluster F-LSTM forward+backward runs, {grid_count} grid F-LSTM forward runs and "
+          f"{projected_count} projected forward+backward runs OK")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@
 // of csrc/flstm_cluster.cu.
 #pragma once
 
+#include <type_traits>
+
 #include "persistent_common.cuh"
 
 namespace lstmkern {
@@ -31,44 +33,87 @@ struct DiscardColumnSums {
                                              const Pack<Element, kVector>& /*rounded*/) const {}
 };
 
+// Which ranks' partials the sum of a column adds, and what joins the sums before they are rounded. AllRanks: every
+// rank, nothing else (the F-LSTM's z and dz, the projected forward's z).
+struct AllRanks {
+  __device__ __forceinline__ int first_rank(int /*column*/) const { return 0; }
+  __device__ __forceinline__ int rank_count(int ranks) const { return ranks; }
+  template <int kVector>
+  __device__ __forceinline__ void add_to_sums(int /*row*/, int /*column*/, Pack<float, kVector>& /*sums*/) const {}
+};
+
+// The projected backward's dz (csrc/flstm_cluster_bwd.cu, csrc/flstm_grid_bwd.cu in their projected mode): a CTA's
+// partial dgates W_hh covers only its group's columns, so column q (group q / columns_per_group) sums the partials of
+// that group's ranks_per_group consecutive ranks only, in rank order; then grad_output[t] of the step the sum belongs
+// to is added (`addend` rows addend_ld elements apart; nullptr: nothing, the dh0 of the last exchange), as the
+// reference adds it to the recurrent gradient. A kVector of columns never straddles two groups (columns_per_group is
+// a multiple of 16, kVector divides 4).
+template <typename Element>
+struct GroupRanksPlusAddend {
+  int columns_per_group, ranks_per_group;
+  const Element* addend;
+  int64_t addend_ld;
+  __device__ __forceinline__ int first_rank(int column) const {
+    return column / columns_per_group * ranks_per_group;
+  }
+  __device__ __forceinline__ int rank_count(int /*ranks*/) const { return ranks_per_group; }
+  template <int kVector>
+  __device__ __forceinline__ void add_to_sums(int row, int column, Pack<float, kVector>& sums) const {
+    if (addend == nullptr) return;
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) sums.values[v] += to_float(addend[row * addend_ld + column + v]);
+  }
+};
+
 // For rows b < batch_rows and the CTA's columns q in [z_col_start, z_col_start + Rs): z[b][q] = sum over ranks
 // 0, 1, ..., C-1 of partial_rank[b][q] (read through DSMEM), rounded to the element type and stored into z[b][q] of
-// every CTA of the cluster. kVector adjacent columns per item (Rs must be a multiple of kVector). All C loads of an
-// item are issued before the first add, so their latencies overlap; the order of the sum is fixed, so the result does
+// every CTA of the cluster (`ranks` may narrow the ranks of a column and add to its sums, see GroupRanksPlusAddend).
+// kVector adjacent columns per item (Rs must be a multiple of kVector). All C loads of an item are issued before the
+// first add, so their latencies overlap; the order of the sum is fixed, so the result does
 // not depend on timing. column_sums(b, q, sums, rounded) also receives the sums of columns q .. q + kVector - 1 of
 // row b, float32 and rounded (Pack<float, kVector>, Pack<Element, kVector>), so a kernel can store them to global
 // memory: exactly one CTA of the cluster sees each column.
 // `Cluster` is cooperative_groups::cluster_group (a template parameter because that type only exists when compiling
 // for sm_90 and newer).
-template <int kVector, typename Cluster, typename Element, typename ColumnSums = DiscardColumnSums>
+// (Ranks must be a class: the overload below, whose last two arguments are a pointer and a leading dimension, must
+// not match this one.)
+template <int kVector, typename Cluster, typename Element, typename ColumnSums = DiscardColumnSums,
+          typename Ranks = AllRanks, typename = std::enable_if_t<std::is_class_v<Ranks>>>
 __device__ __forceinline__ void reduce_and_broadcast_z(const Cluster& cluster, int rank, int cluster_size,
                                                        const float* partial, int partial_ld, Element* z_tile, int z_ld,
                                                        int batch_rows, int z_col_start, int Rs,
-                                                       const ColumnSums& column_sums = ColumnSums{}) {
+                                                       const ColumnSums& column_sums = ColumnSums{},
+                                                       const Ranks& ranks = Ranks{}) {
   using PartialVector = Pack<float, kVector>;
   using ZVector = Pack<Element, kVector>;
   const int vectors_per_row = Rs / kVector;
+  const int rank_count = ranks.rank_count(cluster_size);
   for (int idx = threadIdx.x; idx < batch_rows * vectors_per_row; idx += blockDim.x) {
     const int b = idx / vectors_per_row;
     const int q = z_col_start + (idx - b * vectors_per_row) * kVector;
+    const int first_rank = ranks.first_rank(q);
     const PartialVector* source = reinterpret_cast<const PartialVector*>(partial + b * partial_ld + q);
     PartialVector parts[kFlstmClusterMaxSize];
 #pragma unroll
     for (int peer = 0; peer < kFlstmClusterMaxSize; ++peer) {
-      if (peer < cluster_size) parts[peer] = *cluster.map_shared_rank(source, static_cast<unsigned>(peer));
+      if (peer < rank_count) {
+        parts[peer] = *cluster.map_shared_rank(source, static_cast<unsigned>(first_rank + peer));
+      }
     }
     PartialVector sums;
-    ZVector z_values;
 #pragma unroll
     for (int v = 0; v < kVector; ++v) {
       float sum = parts[0].values[v];
 #pragma unroll
       for (int peer = 1; peer < kFlstmClusterMaxSize; ++peer) {
-        if (peer < cluster_size) sum += parts[peer].values[v];
+        if (peer < rank_count) sum += parts[peer].values[v];
       }
       sums.values[v] = sum;
-      z_values.values[v] = from_float<Element>(sum);
     }
+    ranks.add_to_sums(b, q, sums);
+    ZVector z_values;
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) z_values.values[v] = from_float<Element>(sums.values[v]);
     column_sums(b, q, sums, z_values);
     ZVector* target = reinterpret_cast<ZVector*>(z_tile + b * z_ld + q);
     // Peers are visited starting at this rank so the C CTAs do not all store into the same CTA at once.

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "persistent_kernels.h"
@@ -31,6 +32,8 @@ namespace lstmkern {
 namespace {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+// The G-LSTM backward op's results: Grads and dweight_hr ((P, H) for a projected layer, an empty (0,) tensor else).
+using GlstmGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // The device the kernels run on: a CUDA GPU, or the CPU in the emulator's build (csrc/emu).
 #if defined(LSTMKERN_EMU)
@@ -205,6 +208,40 @@ int64_t projected_grid_max_resident(int64_t device, int64_t hidden, int64_t proj
                            });
 }
 
+// The same for the projected backward (its own shared memory for hidden, proj, groups).
+int64_t projected_cluster_bwd_max_active(int64_t device, int64_t hidden, int64_t proj, int64_t groups,
+                                         int64_t cluster_size, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(projected_cluster_shape_ok(hidden, proj, groups, cluster_size), "the cluster projected backward "
+                    "takes cluster_size 2, 4, 8 or 16 a multiple of groups, hidden a multiple of 16 * cluster_size and "
+                    "proj / groups a multiple of 16, got cluster_size = ", cluster_size, ", hidden = ", hidden,
+                    ", proj = ", proj, ", groups = ", groups);
+  const ElementKind kind = query_element_kind(dtype);
+  return occupancy_or_zero(device, KernelArch::kSm90a,
+                           projected_cluster_bwd_smem_bytes(hidden, proj, groups, cluster_size, kind),
+                           [&](int* count) {
+                             return projected_cluster_bwd_max_active_clusters(kind, static_cast<int>(hidden),
+                                                                              static_cast<int>(proj),
+                                                                              static_cast<int>(groups),
+                                                                              static_cast<int>(cluster_size), count);
+                           });
+}
+
+int64_t projected_grid_bwd_max_resident(int64_t device, int64_t hidden, int64_t proj, int64_t groups,
+                                        int64_t grid_ctas, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(projected_grid_shape_ok(hidden, proj, groups, grid_ctas), "the grid projected backward takes "
+                    "grid_ctas >= 1 a multiple of groups, hidden a multiple of 16 * grid_ctas and proj / groups a "
+                    "multiple of 16, got grid_ctas = ", grid_ctas, ", hidden = ", hidden, ", proj = ", proj,
+                    ", groups = ", groups);
+  const ElementKind kind = query_element_kind(dtype);
+  return occupancy_or_zero(device, KernelArch::kSm80Plus,
+                           projected_grid_bwd_smem_bytes(hidden, proj, groups, grid_ctas, kind), [&](int* count) {
+                             return projected_grid_bwd_max_resident_ctas(kind, static_cast<int>(hidden),
+                                                                         static_cast<int>(proj),
+                                                                         static_cast<int>(groups),
+                                                                         static_cast<int>(grid_ctas), count);
+                           });
+}
+
 int64_t glstm_cluster_max_active(int64_t device, int64_t hidden_per_group, int64_t cluster_size, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(glstm_cluster_shape_ok(hidden_per_group, cluster_size), "the cluster G-LSTM forward takes "
                     "cluster_size 2, 4 or 8 with hidden_per_group a multiple of 16 * cluster_size, got cluster_size = ",
@@ -351,45 +388,60 @@ struct FlstmPlan {
   int grid_ctas;
 };
 
-// Which projected forward kernel runs (the F-LSTM kernels in their projected mode): cluster_size 1 = single CTA per
-// batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the grid-cooperative
-// forward on N CTAs (cluster_size is then 0). `requested_cluster` and `requested_grid` as in flstm_plan: both
-// 0 pick projected_fwd_cluster_size and, where that finds nothing, projected_fwd_grid_ctas (what
-// lstmkern.backends.cuda's rule assumes); a nonzero one forces that kernel. Raises ValueError naming the reason where
-// the kernel cannot run on `device`.
-FlstmPlan projected_forward_plan(int64_t requested_cluster, int64_t requested_grid, const GlstmDims& d,
-                                        ElementKind kind, at::ScalarType dtype, int device) {
+// Which projected kernel runs (the F-LSTM kernels in their projected mode), forward or backward: cluster_size 1 =
+// single CTA per batch tile, C in {2, 4, 8, 16} = cluster of C CTAs per batch tile, or grid_ctas N >= 1 = the
+// grid-cooperative kernel on N CTAs (cluster_size is then 0). `requested_cluster` and `requested_grid` as in
+// flstm_plan: both 0 pick projected_{fwd,bwd}_cluster_size and, where that finds nothing, projected_{fwd,bwd}_grid_ctas
+// (what lstmkern.backends.cuda's rule assumes); a nonzero one forces that kernel. Raises ValueError naming the reason
+// where the kernel cannot run on `device`.
+FlstmPlan projected_plan(bool backward, int64_t requested_cluster, int64_t requested_grid, const GlstmDims& d,
+                         ElementKind kind, at::ScalarType dtype, int device) {
   const int64_t smem_optin = device_smem_optin(device);
   const int cc_major = device_cc_major(device);
   const int64_t sm_count = device_sm_count(device);
+  const char* direction = backward ? "backward" : "forward";
+  const std::string single_kernel = std::string("the projected ") + direction + " kernel";
+  const std::string cluster_kernel = std::string("the cluster projected ") + direction + " kernel";
+  const std::string grid_kernel = std::string("the grid projected ") + direction + " kernel";
+  const int64_t single_bytes = backward ? projected_bwd_smem_bytes(d.H, d.P, d.G, kind)
+                                        : projected_smem_bytes(d.H, d.P, d.G, kind);
+  auto cluster_bytes = [&](int64_t c) {
+    return backward ? projected_cluster_bwd_smem_bytes(d.H, d.P, d.G, c, kind)
+                    : projected_cluster_smem_bytes(d.H, d.P, d.G, c, kind);
+  };
+  auto grid_bytes = [&](int64_t n) {
+    return backward ? projected_grid_bwd_smem_bytes(d.H, d.P, d.G, n, kind)
+                    : projected_grid_smem_bytes(d.H, d.P, d.G, n, kind);
+  };
   TORCH_CHECK_VALUE(requested_grid >= 0, "grid_ctas must be 0 (automatic) or the number of CTAs of the grid "
-                    "projected forward, got grid_ctas = ", requested_grid);
+                    "projected ", direction, ", got grid_ctas = ", requested_grid);
   if (requested_grid > 0) {
     TORCH_CHECK_VALUE(requested_cluster == 0, "cluster_size and grid_ctas cannot both be forced, got cluster_size = ",
                       requested_cluster, ", grid_ctas = ", requested_grid);
-    TORCH_CHECK_VALUE(projected_grid_shape_ok(d.H, d.P, d.G, requested_grid), "the grid projected forward takes "
-                      "grid_ctas >= 1 a multiple of G with H a multiple of 16 * grid_ctas and P / G a multiple of 16; "
-                      "got grid_ctas = ", requested_grid, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
-    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid projected forward runs one CTA per SM, all co-resident: "
-                      "grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ", device);
-    check_device_fits(device, projected_grid_smem_bytes(d.H, d.P, d.G, requested_grid, kind),
-                      "the grid projected forward kernel");
+    TORCH_CHECK_VALUE(projected_grid_shape_ok(d.H, d.P, d.G, requested_grid), "the grid projected ", direction,
+                      " takes grid_ctas >= 1 a multiple of G with H a multiple of 16 * grid_ctas and P / G a multiple "
+                      "of 16; got grid_ctas = ", requested_grid, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
+    TORCH_CHECK_VALUE(requested_grid <= sm_count, "the grid projected ", direction, " runs one CTA per SM, all "
+                      "co-resident: grid_ctas = ", requested_grid, " exceeds the ", sm_count, " SMs of device ",
+                      device);
+    check_device_fits(device, grid_bytes(requested_grid), grid_kernel.c_str());
     return {0, static_cast<int>(requested_grid)};
   }
   int64_t cluster_size = requested_cluster;
   if (requested_cluster == 0) {
-    cluster_size = projected_fwd_cluster_size(d.H, d.P, d.G, kind, smem_optin, cc_major);
+    cluster_size = backward ? projected_bwd_cluster_size(d.H, d.P, d.G, kind, smem_optin, cc_major)
+                            : projected_fwd_cluster_size(d.H, d.P, d.G, kind, smem_optin, cc_major);
     if (cluster_size == 0) {
-      const int ctas = projected_fwd_grid_ctas(d.H, d.P, d.G, kind, smem_optin, sm_count);
-      TORCH_CHECK_VALUE(ctas != 0, "the projected forward kernel with H = ", d.H, ", P = ", d.P, ", G = ", d.G, " in ",
-                        dtype, " needs ", projected_smem_bytes(d.H, d.P, d.G, kind), " bytes of shared memory per "
-                        "block on one CTA, device ", device, " allows ", smem_optin, ", no thread-block cluster "
-                        "applies (compute capability 9.x, C in {2, 4, 8, 16} a multiple of G with H a multiple of "
-                        "16 C, P / G a multiple of 16 and the per-CTA share fitting), and neither does the grid "
-                        "forward (N <= ", sm_count, " CTAs, a multiple of G, with H a multiple of 16 N); see "
-                        "lstmkern.backends.cuda.projected_rule");
-      check_device_fits(device, projected_grid_smem_bytes(d.H, d.P, d.G, ctas, kind),
-                        "the grid projected forward kernel");
+      const int ctas = backward ? projected_bwd_grid_ctas(d.H, d.P, d.G, kind, smem_optin, sm_count)
+                                : projected_fwd_grid_ctas(d.H, d.P, d.G, kind, smem_optin, sm_count);
+      TORCH_CHECK_VALUE(ctas != 0, single_kernel, " with H = ", d.H, ", P = ", d.P, ", G = ", d.G, " in ", dtype,
+                        " needs ", single_bytes, " bytes of shared memory per block on one CTA, device ", device,
+                        " allows ", smem_optin, ", no thread-block cluster applies (compute capability 9.x, C in "
+                        "{2, 4, 8, 16} a multiple of G with H a multiple of 16 C, P / G a multiple of 16 and the "
+                        "per-CTA share fitting), and neither does the grid ", direction, " (N <= ", sm_count,
+                        " CTAs, a multiple of G, with H a multiple of 16 N); see lstmkern.backends.cuda.",
+                        backward ? "projected_bwd_grid_ctas" : "projected_rule");
+      check_device_fits(device, grid_bytes(ctas), grid_kernel.c_str());
       return {0, ctas};
     }
   } else {
@@ -399,12 +451,11 @@ FlstmPlan projected_forward_plan(int64_t requested_cluster, int64_t requested_gr
                       "got cluster_size = ", requested_cluster, " for H = ", d.H, ", P = ", d.P, ", G = ", d.G);
   }
   if (cluster_size == 1) {
-    check_device_fits(device, projected_smem_bytes(d.H, d.P, d.G, kind), "the projected forward kernel");
+    check_device_fits(device, single_bytes, single_kernel.c_str());
   } else {
-    TORCH_CHECK_VALUE(cc_major == 9, "the cluster projected forward kernel needs compute capability 9.x (thread-block "
-                      "clusters; its code is built for sm_90a), device ", device, " has ", cc_major, ".x");
-    check_device_fits(device, projected_cluster_smem_bytes(d.H, d.P, d.G, cluster_size, kind),
-                      "the cluster projected forward kernel");
+    TORCH_CHECK_VALUE(cc_major == 9, cluster_kernel, " needs compute capability 9.x (thread-block clusters; its code "
+                      "is built for sm_90a), device ", device, " has ", cc_major, ".x");
+    check_device_fits(device, cluster_bytes(cluster_size), cluster_kernel.c_str());
   }
   return {static_cast<int>(cluster_size), 0};
 }
@@ -469,7 +520,7 @@ std::tuple<at::Tensor, at::Tensor> projected_fwd(const at::Tensor& x, const at::
 
   const ElementKind kind = element_kind_of(x);
   const FlstmPlan plan =
-      projected_forward_plan(cluster_size, grid_ctas, d, kind, x.scalar_type(), x.get_device());
+      projected_plan(false, cluster_size, grid_ctas, d, kind, x.scalar_type(), x.get_device());
   const at::Tensor proj = glstm_input_projection(x, weight_ih, bias, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
   // The grid forward stages h0 (its z of step 0) with 16-byte loads (see aligned_or_copy).
@@ -590,35 +641,163 @@ int glstm_backward_cluster_size(int64_t requested, int64_t hg, ElementKind kind,
   return static_cast<int>(cluster_size);
 }
 
-Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
-                           const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                           const std::optional<at::Tensor>& bias, const at::Tensor& output, const at::Tensor& cell,
-                           int64_t cluster_size) {
-  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias);
+// Every step's pre-activation gates recomputed time-parallel: P + h_{t-1} W_hh^T (grouped; the product in x's dtype,
+// converted to float32), h_prev = [h0; output[:-1]] (T, B, P) with P = H without a projection. (T, B, G, 4Hg) float32.
+at::Tensor glstm_pre_gates(const at::Tensor& x, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                           const std::optional<at::Tensor>& bias, const at::Tensor& h_prev, const GlstmDims& d) {
+  at::Tensor pre_gates = glstm_input_projection(x, weight_ih, bias, d);
+  const at::Tensor recurrent =
+      at::bmm(h_prev.view({d.T * d.B, d.G, d.Pg}).transpose(0, 1), weight_hh.transpose(1, 2));  // (G, T*B, 4Hg)
+  pre_gates.view({d.T * d.B, d.G, 4 * d.Hg}).add_(recurrent.transpose(0, 1));
+  return pre_gates;
+}
+
+// The time-parallel gradient GEMMs every G-LSTM backward shares, from the kernel's float32 dgates (T, B, G, 4Hg):
+// (dx, dweight_ih, dweight_hh, dbias) in float32 (fp32) or x's dtype (fp16/bf16, see gradient_gemm_operand), not yet
+// converted. dweight_hh[g] = sum_t dgates_t[g]^T h_prev[g cols]; grouped or dense input as in glstm_input_projection;
+// dbias from the float32 dgates.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> glstm_gradient_gemms(const at::Tensor& dgates,
+                                                                             const at::Tensor& x,
+                                                                             const at::Tensor& weight_ih,
+                                                                             const at::Tensor& h_prev,
+                                                                             const GlstmDims& d) {
+  const at::Tensor dgates_gemm = gradient_gemm_operand(dgates, x.scalar_type());
+  const at::Tensor dg = dgates_gemm.view({d.T * d.B, d.G, 4 * d.Hg}).transpose(0, 1);  // (G, T*B, 4Hg)
+  const at::Tensor dg_t = dg.transpose(1, 2);                                          // (G, 4Hg, T*B)
+  const at::Tensor h_grouped = h_prev.view({d.T * d.B, d.G, d.Pg}).transpose(0, 1);
+  const at::Tensor dweight_hh = at::bmm(dg_t, h_grouped);
+  at::Tensor dweight_ih;
+  at::Tensor dx;
+  if (d.dense_input) {  // every group read all of x: one GEMM each over the G 4Hg gate columns
+    const at::Tensor dg_all = dgates_gemm.view({d.T * d.B, d.G * 4 * d.Hg});
+    dweight_ih = at::mm(dg_all.t(), x.view({d.T * d.B, d.I})).view({d.G, 4 * d.Hg, d.I});
+    dx = at::mm(dg_all, weight_ih.view({d.G * 4 * d.Hg, d.I})).view({d.T, d.B, d.I});
+  } else {
+    const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1);
+    dweight_ih = at::bmm(dg_t, x_grouped);
+    dx = at::bmm(dg, weight_ih).transpose(0, 1).reshape({d.T, d.B, d.I});
+  }
+  const at::Tensor dbias = dgates.view({d.T * d.B, d.G, 4 * d.Hg}).sum(0);  // from the float32 dgates
+  return {dx, dweight_ih, dweight_hh, dbias};
+}
+
+// The projected G-LSTM backward (weight_hr (P, H)): the F-LSTM backward kernels in their projected mode (W1_h :=
+// W_hr, R := P, W2 := W_hh; see projected_bwd_cluster_size in persistent_layout.h) on the recomputed pre-activations,
+// which write dgates and dz_t (the total gradient reaching each output row h_t, P wide), then the time-parallel
+// GEMMs: those of every G-LSTM backward and dW_hr = sum_t dz_t^T m_t, m_t = sigmoid(pre_o) tanh(c_t) recomputed and
+// rounded to x's dtype where the reference rounds it (lstmkern/reference.py: the projection's operand).
+GlstmGrads projected_bwd(const at::Tensor& grad_output, const at::Tensor& grad_cell, const at::Tensor& x,
+                         const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
+                         const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
+                         const at::Tensor& weight_hr, const at::Tensor& output, const at::Tensor& cell,
+                         int64_t cluster_size, int64_t grid_ctas, const GlstmDims& d) {
   const at::ScalarType dtype = x.scalar_type();
-  TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.H}), "grad_output must have shape ",
-                    at::IntArrayRef({d.T, d.B, d.H}), ", got ", grad_output_in.sizes());
+  if (d.T == 0 || d.B == 0) {
+    return {at::zeros_like(x), at::zeros_like(h0), at::zeros_like(c0), at::zeros_like(weight_ih),
+            at::zeros_like(weight_hh), at::zeros({d.G, 4 * d.Hg}, x.options()), at::zeros_like(weight_hr)};
+  }
+  const ElementKind kind = element_kind_of(x);
+  const FlstmPlan plan = projected_plan(true, cluster_size, grid_ctas, d, kind, dtype, x.get_device());
+
+  const at::Tensor h_prev = previous_hidden(h0, output);  // (T, B, P)
+  const at::Tensor pre_gates = glstm_pre_gates(x, weight_ih, weight_hh, bias, h_prev, d);
+  const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
+
+  at::Tensor dgates = at::empty({d.T, d.B, d.G, 4 * d.Hg}, x.options().dtype(at::kFloat));
+  at::Tensor dz = at::empty({d.T * d.B, d.P}, x.options().dtype(at::kFloat));
+  at::Tensor dh0 = at::empty({d.B, d.P}, x.options().dtype(at::kFloat));
+  at::Tensor dc0 = at::empty({d.B, d.H}, x.options().dtype(at::kFloat));
+  FlstmBwdArgs args{};
+  args.pre_gates = pre_gates.const_data_ptr<float>();
+  args.grad_output = grad_output.const_data_ptr();
+  args.grad_cell = grad_cell.defined() ? grad_cell.const_data_ptr<float>() : nullptr;
+  args.c0 = c0_state.const_data_ptr<float>();
+  args.cell = cell.const_data_ptr<float>();
+  args.weight_1 = weight_hr.const_data_ptr();
+  args.weight_2 = weight_hh.const_data_ptr();
+  args.dgates = dgates.mutable_data_ptr<float>();
+  args.dh0 = dh0.mutable_data_ptr<float>();
+  args.dc0 = dc0.mutable_data_ptr<float>();
+  args.T = static_cast<int>(d.T);
+  args.B = static_cast<int>(d.B);
+  args.I = 0;  // W_hr has no input columns
+  args.H = static_cast<int>(d.H);
+  args.R = static_cast<int>(d.P);
+  args.groups = static_cast<int>(d.G);
+  args.projected = true;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (plan.grid_ctas > 0) {
+    // The grid backward's global workspace, as the F-LSTM's (see csrc/flstm_grid_bwd.cu); dc0 needs no initialising.
+    const int64_t batch_tile = flstm_cluster_batch_tile(kind);
+    const int64_t batch_pad = (d.B + batch_tile - 1) / batch_tile * batch_tile;
+    check_fits_int32(batch_pad * d.P, "ceil(B / BT) BT * P");
+    at::Tensor partials = at::empty({plan.grid_ctas, batch_pad, d.P}, x.options().dtype(at::kFloat));
+    at::Tensor dz_rounded = at::empty({batch_pad, d.P}, x.options());
+    const cudaError_t err = launch_flstm_grid_bwd(kind, args, plan.grid_ctas, dz.mutable_data_ptr<float>(),
+                                                  partials.mutable_data_ptr<float>(), dz_rounded.mutable_data_ptr(),
+                                                  stream);
+    TORCH_CHECK(err != cudaErrorCooperativeLaunchTooLarge, "the grid projected backward with N = ", plan.grid_ctas,
+                " CTAs of ", projected_grid_bwd_smem_bytes(d.H, d.P, d.G, plan.grid_ctas, kind), " bytes of shared "
+                "memory each cannot all be resident on device ", x.get_device(), " (cudaOccupancyMaxActiveBlocksPer"
+                "Multiprocessor x SM count < N; another context may hold SMs); use the Triton backend");
+    C10_CUDA_CHECK(err);
+  } else if (plan.cluster_size == 1) {
+    C10_CUDA_CHECK(launch_flstm_persistent_bwd(kind, args, stream, dz.mutable_data_ptr<float>()));
+  } else {
+    const int cluster = plan.cluster_size;
+    const cudaError_t err = launch_flstm_cluster_bwd(kind, args, cluster, dz.mutable_data_ptr<float>(), stream);
+    TORCH_CHECK(err != cudaErrorInvalidClusterSize, "the cluster projected backward with C = ", cluster, " CTAs of ",
+                projected_cluster_bwd_smem_bytes(d.H, d.P, d.G, cluster, kind), " bytes of shared memory each cannot "
+                "be resident on device ", x.get_device(), " (cudaOccupancyMaxActiveClusters returned 0); force a "
+                "larger cluster_size or use the Triton backend");
+    C10_CUDA_CHECK(err);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  const auto [dx, dweight_ih, dweight_hh, dbias] = glstm_gradient_gemms(dgates, x, weight_ih, h_prev, d);
+  // m_t = o_t tanh(c_t) in float32 from the recomputed pre-activation of gate o, rounded to x's dtype (the operand
+  // the forward's projection multiplied); dW_hr = dz^T m over all T * B rows.
+  const at::Tensor pre_o = pre_gates.view({d.T * d.B, d.G, 4, d.Hg}).select(2, 3);
+  const at::Tensor m = (at::sigmoid(pre_o) * at::tanh(cell.view({d.T * d.B, d.G, d.Hg}))).reshape({d.T * d.B, d.H});
+  const at::Tensor dweight_hr = at::mm(gradient_gemm_operand(dz, dtype).t(), m.to(dtype));
+  return {dx.to(dtype).contiguous(),         dh0.to(dtype),         dc0.to(dtype),
+          dweight_ih.to(dtype).contiguous(), dweight_hh.to(dtype).contiguous(), dbias.to(dtype).contiguous(),
+          dweight_hr.to(dtype).contiguous()};
+}
+
+GlstmGrads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional<at::Tensor>& grad_cell_in,
+                                const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                const std::optional<at::Tensor>& bias, const at::Tensor& output,
+                                const at::Tensor& cell, int64_t cluster_size,
+                                const std::optional<at::Tensor>& weight_hr, int64_t grid_ctas) {
+  const GlstmDims d = check_glstm(x, h0, c0, weight_ih, weight_hh, bias, weight_hr);
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK_VALUE(grad_output_in.sizes() == at::IntArrayRef({d.T, d.B, d.P}), "grad_output must have shape ",
+                    at::IntArrayRef({d.T, d.B, d.P}), ", got ", grad_output_in.sizes());
   // Autograd may hand over expanded or strided gradients.
   const at::Tensor grad_output = grad_output_in.to(dtype).contiguous();
-  check_tensor(grad_output, "grad_output", x, dtype, {d.T, d.B, d.H});
-  check_tensor(output, "output", x, dtype, {d.T, d.B, d.H});
+  check_tensor(grad_output, "grad_output", x, dtype, {d.T, d.B, d.P});
+  check_tensor(output, "output", x, dtype, {d.T, d.B, d.P});
   check_tensor(cell, "cell", x, at::kFloat, {d.T, d.B, d.H});
   const c10::cuda::CUDAGuard device_guard(x.device());
   const at::Tensor grad_cell = state_grad_or_null(grad_cell_in, x, d.T, d.B, d.H);
+  if (weight_hr.has_value()) {
+    return projected_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, *weight_hr, output, cell,
+                         cluster_size, grid_ctas, d);
+  }
+  TORCH_CHECK_VALUE(grid_ctas == 0, "grid_ctas applies to projected layers (weight_hr) only, got grid_ctas = ",
+                    grid_ctas);
+  const at::Tensor no_dweight_hr = at::empty({0}, x.options());
   if (d.T == 0 || d.B == 0) {
     return {at::zeros_like(x), at::zeros_like(h0), at::zeros_like(c0), at::zeros_like(weight_ih),
-            at::zeros_like(weight_hh), at::zeros({d.G, 4 * d.Hg}, x.options())};
+            at::zeros_like(weight_hh), at::zeros({d.G, 4 * d.Hg}, x.options()), no_dweight_hr};
   }
   const ElementKind kind = element_kind_of(x);
   const int cluster = glstm_backward_cluster_size(cluster_size, d.Hg, kind, dtype, x.get_device());
 
-  // Time-parallel recompute of every step's pre-activation gates: P + h_{t-1} W_hh^T (the product in x's dtype).
   const at::Tensor h_prev = previous_hidden(h0, output);
-  at::Tensor pre_gates = glstm_input_projection(x, weight_ih, bias, d);
-  const at::Tensor recurrent =
-      at::bmm(h_prev.view({d.T * d.B, d.G, d.Hg}).transpose(0, 1), weight_hh.transpose(1, 2));  // (G, T*B, 4Hg)
-  pre_gates.view({d.T * d.B, d.G, 4 * d.Hg}).add_(recurrent.transpose(0, 1));
+  const at::Tensor pre_gates = glstm_pre_gates(x, weight_ih, weight_hh, bias, h_prev, d);
   const at::Tensor c0_state = c0.to(at::kFloat).contiguous();
 
   at::Tensor dgates = at::empty({d.T, d.B, d.G, 4 * d.Hg}, x.options().dtype(at::kFloat));
@@ -647,25 +826,10 @@ Grads glstm_persistent_bwd(const at::Tensor& grad_output_in, const std::optional
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Weight gradients and dx: time-parallel GEMMs over all T * B rows at once, in x's dtype (see gradient_gemm_operand).
-  const at::Tensor dgates_gemm = gradient_gemm_operand(dgates, dtype);
-  const at::Tensor dg = dgates_gemm.view({d.T * d.B, d.G, 4 * d.Hg}).transpose(0, 1);  // (G, T*B, 4Hg)
-  const at::Tensor dg_t = dg.transpose(1, 2);                                          // (G, 4Hg, T*B)
-  const at::Tensor h_grouped = h_prev.view({d.T * d.B, d.G, d.Hg}).transpose(0, 1);
-  const at::Tensor dweight_hh = at::bmm(dg_t, h_grouped);
-  at::Tensor dweight_ih;
-  at::Tensor dx;
-  if (d.dense_input) {  // every group read all of x: one GEMM each over the G 4Hg gate columns
-    const at::Tensor dg_all = dgates_gemm.view({d.T * d.B, d.G * 4 * d.Hg});
-    dweight_ih = at::mm(dg_all.t(), x.view({d.T * d.B, d.I})).view({d.G, 4 * d.Hg, d.I});
-    dx = at::mm(dg_all, weight_ih.view({d.G * 4 * d.Hg, d.I})).view({d.T, d.B, d.I});
-  } else {
-    const at::Tensor x_grouped = x.view({d.T * d.B, d.G, d.Ig}).transpose(0, 1);
-    dweight_ih = at::bmm(dg_t, x_grouped);
-    dx = at::bmm(dg, weight_ih).transpose(0, 1).reshape({d.T, d.B, d.I});
-  }
-  const at::Tensor dbias = dgates.view({d.T * d.B, d.G, 4 * d.Hg}).sum(0);  // from the float32 dgates
+  const auto [dx, dweight_ih, dweight_hh, dbias] = glstm_gradient_gemms(dgates, x, weight_ih, h_prev, d);
   return {dx.to(dtype).contiguous(),         dh0.to(dtype),         dc0.to(dtype),
-          dweight_ih.to(dtype).contiguous(), dweight_hh.to(dtype).contiguous(), dbias.to(dtype).contiguous()};
+          dweight_ih.to(dtype).contiguous(), dweight_hh.to(dtype).contiguous(), dbias.to(dtype).contiguous(),
+          no_dweight_hr};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -937,6 +1101,12 @@ TORCH_LIBRARY_FRAGMENT(LSTMKERN_KERNEL_LIBRARY, m) {
         "ScalarType dtype) -> int", &lstmkern::projected_cluster_max_active);
   m.def("projected_grid_max_resident_ctas(int device, int hidden, int proj, int groups, int grid_ctas, "
         "ScalarType dtype) -> int", &lstmkern::projected_grid_max_resident);
+  // The same for the projected backward's cluster and grid kernels (lstmkern.backends.cuda runs Triton's backward
+  // where the one it needs cannot be resident).
+  m.def("projected_cluster_bwd_max_active_clusters(int device, int hidden, int proj, int groups, int cluster_size, "
+        "ScalarType dtype) -> int", &lstmkern::projected_cluster_bwd_max_active);
+  m.def("projected_grid_bwd_max_resident_ctas(int device, int hidden, int proj, int groups, int grid_ctas, "
+        "ScalarType dtype) -> int", &lstmkern::projected_grid_bwd_max_resident);
   // How many CTAs of the grid F-LSTM forward (its shared memory for hidden, rank, grid_ctas, dtype) device `device` can
   // hold at once (the launcher's co-residency check; lstmkern.backends.cuda falls back where it is < grid_ctas).
   m.def("flstm_grid_max_resident_ctas(int device, int hidden, int rank, int grid_ctas, ScalarType dtype) -> int",

@@ -169,6 +169,41 @@ int64_t projected_forward_cluster_size(int64_t hidden, int64_t proj, int64_t gro
   return projected_fwd_cluster_size(hidden, proj, groups, kind, smem_optin, static_cast<int>(cc_major));
 }
 
+// The projected backward's layouts and choice (projected_bwd_cluster_size and friends in persistent_layout.h).
+int64_t projected_cluster_bwd_smem(int64_t hidden, int64_t proj, int64_t groups, int64_t cluster_size,
+                                   c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(projected_cluster_shape_ok(hidden, proj, groups, cluster_size), "the cluster projected backward "
+                    "takes cluster_size 2, 4, 8 or 16 a multiple of groups, hidden a multiple of 16 * cluster_size and "
+                    "proj / groups a multiple of 16, got cluster_size = ", cluster_size, ", hidden = ", hidden,
+                    ", proj = ", proj, ", groups = ", groups);
+  return projected_cluster_bwd_smem_bytes(hidden, proj, groups, cluster_size, kind);
+}
+
+int64_t projected_grid_bwd_smem(int64_t hidden, int64_t proj, int64_t groups, int64_t grid_ctas,
+                                c10::ScalarType dtype) {
+  const ElementKind kind = element_kind_of(dtype);
+  TORCH_CHECK_VALUE(projected_grid_shape_ok(hidden, proj, groups, grid_ctas), "the grid projected backward takes "
+                    "grid_ctas >= 1 a multiple of groups, hidden a multiple of 16 * grid_ctas and proj / groups a "
+                    "multiple of 16, got grid_ctas = ", grid_ctas, ", hidden = ", hidden, ", proj = ", proj,
+                    ", groups = ", groups);
+  return projected_grid_bwd_smem_bytes(hidden, proj, groups, grid_ctas, kind);
+}
+
+int64_t projected_backward_cluster_size(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype,
+                                        int64_t smem_optin, int64_t cc_major) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_projected_shape(hidden, proj, groups);
+  return projected_bwd_cluster_size(hidden, proj, groups, kind, smem_optin, static_cast<int>(cc_major));
+}
+
+int64_t projected_backward_grid_ctas(int64_t hidden, int64_t proj, int64_t groups, c10::ScalarType dtype,
+                                     int64_t smem_optin, int64_t sm_count) {
+  const ElementKind kind = element_kind_of(dtype);
+  check_projected_shape(hidden, proj, groups);
+  return projected_bwd_grid_ctas(hidden, proj, groups, kind, smem_optin, sm_count);
+}
+
 }  // namespace
 }  // namespace lstmkern
 
@@ -226,6 +261,16 @@ TORCH_LIBRARY(lstmkern_cuda, m) {
         &lstmkern::projected_grid_smem);
   m.def("projected_forward_grid_ctas(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
         "int sm_count) -> int", &lstmkern::projected_forward_grid_ctas);
+  // The projected backward: bytes per CTA of its cluster and grid kernels (its single CTA holds the forward's
+  // projected_smem_bytes), and the kernel the automatic mode picks (cluster size 1, C or 0, then the CTA count).
+  m.def("projected_cluster_bwd_smem_bytes(int hidden, int proj, int groups, int cluster_size, ScalarType dtype) -> "
+        "int", &lstmkern::projected_cluster_bwd_smem);
+  m.def("projected_grid_bwd_smem_bytes(int hidden, int proj, int groups, int grid_ctas, ScalarType dtype) -> int",
+        &lstmkern::projected_grid_bwd_smem);
+  m.def("projected_backward_cluster_size(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
+        "int cc_major) -> int", &lstmkern::projected_backward_cluster_size);
+  m.def("projected_backward_grid_ctas(int hidden, int proj, int groups, ScalarType dtype, int smem_optin, "
+        "int sm_count) -> int", &lstmkern::projected_backward_grid_ctas);
 }
 
 namespace {

@@ -67,6 +67,21 @@
 //     never read (phase B reduces rows b < B only).
 //   * Lifetime: the workspace outlives every CTA; nothing crosses CTAs before barrier A(T-1).
 //
+// Projected mode (`kProjected`, the backward of a projected G-LSTM, csrc/flstm_grid.cu's projected forward in
+// reverse; the same shift as in csrc/flstm_cluster_bwd.cu's projected mode): W1_h := W_hr (P x H, I = 0), R := P,
+// W2 := W_hh (G, 4Hg, Pg), pre_gates / dgates (T, B, G, 4Hg), grad_output (T, B, P). The prologue writes dz_{T-1} =
+// grad_output[T-1] (the CTA's columns) and, per batch tile, forms dm_{T-1}[:, own] = grad_output[T-1] W_hr[:, own]
+// before the cell of step T-1 (whose dh is dm); the partial of phase C covers only the CTA's group's Rg = P / G
+// columns of its partials slice (N a multiple of G), phase B sums each column over its group's N / G ranks only in
+// rank order (GroupRanksPlusAddend) and adds grad_output[t-1]: that is dz_{t-1} (float32 to dz, rounded to
+// dz_rounded), whose dh product in phase C is dm_{t-1}. Phase B of step 0 yields dh0 = dgates_0 W_hh (P wide, to dh0,
+// nothing added) and the kernel ends after barrier B(0). The barriers and buffers are the F-LSTM's, so the hazard
+// argument above holds (columns of a partials slice outside the rank's group are never written nor read; the
+// prologue's tiles end with a block barrier each, like the F-LSTM's), with one addition: the projected layout keeps
+// the dz and dgates tiles in one buffer (flstm_grid_bwd_layout), which a tile's cell may overwrite because its dm
+// product, the dz tile's last reader, precedes the cell's barrier, and which the next tile's staging overwrites only
+// after a barrier at the end of the tile that follows the partial product, the dgates tile's last reader.
+//
 // Grid synchronisation needs sm_60+, WMMA on bf16 sm_80+: the body compiles for every architecture the build targets
 // (sm_90a and the embedded compute_80 PTX); the launcher refuses compute capability below 8.0.
 #include <cooperative_groups.h>
@@ -84,7 +99,9 @@ namespace {
 
 // grad_cell, dgates, dz, dh0, dc0, partials and dz_rounded: dc0, partials and dz_rounded are written by the kernel and
 // read back by it (by the same or other CTAs): no __restrict__ on them, so no load of them can take the read-only path.
-template <ElementKind kKind>
+// kProjected: the projected mode (a template parameter, so the F-LSTM's instantiation compiles as without it; see the
+// header).
+template <ElementKind kKind, bool kProjected>
 __global__ void __launch_bounds__(kThreadsPerBlock)
 flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
                       const typename ElementOf<kKind>::type* __restrict__ grad_output,
@@ -92,8 +109,9 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
                       const typename ElementOf<kKind>::type* __restrict__ weight_1,
                       const typename ElementOf<kKind>::type* __restrict__ weight_2, float* __restrict__ dgates,
                       float* __restrict__ dz, float* __restrict__ dh0, float* dc0, float* partials,
-                      typename ElementOf<kKind>::type* dz_rounded, int T, int B, int I, int H, int R) {
+                      typename ElementOf<kKind>::type* dz_rounded, int T, int B, int I, int H, int R, int groups) {
   namespace cg = cooperative_groups;
+  if constexpr (!kProjected) groups = 1;  // the F-LSTM: one group, so its group arithmetic folds away
   using Element = typename ElementOf<kKind>::type;
   constexpr bool kWmma = uses_wmma(kKind);
   constexpr int kBatchTile = flstm_cluster_batch_tile(kKind);
@@ -102,9 +120,15 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
   cg::grid_group grid = cg::this_grid();
   const int ctas = static_cast<int>(gridDim.x);
   const int rank = static_cast<int>(blockIdx.x);
-  const FlstmGridBwdLayout layout = flstm_grid_bwd_layout(H, R, ctas, kKind);
+  const FlstmGridBwdLayout layout = flstm_grid_bwd_layout(H, R, ctas, kKind, groups, kProjected);
   const int Hs = static_cast<int>(layout.units_per_cta);
   const int unit_start = rank * Hs;  // first hidden unit this CTA owns
+  // The CTA's group (projected mode; the F-LSTM has one group of H units), as in csrc/flstm_cluster_bwd.cu.
+  const int hg = H / groups;
+  const int group = unit_start / hg;
+  const int rg = R / groups;
+  const int64_t gate_col_start = kProjected ? static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg)
+                                            : unit_start;
   const int Rs = (R + ctas - 1) / ctas;
   const int dz_col_start = min(R, rank * Rs);
   const int dz_col_count = min(R, dz_col_start + Rs) - dz_col_start;  // 0 for the last ranks where N > R / Rs
@@ -133,12 +157,13 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
   // and dgates tiles are rewritten with zeros every tile), then the resident weights.
   zero_shared(smem, layout.total_bytes);
   __syncthreads();
-  load_flstm_unit_weights_as_stored(weight_1, weight_2, I, H, R, unit_start, Hs, w2, w2_ld, w1h, w1h_ld);
+  load_flstm_unit_weights_as_stored(weight_1, weight_2, I, H, R, unit_start, Hs, w2, w2_ld, w1h, w1h_ld, groups);
   __syncthreads();
 
   // The cell backward of step t for the batch tile starting at row batch_start (dh_rec_t of the own units in the dh
-  // tile, or 0 for t = T-1), then the tile's partial dz_t into partials[rank]. Cell items (b, j) round-robin over the
-  // threads; padding rows (b >= batch_rows) get zero dgates.
+  // tile, or 0 for t = T-1; projected: dm_t, always), then the tile's partial dz_t into partials[rank] (projected: the
+  // group's Rg columns only, the recurrent part of dz_{t-1}). Cell items (b, j) round-robin over the threads; padding
+  // rows (b >= batch_rows) get zero dgates.
   const auto cell_and_partial = [&](int t, int batch_start) {
     const int batch_rows = min(kBatchTile, B - batch_start);
     const bool has_recurrent = t + 1 < T;
@@ -154,18 +179,20 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
       const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
       const int64_t state_idx = row * H + unit_start + j;
       const int64_t own_idx = static_cast<int64_t>(batch_start + b) * H + unit_start + j;  // in (B, H)
-      const float* pre = pre_gates + row * four_h + unit_start + j;
+      const float* pre = pre_gates + row * four_h + gate_col_start + j;
       const float c_prev = t > 0 ? cell[state_idx - step_states] : c0[own_idx];
-      const float dh = (has_recurrent ? dh_tile[b * dh_ld + j] : 0.0f) + to_float(grad_output[state_idx]);
+      // Projected: grad_output (P wide) entered at dz; the dh tile holds dm_t.
+      const float dh = kProjected ? dh_tile[b * dh_ld + j]
+                                  : (has_recurrent ? dh_tile[b * dh_ld + j] : 0.0f) + to_float(grad_output[state_idx]);
       const float dc = (has_recurrent ? __ldcg(dc0 + own_idx) : 0.0f) +
                        (grad_cell != nullptr ? grad_cell[state_idx] : 0.0f);
-      const CellGrad grad = lstm_cell_backward(pre[0], pre[H], pre[2 * static_cast<int64_t>(H)],
-                                               pre[3 * static_cast<int64_t>(H)], c_prev, cell[state_idx], dh, dc);
-      float* dgates_out = dgates + row * four_h + unit_start + j;
+      const CellGrad grad = lstm_cell_backward(pre[0], pre[hg], pre[2 * static_cast<int64_t>(hg)],
+                                               pre[3 * static_cast<int64_t>(hg)], c_prev, cell[state_idx], dh, dc);
+      float* dgates_out = dgates + row * four_h + gate_col_start + j;
       dgates_out[0] = grad.d_i;
-      dgates_out[H] = grad.d_f;
-      dgates_out[2 * static_cast<int64_t>(H)] = grad.d_g;
-      dgates_out[3 * static_cast<int64_t>(H)] = grad.d_o;
+      dgates_out[hg] = grad.d_f;
+      dgates_out[2 * static_cast<int64_t>(hg)] = grad.d_g;
+      dgates_out[3 * static_cast<int64_t>(hg)] = grad.d_o;
       dgates_row[j] = from_float<Element>(grad.d_i);
       dgates_row[Hs + j] = from_float<Element>(grad.d_f);
       dgates_row[2 * Hs + j] = from_float<Element>(grad.d_g);
@@ -173,37 +200,85 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
       dc0[own_idx] = grad.dc_prev;
     }
     __syncthreads();
-    float* out = own_partial + static_cast<int64_t>(batch_start) * R;
+    float* out = own_partial + static_cast<int64_t>(batch_start) * R + (kProjected ? group * rg : 0);
     if constexpr (kWmma) {
-      wmma_product(dgates_tile, dgates_ld, w2, w2_ld, out, R, R / kWmmaTile, four_hs / kWmmaTile);
+      wmma_product(dgates_tile, dgates_ld, w2, w2_ld, out, R, rg / kWmmaTile, four_hs / kWmmaTile);
     } else {
-      fma_product<kBatchTile>(dgates_tile, dgates_ld, w2, w2_ld, out, R, R, four_hs);
+      fma_product<kBatchTile>(dgates_tile, dgates_ld, w2, w2_ld, out, R, rg, four_hs);
+    }
+  };
+  // The recurrent dh (projected: dm) of the own units for the batch tile in the dz tile: dz W1_h[:, own].
+  const auto dh_product = [&]() {
+    if constexpr (kWmma) {
+      wmma_product(dz_tile, dz_ld, w1h, w1h_ld, dh_tile, dh_ld, Hs / kWmmaTile, R / kWmmaTile);
+    } else {
+      fma_product<kBatchTile>(dz_tile, dz_ld, w1h, w1h_ld, dh_tile, dh_ld, Hs, R);
     }
   };
 
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    cell_and_partial(T - 1, tile * kBatchTile);
-    __syncthreads();  // the next tile's cell rewrites the dgates tile this tile's partial product reads
+  if constexpr (kProjected) {
+    // dz_{T-1} = grad_output[T-1]: the CTA's columns to dz, and per batch tile dm_{T-1} = dz_{T-1} W_hr[:, own] from
+    // the tile of grad_output (loaded element-wise: grad_output needs no 16-byte alignment), before the cell.
+    const Element* grad_last = grad_output + static_cast<int64_t>(T - 1) * B * R;
+    float* dz_last = dz + static_cast<int64_t>(T - 1) * B * R;
+    for (int idx = threadIdx.x; idx < B * dz_col_count; idx += blockDim.x) {
+      const int b = idx / dz_col_count;
+      const int64_t at = static_cast<int64_t>(b) * R + dz_col_start + (idx - b * dz_col_count);
+      dz_last[at] = to_float(grad_last[at]);
+    }
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int batch_start = tile * kBatchTile;
+      const int batch_rows = min(kBatchTile, B - batch_start);
+      for (int idx = threadIdx.x; idx < kBatchTile * R; idx += blockDim.x) {
+        const int b = idx / R;
+        const int q = idx - b * R;
+        dz_tile[b * dz_ld + q] =
+            b < batch_rows ? grad_last[static_cast<int64_t>(batch_start + b) * R + q] : from_float<Element>(0.0f);
+      }
+      __syncthreads();
+      dh_product();
+      __syncthreads();
+      cell_and_partial(T - 1, batch_start);
+      __syncthreads();  // the next tile's staging and cell rewrite the tiles this tile's products read
+    }
+  } else {
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      cell_and_partial(T - 1, tile * kBatchTile);
+      __syncthreads();  // the next tile's cell rewrites the dgates tile this tile's partial product reads
+    }
   }
 
   for (int t = T - 1; t >= 0; --t) {
     grid.sync();  // barrier A: every partial dz_t is visible (and every read of the previous dz_rounded is done)
 
     // B. Reduce this CTA's columns of dz_t over the N partials in rank order: float32 sums to dz_t, rounded ones to
-    // dz_rounded.
-    float* const dz_rows = dz + static_cast<int64_t>(t) * B * R;
+    // dz_rounded. Projected: the sums are the recurrent part of dz_{t-1}: a column sums its group's ranks only,
+    // grad_output[t-1] is added and the totals go to dz_{t-1}; at t = 0 they are dh0.
+    float* const dz_rows = !kProjected ? dz + static_cast<int64_t>(t) * B * R
+                           : t > 0     ? dz + static_cast<int64_t>(t - 1) * B * R
+                                       : dh0;
     const auto store_sums = [dz_rows, R](int b, int q, const auto& sums, const auto& /*rounded*/) {
       *reinterpret_cast<std::decay_t<decltype(sums)>*>(dz_rows + static_cast<int64_t>(b) * R + q) = sums;
     };
-    if (dz_col_count > 0) {
+    const auto reduce = [&](const auto& ranks) {
       if (dz_col_count % kDzVector == 0) {
         reduce_partials<kDzVector>(partials, rank_stride, ctas, R, dz_rounded, B, dz_col_start, dz_col_count,
-                                   store_sums);
+                                   store_sums, ranks);
       } else {
-        reduce_partials<1>(partials, rank_stride, ctas, R, dz_rounded, B, dz_col_start, dz_col_count, store_sums);
+        reduce_partials<1>(partials, rank_stride, ctas, R, dz_rounded, B, dz_col_start, dz_col_count, store_sums,
+                           ranks);
+      }
+    };
+    if (dz_col_count > 0) {
+      if constexpr (kProjected) {
+        const Element* grad_rows = t > 0 ? grad_output + static_cast<int64_t>(t - 1) * B * R : nullptr;
+        reduce(GroupRanksPlusAddend<Element>{rg, ctas / groups, grad_rows, R});
+      } else {
+        reduce(AllRanks{});
       }
     }
     grid.sync();  // barrier B: the whole dz_t is visible (and every read of the partials is done)
+    if (kProjected && t == 0) break;  // step 0's reduction gave dh0: nothing is left to multiply
 
     // C. Per batch tile: dh_rec_{t-1} = dz_t W1_h[:, own], then the cell backward and partial dz of step t-1.
     for (int tile = 0; tile < num_tiles; ++tile) {
@@ -211,11 +286,7 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
       const int batch_rows = min(kBatchTile, B - batch_start);
       stage_tile(dz_rounded + static_cast<int64_t>(batch_start) * R, R, batch_rows, R, dz_tile, dz_ld, kBatchTile);
       __syncthreads();
-      if constexpr (kWmma) {
-        wmma_product(dz_tile, dz_ld, w1h, w1h_ld, dh_tile, dh_ld, Hs / kWmmaTile, R / kWmmaTile);
-      } else {
-        fma_product<kBatchTile>(dz_tile, dz_ld, w1h, w1h_ld, dh_tile, dh_ld, Hs, R);
-      }
+      dh_product();
       __syncthreads();
       if (t > 0) {
         cell_and_partial(t - 1, batch_start);
@@ -226,40 +297,48 @@ flstm_grid_bwd_kernel(const float* __restrict__ pre_gates,
           dh0[static_cast<int64_t>(batch_start + b) * H + unit_start + j] = dh_tile[b * dh_ld + j];
         }
       }
-      // No barrier here: see the hazard argument (the next tile's staging and products overwrite only buffers whose
-      // last reads precede the barriers above).
+      // No barrier here for the F-LSTM: see the hazard argument (the next tile's staging and products overwrite only
+      // buffers whose last reads precede the barriers above). The projected layout shares the dz and dgates tiles,
+      // so there the next tile's staging must wait for this tile's partial product.
+      if constexpr (kProjected) __syncthreads();
     }
   }
 }
 
-template <ElementKind kKind>
-cudaError_t prepare_grid_launch(int H, int R, int ctas, cudaStream_t stream, CooperativeLaunch& launch) {
-  const int64_t smem_bytes = flstm_grid_bwd_layout(H, R, ctas, kKind).total_bytes;
-  return launch.prepare(flstm_grid_bwd_kernel<kKind>, smem_bytes, ctas, stream);
+// The shape rule of the grid backward: the F-LSTM's (groups = 1, not projected), or the projected mode's.
+inline bool grid_bwd_shape_ok(int H, int R, int groups, bool projected, int ctas) {
+  return projected ? projected_grid_shape_ok(H, R, groups, ctas) : groups == 1 && flstm_grid_shape_ok(H, R, ctas);
 }
 
-template <ElementKind kKind>
-cudaError_t max_resident_ctas(int H, int R, int ctas, int* count) {
+template <ElementKind kKind, bool kProjected>
+cudaError_t prepare_grid_launch(int H, int R, int groups, int ctas, cudaStream_t stream, CooperativeLaunch& launch) {
+  const int64_t smem_bytes = flstm_grid_bwd_layout(H, R, ctas, kKind, groups, kProjected).total_bytes;
+  return launch.prepare(flstm_grid_bwd_kernel<kKind, kProjected>, smem_bytes, ctas, stream);
+}
+
+template <ElementKind kKind, bool kProjected>
+cudaError_t max_resident_ctas(int H, int R, int groups, int ctas, int* count) {
   *count = 0;
-  if (!flstm_grid_shape_ok(H, R, ctas)) return cudaErrorInvalidValue;
+  if (!grid_bwd_shape_ok(H, R, groups, kProjected, ctas)) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(H, R, ctas, nullptr, launch);
+  const cudaError_t err = prepare_grid_launch<kKind, kProjected>(H, R, groups, ctas, nullptr, launch);
   if (err != cudaSuccess) return err;
-  return launch.max_resident_ctas(flstm_grid_bwd_kernel<kKind>, count);
+  return launch.max_resident_ctas(flstm_grid_bwd_kernel<kKind, kProjected>, count);
 }
 
-template <ElementKind kKind>
+template <ElementKind kKind, bool kProjected>
 cudaError_t launch_grid_bwd(const FlstmBwdArgs& args, int ctas, float* dz, float* partials, void* dz_rounded,
                             cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  if (!flstm_grid_shape_ok(args.H, args.R, ctas)) return cudaErrorInvalidValue;
+  if (!grid_bwd_shape_ok(args.H, args.R, args.groups, kProjected, ctas)) return cudaErrorInvalidValue;
   CooperativeLaunch launch;
-  const cudaError_t err = prepare_grid_launch<kKind>(args.H, args.R, ctas, stream, launch);
+  const cudaError_t err = prepare_grid_launch<kKind, kProjected>(args.H, args.R, args.groups, ctas, stream, launch);
   if (err != cudaSuccess) return err;
-  return launch.launch(flstm_grid_bwd_kernel<kKind>, args.pre_gates, static_cast<const Element*>(args.grad_output),
-                       args.grad_cell, args.c0, args.cell, static_cast<const Element*>(args.weight_1),
-                       static_cast<const Element*>(args.weight_2), args.dgates, dz, args.dh0, args.dc0, partials,
-                       static_cast<Element*>(dz_rounded), args.T, args.B, args.I, args.H, args.R);
+  return launch.launch(flstm_grid_bwd_kernel<kKind, kProjected>, args.pre_gates,
+                       static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
+                       static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2),
+                       args.dgates, dz, args.dh0, args.dc0, partials, static_cast<Element*>(dz_rounded), args.T,
+                       args.B, args.I, args.H, args.R, args.groups);
 }
 
 }  // namespace
@@ -267,13 +346,21 @@ cudaError_t launch_grid_bwd(const FlstmBwdArgs& args, int ctas, float* dz, float
 cudaError_t launch_flstm_grid_bwd(ElementKind kind, const FlstmBwdArgs& args, int ctas, float* dz, float* partials,
                                   void* dz_rounded, cudaStream_t stream) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return launch_grid_bwd<decltype(element)::value>(args, ctas, dz, partials, dz_rounded, stream);
+    constexpr ElementKind kKind = decltype(element)::value;
+    return args.projected ? launch_grid_bwd<kKind, true>(args, ctas, dz, partials, dz_rounded, stream)
+                          : launch_grid_bwd<kKind, false>(args, ctas, dz, partials, dz_rounded, stream);
   });
 }
 
 cudaError_t flstm_grid_bwd_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count) {
   return dispatch_element_kind(kind, [&](auto element) {
-    return max_resident_ctas<decltype(element)::value>(H, R, ctas, count);
+    return max_resident_ctas<decltype(element)::value, false>(H, R, 1, ctas, count);
+  });
+}
+
+cudaError_t projected_grid_bwd_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count) {
+  return dispatch_element_kind(kind, [&](auto element) {
+    return max_resident_ctas<decltype(element)::value, true>(H, P, G, ctas, count);
   });
 }
 

@@ -12,8 +12,9 @@
 // CTA's opt-in shared memory run on several CTAs that reduce z between them: a thread-block cluster
 // (csrc/flstm_cluster.cu, compute capability 9.x) or the whole grid (csrc/flstm_grid.cu); cuda_ops.cpp picks the kernel.
 // Backward: reverse time with the same residency; dgates from the cell backward, dz = dgates W2, dh = dz W1_h (all
-// float32 FMA); weight gradients and dx are time-parallel GEMMs in the launcher. There is no multi-CTA backward: where
-// this one does not fit, lstmkern.backends.cuda runs the Triton backward.
+// float32 FMA); weight gradients and dx are time-parallel GEMMs in the launcher. Its projected mode (the projected
+// G-LSTM's backward; see the kernel) adds grad_output at the P-wide dz instead of at dh. Where it does not fit, the
+// cluster (csrc/flstm_cluster_bwd.cu) or grid (csrc/flstm_grid_bwd.cu) backward runs, else Triton's.
 //
 // All matrix products here are float32 FMA loops: one thread per output column with one register accumulator per
 // batch row, the weight operand stored so that a warp's threads read consecutive addresses and the activation
@@ -143,33 +144,58 @@ flstm_persistent_fwd_kernel(const float* __restrict__ proj, const typename Eleme
   }
 }
 
-template <ElementKind kKind>
+// kProjected: the projected mode (a template parameter, so the F-LSTM's instantiation compiles as without it). There
+// W1_h := W_hr (P x H, I = 0), R := P, W2 := W_hh held as (4Hg x P) (flstm_bwd_layout with `groups`), grad_output,
+// dz and dh0 are P wide, pre_gates and dgates (T, B, G, 4Hg); per step t
+//   dz_t = grad_output[t] + dz_rec_t  (P wide, the total gradient reaching h_t = W_hr m_t; dz_rec_{T-1} = 0),
+//   dm_t = dz_t W_hr (H wide, the F-LSTM's dh product), then the cell backward with dh := dm_t,
+//   dz_rec_{t-1} = dgates_t W_hh (block-diagonal: column p of group g = p / Pg reads that group's 4Hg dgates columns),
+// and dz_t is written (float32, (T, B, P)) for the launcher's dW_hr; after step 0 the dz tile holds dh0 = dz_rec_{-1}.
+template <ElementKind kKind, bool kProjected>
 __global__ void __launch_bounds__(kThreadsPerBlock)
 flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
                             const typename ElementOf<kKind>::type* __restrict__ grad_output,
                             const float* __restrict__ grad_cell, const float* __restrict__ c0,
                             const float* __restrict__ cell, const typename ElementOf<kKind>::type* __restrict__ weight_1,
                             const typename ElementOf<kKind>::type* __restrict__ weight_2, float* __restrict__ dgates,
-                            float* __restrict__ dh0, float* __restrict__ dc0, int T, int B, int I, int H, int R) {
+                            float* __restrict__ dz, float* __restrict__ dh0, float* __restrict__ dc0, int T, int B,
+                            int I, int H, int R, int groups) {
   using Element = typename ElementOf<kKind>::type;
-  const FlstmBwdLayout layout = flstm_bwd_layout(H, R, kKind);
+  if constexpr (!kProjected) groups = 1;  // the F-LSTM: one group
+  const FlstmBwdLayout layout = flstm_bwd_layout(H, R, kKind, groups);
   unsigned char* const smem = dynamic_smem();
-  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);               // (4H x R)
+  Element* w2 = reinterpret_cast<Element*>(smem + layout.w2_offset);               // (4H x R), projected (4Hg x P)
   Element* w1h = reinterpret_cast<Element*>(smem + layout.w1h_offset);             // (R x H)
   float* dgates_tile = reinterpret_cast<float*>(smem + layout.dgates_offset);      // (BT x 4H)
   float* dz_tile = reinterpret_cast<float*>(smem + layout.dz_offset);              // (BT x R)
-  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);              // (BT x H)
+  float* dh_tile = reinterpret_cast<float*>(smem + layout.dh_offset);              // (BT x H): dh, projected dm
   float* dc_tile = reinterpret_cast<float*>(smem + layout.dc_offset);              // (BT x H)
 
   const int batch_start = blockIdx.x * kBatchTile;
   const int batch_rows = min(kBatchTile, B - batch_start);
   const int four_h = 4 * H;
+  // Units per group: gate q of unit (g, j) is column g 4Hg + q Hg + j of pre_gates, dgates.
+  const int hg = kProjected ? H / groups : H;
   const int64_t w1_ld = static_cast<int64_t>(I) + H;
   const int64_t state_stride = static_cast<int64_t>(B) * H;  // one time step of (T, B, H)
 
-  zero_shared(smem, layout.total_bytes);  // dh, dc start at 0; rows >= batch_rows stay 0
+  zero_shared(smem, layout.total_bytes);  // dh, dc (and the projected mode's dz_rec) start at 0; rows >= batch_rows
+                                          // stay 0
   __syncthreads();
-  for (int idx = threadIdx.x; idx < four_h * R; idx += blockDim.x) w2[idx] = weight_2[idx];
+  if constexpr (kProjected) {
+    // W_hh (G, 4Hg, Pg) in global order -> w2[k * P + g Pg + q] (the (K / groups x n_cols) operand of tile_matmul).
+    const int pg = R / groups;
+    const int four_hg = 4 * hg;
+    for (int idx = threadIdx.x; idx < four_h * pg; idx += blockDim.x) {
+      const int group = idx / (four_hg * pg);
+      const int rest = idx - group * four_hg * pg;
+      const int k = rest / pg;
+      const int q = rest - k * pg;
+      w2[static_cast<int64_t>(k) * R + group * pg + q] = weight_2[idx];
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < four_h * R; idx += blockDim.x) w2[idx] = weight_2[idx];
+  }
   for (int idx = threadIdx.x; idx < R * H; idx += blockDim.x) {
     const int q = idx / H;
     const int k = idx - q * H;
@@ -178,42 +204,66 @@ flstm_persistent_bwd_kernel(const float* __restrict__ pre_gates,
   __syncthreads();
 
   for (int t = T - 1; t >= 0; --t) {
+    if constexpr (kProjected) {
+      // dz_t = grad_output[t] + dz_rec_t (each element read and written by one thread), written out for dW_hr.
+      const int64_t dz_row = (static_cast<int64_t>(t) * B + batch_start) * R;
+      for (int idx = threadIdx.x; idx < batch_rows * R; idx += blockDim.x) {
+        const float total = dz_tile[idx] + to_float(grad_output[dz_row + idx]);
+        dz_tile[idx] = total;
+        dz[dz_row + idx] = total;
+      }
+      __syncthreads();
+      tile_matmul<float>(dz_tile, R, w1h, H, dh_tile);  // dm_t = dz_t W_hr
+      __syncthreads();
+    }
     for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
       const int b = idx / H;
       const int j = idx - b * H;
+      // Column of gate i of unit j; gate q is q Hg further (Hg = H for the F-LSTM).
+      const int gate_col = kProjected ? j / hg * 4 * hg + j % hg : j;
       const int64_t row = static_cast<int64_t>(t) * B + batch_start + b;
       const int64_t state_idx = row * H + j;
-      const float dh = dh_tile[b * H + j] + to_float(grad_output[state_idx]);
+      float dh = dh_tile[b * H + j];  // projected: dm_t; grad_output entered at dz
+      if constexpr (!kProjected) dh += to_float(grad_output[state_idx]);
       const float dc = dc_tile[b * H + j] + (grad_cell != nullptr ? grad_cell[state_idx] : 0.0f);
       const float c_prev =
           t > 0 ? cell[state_idx - state_stride] : c0[static_cast<int64_t>(batch_start + b) * H + j];
       const float* pre = pre_gates + row * four_h;
-      const CellGrad grad =
-          lstm_cell_backward(pre[j], pre[H + j], pre[2 * H + j], pre[3 * H + j], c_prev, cell[state_idx], dh, dc);
+      const CellGrad grad = lstm_cell_backward(pre[gate_col], pre[hg + gate_col], pre[2 * hg + gate_col],
+                                               pre[3 * hg + gate_col], c_prev, cell[state_idx], dh, dc);
       float* dgates_out = dgates + row * four_h;
-      dgates_out[j] = grad.d_i;
-      dgates_out[H + j] = grad.d_f;
-      dgates_out[2 * H + j] = grad.d_g;
-      dgates_out[3 * H + j] = grad.d_o;
+      dgates_out[gate_col] = grad.d_i;
+      dgates_out[hg + gate_col] = grad.d_f;
+      dgates_out[2 * hg + gate_col] = grad.d_g;
+      dgates_out[3 * hg + gate_col] = grad.d_o;
       float* dgates_row = dgates_tile + b * four_h;
-      dgates_row[j] = grad.d_i;
-      dgates_row[H + j] = grad.d_f;
-      dgates_row[2 * H + j] = grad.d_g;
-      dgates_row[3 * H + j] = grad.d_o;
+      dgates_row[gate_col] = grad.d_i;
+      dgates_row[hg + gate_col] = grad.d_f;
+      dgates_row[2 * hg + gate_col] = grad.d_g;
+      dgates_row[3 * hg + gate_col] = grad.d_o;
       dc_tile[b * H + j] = grad.dc_prev;
     }
     __syncthreads();
-    tile_matmul<float>(dgates_tile, four_h, w2, R, dz_tile);  // dz = dgates W2
-    __syncthreads();
-    tile_matmul<float>(dz_tile, R, w1h, H, dh_tile);  // dh_{t-1} = dz W1_h
+    if constexpr (kProjected) {
+      tile_matmul<float>(dgates_tile, four_h, w2, R, dz_tile, groups);  // dz_rec_{t-1} = dgates_t W_hh
+    } else {
+      tile_matmul<float>(dgates_tile, four_h, w2, R, dz_tile);  // dz = dgates W2
+      __syncthreads();
+      tile_matmul<float>(dz_tile, R, w1h, H, dh_tile);  // dh_{t-1} = dz W1_h
+    }
     __syncthreads();
   }
 
+  if constexpr (kProjected) {  // dh0 (B, P) = dz_rec_{-1}
+    for (int idx = threadIdx.x; idx < batch_rows * R; idx += blockDim.x) {
+      dh0[static_cast<int64_t>(batch_start) * R + idx] = dz_tile[idx];
+    }
+  }
   for (int idx = threadIdx.x; idx < batch_rows * H; idx += blockDim.x) {
     const int b = idx / H;
     const int j = idx - b * H;
     const int64_t state_idx = static_cast<int64_t>(batch_start + b) * H + j;
-    dh0[state_idx] = dh_tile[b * H + j];
+    if (!kProjected) dh0[state_idx] = dh_tile[b * H + j];
     dc0[state_idx] = dc_tile[b * H + j];
   }
 }
@@ -232,15 +282,18 @@ cudaError_t launch_fwd(const FlstmFwdArgs& args, cudaStream_t stream) {
       args.I, args.H, args.R, args.groups, args.projected);
 }
 
-template <ElementKind kKind>
-cudaError_t launch_bwd(const FlstmBwdArgs& args, cudaStream_t stream) {
+template <ElementKind kKind, bool kProjected>
+cudaError_t launch_bwd(const FlstmBwdArgs& args, float* dz, cudaStream_t stream) {
   using Element = typename ElementOf<kKind>::type;
-  const int64_t smem_bytes = flstm_bwd_layout(args.H, args.R, kKind).total_bytes;
+  if (kProjected ? !projected_shape_ok(args.H, args.R, args.groups) || dz == nullptr : args.groups != 1) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t smem_bytes = flstm_bwd_layout(args.H, args.R, kKind, args.groups).total_bytes;
   const dim3 grid((args.B + kBatchTile - 1) / kBatchTile);
-  return launch_plain(flstm_persistent_bwd_kernel<kKind>, grid, smem_bytes, stream,
+  return launch_plain(flstm_persistent_bwd_kernel<kKind, kProjected>, grid, smem_bytes, stream,
       args.pre_gates, static_cast<const Element*>(args.grad_output), args.grad_cell, args.c0, args.cell,
-      static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2), args.dgates, args.dh0,
-      args.dc0, args.T, args.B, args.I, args.H, args.R);
+      static_cast<const Element*>(args.weight_1), static_cast<const Element*>(args.weight_2), args.dgates, dz,
+      args.dh0, args.dc0, args.T, args.B, args.I, args.H, args.R, args.groups);
 }
 
 }  // namespace
@@ -250,9 +303,11 @@ cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& ar
       kind, [&](auto element) { return launch_fwd<decltype(element)::value>(args, stream); });
 }
 
-cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream) {
-  return dispatch_element_kind(
-      kind, [&](auto element) { return launch_bwd<decltype(element)::value>(args, stream); });
+cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream, float* dz) {
+  return dispatch_element_kind(kind, [&](auto element) {
+    constexpr ElementKind kKind = decltype(element)::value;
+    return args.projected ? launch_bwd<kKind, true>(args, dz, stream) : launch_bwd<kKind, false>(args, dz, stream);
+  });
 }
 
 }  // namespace lstmkern

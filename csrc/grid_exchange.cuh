@@ -60,34 +60,39 @@ __device__ __forceinline__ void load_partial(const float* source, float (&values
 // timing. column_sums(b, q, sums, rounded) also receives the sums of columns q .. q + kVector - 1 of row b, float32 and
 // rounded (Pack<float, kVector>, Pack<Element, kVector>), so a kernel can store the float32 sums too: exactly one CTA
 // of the grid sees each column.
-template <int kVector, typename Element, typename ColumnSums = DiscardColumnSums>
+// `ranks` (AllRanks, or GroupRanksPlusAddend for the projected backward; csrc/cluster_exchange.cuh) may narrow the
+// ranks a column sums and add to its sums before they are rounded.
+template <int kVector, typename Element, typename ColumnSums = DiscardColumnSums, typename Ranks = AllRanks>
 __device__ __forceinline__ void reduce_partials(const float* partials, int64_t rank_stride, int ctas, int R,
                                                 Element* reduced, int B, int col_start, int col_count,
-                                                const ColumnSums& column_sums = ColumnSums{}) {
+                                                const ColumnSums& column_sums = ColumnSums{},
+                                                const Ranks& ranks = Ranks{}) {
   constexpr int kRankChunk = 8;
   using ReducedVector = Pack<Element, kVector>;
   const int vectors_per_row = col_count / kVector;
+  const int rank_count = ranks.rank_count(ctas);
   for (int idx = threadIdx.x; idx < B * vectors_per_row; idx += blockDim.x) {
     const int b = idx / vectors_per_row;
     const int q = col_start + (idx - b * vectors_per_row) * kVector;
-    const float* source = partials + static_cast<int64_t>(b) * R + q;
+    const float* source = partials + ranks.first_rank(q) * rank_stride + static_cast<int64_t>(b) * R + q;
     Pack<float, kVector> sums;
 #pragma unroll
     for (int v = 0; v < kVector; ++v) sums.values[v] = 0.0f;
-    for (int rank_0 = 0; rank_0 < ctas; rank_0 += kRankChunk) {
+    for (int rank_0 = 0; rank_0 < rank_count; rank_0 += kRankChunk) {
       float parts[kRankChunk][kVector];
 #pragma unroll
       for (int k = 0; k < kRankChunk; ++k) {
-        if (rank_0 + k < ctas) load_partial<kVector>(source + (rank_0 + k) * rank_stride, parts[k]);
+        if (rank_0 + k < rank_count) load_partial<kVector>(source + (rank_0 + k) * rank_stride, parts[k]);
       }
 #pragma unroll
       for (int k = 0; k < kRankChunk; ++k) {
-        if (rank_0 + k < ctas) {
+        if (rank_0 + k < rank_count) {
 #pragma unroll
           for (int v = 0; v < kVector; ++v) sums.values[v] += parts[k][v];
         }
       }
     }
+    ranks.add_to_sums(b, q, sums);
     ReducedVector rounded;
 #pragma unroll
     for (int v = 0; v < kVector; ++v) rounded.values[v] = from_float<Element>(sums.values[v]);

@@ -20,10 +20,15 @@ inline constexpr const char* kKernelOpSchemas[] = {
     "glstm_persistent_fwd(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
     "int cluster_size=0, Tensor? weight_hr=None, int grid_ctas=0) -> (Tensor output, Tensor cell)",
     // cluster_size as for the forward (0: single CTA where its backward fits, else the smallest fitting cluster on
-    // 9.x).
+    // 9.x). weight_hr (P, H): the projected layer's backward on the F-LSTM backward kernels in their projected mode
+    // (grad_output and dh0 P wide); cluster_size 0 = automatic (projected_bwd_cluster_size, else the grid backward on
+    // projected_bwd_grid_ctas CTAs), 1 = single CTA, 2 / 4 / 8 / 16 = cluster (a multiple of G); grid_ctas = N >= 1
+    // forces the grid backward (projected layers only). dweight_hr is (P, H) with weight_hr, an empty (0,) tensor
+    // without.
     "glstm_persistent_bwd(Tensor grad_output, Tensor? grad_cell, Tensor x, Tensor h0, Tensor c0, "
-    "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0) -> "
-    "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias)",
+    "Tensor weight_ih, Tensor weight_hh, Tensor? bias, Tensor output, Tensor cell, int cluster_size=0, "
+    "Tensor? weight_hr=None, int grid_ctas=0) -> "
+    "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dweight_ih, Tensor dweight_hh, Tensor dbias, Tensor dweight_hr)",
     // cluster_size: 0 = automatic (single CTA where it fits, else the smallest thread-block cluster that fits on
     // compute capability 9.x; see flstm_fwd_cluster_size in persistent_layout.h), 1 = force the single-CTA kernel,
     // 2 / 4 / 8 / 16 = force the cluster kernel with that many CTAs per batch tile. Where neither the single CTA nor a

@@ -60,6 +60,11 @@ struct FlstmFwdArgs {
   bool projected = false;
 };
 
+// The projected mode of the backward kernels (projected = true; single-CTA, cluster and grid) runs the backward of a
+// projected G-LSTM with `groups` = G groups (see projected_bwd_cluster_size in persistent_layout.h): pre_gates and
+// dgates are (T, B, G, 4Hg), grad_output (T, B, P), weight_1 W_hr (P, H) with I = 0 and R = P, weight_2 W_hh
+// (G, 4Hg, Pg), dh0 (B, P); the kernels also write dz (T, B, P) float32: the total gradient reaching each output row
+// h_t (grad_output[t] plus the recurrent part), from which the launcher forms dW_hr.
 struct FlstmBwdArgs {
   const float* pre_gates;    // (T, B, 4H) float32
   const void* grad_output;   // (T, B, H) element
@@ -72,6 +77,8 @@ struct FlstmBwdArgs {
   float* dh0;                // (B, H) float32, written
   float* dc0;                // (B, H) float32, written
   int T, B, I, H, R;
+  int groups = 1;            // G of a projected G-LSTM; 1 for the F-LSTM
+  bool projected = false;
 };
 
 cudaError_t launch_glstm_persistent_fwd(ElementKind kind, const GlstmFwdArgs& args, cudaStream_t stream);
@@ -91,7 +98,10 @@ cudaError_t launch_glstm_cluster_bwd(ElementKind kind, const GlstmBwdArgs& args,
 // device can hold at once (cudaOccupancyMaxActiveClusters); 0 means it cannot be launched there. Launches nothing.
 cudaError_t glstm_cluster_max_active_clusters(ElementKind kind, int Hg, int cluster_size, int* count);
 cudaError_t launch_flstm_persistent_fwd(ElementKind kind, const FlstmFwdArgs& args, cudaStream_t stream);
-cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream);
+// The single-CTA F-LSTM backward; in the projected mode `dz` (T, B, P) float32 is written too (the F-LSTM launcher
+// forms its dz from dgates itself and passes nullptr).
+cudaError_t launch_flstm_persistent_bwd(ElementKind kind, const FlstmBwdArgs& args, cudaStream_t stream,
+                                        float* dz = nullptr);
 // The thread-block-cluster F-LSTM forward (csrc/flstm_cluster.cu): same arguments and results as the single-CTA
 // forward, each batch tile spread over a cluster of `cluster_size` CTAs (2, 4, 8, or 16 with the non-portable cluster
 // size allowed). Needs compute capability 9.x (the caller checks) and flstm_cluster_shape_ok(H, R, cluster_size)
@@ -110,10 +120,15 @@ cudaError_t flstm_cluster_max_active_clusters(ElementKind kind, int H, int R, in
 // allowed). Needs compute capability 9.x (the caller checks) and flstm_cluster_shape_ok(H, R, cluster_size)
 // (cudaErrorInvalidValue otherwise); returns cudaErrorInvalidClusterSize when no cluster of that size with
 // flstm_cluster_bwd_layout's shared memory can be resident, and otherwise the error of cudaLaunchKernelEx itself.
+// In the projected mode (args.projected; projected_cluster_shape_ok(H, R = P, G, cluster_size)) dz is the total
+// gradient reaching each output row (T, B, P), and dh0 (B, P).
 cudaError_t launch_flstm_cluster_bwd(ElementKind kind, const FlstmBwdArgs& args, int cluster_size, float* dz,
                                      cudaStream_t stream);
 // How many clusters of the cluster F-LSTM backward with `cluster_size` CTAs the current device can hold at once.
 cudaError_t flstm_cluster_bwd_max_active_clusters(ElementKind kind, int H, int R, int cluster_size, int* count);
+// The same for the cluster backward in the projected mode (H cell units, P projection size, G groups).
+cudaError_t projected_cluster_bwd_max_active_clusters(ElementKind kind, int H, int P, int G, int cluster_size,
+                                                      int* count);
 // The same for the cluster forward in the projected mode (H cell units, P projection size, G groups).
 cudaError_t projected_cluster_max_active_clusters(ElementKind kind, int H, int P, int G, int cluster_size,
                                                   int* count);
@@ -143,9 +158,13 @@ cudaError_t projected_grid_max_resident_ctas(ElementKind kind, int H, int P, int
 // the running dc there). Needs compute capability >= 8.0 (the caller checks) and flstm_grid_shape_ok(H, R, ctas)
 // (cudaErrorInvalidValue otherwise); returns cudaErrorCooperativeLaunchTooLarge when the ctas CTAs with
 // flstm_grid_bwd_layout's shared memory cannot all be resident, and otherwise the error of cudaLaunchKernelEx itself.
+// In the projected mode (args.projected; projected_grid_shape_ok(H, R = P, G, ctas)) dz and dh0 as for the cluster
+// backward; the workspace has the same shapes with R = P.
 cudaError_t launch_flstm_grid_bwd(ElementKind kind, const FlstmBwdArgs& args, int ctas, float* dz, float* partials,
                                   void* dz_rounded, cudaStream_t stream);
 // How many CTAs of the grid F-LSTM backward (its shared memory for (H, R, ctas)) the current device can hold at once.
 cudaError_t flstm_grid_bwd_max_resident_ctas(ElementKind kind, int H, int R, int ctas, int* count);
+// The same for the grid backward in the projected mode (H cell units, P projection size, G groups).
+cudaError_t projected_grid_bwd_max_resident_ctas(ElementKind kind, int H, int P, int G, int ctas, int* count);
 
 }  // namespace lstmkern

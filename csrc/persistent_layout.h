@@ -168,15 +168,19 @@ LSTMKERN_HOST_DEVICE constexpr FlstmFwdLayout flstm_fwd_layout(int64_t h, int64_
 
 // F-LSTM backward: W2 (4H x R) and W1_h (R x H) as stored (row-major, threads own consecutive columns);
 // dgates (BT x 4H), dz (BT x R), dh (BT x H), dc (BT x H) float32.
+// `groups` > 1 only for a projected G-LSTM (see projected_bwd_cluster_size below): W2 := W_hh (G, 4Hg, Pg) is then
+// held as (4Hg x P), w2[k * P + g Pg + q] = W_hh[g][k][q] (the block-diagonal product dz = dgates W_hh reads, for
+// output column p of group g = p / Pg, that group's 4Hg dgates columns), 4H R / groups elements.
 struct FlstmBwdLayout {
   int64_t w2_offset, w1h_offset, dgates_offset, dz_offset, dh_offset, dc_offset, total_bytes;
 };
 
-LSTMKERN_HOST_DEVICE constexpr FlstmBwdLayout flstm_bwd_layout(int64_t h, int64_t r, ElementKind kind) {
+LSTMKERN_HOST_DEVICE constexpr FlstmBwdLayout flstm_bwd_layout(int64_t h, int64_t r, ElementKind kind,
+                                                               int64_t groups = 1) {
   FlstmBwdLayout layout{};
   const int64_t bt = kFlstmBatchTile;
   int64_t end = 0;
-  layout.w2_offset = carve(end, 4 * h * r * element_bytes(kind));
+  layout.w2_offset = carve(end, 4 * h * (r / groups) * element_bytes(kind));
   layout.w1h_offset = carve(end, r * h * element_bytes(kind));
   layout.dgates_offset = carve(end, bt * 4 * h * 4);
   layout.dz_offset = carve(end, bt * r * 4);
@@ -416,15 +420,18 @@ struct FlstmClusterBwdLayout {
 };
 
 // Only meaningful where flstm_cluster_shape_ok(h, r, cluster_size).
+// `groups` > 1 only for a projected G-LSTM (projected_cluster_bwd_smem_bytes below): the CTA's gate rows of W_hh then
+// have its group's r / groups columns, so w2 is (4Hs x operand_tile_ld(r / groups)).
 LSTMKERN_HOST_DEVICE constexpr FlstmClusterBwdLayout flstm_cluster_bwd_layout(int64_t h, int64_t r,
-                                                                              int64_t cluster_size, ElementKind kind) {
+                                                                              int64_t cluster_size, ElementKind kind,
+                                                                              int64_t groups = 1) {
   FlstmClusterBwdLayout layout{};
   const int64_t bt = flstm_cluster_batch_tile(kind);
   const int64_t hs = h / cluster_size;
   const int64_t elem = element_bytes(kind);
   layout.units_per_cta = hs;
   layout.batch_tile = bt;
-  layout.w2_ld = operand_tile_ld(r, kind);
+  layout.w2_ld = operand_tile_ld(r / groups, kind);
   layout.w1h_ld = operand_tile_ld(hs, kind);
   layout.dgates_ld = operand_tile_ld(4 * hs, kind);
   layout.partial_ld = float_tile_ld(r, kind);
@@ -517,9 +524,9 @@ LSTMKERN_HOST_DEVICE constexpr int64_t projected_cluster_smem_bytes(int64_t h, i
 }
 
 // How the projected forward runs: 1 = the single-CTA kernel (its layout fits), else the smallest C in (2, 4, 8, 16)
-// accepted for (h, p, groups) whose per-CTA layout fits, on compute capability 9.x; 0 = neither (the backend then
-// uses Triton). The backward of a projected layer is Triton's either way. lstmkern.backends.cuda.projected_cluster_size
-// mirrors this.
+// accepted for (h, p, groups) whose per-CTA layout fits, on compute capability 9.x; 0 = neither (then the grid
+// forward, projected_fwd_grid_ctas, or the backend uses Triton). The backward has its own choice
+// (projected_bwd_cluster_size). lstmkern.backends.cuda.projected_cluster_size mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int projected_fwd_cluster_size(int64_t h, int64_t p, int64_t groups, ElementKind kind,
                                                               int64_t smem_optin, int cc_major) {
   const int64_t single = projected_smem_bytes(h, p, groups, kind);
@@ -623,8 +630,15 @@ struct FlstmGridBwdLayout {
 };
 
 // Only meaningful where flstm_grid_shape_ok(h, r, ctas).
+// `projected` (a projected G-LSTM, projected_grid_bwd_smem_bytes below): w2 is (4Hs x operand_tile_ld(r / groups)),
+// the CTA's gate rows of W_hh with its group's columns, and the dgates and dz tiles share one buffer,
+// max(dgates_ld, dz_ld) wide, as in the cluster backward (a tile's dz is dead once its dm product has read it; the
+// kernel then orders each tile's partial product before the next tile's staging with a barrier), so that every shape
+// whose projected grid forward fits has a grid backward that fits with the same N (W_hr's columns as stored, P x Hs,
+// pad P rows where the forward's transposed tile pads Hs).
 LSTMKERN_HOST_DEVICE constexpr FlstmGridBwdLayout flstm_grid_bwd_layout(int64_t h, int64_t r, int64_t ctas,
-                                                                        ElementKind kind) {
+                                                                        ElementKind kind, int64_t groups = 1,
+                                                                        bool projected = false) {
   FlstmGridBwdLayout layout{};
   const int64_t bt = flstm_cluster_batch_tile(kind);
   const int64_t hs = h / ctas;
@@ -632,7 +646,7 @@ LSTMKERN_HOST_DEVICE constexpr FlstmGridBwdLayout flstm_grid_bwd_layout(int64_t 
   layout.ctas = ctas;
   layout.units_per_cta = hs;
   layout.batch_tile = bt;
-  layout.w2_ld = operand_tile_ld(r, kind);
+  layout.w2_ld = operand_tile_ld(r / groups, kind);
   layout.w1h_ld = operand_tile_ld(hs, kind);
   layout.dgates_ld = operand_tile_ld(4 * hs, kind);
   layout.dz_ld = operand_tile_ld(r, kind);
@@ -640,8 +654,13 @@ LSTMKERN_HOST_DEVICE constexpr FlstmGridBwdLayout flstm_grid_bwd_layout(int64_t 
   int64_t end = 0;
   layout.w2_offset = carve(end, 4 * hs * layout.w2_ld * elem);
   layout.w1h_offset = carve(end, r * layout.w1h_ld * elem);
-  layout.dgates_offset = carve(end, bt * layout.dgates_ld * elem);
-  layout.dz_offset = carve(end, bt * layout.dz_ld * elem);
+  if (projected) {
+    layout.dgates_offset = carve(end, bt * (layout.dgates_ld > layout.dz_ld ? layout.dgates_ld : layout.dz_ld) * elem);
+    layout.dz_offset = layout.dgates_offset;
+  } else {
+    layout.dgates_offset = carve(end, bt * layout.dgates_ld * elem);
+    layout.dz_offset = carve(end, bt * layout.dz_ld * elem);
+  }
   layout.dh_offset = carve(end, bt * layout.dh_ld * 4);
   layout.total_bytes = round_up(end, kSmemAlignment);
   return layout;
@@ -686,6 +705,64 @@ LSTMKERN_HOST_DEVICE constexpr int projected_fwd_grid_ctas(int64_t h, int64_t p,
                                                            int64_t smem_optin, int64_t sm_count) {
   for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
     const int64_t bytes = projected_grid_smem_bytes(h, p, groups, ctas, kind);
+    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
+  }
+  return 0;
+}
+
+// The projected backward (BPTT of a projected G-LSTM, lstmkern/reference.py glstm_reference_backward with weight_hr)
+// runs on the F-LSTM backward kernels in their projected mode (csrc/flstm_persistent.cu, csrc/flstm_cluster_bwd.cu,
+// csrc/flstm_grid_bwd.cu), with W1_h := W_hr (P x H), R := P, W2 := W_hh: per step the total gradient reaching
+// h_t = W_hr m_t is dz_t = grad_output[t] + dgates_{t+1} W_hh (block-diagonal; the F-LSTM's dz, exchanged the same
+// way, a CTA's partial covering only its group's Pg columns), dm_t = dz_t W_hr (the F-LSTM's dh product) feeds the
+// cell backward. Same shape rules as the forward (projected_shape_ok, projected_cluster_shape_ok,
+// projected_grid_shape_ok: a CTA's units lie in one group), layouts flstm_bwd_layout / flstm_cluster_bwd_layout /
+// flstm_grid_bwd_layout with r = P and `groups` = G. The single-CTA backward holds the same buffer sizes as the
+// single-CTA forward (in another order), so where one fits so does the other.
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_bwd_smem_bytes(int64_t h, int64_t p, int64_t groups,
+                                                                ElementKind kind) {
+  return projected_shape_ok(h, p, groups) ? flstm_bwd_layout(h, p, kind, groups).total_bytes : -1;
+}
+
+// Bytes per CTA of the cluster projected backward with `cluster_size` CTAs, or -1 where that size is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_cluster_bwd_smem_bytes(int64_t h, int64_t p, int64_t groups,
+                                                                        int64_t cluster_size, ElementKind kind) {
+  return projected_cluster_shape_ok(h, p, groups, cluster_size)
+             ? flstm_cluster_bwd_layout(h, p, cluster_size, kind, groups).total_bytes
+             : -1;
+}
+
+// Bytes per CTA of the grid projected backward with `ctas` CTAs, or -1 where that CTA count is not accepted.
+LSTMKERN_HOST_DEVICE constexpr int64_t projected_grid_bwd_smem_bytes(int64_t h, int64_t p, int64_t groups,
+                                                                     int64_t ctas, ElementKind kind) {
+  return projected_grid_shape_ok(h, p, groups, ctas)
+             ? flstm_grid_bwd_layout(h, p, ctas, kind, groups, /*projected=*/true).total_bytes
+             : -1;
+}
+
+// How the projected backward runs (the op's automatic choice; the convention of projected_fwd_cluster_size): 1 = the
+// single-CTA backward fits; else the smallest C in (2, 4, 8, 16) accepted for (h, p, groups) whose per-CTA backward
+// layout fits, on compute capability 9.x; 0 = neither (then projected_bwd_grid_ctas).
+// lstmkern.backends.cuda.projected_bwd_cluster_size mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int projected_bwd_cluster_size(int64_t h, int64_t p, int64_t groups, ElementKind kind,
+                                                              int64_t smem_optin, int cc_major) {
+  const int64_t single = projected_bwd_smem_bytes(h, p, groups, kind);
+  if (single >= 0 && single <= smem_optin) return 1;
+  if (cc_major == 9) {
+    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
+      const int64_t bytes = projected_cluster_bwd_smem_bytes(h, p, groups, cluster_size, kind);
+      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+    }
+  }
+  return 0;
+}
+
+// The CTA count of the grid projected backward where projected_bwd_cluster_size is 0: the smallest accepted
+// N <= sm_count whose per-CTA backward layout fits, or 0. lstmkern.backends.cuda.projected_bwd_grid_ctas mirrors this.
+LSTMKERN_HOST_DEVICE constexpr int projected_bwd_grid_ctas(int64_t h, int64_t p, int64_t groups, ElementKind kind,
+                                                           int64_t smem_optin, int64_t sm_count) {
+  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
+    const int64_t bytes = projected_grid_bwd_smem_bytes(h, p, groups, ctas, kind);
     if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
   }
   return 0;
@@ -774,4 +851,21 @@ static_assert(projected_grid_smem_bytes(4096, 1024, 4, 126, ElementKind::kBFloat
 static_assert(projected_cluster_smem_bytes(1024, 256, 4, 2, ElementKind::kBFloat16) == -1);   // C not a multiple of G
 static_assert(projected_cluster_smem_bytes(1024, 96, 4, 16, ElementKind::kBFloat16) == -1);   // Pg = 24
 static_assert(projected_fwd_cluster_size(64, 32, 2, ElementKind::kFloat32, 232448, 8) == 1);
+// The projected backward: the single CTA's buffers are the forward's; at H = 1024, P = 256, G = 4 in bf16 C = 16 CTAs
+// of 64 units: 256 x 72 x 2 (W_hh rows, Pg = 64 columns) + 256 x 72 x 2 (W_hr columns) + 16 x 264 x 2 (dgates / dz)
+// + 2 x 16 x 260 x 4 (partial dz / dm) + 16 x 64 x 4 (dc) = 119552 bytes; C = 8 fits too (201472 bytes) and is chosen,
+// as for the forward.
+static_assert(projected_bwd_smem_bytes(96, 48, 3, ElementKind::kBFloat16) ==
+              projected_smem_bytes(96, 48, 3, ElementKind::kBFloat16));
+static_assert(projected_cluster_bwd_smem_bytes(1024, 256, 4, 16, ElementKind::kBFloat16) ==
+              256 * 72 * 2 + 256 * 72 * 2 + 16 * 264 * 2 + 2 * 16 * 260 * 4 + 16 * 64 * 4);
+static_assert(projected_bwd_cluster_size(1024, 256, 4, ElementKind::kBFloat16, 232448, 9) == 8);
+static_assert(projected_cluster_bwd_smem_bytes(1024, 256, 4, 2, ElementKind::kBFloat16) == -1);
+// The BIGLSTM-like layer (H = 4096, P = 1024, G = 4) on the grid of an H100: N = 128 CTAs of 32 units, 128 x 264 x 2
+// (W_hh rows) + 1024 x 40 x 2 (W_hr columns) + 16 x 1032 x 2 (dgates / dz) + 16 x 36 x 4 (dm) = 184832 bytes, the
+// forward's N.
+static_assert(projected_grid_bwd_smem_bytes(4096, 1024, 4, 128, ElementKind::kBFloat16) ==
+              128 * 264 * 2 + 1024 * 40 * 2 + 16 * 1032 * 2 + 16 * 36 * 4);
+static_assert(projected_bwd_cluster_size(4096, 1024, 4, ElementKind::kBFloat16, 232448, 9) == 0);
+static_assert(projected_bwd_grid_ctas(4096, 1024, 4, ElementKind::kBFloat16, 232448, 132) == 128);
 }  // namespace lstmkern

@@ -105,18 +105,26 @@ __device__ __forceinline__ void load_flstm_unit_weights(const Element* __restric
 //   W1_h columns: W1[q][I + unit_start + k] -> w1h[q][k] (R x w1h_ld).
 // Consecutive threads read and write consecutive q (W2) or k (W1_h): coalesced on both sides.
 // weight_1 (R, I + H) and weight_2 (4H, R) row-major in global memory.
+// Projected G-LSTM mode (`groups` = G, as in load_flstm_unit_weights): weight_1 is W_hr (P, H) with I = 0 and R = P,
+// weight_2 is W_hh (G, 4Hg, Pg); the CTA's units lie in group g = unit_start / Hg, its gate rows are
+// g 4Hg + gate Hg + (unit_start - g Hg) + j and have Pg = R / G columns, so w2 is (4Hs x Pg) in w2_ld.
 template <typename Element>
 __device__ __forceinline__ void load_flstm_unit_weights_as_stored(const Element* __restrict__ weight_1,
                                                                   const Element* __restrict__ weight_2, int I, int H,
                                                                   int R, int unit_start, int Hs, Element* w2,
-                                                                  int64_t w2_ld, Element* w1h, int64_t w1h_ld) {
+                                                                  int64_t w2_ld, Element* w1h, int64_t w1h_ld,
+                                                                  int groups = 1) {
   const int four_hs = 4 * Hs;
-  for (int idx = threadIdx.x; idx < four_hs * R; idx += blockDim.x) {
-    const int n = idx / R;  // CTA-local gate row gate * Hs + j
-    const int q = idx - n * R;
+  const int hg = H / groups;          // units per group (H for the F-LSTM)
+  const int group = unit_start / hg;  // the CTA's group (0 for the F-LSTM)
+  const int w2_cols = R / groups;     // columns of W2: Pg (R for the F-LSTM)
+  const int64_t row_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
+  for (int idx = threadIdx.x; idx < four_hs * w2_cols; idx += blockDim.x) {
+    const int n = idx / w2_cols;  // CTA-local gate row gate * Hs + j
+    const int q = idx - n * w2_cols;
     const int gate = n / Hs;
-    const int64_t row = static_cast<int64_t>(gate) * H + unit_start + (n - gate * Hs);
-    w2[static_cast<int64_t>(n) * w2_ld + q] = weight_2[row * R + q];
+    const int64_t row = row_start + static_cast<int64_t>(gate) * hg + (n - gate * Hs);
+    w2[static_cast<int64_t>(n) * w2_ld + q] = weight_2[row * w2_cols + q];
   }
   const int64_t w1_ld = static_cast<int64_t>(I) + H;
   for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {

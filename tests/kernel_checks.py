@@ -101,6 +101,35 @@ def check_forward_and_backward(kind, inputs, dtype, with_bias, with_grad_cell, f
         assert g.is_contiguous(), name
 
 
+def check_projected_forward_and_backward(inputs, dtype, with_bias, with_grad_cell, fwd, bwd):
+    """:func:`check_forward_and_backward` for a projected G-LSTM layer (LSTMP): ``inputs`` as :func:`projected_inputs`
+    returns them; fwd(x, h0, c0, weight_ih, weight_hh, bias, weight_hr=...) -> (output (T, B, P), cell (T, B, H)) and
+    bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell, weight_hr=...) -> the seven
+    gradients (dweight_hr last), each held to the tolerance rule against glstm_reference_backward."""
+    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
+    bias = bias if with_bias else None
+    inputs64 = [None if t is None else t.double() for t in (x, h0, c0, w_ih, w_hh, bias, w_hr)]
+
+    output, cell = fwd(x, h0, c0, w_ih, w_hh, bias, weight_hr=w_hr)
+    out_low, cell_low = glstm_reference(x, h0, c0, w_ih, w_hh, bias, w_hr)
+    out_64, cell_64 = glstm_reference(*inputs64)
+    assert_close_like_reference("output", output, out_low, out_64, dtype)
+    assert_close_like_reference("cell", cell, cell_low, cell_64, dtype)
+
+    (T, B, P), H = output.shape, cell.shape[2]
+    grad_output = torch.randn(T, B, P, device=x.device, dtype=torch.float64)
+    grad_cell = torch.randn(T, B, H, device=x.device, dtype=torch.float64) if with_grad_cell else None
+    grads = bwd(grad_output.to(dtype), None if grad_cell is None else grad_cell.float(), x, h0, c0, w_ih, w_hh, bias,
+                output, cell, weight_hr=w_hr)
+    grads_low = glstm_reference_backward(grad_output.to(dtype), None if grad_cell is None else grad_cell.float(), x,
+                                         h0, c0, w_ih, w_hh, bias, out_low, cell_low, w_hr)
+    grads_64 = glstm_reference_backward(grad_output, grad_cell, *inputs64[:6], out_64, cell_64, inputs64[6])
+    assert len(grads) == len(GRAD_NAMES) + 1
+    for name, g, g_low, g_64 in zip(GRAD_NAMES + ("dweight_hr",), grads, grads_low, grads_64):
+        assert_close_like_reference(name, g, g_low, g_64, dtype)
+        assert g.is_contiguous(), name
+
+
 def check_both_variants(kind, inputs, dtype, fwd, bwd):
     """:func:`check_forward_and_backward` with bias and a cell-state gradient, then with neither."""
     for with_bias, with_grad_cell in ((True, True), (False, False)):

@@ -30,9 +30,11 @@ EXPECTED_KERNELS = {name: 3 for name in ("glstm_persistent_fwd_kernel", "glstm_p
                                          "flstm_persistent_bwd_kernel", "flstm_cluster_fwd_kernel",
                                          "flstm_cluster_bwd_kernel", "flstm_grid_fwd_kernel",
                                          "flstm_grid_bwd_kernel")}
-# The cluster and grid F-LSTM forwards are also instantiated in their projected mode (LSTMP layers; a template
-# parameter, so the F-LSTM's own instantiation is compiled as without it).
-EXPECTED_KERNELS.update({"flstm_cluster_fwd_kernel": 6, "flstm_grid_fwd_kernel": 6})
+# The cluster and grid F-LSTM forwards and all three F-LSTM backwards are also instantiated in their projected mode
+# (LSTMP layers; a template parameter, so the F-LSTM's own instantiation is compiled as without it).
+EXPECTED_KERNELS.update({name: 6 for name in ("flstm_cluster_fwd_kernel", "flstm_grid_fwd_kernel",
+                                              "flstm_persistent_bwd_kernel", "flstm_cluster_bwd_kernel",
+                                              "flstm_grid_bwd_kernel")})
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -352,14 +354,16 @@ def _simulate_gpu(monkeypatch, smem_bytes: int, cc: tuple[int, int], max_active_
                   max_active_bwd_clusters: int | None = None, max_resident_bwd_ctas: int | None = None) -> None:
     """Make the cuda backend believe it runs on a GPU with these limits (the rule's wiring, checked without one);
     max_resident_ctas: what the grid forward's co-residency query answers (default: one CTA per SM);
-    max_active_bwd_clusters: the cluster F-LSTM backward's residency (default: max_active_clusters);
-    max_resident_bwd_ctas: the grid F-LSTM backward's co-residency (default: max_resident_ctas)."""
+    max_active_bwd_clusters: the cluster F-LSTM and projected backwards' residency (default: max_active_clusters);
+    max_resident_bwd_ctas: the grid F-LSTM and projected backwards' co-residency (default: max_resident_ctas)."""
     resident = sm_count if max_resident_ctas is None else max_resident_ctas
     bwd_active = max_active_clusters if max_active_bwd_clusters is None else max_active_bwd_clusters
     monkeypatch.setattr(cuda_backend, "_flstm_cluster_bwd_max_active", lambda *args: bwd_active)
     monkeypatch.setattr(cuda_backend, "_flstm_grid_max_resident", lambda *args: resident)
     bwd_resident = resident if max_resident_bwd_ctas is None else max_resident_bwd_ctas
     monkeypatch.setattr(cuda_backend, "_flstm_grid_bwd_max_resident", lambda *args: bwd_resident)
+    monkeypatch.setattr(cuda_backend, "_projected_cluster_bwd_max_active", lambda *args: bwd_active)
+    monkeypatch.setattr(cuda_backend, "_projected_grid_bwd_max_resident", lambda *args: bwd_resident)
     monkeypatch.setattr(cuda_backend, "_extension_problem", lambda: None)
     monkeypatch.setattr(cuda_backend, "_device_limits", lambda index: (smem_bytes, cc, sm_count))
     monkeypatch.setattr(cuda_backend, "_flstm_cluster_max_active", lambda *args: max_active_clusters)
@@ -447,9 +451,10 @@ class _RecordingOps:
     def __init__(self):
         self.calls = []
 
-    def glstm_persistent_bwd(self, *args, **kwargs):
-        self.calls.append("glstm_persistent_bwd")
-        return "persistent"
+    def glstm_persistent_bwd(self, *args, cluster_size=0, weight_hr=None, grid_ctas=0):
+        self.calls.append("glstm_persistent_bwd" if weight_hr is None else
+                          ("glstm_persistent_bwd", "projected", cluster_size, grid_ctas))
+        return ("persistent",) * 7  # the op's seven results (dweight_hr empty without a projection)
 
     def flstm_persistent_bwd(self, *args, cluster_size=0, grid_ctas=0):
         self.calls.append(("flstm_persistent_bwd", cluster_size) if grid_ctas == 0 else
@@ -476,13 +481,70 @@ def test_glstm_bwd_rule_runs_triton_where_only_the_cluster_forward_fits(monkeypa
     args = (torch.randn(T, B, G * Hg), None, x, h0, c0, w_ih, w_hh, bias, output, cell)
 
     _simulate_gpu(monkeypatch, cuda_backend.glstm_smem_bytes(Hg, torch.float32), (9, 0))
-    assert cuda_backend.glstm_bwd(*args) == "persistent" and recording.calls == ["glstm_persistent_bwd"]
+    assert cuda_backend.glstm_bwd(*args) == ("persistent",) * 6 and recording.calls == ["glstm_persistent_bwd"]
 
     _simulate_gpu(monkeypatch, cuda_backend.glstm_smem_bytes(Hg, torch.float32) - 1, (9, 0))
     delegated = cuda_backend.glstm_bwd(*args)
     assert recording.calls == ["glstm_persistent_bwd"]  # not called again
     for got, expected in zip(delegated, triton_backend.glstm_bwd(*args)):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_glstm_bwd_runs_the_projected_backward_wherever_one_fits(monkeypatch):
+    """glstm_bwd with weight_hr: the projected backward op on one CTA where it fits, else on the cluster (compute
+    capability 9.x), else on the grid, each only where resident; Triton's backward otherwise (under the Triton
+    interpreter on CPU tensors, with simulated devices whose shared memory is too small for one CTA at H = P = 32,
+    G = 2)."""
+    from lstmkern.backends import triton as triton_backend
+    from lstmkern.reference import glstm_reference
+
+    if triton_backend.unsupported("glstm", torch.device("cpu"), torch.float32, (2, 2, 4, 32, 2, 0, 32)) is not None:
+        pytest.skip("the Triton interpreter is not active (TRITON_INTERPRET=1 before triton is imported)")
+    recording = _RecordingOps()
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: recording)
+    torch.manual_seed(0)
+    T, B, I, H, P, G = 2, 2, 4, 32, 32, 2
+    x = torch.randn(T, B, I)
+    h0, c0 = torch.randn(B, P), torch.randn(B, H)
+    w_ih, w_hh = torch.randn(G, 4 * H // G, I // G) * 0.5, torch.randn(G, 4 * H // G, P // G) * 0.25
+    bias, w_hr = torch.randn(G, 4 * H // G), torch.randn(P, H) * 0.25
+    output, cell = glstm_reference(x, h0, c0, w_ih, w_hh, bias, w_hr)
+    args = (torch.randn(T, B, P), None, x, h0, c0, w_ih, w_hh, bias, output, cell, w_hr)
+
+    single = cuda_backend.projected_smem_bytes(H, P, G, torch.float32)
+    _simulate_gpu(monkeypatch, single, (9, 0))
+    assert cuda_backend.glstm_bwd(*args) == ("persistent",) * 7
+    _simulate_gpu(monkeypatch, single - 1, (9, 0))  # C = 2 CTAs of 16 units, one per group
+    assert cuda_backend.projected_cluster_bwd_smem_bytes(H, P, G, 2, torch.float32) < single - 1
+    cuda_backend.glstm_bwd(*args)
+    _simulate_gpu(monkeypatch, single - 1, (8, 0))  # no clusters: the grid backward, N = 2 (a multiple of G)
+    assert cuda_backend.projected_bwd_grid_ctas(H, P, G, torch.float32, single - 1, H100_SMS) == 2
+    cuda_backend.glstm_bwd(*args)
+    assert recording.calls == [("glstm_persistent_bwd", "projected", 1, 0), ("glstm_persistent_bwd", "projected", 2, 0),
+                               ("glstm_persistent_bwd", "projected", 0, 2)]
+    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 1}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):
+        _simulate_gpu(monkeypatch, single - 1, **device)
+        delegated = cuda_backend.glstm_bwd(*args)
+        assert len(recording.calls) == 3  # not called again
+        for got, expected in zip(delegated, triton_backend.glstm_bwd(*args), strict=True):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_projected_forward_shape_has_a_persistent_backward(dtype):
+    """Wherever the projected forward runs persistent (one CTA, a cluster or the grid; an H100's or an A100's shared
+    memory and SM count), a persistent projected backward fits too, so "auto" never falls back to Triton's per-step
+    backward for those shapes."""
+    for smem, cc, sm_count in ((H100_SMEM_OPTIN, (9, 0), H100_SMS), (A100_SMEM_OPTIN_BYTES, (8, 0), A100_SMS)):
+        for G in (1, 2, 4):
+            for H in range(64, 4097, 64):
+                for P in range(16 * G, min(H, 1024) + 1, 16 * G):
+                    forward = (cuda_backend.projected_cluster_size(H, P, G, dtype, smem, cc) > 0
+                               or cuda_backend.projected_grid_ctas(H, P, G, dtype, smem, sm_count) > 0)
+                    if forward:
+                        assert (cuda_backend.projected_bwd_cluster_size(H, P, G, dtype, smem, cc) > 0
+                                or cuda_backend.projected_bwd_grid_ctas(H, P, G, dtype, smem, sm_count) > 0), (
+                            H, P, G, smem)
 
 
 def test_flstm_bwd_rule_runs_a_persistent_backward_wherever_one_fits(monkeypatch):

@@ -241,7 +241,8 @@ def test_bad_projected_arguments_are_named_before_any_kernel_runs():
 
 def test_projected_rules_match_the_extension():
     """The Python mirror (lstmkern.backends.cuda) of the projected shape and shared-memory rules and of the automatic
-    choice against the C++ ones the launchers use (csrc/persistent_layout.h, through lstmkern._C's query ops)."""
+    choice, forward and backward, against the C++ ones the launchers use (csrc/persistent_layout.h, through
+    lstmkern._C's query ops)."""
     import lstmkern._C  # noqa: F401  (registers the query ops, in every build)
 
     ops = torch.ops.lstmkern_cuda
@@ -251,23 +252,28 @@ def test_projected_rules_match_the_extension():
             assert cuda_backend.projected_smem_bytes(H, P, G, dtype) == ops.projected_smem_bytes(H, P, G, dtype)
             for C in (1, 2, 3, 4, 8, 16, 32):
                 shape_ok = cuda_backend._projected_cluster_shape_ok(H, P, G, C)
-                if shape_ok:
-                    assert cuda_backend.projected_cluster_smem_bytes(H, P, G, C, dtype) == \
-                        ops.projected_cluster_smem_bytes(H, P, G, C, dtype), (H, P, G, C)
-                else:
-                    with pytest.raises(ValueError, match="cluster"):
-                        ops.projected_cluster_smem_bytes(H, P, G, C, dtype)
-                    with pytest.raises(ValueError, match="cluster"):
-                        cuda_backend.projected_cluster_smem_bytes(H, P, G, C, dtype)
+                for python_formula, query in ((cuda_backend.projected_cluster_smem_bytes,
+                                               ops.projected_cluster_smem_bytes),
+                                              (cuda_backend.projected_cluster_bwd_smem_bytes,
+                                               ops.projected_cluster_bwd_smem_bytes)):
+                    if shape_ok:
+                        assert python_formula(H, P, G, C, dtype) == query(H, P, G, C, dtype), (H, P, G, C)
+                    else:
+                        with pytest.raises(ValueError, match="cluster"):
+                            query(H, P, G, C, dtype)
+                        with pytest.raises(ValueError, match="cluster"):
+                            python_formula(H, P, G, C, dtype)
             for N in (1, 2, 3, 4, 8, 48, 64, 128, 132):
-                if cuda_backend._projected_grid_shape_ok(H, P, G, N):
-                    assert cuda_backend.projected_grid_smem_bytes(H, P, G, N, dtype) == \
-                        ops.projected_grid_smem_bytes(H, P, G, N, dtype), (H, P, G, N)
-                else:
-                    with pytest.raises(ValueError, match="grid"):
-                        ops.projected_grid_smem_bytes(H, P, G, N, dtype)
-                    with pytest.raises(ValueError, match="grid"):
-                        cuda_backend.projected_grid_smem_bytes(H, P, G, N, dtype)
+                for python_formula, query in ((cuda_backend.projected_grid_smem_bytes, ops.projected_grid_smem_bytes),
+                                              (cuda_backend.projected_grid_bwd_smem_bytes,
+                                               ops.projected_grid_bwd_smem_bytes)):
+                    if cuda_backend._projected_grid_shape_ok(H, P, G, N):
+                        assert python_formula(H, P, G, N, dtype) == query(H, P, G, N, dtype), (H, P, G, N)
+                    else:
+                        with pytest.raises(ValueError, match="grid"):
+                            query(H, P, G, N, dtype)
+                        with pytest.raises(ValueError, match="grid"):
+                            python_formula(H, P, G, N, dtype)
             for smem in (48 * 1024, 166912, H100_SMEM_OPTIN):
                 for cc in ((8, 0), (9, 0), (10, 0)):
                     assert cuda_backend.projected_cluster_size(H, P, G, dtype, smem, cc) == \
@@ -275,6 +281,11 @@ def test_projected_rules_match_the_extension():
                 for sm_count in (0, 16, 108, 132):
                     assert cuda_backend.projected_grid_ctas(H, P, G, dtype, smem, sm_count) == \
                         ops.projected_forward_grid_ctas(H, P, G, dtype, smem, sm_count), (H, P, G, smem, sm_count)
+                    assert cuda_backend.projected_bwd_grid_ctas(H, P, G, dtype, smem, sm_count) == \
+                        ops.projected_backward_grid_ctas(H, P, G, dtype, smem, sm_count), (H, P, G, smem, sm_count)
+                for cc in ((8, 0), (9, 0), (10, 0)):
+                    assert cuda_backend.projected_bwd_cluster_size(H, P, G, dtype, smem, cc) == \
+                        ops.projected_backward_cluster_size(H, P, G, dtype, smem, cc[0]), (H, P, G, smem, cc)
     for H, P, G in ((12, 5, 3), (0, 4, 1), (8, 4, 0)):
         with pytest.raises(ValueError, match="divisible|>= 1"):
             ops.projected_smem_bytes(H, P, G, torch.float32)
@@ -299,8 +310,8 @@ def test_projected_rule_explains_what_it_does_not_cover():
 
 def test_unsupported_takes_the_projected_rule_on_a_simulated_h100(monkeypatch):
     """The cuda backend's unsupported() for projected layers, on a GPU it is made to believe in (an H100's limits):
-    the forward rule, the cluster's residency, the Triton backward it relies on, and the projected F-LSTM it leaves to
-    Triton; "auto" then picks cuda exactly where unsupported() says None."""
+    the forward rule, the cluster's residency, the backward (persistent where its kernel is resident, else Triton's),
+    and the projected F-LSTM it leaves to Triton; "auto" then picks cuda exactly where unsupported() says None."""
     from lstmkern.backends import LayerSizes, resolve_backend
     from lstmkern.backends import triton as triton_backend
 
@@ -310,6 +321,11 @@ def test_unsupported_takes_the_projected_rule_on_a_simulated_h100(monkeypatch):
     monkeypatch.setattr(cuda_backend, "_projected_cluster_max_active", lambda *args: active_clusters[0])
     resident_ctas = [132]
     monkeypatch.setattr(cuda_backend, "_projected_grid_max_resident", lambda *args: resident_ctas[0])
+    backward_resident = [True]  # the persistent backward's cluster / grid residency queries
+    monkeypatch.setattr(cuda_backend, "_projected_cluster_bwd_max_active",
+                        lambda *args: 1 if backward_resident[0] else 0)
+    monkeypatch.setattr(cuda_backend, "_projected_grid_bwd_max_resident",
+                        lambda index, H, P, G, N, dtype: N if backward_resident[0] else N - 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(triton_backend, "unsupported", lambda *args: None)
@@ -332,7 +348,13 @@ def test_unsupported_takes_the_projected_rule_on_a_simulated_h100(monkeypatch):
     assert "cannot make resident" in cuda_backend.unsupported("glstm", cuda, torch.bfloat16, cluster_layer)
     assert cuda_backend.unsupported("glstm", cuda, torch.float32, one_cta_layer) is None  # no cluster needed
     active_clusters[0] = 1
+    # The backward runs on the persistent projected backward (C = 8 / one CTA / the grid of 128): no Triton needed.
     monkeypatch.setattr(triton_backend, "unsupported", lambda *args: "no Triton today")
-    for layer, dtype in ((cluster_layer, torch.bfloat16), (one_cta_layer, torch.float32)):
-        reason = cuda_backend.unsupported("glstm", cuda, dtype, layer)
-        assert "backward is the Triton backend's" in reason and "no Triton today" in reason
+    for layer, dtype in ((cluster_layer, torch.bfloat16), (one_cta_layer, torch.float32), (biglstm, torch.bfloat16)):
+        assert cuda_backend.unsupported("glstm", cuda, dtype, layer) is None
+    # Where the backward's cluster or grid cannot be resident, Triton's backward would have to take over.
+    backward_resident[0] = False
+    for layer in (cluster_layer, biglstm):
+        reason = cuda_backend.unsupported("glstm", cuda, torch.bfloat16, layer)
+        assert "no persistent projected backward" in reason and "no Triton today" in reason
+    assert cuda_backend.unsupported("glstm", cuda, torch.float32, one_cta_layer) is None  # one CTA: no residency query

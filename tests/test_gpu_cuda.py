@@ -26,8 +26,12 @@ shapes must match the single-CTA forward like the cluster forward does, and matc
 CTAs to an ulp or two (same fragments, same k order, same rank order of the z sum, same cell code); the forced grid
 backward is held to the reference rule and, on 9.x, to the cluster backward with as many CTAs.
 
+Projected G-LSTM layers (LSTMP) run forward and backward on the F-LSTM kernels' projected mode: the backend's choice
+at small and headline shapes (the backward persistent wherever the forward is, on an H100 / H200), and each forced
+backward kernel (single CTA, cluster, grid) at small shapes, all held to the same rule, dweight_hr included.
+
 Shape legend: T time steps, B batch, I input features, H hidden units, G groups, Hg = H / G, Ig = I / G, R rank,
-C thread-block-cluster size, N CTA count of the grid F-LSTM forward.
+C thread-block-cluster size, N CTA count of the grid F-LSTM forward, P projection size.
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ import lstmkern
 from lstmkern.backends import cuda as cuda_backend
 from lstmkern.backends import resolve_backend
 from kernel_checks import (DTYPES, FLOOR, K, assert_close_like_reference, assert_forward_like_reference,  # noqa: F401
-                           assert_within_ulps, check_both_variants, check_forward_and_backward, flstm_inputs,
-                           glstm_inputs)
+                           assert_within_ulps, check_both_variants, check_forward_and_backward,
+                           check_projected_forward_and_backward, flstm_inputs, glstm_inputs, projected_inputs)
 from helpers import rel_err
 from lstmkern.reference import flstm_reference, glstm_reference
 
@@ -698,7 +702,8 @@ def test_runs_on_the_current_stream():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Projected layers (LSTMP, weight_hr (P, H)): the forward on the F-LSTM kernels' projected mode, the backward Triton's.
+# Projected layers (LSTMP, weight_hr (P, H)): forward and backward on the F-LSTM kernels' projected mode (the backward
+# of the backend's choice: single CTA, cluster or grid, Triton's only where none fits or is resident).
 # Shape legend here: P projection size, Pg = P / G.
 
 # The backend's own choice: (T, B, I, H, P, G). One CTA (G = 2, B past the 8-row tile); a cluster beyond one CTA
@@ -789,9 +794,60 @@ def test_projected_forced_grid_forward_matches_reference(forced, dtype):
     assert_forward_like_reference(glstm_reference, (x, h0, c0, w_ih, w_hh, bias, w_hr), output, cell, dtype)
 
 
+# Forced kernels of the projected backward at small shapes, with the forward forced alike: (kernel, T, B, I, H, P, G,
+# dense_input). The single CTA (G = 3, odd B; the dense input); clusters of 2 and 4 with G = 1 and 2 (B = 19: two
+# batch tiles; T = 1); the grid with N = 1, 2 and 3 (G = 3, Rs = 16; G = 1 with Rs = 11, one column per item).
+PROJECTED_FORCED_BACKWARDS = [
+    ({"cluster_size": 1}, 3, 19, 6, 12, 6, 3, False), ({"cluster_size": 1}, 2, 5, 3, 16, 8, 2, True),
+    ({"cluster_size": 2}, 3, 19, 5, 64, 32, 1, False), ({"cluster_size": 4}, 1, 5, 6, 128, 32, 2, True),
+    ({"grid_ctas": 1}, 1, 5, 2, 16, 16, 1, False), ({"grid_ctas": 2}, 3, 19, 6, 64, 32, 1, False),
+    ({"grid_ctas": 3}, 2, 3, 3, 96, 48, 3, False), ({"grid_ctas": 3}, 2, 9, 4, 48, 32, 1, False)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("forced", PROJECTED_FORCED_BACKWARDS, ids=str)
+def test_projected_forced_backward_matches_reference(forced, dtype):
+    """The projected backward on each kernel (csrc/flstm_persistent.cu, flstm_cluster_bwd.cu, flstm_grid_bwd.cu in
+    their projected mode; tensor cores in fp16/bf16 on the multi-CTA ones), with and without bias and grad_cell, every
+    gradient (dweight_hr included) against the float64 reference by the tolerance rule."""
+    kernel, T, B, I, H, P, G, dense = forced
+    if kernel.get("cluster_size", 1) > 1:
+        _skip_unless_clusters()
+    ops = torch.ops.lstmkern_cuda
+    torch.manual_seed(sum(forced[1:7]))
+    inputs = projected_inputs(T, B, I, H, P, G, dtype, device="cuda", dense_input=dense)
+    for with_bias, with_grad_cell in ((True, True), (False, False)):
+        check_projected_forward_and_backward(inputs, dtype, with_bias, with_grad_cell,
+                                             fwd=lambda *args, **kwargs: ops.glstm_persistent_fwd(*args, **kwargs,
+                                                                                                  **kernel),
+                                             bwd=lambda *args, **kwargs: ops.glstm_persistent_bwd(*args, **kwargs,
+                                                                                                  **kernel))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_projected_headline_backwards_run_on_persistent_kernels(monkeypatch, dtype):
+    """On an H100 / H200 the backward of every projected shape of PROJECTED_SHAPES whose forward the backend runs is a
+    persistent kernel (one CTA, the cluster of C = 8 / 16, the grid of N = 128 for the BIGLSTM-like layer), never
+    Triton's per-step backward; and its gradients keep to the reference rule."""
+    _require_headline_gpu(min_sms=132)
+    from lstmkern.backends import triton as triton_backend
+    monkeypatch.setattr(triton_backend, "glstm_bwd", lambda *args: pytest.fail("Triton's backward was called"))
+    smem, cc = _device_limits()
+    for T, B, I, H, P, G in PROJECTED_SHAPES:
+        if cuda_backend.unsupported("glstm", torch.device("cuda"), dtype, (T, B, I, H, G, 0, P, False)) is not None:
+            continue  # e.g. fp32 BIGLSTM: no persistent forward either
+        kernel = cuda_backend._projected_backward_kernel(torch.cuda.current_device(), H, P, G, dtype, smem, cc,
+                                                         _sm_count())
+        assert kernel != (0, 0), (H, P, G)
+        torch.manual_seed(H + P + G)
+        inputs = _projected_inputs(min(T, 2), B, I, H, P, G, dtype)
+        check_projected_forward_and_backward(inputs, dtype, True, True, fwd=cuda_backend.glstm_fwd,
+                                             bwd=cuda_backend.glstm_bwd)
+
+
 @pytest.mark.parametrize("group_input", (True, False), ids=("grouped", "dense"))
 def test_projected_glstm_module_runs_on_cuda_like_the_reference(group_input):
-    """GLSTM(proj_size=P) through the public module with backend="cuda" (projected forward kernel, Triton backward
+    """GLSTM(proj_size=P) through the public module with backend="cuda" (projected forward and backward kernels
     through autograd) against the same module on the reference backend, two layers, bidirectional, float32."""
     torch.manual_seed(21)
     kwargs = dict(num_layers=2, bidirectional=True, proj_size=32, groups=2, group_input=group_input, device="cuda")

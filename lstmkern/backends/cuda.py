@@ -43,8 +43,11 @@ weights resident in shared memory:
   grid of N CTAs, csrc/flstm_grid.cu, N a multiple of G, e.g. N = 128 for a BIGLSTM-like H = 4096, P = 1024, G = 4
   layer in bf16 on an H100): the z they exchange is the layer's output h_t = W_hr m_t, and group g's gate rows read
   only its P / G columns of z. :func:`projected_rule`, :func:`projected_cluster_size`, :func:`projected_grid_ctas`.
-  The projected F-LSTM (three factors per step) is not covered (Triton runs it); the backward of a projected layer is
-  Triton's.
+  The backward runs on the F-LSTM backwards in their projected mode (csrc/flstm_persistent.cu, flstm_cluster_bwd.cu,
+  flstm_grid_bwd.cu): the total gradient reaching h_t, dz_t = grad_output[t] + dgates_{t+1} W_hh, is the F-LSTM's dz
+  (exchanged the same way, a CTA's partial covering its group's P / G columns), and dm_t = dz_t W_hr its dh product
+  (:func:`projected_bwd_cluster_size`, :func:`projected_bwd_grid_ctas`; Triton's backward only where none fits or is
+  resident). The projected F-LSTM (three factors per step) is not covered (Triton runs it).
 * The dense-input G-LSTM (weight_ih (G, 4Hg, I)) differs only in the launchers' input GEMMs (forward and backward).
 * Backward: gates recomputed time-parallel (one GEMM), a persistent reverse-time kernel for dgates / dh / dc, then
   the weight gradients and dx as time-parallel GEMMs (cuBLAS). Numerics follow :mod:`lstmkern.reference`.
@@ -85,8 +88,10 @@ returns None, and otherwise falls through to triton, then reference):
    resident), else on the Triton backend;
 6. G <= 65535 (groups are the grid's y dimension) and T * B * 4H < 2**31 (32-bit indices in the kernels);
 7. with a projection (P > 0): a G-LSTM (the projected F-LSTM is not covered) whose single-CTA projected forward fits,
-   or, on compute capability 9.x, some cluster of :func:`projected_cluster_size` (resident on the device), and the
-   Triton backend runs its backward.
+   or, on compute capability 9.x, some cluster of :func:`projected_cluster_size` (resident on the device), or else the
+   grid of :func:`projected_grid_ctas` (all N resident); and its backward runs too: on the persistent projected
+   backward (:func:`projected_bwd_cluster_size`, else :func:`projected_bwd_grid_ctas`, resident on the device), else
+   on the Triton backend, which must then support the op.
 
 Steps 3-6 are :func:`persistent_rule` / :func:`flstm_persistent_rule`: pure functions of sizes, dtype, shared memory,
 compute capability (and, for the grid F-LSTM forward, the SM count), testable without a GPU (the Triton condition of
@@ -111,7 +116,9 @@ with C = 1 (single CTA) or 2, 4, 8 (cluster; Hg a multiple of 16 C); the default
 ``flstm_persistent_bwd(..., cluster_size=C)`` forces the single-CTA (1) or the cluster (2, 4, 8, 16) F-LSTM backward,
 ``flstm_persistent_bwd(..., grid_ctas=N)`` the grid backward on N CTAs (same rule as the grid forward).
 A projected layer: ``glstm_persistent_fwd(..., weight_hr=W_hr, cluster_size=C)`` with C = 1 or 2, 4, 8, 16 (a
-multiple of G, H a multiple of 16 C, P / G of 16), or ``grid_ctas=N`` (N a multiple of G, H a multiple of 16 N).
+multiple of G, H a multiple of 16 C, P / G of 16), or ``grid_ctas=N`` (N a multiple of G, H a multiple of 16 N); the
+same arguments force its backward, ``glstm_persistent_bwd(..., weight_hr=W_hr, cluster_size=C)`` or ``grid_ctas=N``
+(whose seventh result is dweight_hr; an empty tensor without weight_hr).
 """
 from __future__ import annotations
 
@@ -126,15 +133,16 @@ __all__ = ["glstm_fwd", "glstm_bwd", "flstm_fwd", "flstm_bwd", "unsupported", "p
            "flstm_grid_smem_bytes", "flstm_grid_ctas", "flstm_grid_bwd_smem_bytes", "flstm_bwd_grid_ctas",
            "projected_rule", "projected_smem_bytes",
            "projected_cluster_smem_bytes", "projected_cluster_size", "projected_grid_smem_bytes",
-           "projected_grid_ctas"]
+           "projected_grid_ctas", "projected_cluster_bwd_smem_bytes", "projected_grid_bwd_smem_bytes",
+           "projected_bwd_cluster_size", "projected_bwd_grid_ctas"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_CAPABILITY = (8, 0)
 _MAX_GROUPS = 65535
 _INT32_MAX = 2**31 - 1
 _OPS = ("glstm_persistent_fwd", "glstm_persistent_bwd", "flstm_persistent_fwd", "flstm_persistent_bwd")
-# Layer forms beyond the plain G-LSTM / F-LSTM (see lstmkern.backends): projected G-LSTM layers run their forward on
-# the F-LSTM kernels' projected mode and their backward on Triton's; the dense input is the launchers' input GEMM.
+# Layer forms beyond the plain G-LSTM / F-LSTM (see lstmkern.backends): projected G-LSTM layers run forward and
+# backward on the F-LSTM kernels' projected mode; the dense input is the launchers' input GEMM.
 SUPPORTS_PROJECTION = True
 SUPPORTS_DENSE_INPUT = True
 
@@ -387,10 +395,16 @@ def flstm_cluster_bwd_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> 
         raise ValueError(f"the cluster F-LSTM backward takes C in {_FLSTM_CLUSTER_SIZES}, H a multiple of "
                          f"{_CLUSTER_UNIT_MULTIPLE} C and R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got C={C}, "
                          f"H={H}, R={R}")
+    return _flstm_cluster_bwd_layout_bytes(H, R, C, dtype)
+
+
+def _flstm_cluster_bwd_layout_bytes(H: int, R: int, C: int, dtype: torch.dtype, groups: int = 1) -> int:
+    """flstm_cluster_bwd_layout's total (the F-LSTM, groups = 1, or the projected mode, whose W2 rows have R / groups
+    columns); the caller has checked the shape."""
     elem = _element_bytes(dtype)
     hs = H // C
     bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
-    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R, hs, 4 * hs, R))
+    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R // groups, hs, 4 * hs, R))
     partial = bt * max(_float_tile_ld(R, dtype), _float_tile_ld(hs, dtype)) * 4
     return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * max(dgates_ld, dz_ld) * elem, partial,
                           partial, bt * hs * 4)
@@ -476,12 +490,19 @@ def flstm_grid_bwd_smem_bytes(H: int, R: int, N: int, dtype: torch.dtype) -> int
     if not _flstm_grid_shape_ok(H, R, N):
         raise ValueError(f"the grid F-LSTM backward takes N >= 1 CTAs, H a multiple of {_CLUSTER_UNIT_MULTIPLE} N and "
                          f"R a multiple of {_FLSTM_CLUSTER_RANK_MULTIPLE}, got N={N}, H={H}, R={R}")
+    return _flstm_grid_bwd_layout_bytes(H, R, N, dtype)
+
+
+def _flstm_grid_bwd_layout_bytes(H: int, R: int, N: int, dtype: torch.dtype, groups: int = 1,
+                                 projected: bool = False) -> int:
+    """flstm_grid_bwd_layout's total: the F-LSTM, or the projected mode, whose W2 rows have R / groups columns and
+    whose dgates and dz tiles share one buffer; the caller has checked the shape."""
     elem = _element_bytes(dtype)
     hs = H // N
     bt = _FLSTM_BATCH_TILE if dtype == torch.float32 else _WMMA_TILE
-    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R, hs, 4 * hs, R))
-    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, bt * dgates_ld * elem, bt * dz_ld * elem,
-                          bt * _float_tile_ld(hs, dtype) * 4)
+    w2_ld, w1h_ld, dgates_ld, dz_ld = (_operand_tile_ld(n, dtype) for n in (R // groups, hs, 4 * hs, R))
+    operands = (bt * max(dgates_ld, dz_ld) * elem,) if projected else (bt * dgates_ld * elem, bt * dz_ld * elem)
+    return _buffers_bytes(4 * hs * w2_ld * elem, R * w1h_ld * elem, *operands, bt * _float_tile_ld(hs, dtype) * 4)
 
 
 def flstm_bwd_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
@@ -615,14 +636,90 @@ def projected_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: 
     return 0
 
 
+def projected_cluster_bwd_smem_bytes(H: int, P: int, G: int, C: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the cluster projected backward with C CTAs per batch tile
+    (csrc/flstm_cluster_bwd.cu in its projected mode, flstm_cluster_bwd_layout with r = P and G groups): as
+    :func:`flstm_cluster_bwd_smem_bytes` for (H, R = P, C), except that the CTA's gate rows of W_hh have Pg = P / G
+    columns. Same accepted (H, P, G, C) as :func:`projected_cluster_smem_bytes`. (The single-CTA projected backward
+    holds the forward's buffers: :func:`projected_smem_bytes`.)
+
+    Example::
+        >>> projected_cluster_bwd_smem_bytes(1024, 256, 4, 16, torch.bfloat16)
+        119552
+    """
+    if not _projected_cluster_shape_ok(H, P, G, C):
+        raise ValueError(f"the cluster projected backward takes C in {_FLSTM_CLUSTER_SIZES} a multiple of G, H a "
+                         f"multiple of {_CLUSTER_UNIT_MULTIPLE} C and P / G a multiple of {_WMMA_TILE}, got C={C}, "
+                         f"H={H}, P={P}, G={G}")
+    return _flstm_cluster_bwd_layout_bytes(H, P, C, dtype, groups=G)
+
+
+def projected_grid_bwd_smem_bytes(H: int, P: int, G: int, N: int, dtype: torch.dtype) -> int:
+    """Dynamic shared memory (bytes per CTA) of the grid projected backward with N CTAs (csrc/flstm_grid_bwd.cu in its
+    projected mode, flstm_grid_bwd_layout with r = P and G groups): as :func:`flstm_grid_bwd_smem_bytes` for
+    (H, R = P, N) except that the CTA's gate rows of W_hh have Pg columns and its dgates and dz tiles share one buffer
+    (so that wherever the grid forward fits, the backward fits with the same N). Same accepted (H, P, G, N) as
+    :func:`projected_grid_smem_bytes`.
+
+    Example::
+        >>> projected_grid_bwd_smem_bytes(4096, 1024, 4, 128, torch.bfloat16)   # BIGLSTM-like, G = 4, on an H100
+        184832
+    """
+    if not _projected_grid_shape_ok(H, P, G, N):
+        raise ValueError(f"the grid projected backward takes N >= 1 CTAs a multiple of G, H a multiple of "
+                         f"{_CLUSTER_UNIT_MULTIPLE} N and P / G a multiple of {_WMMA_TILE}, got N={N}, H={H}, P={P}, "
+                         f"G={G}")
+    return _flstm_grid_bwd_layout_bytes(H, P, N, dtype, groups=G, projected=True)
+
+
+def projected_bwd_cluster_size(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: int,
+                               cc: tuple[int, int]) -> int:
+    """The projected backward kernel the extension's automatic choice runs (mirrors projected_bwd_cluster_size in
+    csrc/persistent_layout.h): 1 = single CTA per batch tile where :func:`projected_smem_bytes` fits (the backward
+    holds the forward's buffers); else the smallest C in (2, 4, 8, 16) accepted for (H, P, G) whose per-CTA backward
+    share (:func:`projected_cluster_bwd_smem_bytes`) fits, on compute capability 9.x; 0 = none (then
+    :func:`projected_bwd_grid_ctas`).
+
+    Example::
+        >>> [projected_bwd_cluster_size(1024, 256, 4, torch.bfloat16, 232448, cc) for cc in ((9, 0), (8, 0))]
+        [8, 0]
+    """
+    if _projected_shape_ok(H, P, G) and projected_smem_bytes(H, P, G, dtype) <= smem_bytes:
+        return 1
+    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
+        for C in _FLSTM_CLUSTER_SIZES:
+            if (_projected_cluster_shape_ok(H, P, G, C)
+                    and projected_cluster_bwd_smem_bytes(H, P, G, C, dtype) <= smem_bytes):
+                return C
+    return 0
+
+
+def projected_bwd_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
+    """The CTA count of the grid projected backward (mirrors projected_bwd_grid_ctas in csrc/persistent_layout.h),
+    used where :func:`projected_bwd_cluster_size` is 0: the smallest accepted N <= ``sm_count`` whose per-CTA backward
+    share fits ``smem_bytes``, or 0.
+
+    Example::
+        >>> projected_bwd_grid_ctas(4096, 1024, 4, torch.bfloat16, 232448, 132)
+        128
+    """
+    N = 1
+    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
+        if _projected_grid_shape_ok(H, P, G, N) and projected_grid_bwd_smem_bytes(H, P, G, N, dtype) <= smem_bytes:
+            return N
+        N += 1
+    return 0
+
+
 def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
                    T: int = 1, sm_count: int = 0) -> str | None:
     """None when the persistent forward kernels can run a projected G-LSTM layer (weight_hr (P, H), G groups; G = 1 is
     a plain LSTMP) with batch ``B`` and ``T`` steps in ``dtype`` on a device with ``smem_bytes`` opt-in shared memory
     per block, compute capability ``cc`` and ``sm_count`` SMs (0: unknown, the grid forward is not considered);
     otherwise the reason. The kernels are the F-LSTM forwards in their projected mode: one CTA or a cluster
-    (:func:`projected_cluster_size`), else the grid (:func:`projected_grid_ctas`); the backward is Triton's
-    (:func:`unsupported` checks that).
+    (:func:`projected_cluster_size`), else the grid (:func:`projected_grid_ctas`); the backward runs on the F-LSTM
+    backwards' projected mode (:func:`projected_bwd_cluster_size`, :func:`projected_bwd_grid_ctas`), else on Triton's
+    (:func:`unsupported` checks that one of them can run).
 
     Example::
         >>> projected_rule(1024, 256, 4, 16, torch.bfloat16, 232448, (9, 0)) is None   # cluster of 8 CTAs
@@ -852,7 +949,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
 def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
                        cc: tuple[int, int], sm_count: int) -> str | None:
     """:func:`unsupported` for a projected layer (P > 0): the projected G-LSTM forward on the F-LSTM kernels
-    (:func:`projected_rule`), a resident cluster where it needs one, and Triton's backward."""
+    (:func:`projected_rule`), a resident cluster where it needs one, and a persistent or Triton backward."""
     from . import LayerSizes
     T, B, _I, H, G, _R, P, _dense_input = LayerSizes(*sizes)
     if op == "flstm":
@@ -883,10 +980,57 @@ def _projected_problem(op: str, device: torch.device, dtype: torch.dtype, sizes:
             return (f"H={H}, P={P}, G={G} in {dtype} needs the thread-block-cluster projected forward with "
                     f"C={cluster_size} CTAs of {projected_cluster_smem_bytes(H, P, G, cluster_size, dtype)} bytes "
                     f"each, which this device cannot make resident (cudaOccupancyMaxActiveClusters = 0)")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if _projected_backward_kernel(index, H, P, G, dtype, smem, cc, sm_count) != (0, 0):
+        return None
     triton_reason = _triton_problem("glstm", device, dtype, sizes)
     if triton_reason is not None:
-        return (f"a projected layer's backward is the Triton backend's, which cannot run here: {triton_reason}")
+        return (f"no persistent projected backward fits or is resident (projected_bwd_cluster_size, "
+                f"projected_bwd_grid_ctas), and the Triton backend, which would run the backward, cannot run here: "
+                f"{triton_reason}")
     return None
+
+
+def _projected_backward_kernel(index: int, H: int, P: int, G: int, dtype: torch.dtype, smem: int,
+                               cc: tuple[int, int], sm_count: int) -> tuple[int, int]:
+    """The persistent projected backward :func:`glstm_bwd` runs on CUDA device ``index``, as the op's (cluster_size,
+    grid_ctas): (1, 0) = single CTA, (C, 0) = the cluster backward (:func:`projected_bwd_cluster_size`, resident),
+    (0, N) = the grid backward where no single CTA or cluster fits (:func:`projected_bwd_grid_ctas`, all N resident),
+    (0, 0) = none (Triton's backward)."""
+    if not _projected_shape_ok(H, P, G):
+        return 0, 0
+    cluster_size = projected_bwd_cluster_size(H, P, G, dtype, smem, cc)
+    if cluster_size > 1:
+        try:
+            if _projected_cluster_bwd_max_active(index, H, P, G, cluster_size, dtype) < 1:
+                return 0, 0
+        except RuntimeError:  # the occupancy query failed: fall back, do not raise
+            return 0, 0
+    if cluster_size > 0:
+        return cluster_size, 0
+    ctas = projected_bwd_grid_ctas(H, P, G, dtype, smem, sm_count)
+    if ctas == 0:
+        return 0, 0
+    try:
+        if _projected_grid_bwd_max_resident(index, H, P, G, ctas, dtype) < ctas:
+            return 0, 0
+    except RuntimeError:  # the occupancy query failed: fall back, do not raise
+        return 0, 0
+    return 0, ctas
+
+
+@functools.lru_cache(maxsize=None)
+def _projected_cluster_bwd_max_active(index: int, H: int, P: int, G: int, C: int, dtype: torch.dtype) -> int:
+    """Clusters of the cluster projected backward (C CTAs, its shared memory for H, P, G) that CUDA device ``index``
+    can hold at once (0: :func:`glstm_bwd` runs Triton's backward instead)."""
+    return int(torch.ops.lstmkern_cuda.projected_cluster_bwd_max_active_clusters(index, H, P, G, C, dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _projected_grid_bwd_max_resident(index: int, H: int, P: int, G: int, N: int, dtype: torch.dtype) -> int:
+    """CTAs of the grid projected backward (its shared memory for H, P, G, N) that CUDA device ``index`` can hold at
+    once; the cooperative launch needs all N."""
+    return int(torch.ops.lstmkern_cuda.projected_grid_bwd_max_resident_ctas(index, H, P, G, N, dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -1005,15 +1149,23 @@ def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, out
     op's automatic choice, glstm_bwd_cluster_size in csrc/persistent_layout.h: compute capability 9.x and a cluster
     whose per-CTA share fits; verified against the reference under the CPU emulator, tests/test_emu.py); otherwise
     the Triton backward, which only needs the saved output and cell and follows the same reference numerics. A
-    projected layer (weight_hr) always takes the Triton backward (there is no projected backward kernel).
+    projected layer (weight_hr) runs the F-LSTM backwards in their projected mode (:func:`_projected_backward_kernel`:
+    single CTA, cluster or grid, the counterpart of its forward; verified under the CPU emulator,
+    tests/test_emu_projected_bwd.py), Triton's backward only where none fits or is resident.
     """
-    if weight_hr is not None:
-        from . import triton as triton_backend
-        return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell,
-                                        weight_hr)
     ops = _ops()
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    smem, cc, _sm_count = _device_limits(index)
+    smem, cc, sm_count = _device_limits(index)
+    if weight_hr is not None:
+        H, P, G = weight_hr.shape[1], weight_hr.shape[0], weight_hh.shape[0]
+        cluster_size, grid_ctas = _projected_backward_kernel(index, H, P, G, x.dtype, smem, cc, sm_count)
+        if cluster_size == 0 and grid_ctas == 0:
+            from . import triton as triton_backend
+            return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
+                                            cell, weight_hr)
+        return tuple(ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
+                                              cell, cluster_size=cluster_size, weight_hr=weight_hr,
+                                              grid_ctas=grid_ctas))
     Hg = weight_hh.shape[2]
     cluster_fits = cc[0] == _CLUSTER_CAPABILITY_MAJOR and any(
         _glstm_cluster_shape_ok(Hg, C) and glstm_cluster_bwd_smem_bytes(Hg, C, x.dtype) <= smem
@@ -1021,7 +1173,9 @@ def glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, out
     if glstm_smem_bytes(Hg, x.dtype) > smem and not cluster_fits:
         from . import triton as triton_backend
         return triton_backend.glstm_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
-    return ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output, cell)
+    # The op's seventh result, dweight_hr, is empty without a projection.
+    return tuple(ops.glstm_persistent_bwd(grad_output, grad_cell, x, h0, c0, weight_ih, weight_hh, bias, output,
+                                          cell))[:6]
 
 
 def _refuse_projected_flstm(weight_hr) -> None:
