@@ -361,9 +361,9 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
 
     def add_recurrent_product(t, dh, accumulate):
         """dh (B, P) (+)= dgates_t W_hh (block-diagonal): the gradient reaching h_{t-1} through the recurrence."""
-        grouped_gemm(dgates_steps[t], weight_hh, dh, groups=G, M=B, N=pg, K=four_hg,
-                     a_strides=(four_hg, G * four_hg, 1), b_strides=(four_hg * pg, pg, 1), c_strides=(pg, P, 1),
-                     accumulate=accumulate)
+        return grouped_gemm(dgates_steps[t], weight_hh, dh, groups=G, M=B, N=pg, K=four_hg,
+                            a_strides=(four_hg, G * four_hg, 1), b_strides=(four_hg * pg, pg, 1),
+                            c_strides=(pg, P, 1), accumulate=accumulate)
 
     def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
         if weight_hr is not None:
@@ -376,16 +376,16 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
             add_recurrent_product(t, dh_out, accumulate=True)
             return
         # Without a projection the step's own launch multiplies dgates_{t+1} (written by the previous launch) by
-        # W_hh for its units, so the recurrent gradient travels in dgates and dh_in is not read; only dh0 =
-        # dgates_0 W_hh needs a product launch of its own, into dh_out at t = 0.
+        # W_hh for its units, so the recurrent gradient travels in dgates: dh_in / dh_out are not used, and dh0 =
+        # dgates_0 W_hh is formed after the loop.
         recurrent = t + 1 < T
         _glstm_backward_step_kernel[unit_grid](
             pre_steps[t], c_prev_steps[t], cell_steps[t], grad_output_steps[t], grad_cell_steps[t], dc_in,
             dgates_steps[t + 1] if recurrent else dgates_steps[t], weight_hh, dgates_steps[t], dc_out,
             dgates_steps[t], B, hg, G, RECURRENT=recurrent, HAS_GRAD_CELL=has_grad_cell, PROJECTED=False)
-        if t == 0:
-            add_recurrent_product(0, dh_out, accumulate=False)
     rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
+    dh0 = (rev.dh0.to(x.dtype) if weight_hr is not None else
+           add_recurrent_product(0, new_buffer((B, P), x.dtype, dev), accumulate=False))
 
     # Weight gradients and dx: time-parallel grouped GEMMs over all T*B rows. For fp16/bf16 both operands are 16-bit
     # (tensor cores, float32 accumulation); dbias sums the same x-dtype dgates in float32.
@@ -408,7 +408,7 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
                      b_strides=(four_hg * ig, ig, 1), c_strides=(ig, I, 1))
     grouped_gemm(dgates, h_prev, dweight_hh, groups=G, M=four_hg, N=pg, K=T * B, a_strides=dgates_t_strides,
                  b_strides=(pg, P, 1), c_strides=(four_hg * pg, pg, 1))
-    grads = (dx, rev.dh0.to(x.dtype), rev.dc0.to(x.dtype), dweight_ih, dweight_hh, dbias)
+    grads = (dx, dh0, rev.dc0.to(x.dtype), dweight_ih, dweight_hh, dbias)
     if weight_hr is None:
         return grads
     return grads + (projection_weight_grad(rev.dh_total[1:], rev.cell_output, x.dtype),)
