@@ -356,7 +356,8 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     dgates_steps, pre_steps, cell_steps = dgates.unbind(0), pre.unbind(0), cell.unbind(0)
     c_prev_steps = (c0,) + cell_steps[:-1]
     grad_output_steps = grad_output.unbind(0)
-    grad_cell_steps = grad_cell.unbind(0) if grad_cell is not None else grad_output_steps  # unread without HAS_GRAD_CELL
+    # Without a cell gradient the kernel does not read grad_cell (HAS_GRAD_CELL=False): any tensor stands in.
+    grad_cell_steps = grad_cell.unbind(0) if grad_cell is not None else grad_output_steps
     has_grad_cell = grad_cell is not None
 
     def add_recurrent_product(t, dh, accumulate):
