@@ -12,9 +12,9 @@
 #
 # Stages: build (pip install -e ., CUDA part required, no emulator), facts (bench/gpu_facts.py: which kernel each
 # headline shape gets and whether its CTAs / clusters are all resident at once), cuda-tests (tests/test_gpu_cuda.py),
-# gpu-tests (tests/test_triton.py on the GPU; tests/test_cuda_build.py stays CI's), memcheck and racecheck
-# (compute-sanitizer on bench/sanitize_small.py, instrumenting only lstmkern's kernels), flashrnn (install FlashRNN from
-# bench/wheels and warm its JIT build: bench/flashrnn_warm.py), bench (bench_kernels, default configs), sweep (H and G
+# gpu-tests (tests/test_triton.py and tests/test_step_graph.py on the GPU; tests/test_cuda_build.py stays CI's),
+# memcheck and racecheck (compute-sanitizer on bench/sanitize_small.py, instrumenting only lstmkern's kernels),
+# flashrnn (install FlashRNN from bench/wheels and warm its JIT build: bench/flashrnn_warm.py), bench (bench_kernels, default configs), sweep (H and G
 # sweeps), biglstm (the LSTMP configs of f-lm's BIGLSTM shape vs nn.LSTM(proj_size)), lm (the language-model
 # benchmark's GPU preset; a call of its own). Old names: tests = cuda-tests gpu-tests,
 # sanitize = memcheck racecheck.
@@ -62,7 +62,8 @@ WHEELS=${FLASHRNN_WHEELS:-bench/wheels}
 FLASHRNN_SITE=${FLASHRNN_SITE:-/tmp/lstmkern-flashrnn-site}
 # Test files with GPU tests besides tests/test_gpu_cuda.py (which has a stage of its own): the Triton kernels on the
 # GPU. The other test files run on the CPU even here (CI runs them); tests/test_cuda_build.py is CI's too.
-read -r -a GPU_TEST_FILES <<< "${GPU_TEST_FILES:-tests/test_triton.py}"  # a knob too (space-separated)
+# A knob too (space-separated):
+read -r -a GPU_TEST_FILES <<< "${GPU_TEST_FILES:-tests/test_triton.py tests/test_step_graph.py}"
 
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 

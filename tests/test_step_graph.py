@@ -119,3 +119,44 @@ def test_reset_forgets_graphs_and_counts(graphs):
     step_graph.reset()
     assert step_graph.stats() == {"eager": 0, "captured": 0, "replayed": 0, "cached": 0}
     assert step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ()) == "eager"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# On a GPU: the real Triton step loops, eager vs replayed from the cache
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("op", ["glstm", "flstm", "glstm-projected"])
+def test_replayed_triton_loops_match_eager_ones(op, monkeypatch):
+    """Forward + backward of a per-step layer, called repeatedly with the results dropped in between (as a training
+    loop does, so the caching allocator hands the same blocks back): from the second call on the loops are replayed
+    from CUDA graphs, and every result is bitwise the eager one."""
+    from kernel_checks import flstm_inputs, glstm_inputs, projected_inputs
+    from lstmkern.triton_kernels import flstm_backward, flstm_forward, glstm_backward, glstm_forward
+    device = torch.device("cuda")
+    if op == "glstm":  # Hg = 256: beyond the sequence-fused forward, so the forward is per step too
+        inputs, forward, backward = glstm_inputs(6, 8, 2, 256, 32, torch.bfloat16, device) + [None], glstm_forward, \
+            glstm_backward
+    elif op == "flstm":
+        inputs, forward, backward = flstm_inputs(6, 8, 64, 256, 64, torch.bfloat16, device) + [None], flstm_forward, \
+            flstm_backward
+    else:
+        inputs, forward, backward = projected_inputs(6, 8, 64, 512, 256, 2, torch.bfloat16, device), glstm_forward, \
+            glstm_backward
+    x, h0, c0, w_a, w_b, bias, w_hr = inputs
+    grad_output = torch.randn(x.shape[0], x.shape[1], h0.shape[1], dtype=x.dtype, device=device)
+
+    def call():
+        output, cell = forward(x, h0, c0, w_a, w_b, bias, w_hr)
+        grads = backward(grad_output, None, x, h0, c0, w_a, w_b, bias, output, cell, w_hr)
+        return [t.clone() for t in (output, cell) + tuple(grads)]
+
+    monkeypatch.setenv("LSTMKERN_STEP_GRAPHS", "0")
+    expected = call()  # eager, also runs the autotuners
+    monkeypatch.setenv("LSTMKERN_STEP_GRAPHS", "1")
+    step_graph.reset()
+    results = [call() for _ in range(4)]
+    torch.cuda.synchronize()
+    assert step_graph.stats()["replayed"] >= 2, step_graph.stats()  # forward and backward of one call at least
+    for result in results:
+        for got, want in zip(result, expected):
+            assert torch.equal(got, want)

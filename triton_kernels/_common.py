@@ -23,11 +23,11 @@ TORCH_TO_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.flo
 
 
 def gradient_gemm_operand(grad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A backward's float32 gradient (dgates, F-LSTM's dz) as the operand of the time-parallel weight-gradient and dx
-    GEMMs of a ``dtype`` layer: rounded to fp16/bf16 (as cuDNN keeps dgates), so those GEMMs multiply two 16-bit
-    operands on tensor cores with float32 accumulation instead of widening the weights to float32 (FMA; ~200 GFLOP for
-    glstm-train). The recurrence keeps float32 dgates; the extra rounding stays within the tests' error rule (3x the
-    reference's own error in that dtype). float32 and float64 gradients are returned as they are."""
+    """A backward's state-dtype operand (F-LSTM's recomputed z) of the time-parallel weight-gradient GEMMs of a
+    ``dtype`` layer: rounded to fp16/bf16, so those GEMMs multiply two 16-bit operands on tensor cores with float32
+    accumulation instead of widening the other operand to float32 (FMA; ~200 GFLOP for glstm-train). The backward
+    step kernels write dgates and dz in the layer's dtype already (as cuDNN keeps dgates; the rounding stays within the
+    tests' error rule, 3x the reference's own error in that dtype). float32 and float64 are returned as they are."""
     return grad.to(dtype) if dtype in (torch.float16, torch.bfloat16) else grad
 
 

@@ -45,6 +45,7 @@ from ._common import (ALL_DTYPES, F32, F64, HALF, TORCH_TO_TL, autotune_configs,
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
+from .step_graph import run_steps
 
 __all__ = ["flstm_input_projection", "flstm_forward", "flstm_backward", "flstm_sequence_fits", "FLSTM_PATHS"]
 
@@ -428,13 +429,17 @@ def flstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_1:
     z = new_buffer((B, R), x.dtype, x.device)  # z_t = h_{t-1} W1_h^T, rounded to x's dtype as in the reference
     z_product = _rank_product_launcher(weight_1[:, I:], (1, I + P), B, P, R)  # W1_h^T (P, R) in weight_1 (R, I+P)
     grid = lambda meta: (triton.cdiv(H, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
-    for t in range(T):  # views only: CUDA-graph capturable
-        h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
-        z_product(h_prev, z)
-        _flstm_step_kernel[grid](proj[t], z, c_prev, weight_2, output[t] if cell_output is None else cell_output,
-                                 cell[t], B, H, R)
-        if weight_hr is not None:
-            project_step(cell_output, weight_hr, output[t])
+
+    def loop():  # views only: no allocation or host sync inside, so step_graph can capture it
+        for t in range(T):
+            h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
+            z_product(h_prev, z)
+            _flstm_step_kernel[grid](proj[t], z, c_prev, weight_2, output[t] if cell_output is None else cell_output,
+                                     cell[t], B, H, R)
+            if weight_hr is not None:
+                project_step(cell_output, weight_hr, output[t])
+    run_steps("flstm_forward", loop, (proj, h0, c0, weight_1, weight_2, output, cell, z, cell_output, weight_hr),
+              (T, B, I, H, P, R))
     return output, cell
 
 
@@ -482,19 +487,22 @@ def flstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
     dz_product = _rank_product_launcher(weight_2, (R, 1), B, four_h, R)
     grid = lambda meta: (triton.cdiv(H, meta["BLOCK_J"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
 
-    def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
-        # Without a projection dh_in / dh_out are not used: the step kernel forms dh_t from dz_{t+1} and dh0 is
-        # formed after the loop.
+    def step(t, dm, dc_in, dh_out, dc_out, m_out):
+        # Without a projection dm / dh_out are None (the kernel does not read dm then; grad_output[t] stands in): the
+        # step kernel forms dh_t from dz_{t+1} and dh0 is formed after the loop.
         _flstm_backward_step_kernel[grid](
             pre[t], c0 if t == 0 else cell[t - 1], cell[t], grad_output[t],
-            grad_cell[t] if grad_cell is not None else grad_output[t], dh_in, dz[t + 1], dc_in, weight_1, dgates[t],
+            grad_cell[t] if grad_cell is not None else grad_output[t], dm if dm is not None else grad_output[t],
+            dz[t + 1], dc_in, weight_1, dgates[t],
             dc_out, m_out if m_out is not None else dgates[t], B, H, P, R, I,
             HAS_GRAD_CELL=grad_cell is not None, PROJECTED=m_out is not None)
         dz_product(dgates[t], dz[t])
         if m_out is not None:
             grouped_gemm(dz[t], w1_h, dh_out, groups=1, M=B, N=P, K=R, a_strides=(0, R, 1),
                          b_strides=(0, I + P, 1), c_strides=(0, P, 1), accumulate=True)
-    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
+    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt, name="flstm_backward",
+                            tensors=(pre, c0, cell, grad_output, grad_cell, dgates, dz, weight_1, weight_2),
+                            scalars=(T, B, I, H, P, R))
     if weight_hr is None:
         dh0 = new_buffer((B, P), x.dtype, dev)
         grouped_gemm(dz[0], w1_h, dh0, groups=1, M=B, N=P, K=R, a_strides=(0, R, 1), b_strides=(0, I + P, 1),

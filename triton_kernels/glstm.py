@@ -36,6 +36,7 @@ from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
+from .step_graph import run_steps
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
 
@@ -311,12 +312,15 @@ def glstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih
     # With a projection the step kernel writes m_t here and one GEMM projects it into output[t].
     cell_output = new_buffer((B, H), x.dtype, x.device) if weight_hr is not None else None
     grid = lambda meta: (G * triton.cdiv(hg, meta["BLOCK_H"]), triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
-    for t in range(T):  # views only: no allocation or host sync inside, so the loop is CUDA-graph capturable
-        h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
-        _glstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_hh, output[t] if cell_output is None else cell_output,
-                                 cell[t], B, hg, pg, G)
-        if weight_hr is not None:
-            project_step(cell_output, weight_hr, output[t])
+
+    def loop():  # views only: no allocation or host sync inside, so step_graph can capture it
+        for t in range(T):
+            h_prev, c_prev = (h0, c0) if t == 0 else (output[t - 1], cell[t - 1])
+            _glstm_step_kernel[grid](proj[t], h_prev, c_prev, weight_hh,
+                                     output[t] if cell_output is None else cell_output, cell[t], B, hg, pg, G)
+            if weight_hr is not None:
+                project_step(cell_output, weight_hr, output[t])
+    run_steps("glstm_forward", loop, (proj, h0, c0, weight_hh, output, cell, cell_output, weight_hr), (T, B, hg, pg, G))
     return output, cell
 
 
@@ -366,25 +370,27 @@ def glstm_backward(grad_output: torch.Tensor, grad_cell: torch.Tensor | None, x:
                             a_strides=(four_hg, G * four_hg, 1), b_strides=(four_hg * pg, pg, 1),
                             c_strides=(pg, P, 1), accumulate=accumulate)
 
-    def step(t, dh_in, dc_in, dh_out, dc_out, m_out):
+    def step(t, dm, dc_in, dh_out, dc_out, m_out):
         if weight_hr is not None:
             # The product mixes the cell's units (index space H) into h's (P): a pointwise launch per unit tile on
-            # dm_t (dh_in), then one product launch adding dgates_t W_hh into dh_total[t] (dh_out).
+            # dm_t, then one product launch adding dgates_t W_hh into dh_total[t] (dh_out).
             _glstm_backward_step_kernel[unit_grid](
-                pre_steps[t], c_prev_steps[t], cell_steps[t], dh_in, grad_cell_steps[t], dc_in, dgates_steps[t],
+                pre_steps[t], c_prev_steps[t], cell_steps[t], dm, grad_cell_steps[t], dc_in, dgates_steps[t],
                 weight_hh, dgates_steps[t], dc_out, m_out, B, hg, G,
                 RECURRENT=False, HAS_GRAD_CELL=has_grad_cell, PROJECTED=True)
             add_recurrent_product(t, dh_out, accumulate=True)
             return
         # Without a projection the step's own launch multiplies dgates_{t+1} (written by the previous launch) by
-        # W_hh for its units, so the recurrent gradient travels in dgates: dh_in / dh_out are not used, and dh0 =
+        # W_hh for its units, so the recurrent gradient travels in dgates: dm / dh_out are None, and dh0 =
         # dgates_0 W_hh is formed after the loop.
         recurrent = t + 1 < T
         _glstm_backward_step_kernel[unit_grid](
             pre_steps[t], c_prev_steps[t], cell_steps[t], grad_output_steps[t], grad_cell_steps[t], dc_in,
             dgates_steps[t + 1] if recurrent else dgates_steps[t], weight_hh, dgates_steps[t], dc_out,
             dgates_steps[t], B, hg, G, RECURRENT=recurrent, HAS_GRAD_CELL=has_grad_cell, PROJECTED=False)
-    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt)
+    rev = reverse_time_loop(step, grad_output, weight_hr, H, x.dtype, sdt, name="glstm_backward",
+                            tensors=(pre, c0, cell, grad_output, grad_cell, dgates, weight_hh),
+                            scalars=(T, B, hg, pg, G))
     dh0 = (rev.dh0.to(x.dtype) if weight_hr is not None else
            add_recurrent_product(0, new_buffer((B, P), x.dtype, dev), accumulate=False))
 

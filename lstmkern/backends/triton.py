@@ -3,14 +3,18 @@
 Shape legend and contract: :mod:`lstmkern.backends` and :mod:`lstmkern.reference` (T, B, I, H, G, R, P; time-major).
 
 Forward: one launch for the input projection of all steps, then one launch for the whole sequence where the
-recurrent weights fit on chip (small Hg for G-LSTM, small H and R for F-LSTM; no projection) or one fused launch per
-step. Backward: time-parallel gate recompute, one fused launch per step in reverse time, time-parallel weight
-gradients. Projections (LSTMP, ``weight_hr`` (P, H)) add one GEMM per step (h_t = m_t W_hr^T forward,
+recurrent weights fit on chip (small Hg for G-LSTM, small H and R for F-LSTM; no projection) or, per step, one fused
+launch (G-LSTM) or two (F-LSTM: the rank product z_t once for the layer, then the gates and cell). Backward:
+time-parallel gate recompute; per step in reverse time one launch (G-LSTM: the recurrent product of step t+1 and the
+pointwise backward of each unit, once) or two (F-LSTM: the same, then dz_t once for the layer); time-parallel weight
+gradients. Recurrent products of fp16/bf16 layers run on tensor cores, both directions. Projections (LSTMP, ``weight_hr`` (P, H)) add one GEMM per step (h_t = m_t W_hr^T forward,
 dm_t = dh_t W_hr backward) and one time-parallel GEMM for dweight_hr; the dense-input G-LSTM (weight_ih (G, 4Hg, I))
 runs its input projection and its dx / dweight_ih as single dense GEMMs.
 Runs on CUDA tensors, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1; a correctness tool, slow).
-The per-step launch loops allocate nothing and never sync, so they can be captured in a CUDA graph once the
-autotuner has run (call the layer once before capturing).
+The per-step launch loops allocate nothing and never sync: they run through
+:func:`lstmkern.triton_kernels.step_graph.run_steps`, which replays them from a cached CUDA graph once a layer's
+buffers repeat (one host call for all T steps), and a caller's own CUDA-graph capture records them too (call the
+layer once before capturing, so the autotuners have run).
 """
 from __future__ import annotations
 
