@@ -143,7 +143,8 @@ def test_flstm_forward(shape, path, bias, state):
 
 
 def test_sequence_path_selection():
-    assert glstm_sequence_fits(64) and glstm_sequence_fits(33) and not glstm_sequence_fits(65)
+    assert glstm_sequence_fits(64, F32) and glstm_sequence_fits(33, F32) and not glstm_sequence_fits(65, F32)
+    assert glstm_sequence_fits(128, torch.bfloat16) and not glstm_sequence_fits(129, torch.float16)
     assert flstm_sequence_fits(64, 64) and flstm_sequence_fits(17, 3)
     assert not flstm_sequence_fits(65, 4) and not flstm_sequence_fits(32, 200)
 

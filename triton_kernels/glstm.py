@@ -11,8 +11,9 @@ the state dtype.
 Launch structure
     forward:  1 grouped GEMM (P = x W_ih^T + b, all T, groups on the grid; dense input: one GEMM with weight_ih
               viewed as one (G*4Hg, I) matrix, whose group-major rows give the same gate layout)
-              + either 1 sequence-fused launch (all T steps; a program owns a (group, batch tile) and keeps W_hh[g],
-              h and c on chip; used when 4*Hg_pad^2 weights fit and there is no projection) or T fused step launches
+              + either 1 sequence-fused launch (all T steps; a program owns a (group, batch tile) and keeps W_hh[g]
+              in shared memory, h and c in registers; Hg_pad <= 128 in fp16/bf16, <= 64 otherwise, no projection:
+              triton_kernels/glstm_sequence.py) or T fused step launches
               (a program owns a (group, hidden tile, batch tile) and computes its 4 gates, the recurrent product and
               the cell), each followed, with a projection, by the GEMM h_t = m_t W_hr^T (it mixes all groups).
     backward: 2 grouped GEMMs (pre = P + H_prev W_hh^T, all T), then T reverse-time step launches, in each of which
@@ -31,23 +32,17 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad, lstm_cell, lstm_cell_backward,
-                      new_buffer, sigmoid, state_dtype, step_epilogue, tanh)
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, lstm_cell_backward, new_buffer, sigmoid,
+                      state_dtype, step_epilogue, tanh)
 from .gemm import grouped_gemm
 from .bptt import reverse_time_loop
 from .projection import project_step, projection_weight_grad
+from .glstm_sequence import glstm_sequence_fits, glstm_sequence_forward
 from .step_graph import run_steps
 
 __all__ = ["glstm_input_projection", "glstm_forward", "glstm_backward", "glstm_sequence_fits", "GLSTM_PATHS"]
 
 GLSTM_PATHS = ("auto", "step", "sequence")
-# The sequence-fused kernel keeps the 4 gate tiles of W_hh[g] (each Hg_pad x Hg_pad) in registers.
-_SEQUENCE_MAX_WEIGHT_ELEMENTS = 4 * 64 * 64
-
-
-def glstm_sequence_fits(hidden_per_group: int) -> bool:
-    """Whether the sequence-fused forward kernel applies (a group's padded recurrent weights fit on chip)."""
-    return 4 * dot_pad(hidden_per_group) ** 2 <= _SEQUENCE_MAX_WEIGHT_ELEMENTS
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -105,65 +100,6 @@ def _glstm_step_kernel(p_ptr, h_prev_ptr, c_prev_ptr, w_hh_ptr, h_out_ptr, c_out
     unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
     step_epilogue(acc_i, acc_f, acc_g, acc_o, p_ptrs, HG, c_prev_ptr + unit_offs, h_out_ptr + unit_offs,
                   c_out_ptr + unit_offs, mask_b[:, None] & mask_j[None, :])
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Forward: all T steps in one launch
-# ----------------------------------------------------------------------------------------------------------------------
-@triton.autotune(
-    **autotune_configs(gpu=[dict(BLOCK_B=16), dict(BLOCK_B=32), dict(BLOCK_B=64), dict(BLOCK_B=16)],
-                       num_warps=[4, 4, 8, 8],
-                       # The dtypes each config serves: elsewhere it spills registers on sm_90 (float32 needs 8 warps
-                       # for its 4 float32 weight tiles; see tests/test_triton_aot.py).
-                       dtype_arg="w_hh_ptr", dtypes=[HALF + F64, HALF, HALF, F32 + F64],
-                       interpreted=dict(BLOCK_B=16)),
-    key=["B", "HG", "G"],
-)
-@triton.jit(do_not_specialize=["T"])
-def _glstm_sequence_kernel(p_ptr, h0_ptr, c0_ptr, w_hh_ptr, out_ptr, cell_ptr, T, B, HG, G,
-                           HG_PAD: tl.constexpr, BLOCK_B: tl.constexpr):
-    """All T steps for (group, BLOCK_B samples): W_hh[g] loaded once, h and c carried in registers.
-
-    The program owns all 4Hg gate rows of its group, so no other program's results are ever needed. Triton cannot
-    index a register tile by a runtime column, so each gate is its own (Hg_pad x Hg_pad) weight tile and dot.
-    Grid: (G, cdiv(B, BLOCK_B)).
-    """
-    state_dt: tl.constexpr = cell_ptr.dtype.element_ty
-    H = G * HG
-    group = tl.program_id(0)
-    offs_b = (tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    offs_j = tl.arange(0, HG_PAD)  # unit (column) index, also the reduction index of the recurrent product
-    mask_b = offs_b < B
-    mask_j = offs_j < HG
-    mask = mask_b[:, None] & mask_j[None, :]
-
-    # W_hh[g, gate*Hg + j, k] as (k, j) tiles; padding is zero so padded h columns never contribute.
-    w_ptrs = w_hh_ptr + group * 4 * HG * HG + offs_j[None, :] * HG + offs_j[:, None]
-    w_mask = mask_j[:, None] & mask_j[None, :]
-    w_i = tl.load(w_ptrs, mask=w_mask, other=0.0)
-    w_f = tl.load(w_ptrs + HG * HG, mask=w_mask, other=0.0)
-    w_g = tl.load(w_ptrs + 2 * HG * HG, mask=w_mask, other=0.0)
-    w_o = tl.load(w_ptrs + 3 * HG * HG, mask=w_mask, other=0.0)
-
-    unit_offs = offs_b[:, None] * H + group * HG + offs_j[None, :]
-    h = tl.load(h0_ptr + unit_offs, mask=mask, other=0.0).to(out_ptr.dtype.element_ty)
-    c = tl.load(c0_ptr + unit_offs, mask=mask, other=0.0).to(state_dt)
-    p_ptrs = p_ptr + offs_b[:, None] * (4 * H) + group * 4 * HG + offs_j[None, :]
-    out_ptrs = out_ptr + unit_offs
-    cell_ptrs = cell_ptr + unit_offs
-    for _t in range(T):
-        pre_i = dot_acc(h, w_i, tl.load(p_ptrs, mask=mask, other=0.0))
-        pre_f = dot_acc(h, w_f, tl.load(p_ptrs + HG, mask=mask, other=0.0))
-        pre_g = dot_acc(h, w_g, tl.load(p_ptrs + 2 * HG, mask=mask, other=0.0))
-        pre_o = dot_acc(h, w_o, tl.load(p_ptrs + 3 * HG, mask=mask, other=0.0))
-        h_state, c = lstm_cell(pre_i, pre_f, pre_g, pre_o, c)
-        # The next step multiplies by h rounded to x's dtype, exactly as the reference does.
-        h = h_state.to(out_ptr.dtype.element_ty)
-        tl.store(cell_ptrs, c, mask=mask)
-        tl.store(out_ptrs, h, mask=mask)
-        p_ptrs += B * 4 * H
-        out_ptrs += B * H
-        cell_ptrs += B * H
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -288,7 +224,8 @@ def glstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih
     Args: x (T, B, I); h0 (B, P); c0 (B, H); weight_ih (G, 4Hg, Ig) or (G, 4Hg, I) (dense input);
         weight_hh (G, 4Hg, Pg); bias (G, 4Hg) or None; weight_hr (P, H) or None (then P = H);
         path: "sequence" (one launch for all steps; not with a projection), "step" (one launch per step) or "auto"
-        (sequence where :func:`glstm_sequence_fits` and there is no projection).
+        (sequence where :func:`glstm_sequence_fits`, Hg_pad <= 128 in fp16/bf16 and <= 64 otherwise, and there is
+        no projection; see :mod:`.glstm_sequence`).
     Returns output (T, B, P) in x's dtype, cell (T, B, H) in the state dtype.
 
     Example::
@@ -305,9 +242,8 @@ def glstm_forward(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weight_ih
     proj = glstm_input_projection(x, weight_ih, bias)
     output = new_buffer((T, B, G * pg), x.dtype, x.device)
     cell = new_buffer((T, B, H), state_dtype(x.dtype), x.device)
-    if weight_hr is None and (path == "sequence" or (path == "auto" and glstm_sequence_fits(hg))):
-        grid = lambda meta: (G, triton.cdiv(B, meta["BLOCK_B"]))  # noqa: E731
-        _glstm_sequence_kernel[grid](proj, h0, c0, weight_hh, output, cell, T, B, hg, G, HG_PAD=dot_pad(hg))
+    if weight_hr is None and (path == "sequence" or (path == "auto" and glstm_sequence_fits(hg, x.dtype))):
+        glstm_sequence_forward(proj, h0, c0, weight_hh, output, cell)
         return output, cell
     # With a projection the step kernel writes m_t here and one GEMM projects it into output[t].
     cell_output = new_buffer((B, H), x.dtype, x.device) if weight_hr is not None else None

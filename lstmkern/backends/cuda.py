@@ -283,6 +283,14 @@ def glstm_cluster_bwd_smem_bytes(Hg: int, C: int, dtype: torch.dtype) -> int:
                           bt * hs * 4)
 
 
+def _smallest_cluster(sizes: tuple[int, ...], accepted, per_cta_bytes, smem_bytes: int, cc: tuple[int, int]) -> int:
+    """The smallest cluster size C of ``sizes`` with ``accepted(C)`` and ``per_cta_bytes(C) <= smem_bytes``, on
+    compute capability 9.x (the cluster kernels' code is built for sm_90a only); 0 where none qualifies."""
+    if cc[0] != _CLUSTER_CAPABILITY_MAJOR:
+        return 0
+    return next((C for C in sizes if accepted(C) and per_cta_bytes(C) <= smem_bytes), 0)
+
+
 def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
     """The G-LSTM forward kernel the extension's automatic choice runs (mirrors glstm_fwd_cluster_size in
     csrc/persistent_layout.h): 1 = single CTA per group (its forward and backward both fit ``smem_bytes``); else the
@@ -295,11 +303,9 @@ def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[i
     """
     if glstm_smem_bytes(Hg, dtype) <= smem_bytes:
         return 1
-    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
-        for C in _CLUSTER_SIZES:
-            if _glstm_cluster_shape_ok(Hg, C) and glstm_cluster_smem_bytes(Hg, C, dtype) <= smem_bytes:
-                return C
-    return 1 if _glstm_fwd_smem_bytes(Hg, dtype) <= smem_bytes else 0
+    cluster = _smallest_cluster(_CLUSTER_SIZES, lambda C: _glstm_cluster_shape_ok(Hg, C),
+                                lambda C: glstm_cluster_smem_bytes(Hg, C, dtype), smem_bytes, cc)
+    return cluster or (1 if _glstm_fwd_smem_bytes(Hg, dtype) <= smem_bytes else 0)
 
 
 def flstm_smem_bytes(H: int, R: int, dtype: torch.dtype) -> int:
@@ -372,11 +378,9 @@ def flstm_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, cc: 
     """
     if flstm_smem_bytes(H, R, dtype) <= smem_bytes:
         return 1
-    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
-        for C in _FLSTM_CLUSTER_SIZES:
-            if _flstm_cluster_shape_ok(H, R, C) and flstm_cluster_smem_bytes(H, R, C, dtype) <= smem_bytes:
-                return C
-    return 1 if _flstm_fwd_smem_bytes(H, R, dtype) <= smem_bytes else 0
+    cluster = _smallest_cluster(_FLSTM_CLUSTER_SIZES, lambda C: _flstm_cluster_shape_ok(H, R, C),
+                                lambda C: flstm_cluster_smem_bytes(H, R, C, dtype), smem_bytes, cc)
+    return cluster or (1 if _flstm_fwd_smem_bytes(H, R, dtype) <= smem_bytes else 0)
 
 
 def flstm_cluster_bwd_smem_bytes(H: int, R: int, C: int, dtype: torch.dtype) -> int:
@@ -422,11 +426,8 @@ def flstm_bwd_cluster_size(H: int, R: int, dtype: torch.dtype, smem_bytes: int, 
     """
     if flstm_smem_bytes(H, R, dtype) <= smem_bytes:  # the backward's layout has the forward's total
         return 1
-    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
-        for C in _FLSTM_CLUSTER_SIZES:
-            if _flstm_cluster_shape_ok(H, R, C) and flstm_cluster_bwd_smem_bytes(H, R, C, dtype) <= smem_bytes:
-                return C
-    return 0
+    return _smallest_cluster(_FLSTM_CLUSTER_SIZES, lambda C: _flstm_cluster_shape_ok(H, R, C),
+                             lambda C: flstm_cluster_bwd_smem_bytes(H, R, C, dtype), smem_bytes, cc)
 
 
 def _flstm_grid_shape_ok(H: int, R: int, N: int) -> bool:
@@ -582,12 +583,8 @@ def projected_cluster_size(H: int, P: int, G: int, dtype: torch.dtype, smem_byte
     """
     if _projected_shape_ok(H, P, G) and projected_smem_bytes(H, P, G, dtype) <= smem_bytes:
         return 1
-    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
-        for C in _FLSTM_CLUSTER_SIZES:
-            if (_projected_cluster_shape_ok(H, P, G, C)
-                    and projected_cluster_smem_bytes(H, P, G, C, dtype) <= smem_bytes):
-                return C
-    return 0
+    return _smallest_cluster(_FLSTM_CLUSTER_SIZES, lambda C: _projected_cluster_shape_ok(H, P, G, C),
+                             lambda C: projected_cluster_smem_bytes(H, P, G, C, dtype), smem_bytes, cc)
 
 
 def _projected_grid_shape_ok(H: int, P: int, G: int, N: int) -> bool:
@@ -686,12 +683,8 @@ def projected_bwd_cluster_size(H: int, P: int, G: int, dtype: torch.dtype, smem_
     """
     if _projected_shape_ok(H, P, G) and projected_smem_bytes(H, P, G, dtype) <= smem_bytes:
         return 1
-    if cc[0] == _CLUSTER_CAPABILITY_MAJOR:
-        for C in _FLSTM_CLUSTER_SIZES:
-            if (_projected_cluster_shape_ok(H, P, G, C)
-                    and projected_cluster_bwd_smem_bytes(H, P, G, C, dtype) <= smem_bytes):
-                return C
-    return 0
+    return _smallest_cluster(_FLSTM_CLUSTER_SIZES, lambda C: _projected_cluster_shape_ok(H, P, G, C),
+                             lambda C: projected_cluster_bwd_smem_bytes(H, P, G, C, dtype), smem_bytes, cc)
 
 
 def projected_bwd_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: int, sm_count: int) -> int:
