@@ -14,7 +14,8 @@ weights resident in shared memory:
   rows of hidden units [r Hs, (r+1) Hs) resident, and the CTAs exchange their slices of h_t through distributed
   shared memory with one cluster barrier per step. For these shapes :func:`glstm_bwd` runs the cluster backward
   kernel (each CTA's gate rows contribute to all of dh_{t-1}, the partials summed through DSMEM; verified under the
-  CPU emulator, tests/test_emu.py, and on a GPU by tests/test_gpu_cuda.py), or Triton's where no cluster fits.
+  CPU emulator, tests/test_emu.py; GPU tests in tests/test_gpu_cuda.py), which fits wherever the cluster forward
+  does (tests/test_backward_coverage.py).
 * F-LSTM: one CTA per batch tile keeps all of W1_h (R x H) and W2 (4H x R); per step z = W1_h h, gates = P_t + W2 z.
 * F-LSTM layers too large for one CTA (e.g. H = 1024, R = 256 in bf16: 2.5 MiB of weights), on compute capability
   9.x: a thread-block cluster of C CTAs per batch tile (csrc/flstm_cluster.cu). CTA rank r owns hidden units
@@ -66,8 +67,8 @@ returns None, and otherwise falls through to triton, then reference):
    for G-LSTM, where the single-CTA kernels do not fit, the cluster forward applies instead when the compute
    capability is 9.x and some C in (2, 4, 8) has Hg a multiple of 16 C and :func:`glstm_cluster_smem_bytes` (the
    per-CTA share: Hg x 4Hs weights, two h tiles, gates and cell) fits; the smallest such C is used
-   (:func:`glstm_cluster_size`; e.g. bf16/fp16 Hg = 256 -> C = 4 with 172800 B per CTA, fp32 Hg = 256 -> C = 8), and
-   the Triton backend must support the op for the backward;
+   (:func:`glstm_cluster_size`; e.g. bf16/fp16 Hg = 256 -> C = 4 with 172800 B per CTA, fp32 Hg = 256 -> C = 8),
+   with the cluster backward (:func:`glstm_cluster_bwd_smem_bytes`) for its backward;
    for F-LSTM, where the single-CTA kernels do not fit, the cluster forward applies instead when the compute
    capability is 9.x, R is a multiple of 16 and some C in (2, 4, 8, 16) has H a multiple of 16 C and
    :func:`flstm_cluster_smem_bytes` (the per-CTA share: R x Hs and 4Hs x R weights, the own h slice, two float32
@@ -772,7 +773,8 @@ def persistent_rule(Hg: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tu
     ``B`` and ``T`` steps in ``dtype`` on a device with ``smem_bytes`` opt-in shared memory per block and compute
     capability ``cc`` (major, minor); otherwise the reason they cannot. B only scales the grid. Either the single-CTA
     forward and backward fit, or (compute capability 9.x) the cluster forward of :func:`glstm_cluster_size` does, whose
-    backward is Triton's (:func:`unsupported` checks that Triton can run it).
+    backward is the cluster backward (:func:`glstm_cluster_bwd_smem_bytes` fits wherever the forward's share does:
+    tests/test_backward_coverage.py walks every shape).
 
     Example::
         >>> persistent_rule(256, 8, torch.float32, 232448, (9, 0)) is None   # cluster of 8 CTAs per group
@@ -900,13 +902,7 @@ def unsupported(op: str, device: torch.device, dtype: torch.dtype, sizes) -> str
     if P:
         return _projected_problem(op, device, dtype, tuple(sizes), smem, cc, sm_count)
     if op == "glstm":
-        reason = persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
-        if reason is None and glstm_cluster_size(H // G, dtype, smem, cc) > 1:
-            triton_reason = _triton_problem("glstm", device, dtype, tuple(sizes))
-            if triton_reason is not None:
-                return (f"Hg={H // G} in {dtype} runs on the thread-block-cluster forward, whose backward is the "
-                        f"Triton backend's, which cannot run here: {triton_reason}")
-        return reason
+        return persistent_rule(H // G, B, dtype, smem, cc, groups=G, T=T)
     reason = flstm_persistent_rule(H, R, B, dtype, smem, cc, T=T, sm_count=sm_count)
     cluster_size = flstm_cluster_size(H, R, dtype, smem, cc) if reason is None else 0
     if reason is None and cluster_size == 0:  # neither a single CTA nor a cluster: the grid-cooperative forward
