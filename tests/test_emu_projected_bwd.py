@@ -104,8 +104,10 @@ def test_cluster_projected_backward_matches_reference(forced, dtype):
 # Grid (flstm_grid_bwd.cu, projected mode: dz exchanged through global memory)
 
 # (N, T, B, I, H, P, G): one CTA with T = 1; N = 2, G = 1 with B = 19 across the 16-row and 8-row batch tiles;
-# G = N = 3 (odd, one CTA per group, Rs = 16); N = 3, G = 1 with Rs = 11 (one column per item, the last CTA 10).
-GRIDS = [(1, 1, 5, 2, 16, 16, 1), (2, 2, 19, 6, 64, 32, 1), (3, 2, 3, 3, 96, 48, 3), (3, 2, 9, 4, 48, 32, 1)]
+# G = N = 3 (odd, one CTA per group, Rs = 16); N = 3, G = 1 with Rs = 11 (one column per item, the last CTA 10);
+# N = 6, G = 2: one CTA's dz columns (12-17 of P = 32) cross the group boundary at 16.
+GRIDS = [(1, 1, 5, 2, 16, 16, 1), (2, 2, 19, 6, 64, 32, 1), (3, 2, 3, 3, 96, 48, 3), (3, 2, 9, 4, 48, 32, 1),
+         (6, 2, 11, 4, 96, 32, 2)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
