@@ -6,6 +6,9 @@ CPU: capture only on a key's second sighting, replay from then on, any change of
 scalar is a new key, eager while a capture is in progress or when switched off, least recently used graphs dropped.
 The real capture and replay of the Triton step loops runs in tests/test_gpu_cuda.py on a GPU.
 """
+import threading
+import time
+
 import pytest
 import torch
 
@@ -110,6 +113,46 @@ def test_cpu_tensors_capture_in_progress_and_the_switch_run_eagerly(monkeypatch)
     for _ in range(3):
         assert cache.run("loop", _loop(src, dst, []), (src, dst), ()) == "eager"
     assert cache.counts == {"eager": 3, "captured": 0, "replayed": 0}
+
+
+class SlowCaptureGraph(FakeGraph):
+    """A fake graph whose capture takes a while and counts how many captures are under way at once."""
+    active, most_active = 0, 0
+    counter_lock = threading.Lock()
+
+    def capture(self, loop):
+        with SlowCaptureGraph.counter_lock:
+            SlowCaptureGraph.active += 1
+            SlowCaptureGraph.most_active = max(SlowCaptureGraph.most_active, SlowCaptureGraph.active)
+        time.sleep(0.2)
+        with SlowCaptureGraph.counter_lock:
+            SlowCaptureGraph.active -= 1
+        super().capture(loop)
+
+
+def test_captures_from_several_threads_do_not_overlap(monkeypatch):
+    """Threads capturing different loops on one device take turns: a real capture runs on the device's one side
+    stream, and a second capture begun on a stream that is already capturing fails."""
+    monkeypatch.setattr(SlowCaptureGraph, "most_active", 0)
+    cache = step_graph._StepGraphs(graph_factory=SlowCaptureGraph)
+    monkeypatch.setattr(cache, "can_capture", lambda device: True)
+    monkeypatch.setattr(step_graph, "_GRAPHS", cache)
+    start = threading.Barrier(3)
+    outcomes = []
+
+    def layer():
+        src, dst = torch.randn(3), torch.empty(3)  # a key of its own per thread
+        step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ())
+        start.wait()
+        outcomes.append((step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ()), torch.equal(dst, src * 2)))
+
+    threads = [threading.Thread(target=layer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [("replayed", True)] * 3
+    assert SlowCaptureGraph.most_active == 1
 
 
 def test_reset_forgets_graphs_and_counts(graphs):

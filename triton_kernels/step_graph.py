@@ -86,6 +86,9 @@ class _StepGraphs:
         self.seen: OrderedDict[Hashable, None] = OrderedDict()
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
         self.lock = threading.Lock()
+        # Captures take turns: a real one runs on the device's one side stream, and a second thread's capture begun
+        # on that stream while it is capturing fails (cudaStreamBeginCapture on a capturing stream).
+        self.capture_lock = threading.Lock()
 
     @staticmethod
     def can_capture(device: torch.device) -> bool:
@@ -113,7 +116,8 @@ class _StepGraphs:
             return self._eager(loop)
         if graph is None:
             graph = self.graph_factory(device)
-            graph.capture(loop)
+            with self.capture_lock:
+                graph.capture(loop)
             with self.lock:
                 self.seen.pop(key, None)
                 self.graphs[key] = graph
