@@ -8,6 +8,7 @@ The real capture and replay of the Triton step loops runs in tests/test_gpu_cuda
 """
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -203,3 +204,21 @@ def test_replayed_triton_loops_match_eager_ones(op, monkeypatch):
     for result in results:
         for got, want in zip(result, expected):
             assert torch.equal(got, want)
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly_after(graphs):
+    class BrokenGraph(FakeGraph):
+        def capture(self, loop):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    graphs.graph_factory = BrokenGraph
+    src, dst = torch.randn(3), torch.empty(3)
+    assert step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ()) == "eager"
+    dst.fill_(float("nan"))
+    with pytest.warns(RuntimeWarning, match="capturing the loop loop failed"):
+        assert step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ()) == "eager"
+    torch.testing.assert_close(dst, src * 2, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second attempt, no second warning
+        assert step_graph.run_steps("loop", _loop(src, dst, []), (src, dst), ()) == "eager"
+    assert step_graph.stats() == {"eager": 3, "captured": 0, "replayed": 0, "cached": 0}

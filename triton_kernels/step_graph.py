@@ -24,7 +24,8 @@ Eager always: on CPU tensors (the Triton interpreter), while the current stream 
 (their graph records the launches), and with ``LSTMKERN_STEP_GRAPHS=0`` in the environment.
 
 The graphs kept are the last :data:`MAX_GRAPHS` keys (least recently used first out). Since the loops allocate
-nothing, a graph's private memory pool stays empty; it holds only the graph itself.
+nothing, a graph's private memory pool stays empty; it holds only the graph itself. A loop whose capture fails (a
+RuntimeWarning says why) runs eagerly for that key from then on.
 
 Example::
     >>> def loop():
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Callable, Hashable, Iterable, Optional
 
@@ -43,8 +45,10 @@ import torch
 
 __all__ = ["run_steps", "stats", "reset", "MAX_GRAPHS"]
 
-MAX_GRAPHS = 16
-_MAX_SEEN = 64          # keys seen once (eager) and remembered so that a second sighting captures
+# Graphs kept: a stacked model's training step runs two loops per layer and direction (forward, backward), and a
+# graph holds no memory pool (the loops allocate nothing), so the cache is sized to hold a deep model's every loop.
+MAX_GRAPHS = 64
+_MAX_SEEN = 256         # keys seen once (eager) and remembered so that a second sighting captures
 _ENV_SWITCH = "LSTMKERN_STEP_GRAPHS"
 
 
@@ -84,6 +88,7 @@ class _StepGraphs:
         self.graph_factory = graph_factory
         self.graphs: OrderedDict[Hashable, object] = OrderedDict()
         self.seen: OrderedDict[Hashable, None] = OrderedDict()
+        self.uncapturable: OrderedDict[Hashable, None] = OrderedDict()  # keys whose capture failed: eager only
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
         self.lock = threading.Lock()
         # Captures take turns: a real one runs on the device's one side stream, and a second thread's capture begun
@@ -107,17 +112,25 @@ class _StepGraphs:
             graph = self.graphs.get(key)
             if graph is not None:
                 self.graphs.move_to_end(key)
+            elif key in self.uncapturable:
+                graph = "eager"
             elif key not in self.seen:
-                self.seen[key] = None
-                while len(self.seen) > _MAX_SEEN:
-                    self.seen.popitem(last=False)
+                _remember(self.seen, key)
                 graph = "eager"
         if graph == "eager":
             return self._eager(loop)
         if graph is None:
             graph = self.graph_factory(device)
-            with self.capture_lock:
-                graph.capture(loop)
+            try:
+                with self.capture_lock:
+                    graph.capture(loop)
+            except Exception as err:  # a launch that cannot be captured: this key runs eagerly from now on
+                with self.lock:
+                    self.seen.pop(key, None)
+                    _remember(self.uncapturable, key)
+                warnings.warn(f"lstmkern step_graph: capturing the {name} loop failed ({type(err).__name__}: {err}); "
+                              f"it runs eagerly from now on", RuntimeWarning, stacklevel=3)
+                return self._eager(loop)
             with self.lock:
                 self.seen.pop(key, None)
                 self.graphs[key] = graph
@@ -134,6 +147,13 @@ class _StepGraphs:
         with self.lock:
             self.counts["eager"] += 1
         return "eager"
+
+
+def _remember(keys: OrderedDict, key: Hashable) -> None:
+    """Add ``key`` to a bounded set of keys (oldest out first)."""
+    keys[key] = None
+    while len(keys) > _MAX_SEEN:
+        keys.popitem(last=False)
 
 
 def _tensor_key(tensor: Optional[torch.Tensor]) -> Hashable:
@@ -169,4 +189,5 @@ def reset() -> None:
     with _GRAPHS.lock:
         _GRAPHS.graphs.clear()
         _GRAPHS.seen.clear()
+        _GRAPHS.uncapturable.clear()
         _GRAPHS.counts.update(eager=0, captured=0, replayed=0)
