@@ -411,9 +411,17 @@ def test_unsupported_takes_the_flstm_cluster_rule_on_a_simulated_h100(monkeypatc
     monkeypatch.setattr(triton_backend, "unsupported", lambda *args: "no Triton today")
     assert cuda_backend.flstm_bwd_cluster_size(1024, 256, torch.bfloat16, H100_SMEM_OPTIN, (9, 0)) == 16
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer) is None
+    # Where the cluster backward cannot be resident the grid backward takes it (N = 16 for flstm-infer in bf16), and
+    # only where neither can be resident must the Triton backward take over.
     _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_bwd_clusters=0)
+    assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer) is None
+    ctas = cuda_backend.flstm_bwd_grid_ctas(1024, 256, torch.bfloat16, H100_SMEM_OPTIN, H100_SMS)
+    assert ctas > 0 and cuda_backend._flstm_backward_kernel(0, 1024, 256, torch.bfloat16, H100_SMEM_OPTIN, (9, 0),
+                                                            H100_SMS) == (0, ctas)
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_bwd_clusters=0, max_resident_bwd_ctas=ctas - 1)
     reason = cuda_backend.unsupported("flstm", cuda, torch.bfloat16, flstm_infer)
     assert "Triton" in reason and "no Triton today" in reason
+    _simulate_gpu(monkeypatch, H100_SMEM_OPTIN, (9, 0), max_active_bwd_clusters=0)
     assert cuda_backend.unsupported("flstm", cuda, torch.bfloat16, (8, 2, 8, 64, 1, 16)) is None
     # flstm-train: the grid forward and the grid backward (N = 64), no Triton needed; where the grid backward's 64 CTAs
     # cannot all be resident, Triton's backward would have to take over.
@@ -521,10 +529,15 @@ def test_glstm_bwd_runs_the_projected_backward_wherever_one_fits(monkeypatch):
     cuda_backend.glstm_bwd(*args)
     assert recording.calls == [("glstm_persistent_bwd", "projected", 1, 0), ("glstm_persistent_bwd", "projected", 2, 0),
                                ("glstm_persistent_bwd", "projected", 0, 2)]
-    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 1}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):
+    # A cluster that cannot be resident: the grid backward takes it where its N CTAs are.
+    _simulate_gpu(monkeypatch, single - 1, (9, 0), max_active_bwd_clusters=0)
+    cuda_backend.glstm_bwd(*args)
+    assert recording.calls[-1] == ("glstm_persistent_bwd", "projected", 0, 2)
+    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 1},
+                   {"cc": (9, 0), "max_active_bwd_clusters": 0, "max_resident_bwd_ctas": 1}):
         _simulate_gpu(monkeypatch, single - 1, **device)
         delegated = cuda_backend.glstm_bwd(*args)
-        assert len(recording.calls) == 3  # not called again
+        assert len(recording.calls) == 4  # not called again
         for got, expected in zip(delegated, triton_backend.glstm_bwd(*args), strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
@@ -548,8 +561,8 @@ def test_every_projected_forward_shape_has_a_persistent_backward(dtype):
 
 def test_flstm_bwd_rule_runs_a_persistent_backward_wherever_one_fits(monkeypatch):
     """flstm_bwd: the single-CTA backward where it fits, else the cluster backward (compute capability 9.x, resident),
-    else Triton's backward (under the Triton interpreter on CPU tensors, with simulated devices whose shared memory is
-    too small for one CTA at H = 32, R = 16)."""
+    else the grid backward (resident), else Triton's backward (under the Triton interpreter on CPU tensors, with
+    simulated devices whose shared memory is too small for one CTA at H = 32, R = 16)."""
     from lstmkern.backends import triton as triton_backend
     from lstmkern.reference import flstm_reference
 
@@ -577,11 +590,15 @@ def test_flstm_bwd_rule_runs_a_persistent_backward_wherever_one_fits(monkeypatch
     assert cuda_backend.flstm_bwd_grid_ctas(H, R, torch.float32, single - 1, H100_SMS) == 1
     assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls[-1] == ("flstm_persistent_bwd", "grid", 1)
 
-    # No clusters and the grid backward's CTAs not all resident; a cluster backward that is not resident.
-    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 0}, {"cc": (9, 0), "max_active_bwd_clusters": 0}):
+    # A cluster backward that is not resident: the grid backward takes it where its CTAs are.
+    _simulate_gpu(monkeypatch, single - 1, (9, 0), max_active_bwd_clusters=0)
+    assert cuda_backend.flstm_bwd(*args) == "persistent" and recording.calls[-1] == ("flstm_persistent_bwd", "grid", 1)
+    # No clusters and the grid backward's CTAs not all resident; neither a cluster nor the grid resident.
+    for device in ({"cc": (8, 0), "max_resident_bwd_ctas": 0},
+                   {"cc": (9, 0), "max_active_bwd_clusters": 0, "max_resident_bwd_ctas": 0}):
         _simulate_gpu(monkeypatch, single - 1, **device)
         delegated = cuda_backend.flstm_bwd(*args)
-        assert len(recording.calls) == 3  # not called again
+        assert len(recording.calls) == 4  # not called again
         for got, expected in zip(delegated, triton_backend.flstm_bwd(*args)):
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 

@@ -26,8 +26,9 @@ weights resident in shared memory:
   runs the cluster backward (csrc/flstm_cluster_bwd.cu), the same decomposition in reverse time: each CTA runs the
   cell backward of its own units, forms a partial dz = dgates W2[own rows], the partials are exchanged exactly like
   the forward's z, and each CTA computes the recurrent dh of its own units, dz W1_h[:, own], with no exchange
-  (verified against the reference under the CPU emulator, tests/test_emu_flstm_bwd.py); Triton's backward only where
-  no cluster backward fits (:func:`flstm_bwd_cluster_size`) or none can be resident.
+  (verified against the reference under the CPU emulator, tests/test_emu_flstm_bwd.py); where no cluster backward
+  fits (:func:`flstm_bwd_cluster_size`) or none can be resident, the grid backward below, and Triton's backward only
+  where that cannot be resident either.
 * F-LSTM layers too large for any cluster (e.g. flstm-train, H = 2048, R = 512 in bf16: 10 MiB of weights), or
   beyond one CTA on a GPU without clusters (compute capability 8.x): the grid-cooperative forward
   (csrc/flstm_grid.cu). The same per-step algorithm as the cluster forward on N co-resident CTAs (the whole grid, one
@@ -984,28 +985,34 @@ def _projected_backward_kernel(index: int, H: int, P: int, G: int, dtype: torch.
                                cc: tuple[int, int], sm_count: int) -> tuple[int, int]:
     """The persistent projected backward :func:`glstm_bwd` runs on CUDA device ``index``, as the op's (cluster_size,
     grid_ctas): (1, 0) = single CTA, (C, 0) = the cluster backward (:func:`projected_bwd_cluster_size`, resident),
-    (0, N) = the grid backward where no single CTA or cluster fits (:func:`projected_bwd_grid_ctas`, all N resident),
-    (0, 0) = none (Triton's backward)."""
+    (0, N) = the grid backward (:func:`projected_bwd_grid_ctas`, all N resident) where no single CTA fits and no
+    cluster fits or is resident, (0, 0) = none (Triton's backward)."""
     if not _projected_shape_ok(H, P, G):
         return 0, 0
-    cluster_size = projected_bwd_cluster_size(H, P, G, dtype, smem, cc)
-    if cluster_size > 1:
+    return _resident_backward(
+        projected_bwd_cluster_size(H, P, G, dtype, smem, cc),
+        lambda C: _projected_cluster_bwd_max_active(index, H, P, G, C, dtype),
+        projected_bwd_grid_ctas(H, P, G, dtype, smem, sm_count),
+        lambda N: _projected_grid_bwd_max_resident(index, H, P, G, N, dtype))
+
+
+def _resident_backward(cluster_size: int, clusters_active, grid_ctas: int, ctas_resident) -> tuple[int, int]:
+    """The (cluster_size, grid_ctas) a persistent backward runs with: the single CTA (cluster_size 1); else the cluster
+    of ``cluster_size`` CTAs where ``clusters_active(C)`` >= 1; else the grid of ``grid_ctas`` CTAs where
+    ``ctas_resident(N)`` >= N (a cluster of 16 may not be resident where a grid is, e.g. a GPU whose GPCs have fewer
+    free SMs); else (0, 0). A failed occupancy query counts as not resident: fall back, do not raise."""
+    def at_least(query, size: int, need: int) -> bool:
         try:
-            if _projected_cluster_bwd_max_active(index, H, P, G, cluster_size, dtype) < 1:
-                return 0, 0
-        except RuntimeError:  # the occupancy query failed: fall back, do not raise
-            return 0, 0
-    if cluster_size > 0:
+            return query(size) >= need
+        except RuntimeError:
+            return False
+    if cluster_size == 1:
+        return 1, 0
+    if cluster_size > 1 and at_least(clusters_active, cluster_size, 1):
         return cluster_size, 0
-    ctas = projected_bwd_grid_ctas(H, P, G, dtype, smem, sm_count)
-    if ctas == 0:
-        return 0, 0
-    try:
-        if _projected_grid_bwd_max_resident(index, H, P, G, ctas, dtype) < ctas:
-            return 0, 0
-    except RuntimeError:  # the occupancy query failed: fall back, do not raise
-        return 0, 0
-    return 0, ctas
+    if grid_ctas > 0 and at_least(ctas_resident, grid_ctas, grid_ctas):
+        return 0, grid_ctas
+    return 0, 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -1040,26 +1047,13 @@ def _flstm_backward_kernel(index: int, H: int, R: int, dtype: torch.dtype, smem:
                            sm_count: int) -> tuple[int, int]:
     """The persistent F-LSTM backward :func:`flstm_bwd` runs on CUDA device ``index``, as the op's (cluster_size,
     grid_ctas): (1, 0) = single CTA, (C, 0) = the cluster backward with C CTAs (:func:`flstm_bwd_cluster_size`,
-    resident on the device), (0, N) = the grid-cooperative backward on N CTAs where no single CTA or cluster fits
-    (:func:`flstm_bwd_grid_ctas`, all N resident), (0, 0) = none (Triton's backward)."""
-    cluster_size = flstm_bwd_cluster_size(H, R, dtype, smem, cc)
-    if cluster_size > 1:
-        try:
-            if _flstm_cluster_bwd_max_active(index, H, R, cluster_size, dtype) < 1:
-                return 0, 0
-        except RuntimeError:  # the occupancy query failed: fall back, do not raise
-            return 0, 0
-    if cluster_size > 0:
-        return cluster_size, 0
-    ctas = flstm_bwd_grid_ctas(H, R, dtype, smem, sm_count)
-    if ctas == 0:
-        return 0, 0
-    try:
-        if _flstm_grid_bwd_max_resident(index, H, R, ctas, dtype) < ctas:
-            return 0, 0
-    except RuntimeError:  # the occupancy query failed: fall back, do not raise
-        return 0, 0
-    return 0, ctas
+    resident on the device), (0, N) = the grid-cooperative backward on N CTAs (:func:`flstm_bwd_grid_ctas`, all N
+    resident) where no single CTA fits and no cluster fits or is resident, (0, 0) = none (Triton's backward)."""
+    return _resident_backward(
+        flstm_bwd_cluster_size(H, R, dtype, smem, cc),
+        lambda C: _flstm_cluster_bwd_max_active(index, H, R, C, dtype),
+        flstm_bwd_grid_ctas(H, R, dtype, smem, sm_count),
+        lambda N: _flstm_grid_bwd_max_resident(index, H, R, N, dtype))
 
 
 def _flstm_backward_problem(device: torch.device, dtype: torch.dtype, sizes: tuple, smem: int,
