@@ -216,6 +216,33 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_persistent_smem_bytes(int64_t h, in
 constexpr int kClusterMaxSize = 8;
 constexpr int kClusterUnitMultiple = 16;  // Hs must be a multiple of this
 
+// The kernel choices below share these two searches. per_cta_bytes(size) is a layout's bytes per CTA at that cluster
+// size or CTA count, -1 where the shape rule does not accept the size.
+// The smallest cluster size C = 2, 4, ..., max_cluster_size whose CTAs fit smem_optin, on compute capability 9.x (the
+// cluster kernels are built for sm_90a only); 0 where none does.
+template <typename PerCtaBytes>
+LSTMKERN_HOST_DEVICE constexpr int smallest_fitting_cluster(int max_cluster_size, PerCtaBytes per_cta_bytes,
+                                                            int64_t smem_optin, int cc_major) {
+  if (cc_major != 9) return 0;
+  for (int cluster_size = 2; cluster_size <= max_cluster_size; cluster_size *= 2) {
+    const int64_t bytes = per_cta_bytes(cluster_size);
+    if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
+  }
+  return 0;
+}
+
+// The smallest CTA count N <= sm_count (one CTA per SM, all co-resident) with 16 N <= h whose CTAs fit smem_optin; 0
+// where none does.
+template <typename PerCtaBytes>
+LSTMKERN_HOST_DEVICE constexpr int smallest_fitting_grid(int64_t h, int64_t sm_count, PerCtaBytes per_cta_bytes,
+                                                         int64_t smem_optin) {
+  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
+    const int64_t bytes = per_cta_bytes(ctas);
+    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
+  }
+  return 0;
+}
+
 struct GlstmClusterFwdLayout {
   int64_t units_per_cta, w_rows, w_ld, h_ld, gates_ld;
   int64_t w_offset, h_offset[2], gates_offset, c_offset, total_bytes;
@@ -298,33 +325,27 @@ LSTMKERN_HOST_DEVICE constexpr int64_t glstm_cluster_bwd_smem_bytes(int64_t hg, 
 // How the G-LSTM forward runs a group of hg units on a device with `smem_optin` bytes of opt-in shared memory per
 // block and compute capability major `cc_major`: 1 = the single-CTA kernel (forward and backward both fit, so the
 // whole op stays on the persistent kernels); else the smallest cluster size C whose per-CTA layout fits (compute
-// capability 9.x only; the backward then runs elsewhere, see lstmkern/backends/cuda.py); else 1 again where the
-// single-CTA forward alone fits; 0 = neither. lstmkern.backends.cuda.glstm_cluster_size mirrors this.
+// capability 9.x only; the backward then runs on the cluster backward, glstm_bwd_cluster_size); else 1 again where
+// the single-CTA forward alone fits; 0 = neither. lstmkern.backends.cuda.glstm_cluster_size mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int glstm_fwd_cluster_size(int64_t hg, ElementKind kind, int64_t smem_optin,
                                                           int cc_major) {
   if (glstm_persistent_smem_bytes(hg, kind) <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = glstm_cluster_smem_bytes(hg, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return glstm_fwd_layout(hg, kind).total_bytes <= smem_optin ? 1 : 0;
+  const int cluster = smallest_fitting_cluster(
+      kClusterMaxSize,
+      [&](int cluster_size) { return glstm_cluster_smem_bytes(hg, cluster_size, kind); },
+      smem_optin, cc_major);
+  return cluster != 0 ? cluster : (glstm_fwd_layout(hg, kind).total_bytes <= smem_optin ? 1 : 0);
 }
 
-// The backward counterpart for direct callers of the op's automatic mode: 1 = the single-CTA backward fits, else the
-// smallest fitting cluster size (compute capability 9.x), else 0. (lstmkern.backends.cuda currently runs the Triton
-// backward wherever the single-CTA kernels do not fit; see glstm_bwd there.)
+// The backward counterpart, the op's automatic choice: 1 = the single-CTA backward fits, else the smallest fitting
+// cluster size (compute capability 9.x), else 0 (lstmkern.backends.cuda.glstm_bwd then runs Triton's backward).
 LSTMKERN_HOST_DEVICE constexpr int glstm_bwd_cluster_size(int64_t hg, ElementKind kind, int64_t smem_optin,
                                                           int cc_major) {
   if (glstm_bwd_layout(hg, kind).total_bytes <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = glstm_cluster_bwd_smem_bytes(hg, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return 0;
+  return smallest_fitting_cluster(
+      kClusterMaxSize,
+      [&](int cluster_size) { return glstm_cluster_bwd_smem_bytes(hg, cluster_size, kind); },
+      smem_optin, cc_major);
 }
 
 // F-LSTM forward on a thread-block cluster (csrc/flstm_cluster.cu): one cluster of C CTAs per batch tile; CTA rank r
@@ -463,13 +484,10 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_cluster_bwd_smem_bytes(int64_t h, i
 LSTMKERN_HOST_DEVICE constexpr int flstm_bwd_cluster_size(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
                                                           int cc_major) {
   if (flstm_bwd_layout(h, r, kind).total_bytes <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return 0;
+  return smallest_fitting_cluster(
+      kFlstmClusterMaxSize,
+      [&](int cluster_size) { return flstm_cluster_bwd_smem_bytes(h, r, cluster_size, kind); },
+      smem_optin, cc_major);
 }
 
 // How the F-LSTM forward runs (same convention as glstm_fwd_cluster_size): 1 = the single-CTA kernels (forward and
@@ -480,13 +498,11 @@ LSTMKERN_HOST_DEVICE constexpr int flstm_bwd_cluster_size(int64_t h, int64_t r, 
 LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_cluster_size(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
                                                           int cc_major) {
   if (flstm_persistent_smem_bytes(h, r, kind) <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = flstm_cluster_smem_bytes(h, r, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0;
+  const int cluster = smallest_fitting_cluster(
+      kFlstmClusterMaxSize,
+      [&](int cluster_size) { return flstm_cluster_smem_bytes(h, r, cluster_size, kind); },
+      smem_optin, cc_major);
+  return cluster != 0 ? cluster : (flstm_fwd_layout(h, r, kind).total_bytes <= smem_optin ? 1 : 0);
 }
 
 // Projected layers (LSTMP: weight_hr (P, H), h_t = W_hr m_t with m_t = o_t * tanh(c_t)) of a G-LSTM with G >= 1 groups
@@ -531,13 +547,10 @@ LSTMKERN_HOST_DEVICE constexpr int projected_fwd_cluster_size(int64_t h, int64_t
                                                               int64_t smem_optin, int cc_major) {
   const int64_t single = projected_smem_bytes(h, p, groups, kind);
   if (single >= 0 && single <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = projected_cluster_smem_bytes(h, p, groups, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return 0;
+  return smallest_fitting_cluster(
+      kFlstmClusterMaxSize,
+      [&](int cluster_size) { return projected_cluster_smem_bytes(h, p, groups, cluster_size, kind); },
+      smem_optin, cc_major);
 }
 
 // F-LSTM forward on the whole grid (csrc/flstm_grid.cu), for layers whose weights exceed any cluster (e.g.
@@ -602,11 +615,8 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_grid_smem_bytes(int64_t h, int64_t 
 // barriers. lstmkern.backends.cuda.flstm_grid_ctas mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int flstm_fwd_grid_ctas(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
                                                        int64_t sm_count) {
-  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
-    const int64_t bytes = flstm_grid_smem_bytes(h, r, ctas, kind);
-    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
-  }
-  return 0;
+  return smallest_fitting_grid(
+      h, sm_count, [&](int64_t ctas) { return flstm_grid_smem_bytes(h, r, ctas, kind); }, smem_optin);
 }
 
 // F-LSTM backward on the whole grid (csrc/flstm_grid_bwd.cu), the grid forward's decomposition in reverse time and
@@ -677,11 +687,8 @@ LSTMKERN_HOST_DEVICE constexpr int64_t flstm_grid_bwd_smem_bytes(int64_t h, int6
 // lstmkern.backends.cuda.flstm_bwd_grid_ctas mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int flstm_bwd_grid_ctas(int64_t h, int64_t r, ElementKind kind, int64_t smem_optin,
                                                        int64_t sm_count) {
-  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
-    const int64_t bytes = flstm_grid_bwd_smem_bytes(h, r, ctas, kind);
-    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
-  }
-  return 0;
+  return smallest_fitting_grid(
+      h, sm_count, [&](int64_t ctas) { return flstm_grid_bwd_smem_bytes(h, r, ctas, kind); }, smem_optin);
 }
 
 // The projected mode of the grid forward (csrc/flstm_grid.cu; see projected_fwd_layout above): flstm_grid_shape_ok
@@ -703,11 +710,8 @@ LSTMKERN_HOST_DEVICE constexpr int64_t projected_grid_smem_bytes(int64_t h, int6
 // lstmkern.backends.cuda.projected_grid_ctas mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int projected_fwd_grid_ctas(int64_t h, int64_t p, int64_t groups, ElementKind kind,
                                                            int64_t smem_optin, int64_t sm_count) {
-  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
-    const int64_t bytes = projected_grid_smem_bytes(h, p, groups, ctas, kind);
-    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
-  }
-  return 0;
+  return smallest_fitting_grid(
+      h, sm_count, [&](int64_t ctas) { return projected_grid_smem_bytes(h, p, groups, ctas, kind); }, smem_optin);
 }
 
 // The projected backward (BPTT of a projected G-LSTM, lstmkern/reference.py glstm_reference_backward with weight_hr)
@@ -748,24 +752,18 @@ LSTMKERN_HOST_DEVICE constexpr int projected_bwd_cluster_size(int64_t h, int64_t
                                                               int64_t smem_optin, int cc_major) {
   const int64_t single = projected_bwd_smem_bytes(h, p, groups, kind);
   if (single >= 0 && single <= smem_optin) return 1;
-  if (cc_major == 9) {
-    for (int cluster_size = 2; cluster_size <= kFlstmClusterMaxSize; cluster_size *= 2) {
-      const int64_t bytes = projected_cluster_bwd_smem_bytes(h, p, groups, cluster_size, kind);
-      if (bytes >= 0 && bytes <= smem_optin) return cluster_size;
-    }
-  }
-  return 0;
+  return smallest_fitting_cluster(
+      kFlstmClusterMaxSize,
+      [&](int cluster_size) { return projected_cluster_bwd_smem_bytes(h, p, groups, cluster_size, kind); },
+      smem_optin, cc_major);
 }
 
 // The CTA count of the grid projected backward where projected_bwd_cluster_size is 0: the smallest accepted
 // N <= sm_count whose per-CTA backward layout fits, or 0. lstmkern.backends.cuda.projected_bwd_grid_ctas mirrors this.
 LSTMKERN_HOST_DEVICE constexpr int projected_bwd_grid_ctas(int64_t h, int64_t p, int64_t groups, ElementKind kind,
                                                            int64_t smem_optin, int64_t sm_count) {
-  for (int64_t ctas = 1; ctas <= sm_count && ctas * kClusterUnitMultiple <= h; ++ctas) {
-    const int64_t bytes = projected_grid_bwd_smem_bytes(h, p, groups, ctas, kind);
-    if (bytes >= 0 && bytes <= smem_optin) return static_cast<int>(ctas);
-  }
-  return 0;
+  return smallest_fitting_grid(
+      h, sm_count, [&](int64_t ctas) { return projected_grid_bwd_smem_bytes(h, p, groups, ctas, kind); }, smem_optin);
 }
 
 // Compile-time spot checks of the layout arithmetic (Hg = 3 in fp16: Kpad 16, Npad 16).

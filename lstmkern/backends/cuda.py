@@ -293,6 +293,13 @@ def _smallest_cluster(sizes: tuple[int, ...], accepted, per_cta_bytes, smem_byte
     return next((C for C in sizes if accepted(C) and per_cta_bytes(C) <= smem_bytes), 0)
 
 
+def _smallest_grid(H: int, sm_count: int, accepted, per_cta_bytes, smem_bytes: int) -> int:
+    """The smallest CTA count N <= ``sm_count`` (one CTA per SM, all co-resident) with 16 N <= H, ``accepted(N)`` and
+    ``per_cta_bytes(N) <= smem_bytes``; 0 where none qualifies (smallest_fitting_grid in csrc/persistent_layout.h)."""
+    return next((N for N in range(1, min(sm_count, H // _CLUSTER_UNIT_MULTIPLE) + 1)
+                 if accepted(N) and per_cta_bytes(N) <= smem_bytes), 0)
+
+
 def glstm_cluster_size(Hg: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int]) -> int:
     """The G-LSTM forward kernel the extension's automatic choice runs (mirrors glstm_fwd_cluster_size in
     csrc/persistent_layout.h): 1 = single CTA per group (its forward and backward both fit ``smem_bytes``); else the
@@ -471,12 +478,8 @@ def flstm_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_coun
         >>> flstm_grid_ctas(1024, 256, torch.bfloat16, 166912, 108)   # flstm-infer on an A100
         32
     """
-    N = 1
-    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
-        if _flstm_grid_shape_ok(H, R, N) and flstm_grid_smem_bytes(H, R, N, dtype) <= smem_bytes:
-            return N
-        N += 1
-    return 0
+    return _smallest_grid(H, sm_count, lambda N: _flstm_grid_shape_ok(H, R, N),
+                          lambda N: flstm_grid_smem_bytes(H, R, N, dtype), smem_bytes)
 
 
 def flstm_grid_bwd_smem_bytes(H: int, R: int, N: int, dtype: torch.dtype) -> int:
@@ -518,12 +521,8 @@ def flstm_bwd_grid_ctas(H: int, R: int, dtype: torch.dtype, smem_bytes: int, sm_
         >>> flstm_bwd_grid_ctas(2048, 512, torch.bfloat16, 232448, 132)   # flstm-train on an H100
         64
     """
-    N = 1
-    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
-        if _flstm_grid_shape_ok(H, R, N) and flstm_grid_bwd_smem_bytes(H, R, N, dtype) <= smem_bytes:
-            return N
-        N += 1
-    return 0
+    return _smallest_grid(H, sm_count, lambda N: _flstm_grid_shape_ok(H, R, N),
+                          lambda N: flstm_grid_bwd_smem_bytes(H, R, N, dtype), smem_bytes)
 
 
 # --- Projected layers (LSTMP) on the F-LSTM forward kernels: keep in sync with csrc/persistent_layout.h ------------
@@ -627,12 +626,8 @@ def projected_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_bytes: 
         >>> projected_grid_ctas(4096, 1024, 4, torch.bfloat16, 232448, 132)
         128
     """
-    N = 1
-    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
-        if _projected_grid_shape_ok(H, P, G, N) and projected_grid_smem_bytes(H, P, G, N, dtype) <= smem_bytes:
-            return N
-        N += 1
-    return 0
+    return _smallest_grid(H, sm_count, lambda N: _projected_grid_shape_ok(H, P, G, N),
+                          lambda N: projected_grid_smem_bytes(H, P, G, N, dtype), smem_bytes)
 
 
 def projected_cluster_bwd_smem_bytes(H: int, P: int, G: int, C: int, dtype: torch.dtype) -> int:
@@ -698,12 +693,8 @@ def projected_bwd_grid_ctas(H: int, P: int, G: int, dtype: torch.dtype, smem_byt
         >>> projected_bwd_grid_ctas(4096, 1024, 4, torch.bfloat16, 232448, 132)
         128
     """
-    N = 1
-    while N <= sm_count and N * _CLUSTER_UNIT_MULTIPLE <= H:
-        if _projected_grid_shape_ok(H, P, G, N) and projected_grid_bwd_smem_bytes(H, P, G, N, dtype) <= smem_bytes:
-            return N
-        N += 1
-    return 0
+    return _smallest_grid(H, sm_count, lambda N: _projected_grid_shape_ok(H, P, G, N),
+                          lambda N: projected_grid_bwd_smem_bytes(H, P, G, N, dtype), smem_bytes)
 
 
 def projected_rule(H: int, P: int, G: int, B: int, dtype: torch.dtype, smem_bytes: int, cc: tuple[int, int], *,
