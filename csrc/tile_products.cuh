@@ -65,6 +65,36 @@ __device__ __forceinline__ void fma_product(const float* __restrict__ a, int lda
   }
 }
 
+// The body of both loaders below: kTransposed stores W1_h and W2 transposed (the forward's B operands), else as
+// stored (the backward's). The global reads are the same either way: consecutive threads read consecutive k of a W1
+// row and consecutive q of a W2 row (coalesced); `groups` selects the projected mode's gate rows (see below).
+template <bool kTransposed, typename Element>
+__device__ __forceinline__ void load_unit_weights(const Element* __restrict__ weight_1,
+                                                  const Element* __restrict__ weight_2, int I, int H, int R,
+                                                  int unit_start, int Hs, Element* w1h, int64_t w1h_ld, Element* w2,
+                                                  int64_t w2_ld, int groups) {
+  const int64_t w1_ld = static_cast<int64_t>(I) + H;
+  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
+    const int q = idx / Hs;
+    const int k = idx - q * Hs;
+    const int64_t dst = kTransposed ? static_cast<int64_t>(k) * w1h_ld + q : static_cast<int64_t>(q) * w1h_ld + k;
+    w1h[dst] = weight_1[q * w1_ld + I + unit_start + k];
+  }
+  const int four_hs = 4 * Hs;
+  const int hg = H / groups;               // units per group (H for the F-LSTM)
+  const int group = unit_start / hg;       // the CTA's group (0 for the F-LSTM)
+  const int w2_cols = R / groups;          // columns of W2: Pg (R for the F-LSTM)
+  const int64_t row_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
+  for (int idx = threadIdx.x; idx < four_hs * w2_cols; idx += blockDim.x) {
+    const int n = idx / w2_cols;  // CTA-local gate row (column when transposed) gate * Hs + j
+    const int q = idx - n * w2_cols;
+    const int gate = n / Hs;
+    const int64_t row = row_start + static_cast<int64_t>(gate) * hg + (n - gate * Hs);
+    const int64_t dst = kTransposed ? static_cast<int64_t>(q) * w2_ld + n : static_cast<int64_t>(n) * w2_ld + q;
+    w2[dst] = weight_2[row * w2_cols + q];
+  }
+}
+
 // The resident weights of an F-LSTM CTA that owns hidden units [unit_start, unit_start + Hs):
 //   W1_h columns: W1[q][I + unit_start + k] -> w1h[k][q] (Hs x w1h_ld), consecutive threads read consecutive k of one
 //   row of W1, so the global loads coalesce (the transposing shared-memory stores are a one-off);
@@ -79,24 +109,7 @@ __device__ __forceinline__ void load_flstm_unit_weights(const Element* __restric
                                                         const Element* __restrict__ weight_2, int I, int H, int R,
                                                         int unit_start, int Hs, Element* w1h, int64_t w1h_ld,
                                                         Element* w2, int64_t w2_ld, int groups = 1) {
-  const int64_t w1_ld = static_cast<int64_t>(I) + H;
-  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
-    const int q = idx / Hs;
-    const int k = idx - q * Hs;
-    w1h[static_cast<int64_t>(k) * w1h_ld + q] = weight_1[q * w1_ld + I + unit_start + k];
-  }
-  const int four_hs = 4 * Hs;
-  const int hg = H / groups;               // units per group (H for the F-LSTM)
-  const int group = unit_start / hg;       // the CTA's group (0 for the F-LSTM)
-  const int w2_cols = R / groups;          // columns of W2: Pg (R for the F-LSTM)
-  const int64_t row_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
-  for (int idx = threadIdx.x; idx < four_hs * w2_cols; idx += blockDim.x) {
-    const int n = idx / w2_cols;  // CTA-local gate column gate * Hs + j
-    const int q = idx - n * w2_cols;
-    const int gate = n / Hs;
-    const int64_t row = row_start + static_cast<int64_t>(gate) * hg + (n - gate * Hs);
-    w2[static_cast<int64_t>(q) * w2_ld + n] = weight_2[row * w2_cols + q];
-  }
+  load_unit_weights<true>(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld, groups);
 }
 
 // The resident weights of an F-LSTM backward CTA (csrc/flstm_cluster_bwd.cu, csrc/flstm_grid_bwd.cu) that owns hidden
@@ -114,24 +127,7 @@ __device__ __forceinline__ void load_flstm_unit_weights_as_stored(const Element*
                                                                   int R, int unit_start, int Hs, Element* w2,
                                                                   int64_t w2_ld, Element* w1h, int64_t w1h_ld,
                                                                   int groups = 1) {
-  const int four_hs = 4 * Hs;
-  const int hg = H / groups;          // units per group (H for the F-LSTM)
-  const int group = unit_start / hg;  // the CTA's group (0 for the F-LSTM)
-  const int w2_cols = R / groups;     // columns of W2: Pg (R for the F-LSTM)
-  const int64_t row_start = static_cast<int64_t>(group) * 4 * hg + (unit_start - group * hg);
-  for (int idx = threadIdx.x; idx < four_hs * w2_cols; idx += blockDim.x) {
-    const int n = idx / w2_cols;  // CTA-local gate row gate * Hs + j
-    const int q = idx - n * w2_cols;
-    const int gate = n / Hs;
-    const int64_t row = row_start + static_cast<int64_t>(gate) * hg + (n - gate * Hs);
-    w2[static_cast<int64_t>(n) * w2_ld + q] = weight_2[row * w2_cols + q];
-  }
-  const int64_t w1_ld = static_cast<int64_t>(I) + H;
-  for (int idx = threadIdx.x; idx < R * Hs; idx += blockDim.x) {
-    const int q = idx / Hs;
-    const int k = idx - q * Hs;
-    w1h[static_cast<int64_t>(q) * w1h_ld + k] = weight_1[q * w1_ld + I + unit_start + k];
-  }
+  load_unit_weights<false>(weight_1, weight_2, I, H, R, unit_start, Hs, w1h, w1h_ld, w2, w2_ld, groups);
 }
 
 // The four gates' input projection of cell item idx = (batch row b, owned unit j), b = idx / units: row b of P_t
