@@ -109,16 +109,18 @@ def test_problems_flag_compile_errors_shared_memory_and_spills():
     assert "spills" in aot.problems({**fits, "stack_frame": 8, "spill_stores": 4, "spill_loads": 4}, ARCH)[0]
 
 
-# Compiles, for sm_90, one autotune config of each F-LSTM kernel that multiplies in the recurrence (the rank product
-# z_t = h W1_h^T / dz_t = dgates W2, the forward step's z W2^T, the backward step's dz_{t+1} W1_h) as the launchers
-# specialise it, and reports per "kernel dtype" whether its PTX holds tensor-core instructions (mma / wgmma).
+# Compiles, for sm_90, one autotune config of each F-LSTM kernel that multiplies in the recurrence (the rank products
+# z_t = h W1_h^T / dz_t = dgates W2 on the shared grouped GEMM, keyed by the dtype it multiplies in; the forward step's
+# z W2^T, the backward step's dz_{t+1} W1_h) as the launchers specialise it, and reports per "kernel dtype" whether
+# its PTX holds tensor-core instructions (mma / wgmma).
 _TENSOR_CORE_SCRIPT = """
 import json, sys
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton_kernels import aot
-KERNELS = ("_flstm_rank_product_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
+KERNELS = ("_grouped_gemm_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
+TL_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
 target = GPUTarget("cuda", 90, 32)
 launches, kernels = aot.record_launches([torch.float32, torch.float16, torch.bfloat16])
 found = {}
@@ -127,8 +129,12 @@ for spec in aot.specialisations(launches, kernels, target):
     flags = {names[path[0]]: value for path, value in spec.constexprs.items()}
     if spec.kernel not in KERNELS or flags.get("PROJECTED", False):  # the projected step has no product
         continue
-    for dtype in spec.dtypes:
-        found.setdefault(f"{spec.kernel} {str(dtype).removeprefix('torch.')}", spec)
+    if spec.kernel == "_grouped_gemm_kernel":  # every layer's GEMMs: keyed by the operand dtype of its product
+        dtypes = [TL_NAMES[str(flags["DOT_DTYPE"])]]
+    else:
+        dtypes = [str(dtype).removeprefix("torch.") for dtype in spec.dtypes]
+    for dtype in dtypes:
+        found.setdefault(f"{spec.kernel} {dtype}", spec)
 result = {}
 for key, spec in found.items():
     fn = aot._jit_function(kernels[(spec.module, spec.kernel)])
@@ -141,13 +147,14 @@ json.dump(result, sys.stdout)
 
 def test_flstm_recurrent_products_use_tensor_cores_in_16_bit():
     """fp16/bf16 F-LSTM step kernels multiply on tensor cores (the backward step's dz_{t+1} W1_h and the rank product
-    dz_t = dgates_t W2 included: both take 16-bit operands), float32 ones keep IEEE products (FMA, no mma)."""
+    dz_t = dgates_t W2, a grouped GEMM with 16-bit operands, included), float32 ones keep IEEE products (FMA, no
+    mma)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", _TENSOR_CORE_SCRIPT], cwd=REPO, env=env, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr[-5000:]
     uses_mma = json.loads(proc.stdout)
-    kernels = ("_flstm_rank_product_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
+    kernels = ("_grouped_gemm_kernel", "_flstm_step_kernel", "_flstm_backward_step_kernel")
     assert set(uses_mma) == {f"{k} {d}" for k in kernels for d in ("float32", "float16", "bfloat16")}, uses_mma
     for key, mma in uses_mma.items():
         assert mma == (not key.endswith("float32")), f"{key}: tensor-core instructions {'' if mma else 'not '}found"

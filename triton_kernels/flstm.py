@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (ALL_DTYPES, F32, F64, HALF, TORCH_TO_TL, autotune_configs, dot_acc, dot_pad,
+from ._common import (ALL_DTYPES, F32, F64, HALF, autotune_configs, dot_acc, dot_pad,
                       gradient_gemm_operand, lstm_cell, lstm_cell_backward, new_buffer, sigmoid, state_dtype,
                       step_epilogue, tanh)
 from .gemm import grouped_gemm
@@ -117,56 +117,16 @@ def _flstm_projection_kernel(x_ptr, w1_ptr, w2_ptr, bias_ptr, p_ptr, M, M_BUCKET
 # ----------------------------------------------------------------------------------------------------------------------
 # The rank products of the recurrence: z_t = h_{t-1} W1_h^T (forward) and dz_t = dgates_t W2 (backward)
 # ----------------------------------------------------------------------------------------------------------------------
-@triton.autotune(
-    **autotune_configs(
-        gpu=[dict(BLOCK_B=16, BLOCK_R=32, BLOCK_K=64), dict(BLOCK_B=32, BLOCK_R=32, BLOCK_K=64),
-             dict(BLOCK_B=64, BLOCK_R=16, BLOCK_K=64), dict(BLOCK_B=64, BLOCK_R=32, BLOCK_K=32),
-             dict(BLOCK_B=16, BLOCK_R=16, BLOCK_K=32)],
-        num_stages=[3, 3, 3, 3, 1],
-        # The dtypes each config serves: elsewhere it spills registers on sm_90 (see tests/test_triton_aot.py).
-        dtype_arg="w_ptr", dtypes=[ALL_DTYPES, ALL_DTYPES, ALL_DTYPES, ALL_DTYPES, F32 + HALF],
-        interpreted=dict(BLOCK_B=16, BLOCK_R=16, BLOCK_K=16)),
-    key=["B", "K", "R", "stride_wk"],
-)
-@triton.jit
-def _flstm_rank_product_kernel(a_ptr, w_ptr, out_ptr, B, K, R, stride_wk, stride_wr, ACC_DTYPE: tl.constexpr,
-                               BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """out = a w for one step, once for the whole layer: a (B, K) contiguous, w (K, R) at strides (stride_wk,
-    stride_wr), out (B, R). Forward: z_t = h_{t-1} W1_h^T (a = h_{t-1}, K = P, w = W1_h^T); backward:
-    dz_t = dgates_t W2 (a = dgates_t, K = 4H, w = W2).
-
-    a and w are in the layer dtype (16-bit operands use tensor cores), the sum is accumulated in ACC_DTYPE (the state
-    dtype) and rounded to out's dtype (the layer dtype) once: z where the reference's 16-bit matmul rounds it, dz as
-    the 16-bit operand of the next recurrent product and of the weight gradients (module docstring, Precision).
-    Grid: (cdiv(B, BLOCK_B), cdiv(R, BLOCK_R)).
-    """
-    offs_b = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    offs_r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
-    offs_k = tl.arange(0, BLOCK_K)
-    mask_b = offs_b < B
-    mask_r = offs_r < R
-    acc = tl.zeros((BLOCK_B, BLOCK_R), dtype=ACC_DTYPE)
-    a_ptrs = a_ptr + offs_b[:, None] * K + offs_k[None, :]
-    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_r[None, :] * stride_wr
-    for k0 in range(0, K, BLOCK_K):
-        mask_k = (k0 + offs_k) < K
-        a = tl.load(a_ptrs, mask=mask_b[:, None] & mask_k[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
-        acc = dot_acc(a, w, acc)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K * stride_wk
-    tl.store(out_ptr + offs_b[:, None] * R + offs_r[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=mask_b[:, None] & mask_r[None, :])
-
-
 def _rank_product_launcher(w: torch.Tensor, w_strides: tuple[int, int], B: int, K: int, R: int):
-    """``launch(a, out)``: out (B, R) = a (B, K) w (K, R), w addressed through ``w_strides`` (k, r), in one launch
-    without allocation; the grid and constexprs are computed here, once, not per step."""
-    grid = lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(R, meta["BLOCK_R"]))  # noqa: E731
-    acc_dtype = TORCH_TO_TL[state_dtype(w.dtype)]
-
+    """``launch(a, out)``: out (B, R) = a (B, K) w (K, R) for one step, once for the whole layer, on the shared grouped
+    GEMM (its small-M tiles); w addressed through ``w_strides`` (k, r). Forward: z_t = h_{t-1} W1_h^T (a = h_{t-1},
+    K = P, w = W1_h^T); backward: dz_t = dgates_t W2 (a = dgates_t, K = 4H, w = W2). a, w and out are in the layer
+    dtype: 16-bit operands on tensor cores, the sum accumulated in the state dtype and rounded to out's dtype once (z
+    where the reference's 16-bit matmul rounds it, dz as the 16-bit operand of the next recurrent product and of the
+    weight gradients; module docstring, Precision). No allocation."""
     def launch(a: torch.Tensor, out: torch.Tensor) -> None:
-        _flstm_rank_product_kernel[grid](a, w, out, B, K, R, *w_strides, ACC_DTYPE=acc_dtype)
+        grouped_gemm(a, w, out, groups=1, M=B, N=R, K=K, a_strides=(0, K, 1), b_strides=(0, *w_strides),
+                     c_strides=(0, R, 1))
     return launch
 
 

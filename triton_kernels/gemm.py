@@ -34,11 +34,15 @@ def _operands(named_args, constexprs):
 # Which operand dtypes each config serves: the rest spill registers on sm_90 (see tests/test_triton_aot.py).
 @triton.autotune(
     **autotune_configs(
+        # The last two: small-M tiles for the per-step products of a batch (M = B rows: the F-LSTM's z_t and dz_t,
+        # a projection's h_t and dm_t), where large tiles would leave most SMs idle.
         gpu=[dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32), dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32),
              dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32), dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64),
-             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=16)],
-        num_warps=[8, 4, 4, 4, 4],
-        dtype_arg=_operands, dtypes=[F32 + HALF, F32 + HALF, F64 + HALF, HALF, ALL_DTYPES + ("mixed",)],
+             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=16), dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64),
+             dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32)],
+        num_warps=[8, 4, 4, 4, 4, 4, 4], num_stages=[3, 3, 3, 3, 3, 3, 1],
+        dtype_arg=_operands, dtypes=[F32 + HALF, F32 + HALF, F64 + HALF, HALF, ALL_DTYPES + ("mixed",), ALL_DTYPES,
+                                     F32 + HALF],
         interpreted=dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32)),
     key=["M_BUCKET", "N", "K"],
     restore_value=["c_ptr"],  # with ACCUMULATE, each timing run must start from the same C
