@@ -170,9 +170,10 @@ def specialisations(launches, kernels, target: GPUTarget) -> list[Specialisation
 
 def representatives(specs: list[Specialisation]) -> list[Specialisation]:
     """One specialisation to compile per kernel x layer dtype x autotune config x shape constexpr (pads, the dtype
-    of a product, :data:`PATH_FLAGS`) x memory layout (unit strides): of the variants that differ only in boolean feature flags (bias,
-    accumulate, cell gradient, ...), the dtypes of pointers that feed no product directly, or alignment facts, the
-    one with the most flags on and then the most 4- and 8-byte pointers, i.e. the most code and the widest loads.
+    of a product, :data:`PATH_FLAGS`) x memory layout (unit strides): of the variants that differ only in boolean
+    feature flags (bias, accumulate, cell gradient, ...), the dtypes of pointers that feed no product directly, or
+    alignment facts, the one with the most flags on and then the most 4- and 8-byte pointers, i.e. the most code and
+    the widest loads.
 
     Compiling every variant for every config would take CI tens of minutes; the variants of a group share their tiles
     and products, which is what decides shared memory and registers. ``represents`` counts a group's variants.

@@ -15,8 +15,9 @@ more than the step's kernels take on the GPU. :func:`run_steps` takes the whole 
 The key is the loop's name, its scalars, and every tensor it touches *by address* (data pointer, shape, strides,
 dtype, device). A graph replays the addresses it captured; keying on them makes a replay exactly the loop it stands
 for. A graph cannot own the loop's buffers instead: the outputs (output, cell, dgates) escape to the caller and are
-saved for the backward. In a steady training loop PyTorch's caching allocator hands the same blocks to the same
-buffers every iteration, so keys repeat; where they do not, the loop runs eagerly, as before, and correct.
+saved for the backward. In a steady training loop PyTorch's caching allocator usually hands the same blocks to the
+same buffers every iteration, so keys repeat (not yet observed on a GPU); where they do not, the loop runs eagerly,
+as before, and correct.
 
 The loop must launch its kernels on the current stream, allocate nothing and never synchronise (the launchers'
 loops index views of preallocated buffers), and every tensor it reads or writes must be among ``tensors``.
